@@ -1,0 +1,70 @@
+"""The composition root: builds every part from the settings, in one place, with ``async with``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.handler import Handler
+from bot.jobs import JobEvent, JobRunner
+from bot.providers.base import ProviderError
+from bot.providers.hub import ProviderHub
+from bot.quotas import Quotas
+from bot.store import Store
+from bot.styles import StyleBook
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "imagine-bot.sqlite3"
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    quotas: Quotas
+    providers: ProviderHub
+    runner: JobRunner
+    handler: Handler
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.time, start: bool = True
+    ) -> AsyncIterator[App]:
+        """Open the database, build the providers, start the job runner; undo it all on exit.
+
+        Jobs still queued at exit stay queued in SQLite and resume at the next start.
+        """
+        styles = StyleBook.from_config(settings.styles)
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        async with Store.open(data_dir / DB_NAME) as store, \
+                ProviderHub.open(settings.providers, settings.env) as providers:
+            handler_ref: list[Handler] = []
+
+            async def notify(event: JobEvent) -> None:
+                await handler_ref[0].on_job_event(event)
+
+            async def alert(provider: str, error: ProviderError) -> None:
+                await handler_ref[0].on_alert(provider, error)
+
+            quotas = Quotas(store, settings.quota, is_admin=lambda a: handler_ref[0].is_admin(a),
+                            clock=clock)
+            runner = JobRunner(
+                store, quotas, providers, data_dir=data_dir, job_settings=settings.jobs,
+                image_settings=settings.images, notify=notify, alert=alert, clock=clock,
+            )
+            handler = Handler(settings, store, quotas, runner, providers, styles, clock=clock)
+            handler_ref.append(handler)
+            app = cls(settings, store, quotas, providers, runner, handler)
+            if start:
+                await runner.start()
+            try:
+                yield app
+            finally:
+                await runner.stop()

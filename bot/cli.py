@@ -1,0 +1,259 @@
+"""``imagine-bot``: generate, quota, doctor, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import importlib
+import json
+import logging
+import re
+import shutil
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.app import App
+from bot.config import SECRET_ENV, Settings, load_settings
+from bot.errors import ConfigError
+from bot.types import Actor, Invocation, Reply, Target
+
+log = logging.getLogger("bot")
+
+# Adapters are loaded by name at serve time: the core never imports a platform library.
+ADAPTERS = {"web": "adapters.web"}
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every configured secret value in a log record with ``***``."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__()
+        values = sorted({env[k] for k in SECRET_ENV if env.get(k) and len(env[k]) >= 6},
+                        key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._pattern is not None:
+            message = record.getMessage()
+            redacted = self._pattern.sub("***", message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self._pattern.sub(
+                    "***", logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(settings.env))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.bot.log_level.upper())
+    # httpx logs full URLs at INFO; keep it quiet so nothing sensitive lands in the log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _Collector:
+    """Responder and poster for the CLI: remembers every reply."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+
+    async def send(self, reply: Reply) -> str | None:
+        self.replies.append(reply)
+        return reply.job_id
+
+    async def edit(self, ref: str, reply: Reply) -> None:
+        self.replies.append(reply)
+
+    async def post(self, target: Target, reply: Reply) -> str | None:
+        self.replies.append(reply)
+        return reply.job_id
+
+    async def update(self, target: Target, ref: str, reply: Reply) -> None:
+        self.replies.append(reply)
+
+
+def _local_actor(user: str | None) -> Actor:
+    name = user or getpass.getuser() or "local"
+    return Actor(platform="cli", tenant="local", user_id=name, display_name=name)
+
+
+async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    async with App.open(settings) as app:
+        collector = _Collector()
+        app.handler.register_poster("cli", collector)
+        actor = _local_actor(args.user)
+        init = Path(args.image).read_bytes() if args.image else None
+        await app.handler.handle(
+            Invocation(actor=actor, channel_id="cli", command="imagine", text=args.prompt,
+                       init_image=init),
+            collector,
+        )
+        job_ids = list(dict.fromkeys(r.job_id for r in collector.replies if r.job_id))
+        if not job_ids:
+            for reply in collector.replies:
+                print(reply.text, file=sys.stderr)
+            return 2
+        await app.runner.wait_idle()
+        out.mkdir(parents=True, exist_ok=True)
+        results: list[dict[str, Any]] = []
+        for job_id in job_ids:
+            job = await app.runner.load(job_id)
+            assert job is not None
+            files = []
+            for img in await app.runner.load_images(job_id):
+                src = app.handler.image_path(img.sha256)
+                assert src is not None
+                dest = out / f"{job_id}-{img.index}.{img.ext}"
+                await asyncio.to_thread(shutil.copyfile, src, dest)
+                files.append({"index": img.index, "path": str(dest), "seed": img.seed,
+                              "width": img.width, "height": img.height})
+            results.append({"job_id": job_id, "state": job.state, "provider": job.provider,
+                            "prompt": job.prompt, "error": job.error, "notice": job.notice,
+                            "images": files})
+        quota = await app.handler.quota_badge(actor)
+        if args.json:
+            print(json.dumps({"jobs": results, "quota": quota}, indent=2))
+        else:
+            for res in results:
+                print(f"job {res['job_id']}: {res['state']} ({res['provider']})")
+                if res["error"]:
+                    print(f"  {res['error']}")
+                if res["notice"]:
+                    print(f"  note: {res['notice']}")
+                for f in res["images"]:
+                    print(f"  {f['path']}  seed {f['seed']}  {f['width']}x{f['height']}")
+            if any(r["provider"] == "offline" for r in results):
+                print("Offline preview: procedural pictures, not a diffusion model.")
+            print(f"Quota: {quota}")
+        return 0 if all(r["state"] == "done" for r in results) else 1
+
+
+async def cmd_quota(settings: Settings, args: argparse.Namespace) -> int:
+    async with App.open(settings, start=False) as app:
+        collector = _Collector()
+        await app.handler.handle(
+            Invocation(actor=_local_actor(args.user), channel_id="cli", command="quota"),
+            collector)
+        for reply in collector.replies:
+            print(reply.text)
+    return 0
+
+
+async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    ok = True
+
+    def line(good: bool, text: str) -> None:
+        nonlocal ok
+        ok = ok and good
+        print(f"[{'ok' if good else 'FAIL'}] {text}")
+
+    line(True, f"config valid (providers.default = {settings.providers.default})")
+    for name in SECRET_ENV:
+        print(f"     {name}: {'set' if settings.env.get(name) else 'not set'}")
+    data_dir = settings.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".doctor-probe"
+        probe.write_text("ok")
+        probe.unlink()
+        line(True, f"data dir {data_dir.resolve()} is writable")
+    except OSError as exc:
+        line(False, f"data dir {data_dir} is not writable ({exc.strerror})")
+        return 1
+    async with App.open(settings, start=False) as app:
+        row = await app.store.fetchone("PRAGMA integrity_check")
+        version = await app.store.fetchone("PRAGMA user_version")
+        line(row is not None and row[0] == "ok",
+             f"database ok (schema version {version[0] if version else '?'})")
+        for name, provider in app.providers.items():
+            try:
+                async with asyncio.timeout(15):
+                    facts = await provider.check()
+                detail = ", ".join(f"{k}={v}" for k, v in facts.items())
+                line(True, f"provider {name} ({provider.label}) reachable: {detail}")
+            except Exception as exc:  # report, never crash the doctor
+                line(False, f"provider {name} ({provider.label}): {type(exc).__name__}: "
+                     f"{getattr(exc, 'user_message', '')}".rstrip(": "))
+    return 0 if ok else 1
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    host = args.host or settings.web.host
+    port = args.port or settings.web.port
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with App.open(settings) as app:
+        web = importlib.import_module(ADAPTERS["web"])
+        server = asyncio.create_task(web.serve(app, host, port))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({server, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (server, stopper):
+            task.cancel()
+        await asyncio.gather(server, stopper, return_exceptions=True)
+        if server in done and server.exception() is not None:
+            raise server.exception()  # type: ignore[misc]
+        log.info("stopped; queued jobs stay queued and resume at the next start")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imagine-bot", description=__doc__)
+    p.add_argument("--config", type=Path, help="TOML settings file (see config/default.toml)")
+    p.add_argument("--data-dir", help="where the database and images live (default ./data)")
+    sub = p.add_subparsers(dest="command")
+    g = sub.add_parser("generate", help="run one /imagine from the shell")
+    g.add_argument("prompt", help='prompt and flags, e.g. "a lighthouse --n 2 --ar 3:2"')
+    g.add_argument("--out", default="out", help="folder for the images")
+    g.add_argument("--json", action="store_true", help="print JSON for scripts")
+    g.add_argument("--user", help="whose quota pays (default: your login name)")
+    g.add_argument("--image", help="an input image to refine (img2img)")
+    q = sub.add_parser("quota", help="show what is left")
+    q.add_argument("--user")
+    sub.add_parser("doctor", help="check config, data dir, database and providers")
+    s = sub.add_parser("serve", help="start the configured adapters (web playground by default)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.data_dir:
+        overrides["bot"] = {"data_dir": args.data_dir}
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"imagine-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    command = args.command or "serve"
+    if command == "serve" and not hasattr(args, "host"):
+        args.host, args.port = None, None
+    runner = {"generate": cmd_generate, "quota": cmd_quota, "doctor": cmd_doctor,
+              "serve": cmd_serve}[command]
+    try:
+        return asyncio.run(runner(settings, args))
+    except ConfigError as exc:
+        print(f"imagine-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

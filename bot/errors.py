@@ -1,0 +1,54 @@
+"""Errors the core raises on purpose.
+
+Two tiers (see STYLE.md §6)::
+
+    UserError                  a message fit to show to the person who acted
+    ├── GrammarError           bad /imagine input (bot.grammar)
+    ├── QuotaExceeded          not enough quota left in a window
+    ├── QueueFull              per-user queue cap reached
+    ├── NotAllowed             the clicker may not press this button
+    ├── JobNotFound            unknown or deleted job, malformed button id
+    └── Unsupported            the provider cannot do what was asked
+    ConfigError                bad settings, raised at start naming the key
+
+Anything else is a bug: it is logged with its traceback and the user gets a short apology with
+a reference id, never ``str(exc)``.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error whose message is written for the person who acted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class GrammarError(UserError):
+    pass
+
+
+class QuotaExceeded(UserError):
+    pass
+
+
+class QueueFull(UserError):
+    pass
+
+
+class NotAllowed(UserError):
+    pass
+
+
+class JobNotFound(UserError):
+    pass
+
+
+class Unsupported(UserError):
+    pass
+
+
+class ConfigError(Exception):
+    """Bad settings; the message names the offending key."""

@@ -1,0 +1,599 @@
+"""Durable jobs and the fair scheduler that runs them.
+
+A job row is written (with its quota reservation, in one transaction) before any provider
+call. States: queued -> running -> done | failed | filtered. The scheduler takes jobs
+round-robin across users, with a cap on running jobs per user and a concurrency limit per
+provider. At start, queued jobs are resumed and jobs that were running when the process died
+are retried (up to ``jobs.retry_interrupted`` times) or failed and refunded: nothing is
+silently dropped and nothing is charged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot import images
+from bot.config import ImageSettings, JobSettings
+from bot.errors import UserError
+from bot.providers.base import (
+    GenerationRequest,
+    GenerationResult,
+    ProviderError,
+    ProviderUnavailable,
+    WeightedPrompt,
+    fit_request,
+    generate_split,
+)
+from bot.providers.hub import ProviderHub
+from bot.quotas import Quotas, user_scope
+from bot.store import Store
+from bot.types import Actor
+
+log = logging.getLogger(__name__)
+
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+
+
+def new_job_id() -> str:
+    """Random, short, unguessable (not sequential: ids travel in button payloads)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def image_path(data_dir: Path, sha256: str, ext: str) -> Path:
+    return data_dir / "images" / sha256[:2] / f"{sha256}.{ext}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the handler asks to run: one job, validated and fitted to its provider."""
+
+    kind: str
+    request: GenerationRequest
+    provider: str
+    init_sha: str | None = None
+    init_ext: str | None = None
+    parent_job_id: str | None = None
+    parent_index: int | None = None
+    notice: str = ""
+    display: Mapping[str, Any] = field(default_factory=dict)  # user-facing params (prompt, style)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    platform: str
+    tenant: str
+    channel_id: str
+    thread_id: str | None
+    owner_id: str
+    owner_name: str
+    kind: str
+    parent_job_id: str | None
+    parent_index: int | None
+    state: str
+    request: Mapping[str, Any]
+    provider: str
+    model: str | None
+    seed: int
+    n: int
+    attempts: int
+    error: str | None
+    notice: str
+    status_ref: str | None
+    grid_sha: str | None
+    grid_ext: str | None
+    deleted: bool
+    created_at: float
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> Job:
+        return cls(
+            id=row["id"], platform=row["platform"], tenant=row["tenant"],
+            channel_id=row["channel_id"], thread_id=row["thread_id"], owner_id=row["owner_id"],
+            owner_name=row["owner_name"], kind=row["kind"], parent_job_id=row["parent_job_id"],
+            parent_index=row["parent_index"], state=row["state"],
+            request=json.loads(row["request_json"]), provider=row["provider"],
+            model=row["model"], seed=int(row["seed"]), n=int(row["n"]),
+            attempts=int(row["attempts"]), error=row["error"], notice=row["notice"],
+            status_ref=row["status_ref"], grid_sha=row["grid_sha"], grid_ext=row["grid_ext"],
+            deleted=bool(row["deleted"]), created_at=float(row["created_at"]),
+            finished_at=row["finished_at"],
+        )
+
+    @property
+    def payer_scope(self) -> str:
+        return user_scope(self.platform, self.tenant, self.owner_id)
+
+    @property
+    def prompt(self) -> str:
+        return str(self.request.get("display_prompt") or self.request.get("prompt", ""))
+
+
+@dataclass(frozen=True)
+class StoredJobImage:
+    index: int  # 1-based, as the buttons show it
+    sha256: str
+    ext: str
+    seed: int | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something the people in the channel should see about a job."""
+
+    job_id: str
+    position: int | None = None
+    progress: float | None = None
+
+
+Notify = Callable[[JobEvent], Awaitable[None]]
+Alert = Callable[[str, ProviderError], Awaitable[None]]
+
+
+def request_to_json(spec: JobSpec) -> str:
+    r = spec.request
+    data: dict[str, Any] = {
+        "prompt": r.prompt, "negative_prompt": r.negative_prompt,
+        "weighted_prompts": [[w.text, w.weight] for w in r.weighted_prompts],
+        "n": r.n, "width": r.width, "height": r.height, "seed": r.seed, "steps": r.steps,
+        "cfg": r.cfg, "sampler": r.sampler, "style": r.style, "model": r.model,
+        "strength": r.strength, "init_sha": spec.init_sha, "init_ext": spec.init_ext,
+    }
+    data.update({f"display_{k}": v for k, v in spec.display.items()})
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: Store,
+        quotas: Quotas,
+        providers: ProviderHub,
+        *,
+        data_dir: Path,
+        job_settings: JobSettings,
+        image_settings: ImageSettings,
+        notify: Notify,
+        alert: Alert,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._quotas = quotas
+        self._providers = providers
+        self._data_dir = data_dir
+        self._settings = job_settings
+        self._limits = images.ImageLimits(
+            max_input_bytes=image_settings.max_input_bytes,
+            max_input_pixels=image_settings.max_input_pixels,
+            preview_max_bytes=image_settings.preview_max_bytes,
+            preview_max_side=image_settings.preview_max_side,
+        )
+        self._notify = notify
+        self._alert = alert
+        self._clock = clock
+        self._queues: dict[str, deque[str]] = {}
+        self._users: deque[str] = deque()
+        self._job_owner: dict[str, str] = {}
+        self._job_provider: dict[str, str] = {}
+        self._running_user: Counter[str] = Counter()
+        self._running_provider: Counter[str] = Counter()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._last_positions: dict[str, int] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --------------------------------------------------------------------- submission
+    async def submit(
+        self,
+        actor: Actor,
+        channel_id: str,
+        thread_id: str | None,
+        specs: Sequence[JobSpec],
+        *,
+        interaction_id: str | None = None,
+    ) -> list[str]:
+        """Write the jobs and reserve their quota in one ``BEGIN IMMEDIATE`` transaction, then
+        queue them. All or nothing: a quota or queue refusal writes nothing."""
+        ids = [new_job_id() for _ in specs]
+        now = self._clock()
+        scope = user_scope(actor.platform, actor.tenant, actor.user_id)
+        async with self._store.transaction() as db:
+            if interaction_id is not None:
+                cur = await db.execute(
+                    "SELECT id FROM jobs WHERE interaction_id = ?", (interaction_id,)
+                )
+                if await cur.fetchone() is not None:
+                    return []  # a replayed delivery: already accepted once
+            cur = await db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE platform = ? AND tenant = ? AND owner_id = ? "
+                "AND state = 'queued'",
+                (actor.platform, actor.tenant, actor.user_id),
+            )
+            row = await cur.fetchone()
+            queued = int(row[0]) if row else 0
+            cap = self._settings.max_queued_per_user
+            if queued + len(specs) > cap:
+                raise UserError(
+                    f"You already have {queued} job{'s' if queued != 1 else ''} waiting; the "
+                    f"limit is {cap}. Try again when some have finished."
+                )
+            cur = await db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+            row = await cur.fetchone()
+            if (int(row[0]) if row else 0) + len(specs) > self._settings.max_queue:
+                raise UserError("The queue is full right now. Nothing was charged; try again soon.")
+            for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True)):
+                await db.execute(
+                    "INSERT INTO jobs (id, platform, tenant, channel_id, thread_id, owner_id, "
+                    "owner_name, kind, parent_job_id, parent_index, state, request_json, "
+                    "provider, model, seed, n, notice, interaction_id, created_at) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job_id, actor.platform, actor.tenant, channel_id, thread_id,
+                        actor.user_id, actor.display_name or actor.user_id, spec.kind,
+                        spec.parent_job_id, spec.parent_index, request_to_json(spec),
+                        spec.provider, spec.request.model, spec.request.seed, spec.request.n,
+                        spec.notice, interaction_id if i == 0 else None, now + i * 1e-6,
+                    ),
+                )
+            await self._quotas.reserve(db, actor, [(j, s.request.n) for j, s in zip(ids, specs,
+                                                                                   strict=True)])
+        for job_id, spec in zip(ids, specs, strict=True):
+            self._enqueue(job_id, scope, spec.provider)
+        return ids
+
+    def _enqueue(self, job_id: str, user: str, provider: str) -> None:
+        if user not in self._queues:
+            self._queues[user] = deque()
+        if user not in self._users:
+            self._users.append(user)
+        self._queues[user].append(job_id)
+        self._job_owner[job_id] = user
+        self._job_provider[job_id] = provider
+        self._idle.clear()
+        self._wake.set()
+
+    # ---------------------------------------------------------------------- positions
+    def _order(self) -> list[str]:
+        """The order queued jobs will start in: one per user per round, users in turn."""
+        queues = [list(self._queues.get(u, ())) for u in self._users]
+        order: list[str] = []
+        depth = 0
+        while True:
+            row = [q[depth] for q in queues if depth < len(q)]
+            if not row:
+                return order
+            order.extend(row)
+            depth += 1
+
+    def position(self, job_id: str) -> int | None:
+        try:
+            return self._order().index(job_id) + 1
+        except ValueError:
+            return None
+
+    def queued_count(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    # ---------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        await self._recover()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="job-dispatcher")
+
+    async def stop(self) -> None:
+        """Graceful stop: running jobs go back to the queue (not counted as an attempt) so the
+        next start runs them; nothing is refunded or charged twice."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        running = list(self._tasks)
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for job_id in running:
+            await self._store.execute(
+                "UPDATE jobs SET state = 'queued', attempts = MAX(0, attempts - 1) "
+                "WHERE id = ? AND state = 'running'",
+                (job_id,),
+            )
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until nothing is queued or running (tests, the CLI)."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+
+    async def _recover(self) -> None:
+        rows = await self._store.fetchall(
+            "SELECT id, attempts FROM jobs WHERE state = 'running'"
+        )
+        for row in rows:
+            if int(row["attempts"]) <= self._settings.retry_interrupted:
+                await self._store.execute(
+                    "UPDATE jobs SET state = 'queued' WHERE id = ? AND state = 'running'",
+                    (row["id"],),
+                )
+                log.info("job %s was interrupted; retrying it", row["id"])
+            else:
+                await self._finish_failed(
+                    row["id"], "The bot restarted while this job was running, and it had "
+                    "already been retried. Your quota was refunded.", notify=False,
+                )
+        rows = await self._store.fetchall(
+            "SELECT id, platform, tenant, owner_id, provider FROM jobs WHERE state = 'queued' "
+            "ORDER BY created_at"
+        )
+        for row in rows:
+            self._enqueue(row["id"], user_scope(row["platform"], row["tenant"], row["owner_id"]),
+                          row["provider"])
+        if rows:
+            log.info("resumed %d queued job(s)", len(rows))
+        if not rows:
+            self._idle.set()
+
+    # ---------------------------------------------------------------------- dispatching
+    def _provider_limit(self, name: str) -> int:
+        try:
+            return max(1, self._providers.get(name).capabilities.max_concurrency)
+        except Exception:
+            return 1
+
+    def _take_next(self) -> str | None:
+        for _ in range(len(self._users)):
+            user = self._users[0]
+            self._users.rotate(-1)
+            queue = self._queues.get(user)
+            if not queue:
+                continue
+            if self._running_user[user] >= self._settings.max_running_per_user:
+                continue
+            job_id = queue[0]
+            provider = self._job_provider[job_id]
+            if self._running_provider[provider] >= self._provider_limit(provider):
+                continue
+            queue.popleft()
+            if not queue:
+                del self._queues[user]
+                self._users.remove(user)
+            return job_id
+        return None
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            started = False
+            while (job_id := self._take_next()) is not None:
+                user, provider = self._job_owner[job_id], self._job_provider[job_id]
+                self._running_user[user] += 1
+                self._running_provider[provider] += 1
+                self._tasks[job_id] = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+                started = True
+            if started:
+                await self._announce_positions()
+            if not self._tasks and not self._queues:
+                self._idle.set()
+
+    async def _announce_positions(self) -> None:
+        order = self._order()
+        for i, job_id in enumerate(order, start=1):
+            if self._last_positions.get(job_id) != i:
+                self._last_positions[job_id] = i
+                await self._safe_notify(JobEvent(job_id, position=i))
+
+    async def _safe_notify(self, event: JobEvent) -> None:
+        try:
+            await self._notify(event)
+        except Exception:  # a chat outage must not lose the job
+            log.exception("could not post an update for job %s", event.job_id)
+
+    # ---------------------------------------------------------------------- running
+    async def load(self, job_id: str) -> Job | None:
+        row = await self._store.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else Job.from_row(row)
+
+    async def load_images(self, job_id: str) -> list[StoredJobImage]:
+        rows = await self._store.fetchall(
+            "SELECT idx, sha256, ext, seed, width, height FROM images WHERE job_id = ? "
+            "ORDER BY idx", (job_id,))
+        return [StoredJobImage(int(r["idx"]), r["sha256"], r["ext"], r["seed"], int(r["width"]),
+                               int(r["height"])) for r in rows]
+
+    async def _run(self, job_id: str) -> None:
+        user, provider_name = self._job_owner.pop(job_id), self._job_provider.pop(job_id)
+        self._last_positions.pop(job_id, None)
+        try:
+            changed = await self._store.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (self._clock(), job_id),
+            )
+            if changed:
+                await self._execute(job_id)
+        finally:
+            self._running_user[user] -= 1
+            self._running_provider[provider_name] -= 1
+            self._tasks.pop(job_id, None)
+            self._wake.set()
+
+    async def _execute(self, job_id: str) -> None:
+        job = await self.load(job_id)
+        assert job is not None
+        await self._safe_notify(JobEvent(job_id, progress=0.0))
+        last_sent = [0.0]
+        loop = asyncio.get_running_loop()
+
+        def on_progress(p: float) -> None:
+            # Throttled: at most ~4 edits a second, chat platforms rate-limit edits.
+            now = loop.time()
+            if now - last_sent[0] >= 0.25 or p >= 1.0:
+                last_sent[0] = now
+                loop.create_task(self._safe_notify(JobEvent(job_id, progress=min(1.0, p))))
+
+        try:
+            req = await self._build_request(job)
+            result, used_provider, notice = await self._generate(job, req, on_progress)
+            await self._store_results(job, result, used_provider, notice)
+        except asyncio.CancelledError:
+            raise  # left 'running' (or re-queued by stop()); settled at the next start
+        except ProviderError as exc:
+            log.warning("job %s failed at provider %s: %s (%s)", job_id, job.provider,
+                        type(exc).__name__, exc.status)
+            await self._finish_failed(job_id, exc.user_message, code=type(exc).__name__)
+            if exc.global_failure:
+                await self._alert(job.provider, exc)
+        except UserError as exc:
+            await self._finish_failed(job_id, exc.message)
+        except Exception:
+            ref = secrets.token_hex(4)
+            log.exception("job %s failed unexpectedly (ref %s)", job_id, ref)
+            await self._finish_failed(
+                job_id, f"Something went wrong on our side (ref {ref}). Your quota was refunded."
+            )
+
+    async def _build_request(self, job: Job) -> GenerationRequest:
+        r = job.request
+        init: bytes | None = None
+        if r.get("init_sha"):
+            path = image_path(self._data_dir, r["init_sha"], r["init_ext"] or "png")
+            data = await asyncio.to_thread(path.read_bytes)
+            init = await images.resize_for_init(data, int(r["width"]), int(r["height"]))
+        return GenerationRequest(
+            prompt=r["prompt"], negative_prompt=r["negative_prompt"],
+            weighted_prompts=tuple(WeightedPrompt(t, float(w)) for t, w in r["weighted_prompts"]),
+            n=int(r["n"]), width=int(r["width"]), height=int(r["height"]), seed=int(r["seed"]),
+            steps=r["steps"], cfg=r["cfg"], sampler=r["sampler"], style=r["style"],
+            model=r["model"], init_image=init, strength=r["strength"],
+            user_ref=job.payer_scope,
+        )
+
+    async def _generate(
+        self, job: Job, req: GenerationRequest, on_progress: Callable[[float], None]
+    ) -> tuple[GenerationResult, str, str]:
+        provider = self._providers.get(job.provider)
+        try:
+            async with asyncio.timeout(self._settings.job_timeout_s):
+                result = await generate_split(provider, req, parallel=provider.capabilities
+                                              .max_concurrency, progress=on_progress)
+            return result, job.provider, ""
+        except TimeoutError:
+            error: ProviderError = ProviderUnavailable(
+                f"job exceeded {self._settings.job_timeout_s:g}s")
+        except ProviderError as exc:
+            error = exc
+        fallback = self._providers.fallback
+        if (fallback is None or fallback == job.provider
+                or not (isinstance(error, ProviderUnavailable) or error.global_failure)):
+            raise error
+        if error.global_failure:
+            await self._alert(job.provider, error)
+        backup = self._providers.get(fallback)
+        try:
+            fitted = fit_request(req, backup.capabilities, backup.label)
+        except ProviderError:
+            raise error from None
+        async with asyncio.timeout(self._settings.job_timeout_s):
+            result = await generate_split(backup, fitted.request,
+                                          parallel=backup.capabilities.max_concurrency,
+                                          progress=on_progress)
+        notice = (f"{self._providers.get(job.provider).label} was unavailable, so "
+                  f"{backup.label} made these instead.")
+        return result, fallback, notice
+
+    async def _store_results(
+        self, job: Job, result: GenerationResult, provider: str, notice: str
+    ) -> None:
+        kept = [img for img in result.images if not img.filtered]
+        filtered = len(result.images) - len(kept)
+        stored: list[tuple[images.StoredImage, int | None]] = []
+        for i, img in enumerate(kept):
+            seed = img.seed if img.seed is not None else job.seed + i
+            params = {
+                "prompt": job.request["prompt"],
+                "negative_prompt": job.request.get("negative_prompt") or "",
+                "seed": str(seed), "provider": provider, "model": str(result.model or ""),
+                "job_id": job.id,
+                "parameters": _a1111_parameters(job, seed, result.model),
+            }
+            stored.append((await images.store_generated(self._data_dir, img.data, params,
+                                                        self._limits), seed))
+        grid = None
+        if stored:
+            grid = await images.make_grid(self._data_dir, [s.path for s, _ in stored],
+                                          self._limits)
+        notes = [n for n in (job.notice, notice) if n]
+        if filtered:
+            notes.append(
+                f"{filtered} image{'s were' if filtered != 1 else ' was'} removed by the "
+                "provider's content filter and refunded."
+            )
+        state = "done" if stored else "filtered"
+        async with self._store.transaction() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO images (job_id, idx, sha256, ext, seed, width, height) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job.id, i, s.sha256, s.path.suffix.lstrip("."), seed, s.width, s.height)
+                 for i, (s, seed) in enumerate(stored, start=1)],
+            )
+            await db.execute(
+                "UPDATE jobs SET state = ?, provider = ?, model = COALESCE(?, model), "
+                "notice = ?, grid_sha = ?, grid_ext = ?, finished_at = ?, error = ? "
+                "WHERE id = ? AND state = 'running'",
+                (state, provider, result.model, " ".join(notes),
+                 grid.sha256 if grid else None, grid.path.suffix.lstrip(".") if grid else None,
+                 self._clock(),
+                 None if stored else "Every image was removed by the provider's content filter.",
+                 job.id),
+            )
+            await self._quotas.settle(db, job.id, len(stored))
+        await self._safe_notify(JobEvent(job.id))
+
+    async def _finish_failed(
+        self, job_id: str, message: str, *, code: str = "", notify: bool = True
+    ) -> None:
+        async with self._store.transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
+                "WHERE id = ? AND state IN ('queued', 'running')",
+                (message, self._clock(), job_id),
+            )
+            await self._quotas.settle(db, job_id, 0)
+        if notify:
+            await self._safe_notify(JobEvent(job_id))
+
+
+def _a1111_parameters(job: Job, seed: int, model: str | None) -> str:
+    """The widely read "parameters" text chunk (as AUTOMATIC1111 writes it)."""
+    r = job.request
+    parts = [str(r["prompt"])]
+    if r.get("negative_prompt"):
+        parts.append(f"Negative prompt: {r['negative_prompt']}")
+    fields = [f"Seed: {seed}", f"Size: {r['width']}x{r['height']}"]
+    if r.get("steps"):
+        fields.insert(0, f"Steps: {r['steps']}")
+    if r.get("sampler"):
+        fields.append(f"Sampler: {r['sampler']}")
+    if r.get("cfg") is not None:
+        fields.append(f"CFG scale: {r['cfg']}")
+    if model:
+        fields.append(f"Model: {model}")
+    fields.append(f"Provider: {job.provider}")
+    parts.append(", ".join(fields))
+    return "\n".join(parts)
+
+
+__all__ = ["Job", "JobEvent", "JobRunner", "JobSpec", "StoredJobImage", "image_path"]

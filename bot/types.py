@@ -1,0 +1,148 @@
+"""The core's own vocabulary: what adapters hand in and what they get back.
+
+Adapters turn a platform event into an :class:`Invocation`, pass it to the handler together
+with a :class:`Responder`, and render every :class:`Reply` the core sends through it. Nothing
+here knows about Discord, Slack or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+ButtonStyle = Literal["primary", "secondary", "danger"]
+JobState = Literal["queued", "running", "done", "failed", "filtered"]
+FINAL_STATES: frozenset[str] = frozenset({"done", "failed", "filtered"})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting. ``tenant`` is the guild / workspace / web instance, from the verified
+    request, never from a button payload."""
+
+    platform: str
+    tenant: str
+    user_id: str
+    display_name: str = ""
+    roles: tuple[str, ...] = ()
+    is_admin: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.tenant}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One command or one button press.
+
+    ``command`` is ``imagine``, ``quota`` or ``admin`` (with ``text`` the rest of the line), or
+    ``action`` for a button press (with ``action`` the button's ``verb:job_id:index`` id and
+    ``fields`` what a form returned, e.g. the edited prompt of a refine).
+    """
+
+    actor: Actor
+    channel_id: str
+    command: str = "imagine"
+    text: str = ""
+    action: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    thread_id: str | None = None
+    init_image: bytes | None = None
+    interaction_id: str | None = None
+    channel_allows_collaboration: bool | None = None
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action: str  # "verb:job_id:index", short and stateless
+    style: ButtonStyle = "secondary"
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    value: str = ""
+    kind: Literal["text", "number"] = "text"
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+@dataclass(frozen=True)
+class Form:
+    """A small dialog the adapter shows (Discord modal, Slack view, web dialog). Submitting it
+    comes back as an ``action`` invocation with the same ``action`` and the ``fields``."""
+
+    title: str
+    action: str
+    fields: tuple[FormField, ...]
+    submit_label: str = "Submit"
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image stored in the data dir. Adapters upload or link ``path``; never build paths."""
+
+    path: Path
+    filename: str
+    width: int
+    height: int
+    kind: Literal["grid", "image"] = "image"
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the core asks an adapter to show.
+
+    ``job_id`` ties replies about one job together: an adapter may update an earlier message
+    (web card, Slack/Discord status message) when a reply with the same job id arrives.
+    ``text`` is plain text: adapters escape it for their markup and never let it ping anyone.
+    """
+
+    text: str
+    images: tuple[ImageFile, ...] = ()
+    buttons: tuple[Button, ...] = ()
+    ephemeral: bool = False
+    form: Form | None = None
+    job_id: str | None = None
+    parent_job_id: str | None = None
+    state: str | None = None
+    position: int | None = None
+    progress: float | None = None
+    notice: str | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a job's messages go: kept on the job row so results land after a restart."""
+
+    platform: str
+    tenant: str
+    channel_id: str
+    thread_id: str | None = None
+    user_id: str = ""
+
+
+class Responder(Protocol):
+    """Handed in by an adapter for one invocation."""
+
+    async def send(self, reply: Reply) -> str | None:
+        """Show ``reply``; return a reference that :meth:`edit` accepts, if the platform has one."""
+        ...
+
+    async def edit(self, ref: str, reply: Reply) -> None: ...
+
+
+class ChannelPoster(Protocol):
+    """Registered once per platform by its adapter: posts job updates as ordinary messages in a
+    channel, so a result lands even when the original interaction has long expired."""
+
+    async def post(self, target: Target, reply: Reply) -> str | None: ...
+
+    async def update(self, target: Target, ref: str, reply: Reply) -> None: ...

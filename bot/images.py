@@ -1,0 +1,453 @@
+"""Pillow work: the input gate, content-addressed storage, preview grids.
+
+Every image that enters the bot, from a user (``normalize_input``) or from a provider
+(``store_generated``), goes through one decode gate: PNG/JPEG/WEBP only, a byte cap before
+decoding, a pixel cap checked on the header before any pixel is decoded, single frame, EXIF
+orientation applied, metadata stripped. Pillow is CPU-bound and mostly releases the GIL, so the
+async functions run the ``_..._sync`` twins in ``asyncio.to_thread``; the sync twins exist so a
+benchmark can measure the floor without the event loop.
+
+Errors::
+
+    ImageRejected (UserError)                 the user's file is refused; message fit to show
+    BadProviderImage (ProviderUnavailable,    a provider returned bytes that fail the gate; the
+                      ValueError)             core treats it as a provider fault and refunds
+
+Files live under ``data_dir/images/<sha[:2]>/<sha>.<ext>``, where ``sha`` is the SHA-256 of the
+file's bytes, so the same output stored twice is one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import os
+import re
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, PngImagePlugin
+
+from bot.errors import UserError
+from bot.providers.base import ProviderUnavailable
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+
+# n images -> (columns, rows) of the preview grid.
+GRID_LAYOUTS: Mapping[int, tuple[int, int]] = {
+    1: (1, 1),
+    2: (2, 1),
+    3: (3, 1),
+    4: (2, 2),
+    5: (3, 2),
+    6: (3, 2),
+    7: (4, 2),
+    8: (4, 2),
+    9: (3, 3),
+    10: (5, 2),
+}
+
+_GRID_GAP = 4  # px between tiles, in the final (scaled) grid
+_GRID_BACKGROUND = (24, 24, 27)
+_JPEG_QUALITIES = (90, 85, 80, 72, 64, 56, 48, 40)
+_WEBP_QUALITIES = (70, 55, 40, 30)
+_STORE_PNG_LEVEL = 4  # stored outputs: a fair size for chat uploads at a modest CPU cost
+_INPUT_PNG_LEVEL = 3
+
+
+# --------------------------------------------------------------------------------------- errors
+class ImageRejected(UserError):
+    """A user's image was refused; ``message`` says why in words fit for the user."""
+
+
+class BadProviderImage(ProviderUnavailable, ValueError):
+    """A provider returned bytes that are not an acceptable image.
+
+    It is a :class:`ProviderUnavailable` (a malformed answer: the core refunds and may retry like
+    any provider fault) and a ``ValueError`` for callers that only care that the data was bad.
+    """
+
+    user_message = (
+        "The image service returned a damaged image. Your quota was refunded; try again."
+    )
+
+
+# ---------------------------------------------------------------------------------------- types
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str  # hex of the final file bytes (the content address)
+    path: Path  # data_dir/images/<sha[:2]>/<sha>.<ext>
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_input_bytes: int = 20 * 1024 * 1024
+    # Decompression bombs are refused well below Pillow's own 89 MP warning threshold.
+    max_input_pixels: int = 4096 * 4096
+    preview_max_bytes: int = 8 * 1024 * 1024  # the grid must fit chat uploads (Discord: 10 MiB)
+    preview_max_side: int = 1536
+
+
+# ------------------------------------------------------------------------------------ the gate
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def _mp(n: int) -> str:
+    return f"{n / 1_000_000:.1f} megapixels"
+
+
+def _pixel_limit_text(limits: ImageLimits) -> str:
+    side = int(limits.max_input_pixels**0.5)
+    return f"{_mp(limits.max_input_pixels)} (for example {side}x{side})"
+
+
+def decode_checked_sync(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode ``data`` through the gate; return a loaded, upright, metadata-free RGB/RGBA image
+    (sRGB). For code already running in a worker thread (providers, the grid).
+
+    Raises :class:`ImageRejected` with a message per refusal.
+    """
+    if not data:
+        raise ImageRejected("That file is empty.")
+    if len(data) > limits.max_input_bytes:
+        raise ImageRejected(
+            f"That file is {_mb(len(data))}; the limit is {_mb(limits.max_input_bytes)}."
+        )
+    try:
+        # formats= keeps Pillow from trying its other ~40 decoders on hostile input.
+        im = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses > 2x MAX_IMAGE_PIXELS in open(), before we see the size. (A warning
+        # only arrives here as an exception when the process runs with -W error; otherwise
+        # our own cap below, far lower than Pillow's, refuses the image.)
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({_mp(int(m.group(1)))})" if m else ""
+        raise ImageRejected(
+            f"That image is far too large{size}; the limit is {_pixel_limit_text(limits)}."
+        ) from None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError):
+        # UnidentifiedImageError is an OSError.
+        raise ImageRejected("That file is not a PNG, JPEG or WEBP image.") from None
+
+    with im:
+        width, height = im.size
+        # Checked on the header, before a single pixel is decoded.
+        if width <= 0 or height <= 0:
+            raise ImageRejected("That image has no pixels.")
+        if width * height > limits.max_input_pixels:
+            raise ImageRejected(
+                f"That image is {width}x{height} pixels; "
+                f"the limit is {_pixel_limit_text(limits)}."
+            )
+        # MPO (a JPEG with a second, stereo or depth picture, common from phone cameras) is
+        # not an animation: its first frame is the photo.
+        if im.format != "MPO" and getattr(im, "n_frames", 1) > 1:
+            raise ImageRejected(
+                "Animated images are not supported; send a single still picture."
+            )
+        try:
+            im.load()
+            upright = ImageOps.exif_transpose(im) or im
+            out = _to_srgb(upright)
+        except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error):
+            raise ImageRejected(
+                "That image file is damaged or incomplete; try exporting it again."
+            ) from None
+    out.info = {}  # strips EXIF (incl. GPS), XMP, text chunks and the (now applied) ICC profile
+    return out
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """RGB or RGBA, converted from an embedded ICC profile to sRGB when there is one (phone
+    photos are often Display P3; dropping the profile without converting dulls them)."""
+    mode = "RGBA" if im.has_transparency_data else "RGB"
+    if im.mode.startswith("I"):
+        # 16-bit greyscale PNG: scale to 8 bits instead of letting convert() clip to white.
+        im = im.convert("I").point(lambda v: v / 256).convert("L")
+    icc = im.info.get("icc_profile")
+    if icc and im.mode in ("RGB", "RGBA", "CMYK", "L"):
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            base = im if im.mode in ("RGB", "RGBA") else im.convert(mode)
+            converted = ImageCms.profileToProfile(base, src, dst, outputMode=mode)
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile is ignored, not fatal: the pixels are still fine
+    return im.convert(mode) if im.mode != mode else im.copy()
+
+
+def encode_png_sync(img: Image.Image, compress_level: int = _STORE_PNG_LEVEL) -> bytes:
+    """Encode ``img`` as PNG with no metadata. The floor that a benchmark measures against."""
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------- storage
+def _content_path(data_dir: Path, sha: str, ext: str) -> Path:
+    return data_dir / "images" / sha[:2] / f"{sha}.{ext}"
+
+
+def _write_content_addressed(data_dir: Path, data: bytes, ext: str) -> tuple[str, Path]:
+    sha = hashlib.sha256(data).hexdigest()
+    path = _content_path(data_dir, sha, ext)
+    if path.exists():
+        return sha, path  # same bytes, same name: nothing to write
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # tmp file in the same directory + os.replace: a crash never leaves a half-written image
+    # under a content address that later readers would trust.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f".{ext}")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return sha, path
+
+
+def _png_info(params: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in params.items():
+        # PNG keywords: 1-79 Latin-1 characters. Keys are ours, so a bad one is a bug.
+        if not 1 <= len(key) <= 79 or not all(32 <= ord(c) <= 255 for c in key):
+            raise ValueError(f"invalid PNG text key {key!r}")
+        # add_text falls back to iTXt (UTF-8) when the value is not Latin-1 (emoji, CJK).
+        info.add_text(key, str(value))
+    return info
+
+
+def _store_generated_sync(
+    data_dir: Path, data: bytes, params: Mapping[str, str], limits: ImageLimits
+) -> StoredImage:
+    try:
+        img = decode_checked_sync(data, limits)
+    except ImageRejected as exc:
+        raise BadProviderImage(f"provider image refused: {exc.message}") from None
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=_STORE_PNG_LEVEL, pnginfo=_png_info(params))
+    png = buf.getvalue()
+    sha, path = _write_content_addressed(data_dir, png, "png")
+    return StoredImage(sha, path, img.width, img.height, len(png))
+
+
+async def store_generated(
+    data_dir: Path, data: bytes, params: Mapping[str, str], limits: ImageLimits
+) -> StoredImage:
+    """Validate a provider's output, re-encode it as PNG with ``params`` as text chunks (e.g.
+    ``prompt``, ``seed``, an A1111-style ``parameters`` line) and store it content-addressed.
+
+    Raises :class:`BadProviderImage` when ``data`` fails the gate.
+    """
+    return await asyncio.to_thread(_store_generated_sync, data_dir, data, params, limits)
+
+
+def a1111_parameters(
+    prompt: str,
+    *,
+    negative_prompt: str | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
+    cfg: float | None = None,
+    seed: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    model: str | None = None,
+) -> str:
+    """The ``parameters`` text that AUTOMATIC1111-compatible tools read back from a PNG."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    fields: list[str] = []
+    if steps is not None:
+        fields.append(f"Steps: {steps}")
+    if sampler:
+        fields.append(f"Sampler: {sampler}")
+    if cfg is not None:
+        fields.append(f"CFG scale: {cfg:g}")
+    if seed is not None:
+        fields.append(f"Seed: {seed}")
+    if width and height:
+        fields.append(f"Size: {width}x{height}")
+    if model:
+        fields.append(f"Model: {model}")
+    if fields:
+        lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ input
+def _normalize_input_sync(data: bytes, limits: ImageLimits) -> bytes:
+    return encode_png_sync(decode_checked_sync(data, limits), _INPUT_PNG_LEVEL)
+
+
+async def normalize_input(data: bytes, limits: ImageLimits) -> bytes:
+    """Gate an incoming image (refine / img2img) and return clean PNG bytes: upright, sRGB,
+    RGB or RGBA, without EXIF, GPS or text chunks. Raises :class:`ImageRejected`."""
+    return await asyncio.to_thread(_normalize_input_sync, data, limits)
+
+
+def fit_cover_sync(img: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale to cover ``width`` x ``height`` and centre-crop: the provider needs exactly this
+    size and the subject is usually central; letterboxing would teach the model black bars."""
+    if img.size == (width, height):
+        return img
+    return ImageOps.fit(img, (width, height), Image.Resampling.LANCZOS)
+
+
+def _resize_for_init_sync(png: bytes, width: int, height: int) -> bytes:
+    img = decode_checked_sync(png, ImageLimits())
+    return encode_png_sync(fit_cover_sync(img, width, height), 1)
+
+
+async def resize_for_init(png: bytes, width: int, height: int) -> bytes:
+    """Resize and centre-crop an init image to exactly ``width`` x ``height`` (PNG out)."""
+    return await asyncio.to_thread(_resize_for_init_sync, png, width, height)
+
+
+def _read_png_text_sync(path: Path) -> dict[str, str]:
+    with Image.open(path, formats=["PNG"]) as im:
+        assert isinstance(im, PngImagePlugin.PngImageFile)
+        # .text also reads chunks after IDAT (it loads the image once if needed).
+        return {str(k): str(v) for k, v in im.text.items()}
+
+
+async def read_png_text(path: Path) -> dict[str, str]:
+    """The tEXt/zTXt/iTXt chunks of a stored PNG."""
+    return await asyncio.to_thread(_read_png_text_sync, path)
+
+
+# ------------------------------------------------------------------------------------- grid
+def grid_layout(n: int) -> tuple[int, int]:
+    """(columns, rows) for a preview of ``n`` images."""
+    try:
+        return GRID_LAYOUTS[n]
+    except KeyError:
+        raise ValueError(f"a preview grid holds 1..10 images, not {n}") from None
+
+
+def _badge(draw: ImageDraw.ImageDraw, x: int, y: int, label: str, tile_short: int) -> None:
+    size = max(11, min(40, tile_short // 11))
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    pad = max(3, size // 3)
+    margin = max(4, size // 3)
+    bw = right - left + 2 * pad
+    bh = bottom - top + 2 * pad
+    box = (x + margin, y + margin, x + margin + max(bw, bh), y + margin + bh)
+    draw.rounded_rectangle(box, radius=bh // 3, fill=(0, 0, 0, 170))
+    tx = box[0] + (box[2] - box[0] - (right - left)) // 2 - left
+    ty = box[1] + pad - top
+    draw.text((tx, ty), label, font=font, fill=(255, 255, 255, 255))
+
+
+def _render_grid(tiles: Sequence[Image.Image], cols: int, rows: int, max_side: int) -> Image.Image:
+    cell_w = max(t.width for t in tiles)
+    cell_h = max(t.height for t in tiles)
+    gap = _GRID_GAP if len(tiles) > 1 else 0
+    # Gaps stay fixed in pixels, so only the tiles are scaled to fit max_side.
+    scale = min(
+        1.0,
+        (max_side - (cols - 1) * gap) / (cols * cell_w),
+        (max_side - (rows - 1) * gap) / (rows * cell_h),
+    )
+    tw = max(1, int(cell_w * scale))
+    th = max(1, int(cell_h * scale))
+    canvas = Image.new("RGBA", (cols * tw + (cols - 1) * gap, rows * th + (rows - 1) * gap),
+                       (*_GRID_BACKGROUND, 255))
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for i, tile in enumerate(tiles):
+        col, row = i % cols, i // cols
+        x, y = col * (tw + gap), row * (th + gap)
+        # Fit inside the cell keeping the aspect ratio (mixed sizes get letterboxed).
+        f = min(tw / tile.width, th / tile.height)
+        size = (max(1, round(tile.width * f)), max(1, round(tile.height * f)))
+        small = tile if tile.size == size else tile.resize(
+            size, Image.Resampling.LANCZOS, reducing_gap=2.0
+        )
+        px, py = x + (tw - size[0]) // 2, y + (th - size[1]) // 2
+        canvas.alpha_composite(small.convert("RGBA"), (px, py))
+        if len(tiles) > 1:
+            _badge(draw, px, py, str(i + 1), min(size))
+    canvas.alpha_composite(overlay)
+    return canvas.convert("RGB")
+
+
+def _encode_preview(img: Image.Image, limit: int) -> tuple[bytes, str, Image.Image]:
+    """JPEG with quality stepping down, then WEBP, then a smaller picture, until it fits."""
+    while True:
+        for q in _JPEG_QUALITIES:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=q, optimize=True)
+            if buf.tell() <= limit:
+                return buf.getvalue(), "jpg", img
+        for q in _WEBP_QUALITIES:
+            buf = io.BytesIO()
+            img.save(buf, "WEBP", quality=q, method=4)
+            if buf.tell() <= limit:
+                return buf.getvalue(), "webp", img
+        if max(img.size) <= 64:
+            raise ValueError(f"cannot fit a preview into {limit} bytes")
+        img = img.resize(
+            (max(1, img.width * 3 // 4), max(1, img.height * 3 // 4)), Image.Resampling.LANCZOS
+        )
+
+
+def _open_tile(path: Path, limits: ImageLimits) -> Image.Image:
+    try:
+        return decode_checked_sync(path.read_bytes(), limits)
+    except ImageRejected as exc:
+        raise ValueError(f"cannot use {path.name} in a grid: {exc.message}") from None
+
+
+def _make_grid_sync(data_dir: Path, images: Sequence[Path], limits: ImageLimits) -> StoredImage:
+    cols, rows = grid_layout(len(images))
+    tiles = [_open_tile(p, limits) for p in images]
+    grid = _render_grid(tiles, cols, rows, limits.preview_max_side)
+    data, ext, final = _encode_preview(grid, limits.preview_max_bytes)
+    sha, path = _write_content_addressed(data_dir, data, ext)
+    return StoredImage(sha, path, final.width, final.height, len(data))
+
+
+async def make_grid(data_dir: Path, images: Sequence[Path], limits: ImageLimits) -> StoredImage:
+    """A numbered preview grid of 1..10 stored images (JPEG, or WEBP when JPEG will not fit
+    ``preview_max_bytes``), longest side at most ``preview_max_side``, stored content-addressed.
+    """
+    return await asyncio.to_thread(_make_grid_sync, data_dir, list(images), limits)
+
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "GRID_LAYOUTS",
+    "BadProviderImage",
+    "ImageLimits",
+    "ImageRejected",
+    "StoredImage",
+    "a1111_parameters",
+    "decode_checked_sync",
+    "encode_png_sync",
+    "fit_cover_sync",
+    "grid_layout",
+    "make_grid",
+    "normalize_input",
+    "read_png_text",
+    "resize_for_init",
+    "store_generated",
+]

@@ -93,7 +93,7 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         collector = _Collector()
         app.handler.register_poster("cli", collector)
         actor = _local_actor(args.user)
-        init = Path(args.image).read_bytes() if args.image else None
+        init = await asyncio.to_thread(Path(args.image).read_bytes) if args.image else None
         await app.handler.handle(
             Invocation(actor=actor, channel_id="cli", command="imagine", text=args.prompt,
                        init_image=init),
@@ -105,7 +105,7 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
                 print(reply.text, file=sys.stderr)
             return 2
         await app.runner.wait_idle()
-        out.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
         results: list[dict[str, Any]] = []
         for job_id in job_ids:
             job = await app.runner.load(job_id)

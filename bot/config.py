@@ -286,7 +286,8 @@ def _validate(s: Settings) -> None:
         need(getattr(q, key) >= 0, f"quota.{key}", "must be 0 (unlimited) or more")
     for role, limits in q.roles.items():
         for k, v in limits.items():
-            need(k in ("daily", "monthly"), f"quota.roles.{role}.{k}", "is unknown (daily, monthly)")
+            need(k in ("daily", "monthly"), f"quota.roles.{role}.{k}",
+                 "is unknown (daily, monthly)")
             need(isinstance(v, int) and v >= 0, f"quota.roles.{role}.{k}", "must be a whole number")
     j = s.jobs
     need(j.max_running_per_user >= 1, "jobs.max_running_per_user", "must be at least 1")

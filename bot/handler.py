@@ -51,8 +51,8 @@ from bot.types import (
 
 log = logging.getLogger(__name__)
 
-ACTION_RE = re.compile(r"^(pick|refine|vary|reroll|info|delete):([a-z2-9]{12})(?::(\d{1,2}))?$")
-SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+ACTION_RE = re.compile(r"(pick|refine|vary|reroll|info|delete):([a-z2-9]{12})(?::([0-9]{1,2}))?")
+SHA_RE = re.compile(r"[0-9a-f]{64}")
 OFFLINE_NOTICE = "Offline preview: a procedural picture, not a diffusion model."
 ALERT_EVERY_S = 3600.0
 
@@ -148,7 +148,7 @@ class Handler:
         return replies
 
     def image_path(self, sha256: str) -> Path | None:
-        if not SHA_RE.match(sha256):
+        if not SHA_RE.fullmatch(sha256):
             return None
         folder = self._settings.data_dir / "images" / sha256[:2]
         for ext in ("png", "jpg", "webp"):
@@ -250,7 +250,9 @@ class Handler:
             ))
         await self._submit(inv, responder, specs)
 
-    async def _submit(self, inv: Invocation, responder: Responder, specs: Sequence[JobSpec]) -> None:
+    async def _submit(
+        self, inv: Invocation, responder: Responder, specs: Sequence[JobSpec]
+    ) -> None:
         ids = await self._runner.submit(
             inv.actor, inv.channel_id, inv.thread_id, specs, interaction_id=inv.interaction_id
         )
@@ -270,7 +272,7 @@ class Handler:
 
     # -------------------------------------------------------------------------- actions
     async def _load_for(self, inv: Invocation) -> tuple[str, Job, int | None]:
-        m = ACTION_RE.match(inv.action)
+        m = ACTION_RE.fullmatch(inv.action)
         if m is None:
             raise JobNotFound("That button is not one of ours, or it has expired.")
         verb, job_id, index = m.group(1), m.group(2), m.group(3)
@@ -385,7 +387,7 @@ class Handler:
     def _strength(field: str | None, flag: float | None, default: float) -> float:
         if field not in (None, ""):
             try:
-                value = float(field)  # type: ignore[arg-type]
+                value = float(field)
             except ValueError:
                 raise UserError("Strength must be a number from 0 to 1.") from None
             if not 0.0 <= value <= 1.0 or value != value:

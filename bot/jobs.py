@@ -11,6 +11,7 @@ silently dropped and nothing is charged twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
@@ -186,7 +187,10 @@ class JobRunner:
         self._alert = alert
         self._clock = clock
         self._queues: dict[str, deque[str]] = {}
-        self._users: deque[str] = deque()
+        # Fairness: the user served longest ago goes first; a newcomer before everyone served.
+        self._turns = itertools.count()
+        self._last_served: dict[str, int] = {}
+        self._arrival: dict[str, int] = {}
         self._job_owner: dict[str, str] = {}
         self._job_provider: dict[str, str] = {}
         self._running_user: Counter[str] = Counter()
@@ -195,6 +199,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._last_positions: dict[str, int] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -260,8 +265,7 @@ class JobRunner:
     def _enqueue(self, job_id: str, user: str, provider: str) -> None:
         if user not in self._queues:
             self._queues[user] = deque()
-        if user not in self._users:
-            self._users.append(user)
+            self._arrival[user] = next(self._turns)
         self._queues[user].append(job_id)
         self._job_owner[job_id] = user
         self._job_provider[job_id] = provider
@@ -269,9 +273,13 @@ class JobRunner:
         self._wake.set()
 
     # ---------------------------------------------------------------------- positions
+    def _users(self) -> list[str]:
+        return sorted(self._queues, key=lambda u: (self._last_served.get(u, -1),
+                                                   self._arrival[u]))
+
     def _order(self) -> list[str]:
         """The order queued jobs will start in: one per user per round, users in turn."""
-        queues = [list(self._queues.get(u, ())) for u in self._users]
+        queues = [list(self._queues[u]) for u in self._users()]
         order: list[str] = []
         depth = 0
         while True:
@@ -312,9 +320,9 @@ class JobRunner:
                 (job_id,),
             )
 
-    async def wait_idle(self, timeout: float | None = None) -> None:
+    async def wait_idle(self, within: float | None = None) -> None:
         """Wait until nothing is queued or running (tests, the CLI)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             await self._idle.wait()
 
     async def _recover(self) -> None:
@@ -353,12 +361,8 @@ class JobRunner:
             return 1
 
     def _take_next(self) -> str | None:
-        for _ in range(len(self._users)):
-            user = self._users[0]
-            self._users.rotate(-1)
-            queue = self._queues.get(user)
-            if not queue:
-                continue
+        for user in self._users():
+            queue = self._queues[user]
             if self._running_user[user] >= self._settings.max_running_per_user:
                 continue
             job_id = queue[0]
@@ -368,7 +372,8 @@ class JobRunner:
             queue.popleft()
             if not queue:
                 del self._queues[user]
-                self._users.remove(user)
+                del self._arrival[user]
+            self._last_served[user] = next(self._turns)
             return job_id
         return None
 
@@ -442,7 +447,9 @@ class JobRunner:
             now = loop.time()
             if now - last_sent[0] >= 0.25 or p >= 1.0:
                 last_sent[0] = now
-                loop.create_task(self._safe_notify(JobEvent(job_id, progress=min(1.0, p))))
+                task = loop.create_task(self._safe_notify(JobEvent(job_id, progress=min(1.0, p))))
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
 
         try:
             req = await self._build_request(job)

@@ -214,7 +214,8 @@ class Quotas:
         """Commit ``delivered`` units and refund the rest of the job's reservation. Idempotent:
         a second call (a retry, the reconciler) changes nothing."""
         cur = await db.execute(
-            "SELECT payer, units, windows, exempt FROM ledger WHERE job_id = ? AND kind = 'reserve'",
+            "SELECT payer, units, windows, exempt FROM ledger "
+            "WHERE job_id = ? AND kind = 'reserve'",
             (job_id,),
         )
         row = await cur.fetchone()

@@ -222,7 +222,8 @@ def nearest_size(width: int, height: int, caps: Capabilities) -> tuple[int, int]
     if caps.size_mode == "preset" and caps.sizes:
         return min(
             caps.sizes,
-            key=lambda s: (abs(math.log((s[0] / s[1]) / want_ratio)), abs(s[0] * s[1] - width * height)),
+            key=lambda s: (abs(math.log((s[0] / s[1]) / want_ratio)),
+                           abs(s[0] * s[1] - width * height)),
         )
     m = max(1, caps.size_multiple)
     scale = 1.0
@@ -280,7 +281,8 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
         elif not caps.steps_range[0] <= req.steps <= caps.steps_range[1]:
             lo, hi = caps.steps_range
             changes["steps"] = min(hi, max(lo, req.steps))
-            notes.append(f"--steps must be {lo}..{hi} on {provider_label}; using {changes['steps']}.")
+            notes.append(f"--steps must be {lo}..{hi} on {provider_label}; "
+                         f"using {changes['steps']}.")
     if req.cfg is not None:
         if caps.cfg_range is None:
             notes.append(f"{provider_label} does not take --cfg; ignored.")

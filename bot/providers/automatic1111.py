@@ -1,0 +1,249 @@
+"""AUTOMATIC1111 stable-diffusion-webui (and Forge): ``/sdapi/v1/txt2img`` and ``/img2img``.
+
+Samplers and checkpoints are read from the server (``refresh``); until then any sampler name
+is passed through and the server's 400 "Sampler not found" tells the truth. Seeds come back in
+``info.all_seeds`` (``info`` is a JSON *string*); with a returned grid, images start at
+``index_of_first_image``. Optional HTTP basic auth (``--api-auth``) from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+
+from bot.errors import ConfigError
+from bot.providers.base import (
+    AuthFailed,
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    InvalidRequest,
+    NotFound,
+    ProgressCallback,
+    ProviderError,
+    ProviderUnavailable,
+)
+from bot.providers.http import (
+    HttpClient,
+    HttpPolicy,
+    Sleep,
+    b64decode_many,
+    error_for_status,
+    get_int,
+    get_str,
+    get_url,
+    json_or_none,
+)
+
+PREFIX = "providers.automatic1111"
+DEFAULT_BASE_URL = "http://127.0.0.1:7860"
+
+
+@dataclass(frozen=True)
+class Automatic1111Settings:
+    base_url: str = DEFAULT_BASE_URL
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    checkpoint: str | None = None
+    default_sampler: str | None = None
+    max_n_per_call: int = 4
+    max_side: int = 2048
+    max_concurrency: int = 1
+    policy: HttpPolicy = field(default_factory=HttpPolicy)
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, object],
+                     env: Mapping[str, str]) -> Automatic1111Settings:
+        user = env.get("AUTOMATIC1111_USER") or None
+        password = env.get("AUTOMATIC1111_PASSWORD") or None
+        if (user is None) != (password is None):
+            raise ConfigError("AUTOMATIC1111_USER and AUTOMATIC1111_PASSWORD must be set "
+                              f"together (for {PREFIX})")
+        if "password" in section:
+            raise ConfigError(f"{PREFIX}.password: secrets come from the environment "
+                              "(AUTOMATIC1111_PASSWORD)")
+        return cls(
+            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
+                             "AUTOMATIC1111_BASE_URL"),
+            username=user,
+            password=password,
+            checkpoint=get_str(section, "checkpoint", "", PREFIX).strip() or None,
+            default_sampler=get_str(section, "sampler", "", PREFIX).strip() or None,
+            max_n_per_call=get_int(section, "max_n_per_call", 4, PREFIX, lo=1, hi=16),
+            max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
+            # The webui serialises generations behind one lock; more only queues there.
+            max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
+            policy=HttpPolicy.from_mapping(section, PREFIX),
+        )
+
+
+def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+    """Webui handler bodies ``{error, detail, body, errors}``; FastAPI 422 ``{detail: [...]}``."""
+    data = json_or_none(body)
+    detail = ""
+    kind = ""
+    if isinstance(data, dict):
+        kind = str(data.get("error") or "")
+        d = data.get("detail")
+        if isinstance(d, str):
+            detail = d
+        elif isinstance(d, list):
+            detail = "; ".join(str(x.get("msg", x)) if isinstance(x, dict) else str(x)
+                               for x in d)
+        if not detail and isinstance(data.get("errors"), str):
+            detail = data["errors"]
+    text = f"HTTP {status} {kind}: {detail[:300]}"
+    if status == 401:
+        return AuthFailed(text, status=status, code=kind or None)
+    if "not found" in detail.lower() and ("sampler" in detail.lower()
+                                          or "script" in detail.lower()):
+        return InvalidRequest(text, status=status, code=kind or None)
+    if status == 404:
+        return NotFound(text, status=status, code=kind or None)
+    if kind == "OutOfMemoryError":
+        return ProviderUnavailable(text, status=status, code=kind)
+    if status == 500 and "Invalid encoded image" in detail + str(data):
+        return InvalidRequest(text, status=status, code=kind or None)
+    return error_for_status(status, detail, kind or None)
+
+
+class Automatic1111Provider:
+    name = "automatic1111"
+
+    def __init__(self, settings: Automatic1111Settings, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.settings = settings
+        self.label = "Stable Diffusion webui"
+        auth = (httpx.BasicAuth(settings.username, settings.password)
+                if settings.username and settings.password else None)
+        self._http = HttpClient(label=self.label, base_url=settings.base_url,
+                                policy=settings.policy, auth=auth, classify=classify,
+                                transport=transport, sleep=sleep)
+        self._caps = Capabilities(
+            max_n_per_call=settings.max_n_per_call,
+            size_mode="exact",
+            size_multiple=8,
+            min_side=64,
+            max_side=settings.max_side,
+            max_pixels=settings.max_side * settings.max_side,
+            steps_range=(1, 150),
+            cfg_range=(1.0, 30.0),
+            seed_max=4294967295,
+            samplers=None,
+            negative_prompt=True,
+            models=(),
+            max_concurrency=settings.max_concurrency,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def refresh(self) -> None:
+        samplers_resp, models_resp = await asyncio.gather(
+            self._http.request("GET", "/sdapi/v1/samplers"),
+            self._http.request("GET", "/sdapi/v1/sd-models"))
+        samplers = await samplers_resp.json()
+        models = await models_resp.json()
+        names = tuple(str(s["name"]) for s in samplers if isinstance(s, dict) and s.get("name")) \
+            if isinstance(samplers, list) else ()
+        titles = tuple(str(m.get("model_name") or m.get("title")) for m in models
+                       if isinstance(m, dict) and (m.get("model_name") or m.get("title"))) \
+            if isinstance(models, list) else ()
+        self._caps = replace(self._caps, samplers=names or None, models=titles)
+
+    async def check(self) -> dict[str, str]:
+        await self.refresh()
+        return {
+            "provider": self.label,
+            "base_url": self.settings.base_url,
+            "auth": "basic" if self.settings.username else "none",
+            "samplers": ", ".join(self._caps.samplers or ()),
+            "models": ", ".join(self._caps.models),
+        }
+
+    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
+                       ) -> GenerationResult:
+        body: dict[str, Any] = {
+            "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt or "",
+            "seed": req.seed,
+            "batch_size": max(1, req.n),
+            "n_iter": 1,
+            "width": req.width,
+            "height": req.height,
+            "send_images": True,
+            "save_images": False,
+        }
+        if req.steps is not None:
+            body["steps"] = req.steps
+        if req.cfg is not None:
+            body["cfg_scale"] = req.cfg
+        sampler = req.sampler or self.settings.default_sampler
+        if sampler:
+            body["sampler_name"] = sampler
+        checkpoint = req.model or self.settings.checkpoint
+        if checkpoint:
+            # Per-request override, restored afterwards, so users do not flip the server's
+            # global model under each other.
+            body["override_settings"] = {"sd_model_checkpoint": checkpoint}
+            body["override_settings_restore_afterwards"] = True
+        if req.init_image is not None:
+            import base64
+
+            body["init_images"] = [base64.b64encode(req.init_image).decode("ascii")]
+            body["denoising_strength"] = 0.75 if req.strength is None else req.strength
+            path = "/sdapi/v1/img2img"
+        else:
+            path = "/sdapi/v1/txt2img"
+        resp = await self._http.request("POST", path, json_body=body, idempotent=False)
+        data = await resp.json()
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise ProviderUnavailable("webui answer has no images")
+        info = _parse_info(data.get("info"))
+        first = info.get("index_of_first_image", 0)
+        first = first if isinstance(first, int) and 0 <= first < len(data["images"]) else 0
+        b64s = [s for s in data["images"][first:] if isinstance(s, str)][: max(1, req.n)]
+        if not b64s:
+            raise ProviderUnavailable("webui answer has no images")
+        blobs = await b64decode_many([_strip_data_url(s) for s in b64s])
+        seeds = info.get("all_seeds")
+        images = tuple(
+            GeneratedImage(data=blob, seed=_seed_at(seeds, i, req.seed))
+            for i, blob in enumerate(blobs)
+        )
+        model = info.get("sd_model_name")
+        return GenerationResult(images=images,
+                                model=str(model) if model else checkpoint)
+
+
+def _parse_info(raw: object) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def _seed_at(seeds: object, i: int, fallback: int) -> int:
+    if isinstance(seeds, list) and i < len(seeds) and isinstance(seeds[i], int):
+        return int(seeds[i])
+    return fallback + i
+
+
+def _strip_data_url(s: str) -> str:
+    return s.split(",", 1)[1] if s.startswith("data:") and "," in s else s

@@ -1,0 +1,184 @@
+"""Cerebrium: a deployed stable-diffusion function behind a configurable endpoint URL.
+
+The default payload follows Cerebrium's stable-diffusion and sd-img-2-img prebuilts
+(``prompt``, ``negative_prompt``, ``height``, ``width``, ``num_inference_steps``,
+``guidance_scale``, ``num_images_per_prompt``, ``seed``, ``image`` as base64) and the answer
+``{"run_id", "run_time_ms", "result": [<base64>, ...]}`` (a single string is accepted too, as
+some prebuilts return one). We always send an explicit seed (the core picks one when the user
+did not), so image *i* has seed ``seed + i`` and can be reproduced.
+
+Auth: ``Authorization: Bearer <key>`` for current (v4) endpoints; ``auth_scheme = "plain"``
+sends the bare key as the 2023 prebuilt docs did. The prebuilt img2img has no strength input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bot.errors import ConfigError
+from bot.providers.base import (
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    ProviderError,
+    ProviderUnavailable,
+)
+from bot.providers.http import (
+    HttpClient,
+    HttpPolicy,
+    Sleep,
+    b64decode_many,
+    error_for_status,
+    get_int,
+    get_str,
+    get_url,
+    json_or_none,
+)
+
+PREFIX = "providers.cerebrium"
+
+
+@dataclass(frozen=True)
+class CerebriumSettings:
+    url: str
+    img2img_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    auth_scheme: str = "bearer"
+    max_n_per_call: int = 4
+    max_side: int = 1024
+    max_concurrency: int = 2
+    policy: HttpPolicy = field(default_factory=HttpPolicy)
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, object],
+                     env: Mapping[str, str]) -> CerebriumSettings:
+        if "api_key" in section:
+            raise ConfigError(f"{PREFIX}.api_key: keys come from the environment "
+                              "(CEREBRIUM_API_KEY)")
+        if not (env.get("CEREBRIUM_API_BASE_URL") or section.get("url")):
+            raise ConfigError(f"{PREFIX}.url is required (the endpoint of your deployed "
+                              "function), or set CEREBRIUM_API_BASE_URL")
+        img2img = section.get("img2img_url")
+        scheme = get_str(section, "auth_scheme", "bearer", PREFIX).strip().lower()
+        if scheme not in ("bearer", "plain"):
+            raise ConfigError(f"{PREFIX}.auth_scheme must be bearer or plain")
+        return cls(
+            url=get_url(section, "url", "", PREFIX, env, "CEREBRIUM_API_BASE_URL"),
+            img2img_url=get_url(section, "img2img_url", "", PREFIX, env, None)
+            if img2img else None,
+            api_key=env.get("CEREBRIUM_API_KEY", "").strip() or None,
+            auth_scheme=scheme,
+            max_n_per_call=get_int(section, "max_n_per_call", 4, PREFIX, lo=1, hi=16),
+            max_side=get_int(section, "max_side", 1024, PREFIX, lo=256, hi=4096),
+            max_concurrency=get_int(section, "max_concurrency", 2, PREFIX, lo=1, hi=64),
+            policy=HttpPolicy.from_mapping(section, PREFIX),
+        )
+
+
+def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+    data = json_or_none(body)
+    message = ""
+    if isinstance(data, dict):
+        for k in ("message", "detail", "error"):
+            if isinstance(data.get(k), str):
+                message = data[k]
+                break
+    return error_for_status(status, message)
+
+
+class CerebriumProvider:
+    name = "cerebrium"
+
+    def __init__(self, settings: CerebriumSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.settings = settings
+        self.label = "Cerebrium"
+        headers: dict[str, str] = {}
+        if settings.api_key:
+            headers["Authorization"] = (f"Bearer {settings.api_key}"
+                                        if settings.auth_scheme == "bearer"
+                                        else settings.api_key)
+        url = httpx.URL(settings.url)
+        # Endpoints are absolute URLs; the base only pins the connection pool's origin.
+        self._http = HttpClient(label=self.label, base_url=f"{url.scheme}://{url.netloc.decode()}",
+                                policy=settings.policy, headers=headers, classify=classify,
+                                transport=transport, sleep=sleep)
+        self._caps = Capabilities(
+            img2img=settings.img2img_url is not None,
+            max_n_per_call=settings.max_n_per_call,
+            size_mode="exact",
+            size_multiple=8,
+            min_side=256,
+            max_side=settings.max_side,
+            max_pixels=settings.max_side * settings.max_side,
+            steps_range=(1, 150),
+            cfg_range=(0.0, 20.0),
+            seed_max=2**32 - 1,
+            samplers=(),
+            negative_prompt=True,
+            max_concurrency=settings.max_concurrency,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def check(self) -> dict[str, str]:
+        # A deployed function has no free health route; say what is configured, without a
+        # paid call.
+        return {"provider": self.label, "endpoint": self.settings.url,
+                "img2img_endpoint": self.settings.img2img_url or "none",
+                "auth": "configured" if self.settings.api_key else "none"}
+
+    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
+                       ) -> GenerationResult:
+        body: dict[str, Any] = {
+            "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt or "",
+            "height": req.height,
+            "width": req.width,
+            "num_images_per_prompt": max(1, req.n),
+            "seed": req.seed,
+        }
+        if req.steps is not None:
+            body["num_inference_steps"] = req.steps
+        if req.cfg is not None:
+            body["guidance_scale"] = req.cfg
+        url = self.settings.url
+        if req.init_image is not None:
+            if self.settings.img2img_url is None:
+                raise ProviderUnavailable("no img2img endpoint configured")
+            url = self.settings.img2img_url
+            body["image"] = base64.b64encode(req.init_image).decode("ascii")
+        resp = await self._http.request("POST", url, json_body=body, idempotent=False)
+        data = await resp.json()
+        result = data.get("result") if isinstance(data, dict) else None
+        if isinstance(result, dict):
+            result = result.get("images") or result.get("result")
+        if isinstance(result, str):
+            result = [result]
+        if not isinstance(result, list) or not result or \
+                not all(isinstance(s, str) for s in result):
+            message = data.get("message") if isinstance(data, dict) else None
+            raise ProviderUnavailable(f"Cerebrium answer has no images ({message!s:.200})")
+        blobs = await b64decode_many([_strip_data_url(s) for s in result])
+        run_id = data.get("run_id") if isinstance(data, dict) else None
+        return GenerationResult(
+            images=tuple(GeneratedImage(data=b, seed=req.seed + i) for i, b in enumerate(blobs)),
+            request_id=str(run_id) if run_id else None)
+
+
+def _strip_data_url(s: str) -> str:
+    return s.split(",", 1)[1] if s.startswith("data:") and "," in s else s

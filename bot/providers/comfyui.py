@@ -1,0 +1,300 @@
+"""ComfyUI: a user-supplied API-format workflow with placeholders, run via ``/prompt``.
+
+The workflow (exported with "Save (API Format)") holds placeholders that we fill per request:
+``{{prompt}}``, ``{{negative}}``, ``{{seed}}``, ``{{steps}}``, ``{{cfg}}``, ``{{width}}``,
+``{{height}}``, ``{{denoise}}``, ``{{init_image}}``, ``{{batch_size}}``. A string that *is*
+a placeholder becomes the typed value (``"{{seed}}"`` -> ``1234``); a placeholder inside a
+longer string is replaced as text. Then: ``POST /prompt`` -> ``prompt_id``; poll
+``GET /history/{prompt_id}`` until it appears; fetch each output image from ``GET /view``. An
+init image is uploaded first with ``POST /upload/image`` and referenced by name.
+ComfyUI has no auth of its own; ``COMFYUI_API_KEY`` is sent as a Bearer token for a proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.errors import ConfigError
+from bot.providers.base import (
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    ProviderError,
+    ProviderUnavailable,
+)
+from bot.providers.http import (
+    FilePart,
+    HttpClient,
+    HttpPolicy,
+    Sleep,
+    error_for_status,
+    get_float,
+    get_int,
+    get_str,
+    get_url,
+    json_or_none,
+)
+
+PREFIX = "providers.comfyui"
+DEFAULT_BASE_URL = "http://127.0.0.1:8188"
+PLACEHOLDERS = ("prompt", "negative", "seed", "steps", "cfg", "width", "height", "denoise",
+                "init_image", "batch_size")
+_PH = re.compile(r"\{\{(\w+)\}\}")
+
+
+def _load_workflow(section: Mapping[str, object], key: str) -> str | None:
+    path = get_str(section, key, "", PREFIX).strip()
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}.{key}: cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}.{key}: {path} is not JSON") from exc
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(v, dict) and "class_type" in v for v in data.values()):
+        raise ConfigError(f"{PREFIX}.{key}: {path} is not an API-format workflow "
+                          "(use 'Save (API Format)')")
+    unknown = set(_PH.findall(text)) - set(PLACEHOLDERS)
+    if unknown:
+        raise ConfigError(f"{PREFIX}.{key}: unknown placeholders {sorted(unknown)}")
+    if "{{prompt}}" not in text:
+        raise ConfigError(f"{PREFIX}.{key}: the workflow has no {{{{prompt}}}} placeholder")
+    return text
+
+
+@dataclass(frozen=True)
+class ComfyUISettings:
+    workflow: str  # API-format JSON text with placeholders
+    img2img_workflow: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    max_n_per_call: int = 1
+    poll_interval_s: float = 0.5
+    max_side: int = 2048
+    max_concurrency: int = 1
+    policy: HttpPolicy = field(default_factory=HttpPolicy)
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, object],
+                     env: Mapping[str, str]) -> ComfyUISettings:
+        workflow = _load_workflow(section, "workflow")
+        if workflow is None:
+            raise ConfigError(f"{PREFIX}.workflow is required: the path of an API-format "
+                              "workflow JSON with placeholders")
+        batch = "{{batch_size}}" in workflow
+        return cls(
+            workflow=workflow,
+            img2img_workflow=_load_workflow(section, "img2img_workflow"),
+            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
+                             "COMFYUI_BASE_URL"),
+            api_key=env.get("COMFYUI_API_KEY", "").strip() or None,
+            max_n_per_call=get_int(section, "max_n_per_call", 4 if batch else 1, PREFIX,
+                                   lo=1, hi=16 if batch else 1),
+            poll_interval_s=get_float(section, "poll_interval_s", 0.5, PREFIX, lo=0.0,
+                                      hi=10.0),
+            max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
+            max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
+            policy=HttpPolicy.from_mapping(section, PREFIX),
+        )
+
+
+def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+    """``/prompt`` validation: ``{"error": {type, message, details}, "node_errors": {...}}``."""
+    data = json_or_none(body)
+    message = ""
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            message = f"{err.get('type', '')}: {err.get('message', '')} {err.get('details', '')}"
+        elif isinstance(err, str):
+            message = err
+        nodes = data.get("node_errors")
+        if isinstance(nodes, dict):
+            for node_id, info in list(nodes.items())[:3]:
+                for e in (info.get("errors") or [])[:2] if isinstance(info, dict) else []:
+                    if isinstance(e, dict):
+                        message += f"; node {node_id}: {e.get('details') or e.get('message')}"
+    return error_for_status(status, message.strip())
+
+
+def fill(template: str, values: Mapping[str, object]) -> Any:
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str):
+            whole = _PH.fullmatch(node)
+            if whole and whole.group(1) in values:
+                return values[whole.group(1)]
+            return _PH.sub(lambda m: str(values.get(m.group(1), m.group(0))), node)
+        return node
+
+    return walk(json.loads(template))
+
+
+class ComfyUIProvider:
+    name = "comfyui"
+
+    def __init__(self, settings: ComfyUISettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.settings = settings
+        self.label = "ComfyUI"
+        self._sleep = sleep
+        self._client_id = uuid.uuid4().hex
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self._http = HttpClient(label=self.label, base_url=settings.base_url,
+                                policy=settings.policy, headers=headers, classify=classify,
+                                transport=transport, sleep=sleep)
+        self._caps = Capabilities(
+            img2img=settings.img2img_workflow is not None,
+            max_n_per_call=settings.max_n_per_call,
+            size_mode="exact",
+            size_multiple=8,
+            min_side=64,
+            max_side=settings.max_side,
+            max_pixels=settings.max_side * settings.max_side,
+            steps_range=(1, 150),
+            cfg_range=(0.0, 30.0),
+            seed_max=4294967295,
+            samplers=(),
+            negative_prompt="{{negative}}" in settings.workflow,
+            max_concurrency=settings.max_concurrency,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def check(self) -> dict[str, str]:
+        resp = await self._http.request("GET", "/system_stats")
+        data = await resp.json()
+        system = data.get("system", {}) if isinstance(data, dict) else {}
+        version = system.get("comfyui_version", "unknown") if isinstance(system, dict) else "?"
+        return {"provider": self.label, "base_url": self.settings.base_url,
+                "version": str(version),
+                "img2img": "yes" if self.settings.img2img_workflow else "no"}
+
+    async def _upload(self, image: bytes) -> str:
+        files: list[tuple[str, FilePart]] = [
+            ("image", (f"imagine-{uuid.uuid4().hex}.png", image, "image/png")),
+            ("type", (None, "input")),
+            ("overwrite", (None, "true")),
+        ]
+        # Same bytes under a fresh name: uploading twice is harmless, so it may be retried.
+        resp = await self._http.request("POST", "/upload/image", files=files, idempotent=True)
+        data = await resp.json()
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ProviderUnavailable("upload answer has no name")
+        sub = data.get("subfolder") or ""
+        return f"{sub}/{data['name']}" if sub else str(data["name"])
+
+    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
+                       ) -> GenerationResult:
+        try:
+            async with asyncio.timeout(self.settings.policy.deadline_s):
+                return await self._generate(req, progress)
+        except TimeoutError:
+            raise ProviderUnavailable("ComfyUI did not finish in time") from None
+
+    async def _generate(self, req: GenerationRequest, progress: ProgressCallback | None
+                        ) -> GenerationResult:
+        template = self.settings.workflow
+        values: dict[str, object] = {
+            "prompt": req.prompt, "negative": req.negative_prompt or "", "seed": req.seed,
+            "steps": req.steps if req.steps is not None else 20,
+            "cfg": req.cfg if req.cfg is not None else 7.0,
+            "width": req.width, "height": req.height, "denoise": 1.0,
+            "batch_size": max(1, req.n),
+        }
+        if req.init_image is not None:
+            if self.settings.img2img_workflow is None:
+                raise ProviderUnavailable("no img2img workflow configured")
+            template = self.settings.img2img_workflow
+            values["init_image"] = await self._upload(req.init_image)
+            values["denoise"] = 0.75 if req.strength is None else req.strength
+        workflow = fill(template, values)
+        resp = await self._http.request(
+            "POST", "/prompt", json_body={"prompt": workflow, "client_id": self._client_id},
+            idempotent=False)
+        data = await resp.json()
+        prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise ProviderUnavailable("ComfyUI did not return a prompt_id")
+        entry = await self._wait(prompt_id, progress)
+        refs = _output_images(entry)
+        if not refs:
+            raise ProviderUnavailable("ComfyUI finished without output images")
+        blobs = await asyncio.gather(*(self._view(r) for r in refs[: max(1, req.n)]))
+        return GenerationResult(
+            images=tuple(GeneratedImage(data=b, seed=req.seed + i) for i, b in enumerate(blobs)),
+            request_id=prompt_id)
+
+    async def _wait(self, prompt_id: str, progress: ProgressCallback | None) -> dict[str, Any]:
+        polls = 0
+        while True:
+            resp = await self._http.request("GET", f"/history/{prompt_id}")
+            data = await resp.json()
+            entry = data.get(prompt_id) if isinstance(data, dict) else None
+            if isinstance(entry, dict):
+                status = entry.get("status") or {}
+                if isinstance(status, dict) and status.get("status_str") == "error":
+                    raise _execution_error(status)
+                if not isinstance(status, dict) or status.get("completed", True):
+                    return entry
+            polls += 1
+            if progress is not None:
+                progress(min(0.9, polls / (polls + 10)))
+            await self._sleep(self.settings.poll_interval_s)
+
+    async def _view(self, ref: Mapping[str, str]) -> bytes:
+        resp = await self._http.request("GET", "/view", params={
+            "filename": ref["filename"], "subfolder": ref.get("subfolder", ""),
+            "type": ref.get("type", "output")})
+        if not resp.content:
+            raise ProviderUnavailable("ComfyUI returned an empty image")
+        return resp.content
+
+
+def _output_images(entry: Mapping[str, Any]) -> list[dict[str, str]]:
+    outputs = entry.get("outputs")
+    refs: list[dict[str, str]] = []
+    if not isinstance(outputs, dict):
+        return refs
+    for node in outputs.values():
+        for img in (node.get("images") or []) if isinstance(node, dict) else []:
+            if isinstance(img, dict) and isinstance(img.get("filename"), str) \
+                    and img.get("type", "output") == "output":
+                refs.append({"filename": img["filename"],
+                             "subfolder": str(img.get("subfolder") or ""),
+                             "type": "output"})
+    return refs
+
+
+def _execution_error(status: Mapping[str, Any]) -> ProviderError:
+    detail = ""
+    for msg in status.get("messages") or []:
+        if isinstance(msg, list) and len(msg) == 2 and msg[0] == "execution_error" \
+                and isinstance(msg[1], dict):
+            detail = f"{msg[1].get('exception_type', '')}: {msg[1].get('exception_message', '')}"
+    # A node that fails while running (missing model, OOM) is the server's problem, not the
+    # user's wording.
+    return ProviderUnavailable(f"ComfyUI execution failed: {detail[:300]}")

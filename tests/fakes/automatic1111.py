@@ -1,0 +1,150 @@
+"""A fake AUTOMATIC1111 / Forge webui API (``/sdapi/v1``), optionally behind --api-auth.
+
+Errors use the webui's handler shape ``{error, detail, body, errors}``; body validation
+failures FastAPI's ``{detail: [{loc, msg, type}]}`` with 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, make_png, require
+
+SAMPLERS = [
+    {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {}},
+    {"name": "Euler", "aliases": ["k_euler"], "options": {}},
+    {"name": "DPM++ 2M", "aliases": ["k_dpmpp_2m"], "options": {}},
+    {"name": "DPM++ 2M Karras", "aliases": ["k_dpmpp_2m_ka"], "options": {"scheduler": "karras"}},
+]
+MODELS = [
+    {"title": "sd_xl_base_1.0.safetensors [31e35c80fc]", "model_name": "sd_xl_base_1.0",
+     "hash": "31e35c80fc", "sha256": "31e35c80fc" * 6, "filename": "/models/sd_xl_base_1.0"
+     ".safetensors", "config": None},
+    {"title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+     "model_name": "v1-5-pruned-emaonly", "hash": "6ce0161689", "sha256": "6ce0161689" * 6,
+     "filename": "/models/v1-5.safetensors", "config": None},
+]
+KNOWN = {"prompt", "negative_prompt", "styles", "seed", "subseed", "subseed_strength",
+         "sampler_name", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width",
+         "height", "denoising_strength", "override_settings",
+         "override_settings_restore_afterwards", "restore_faces", "tiling", "send_images",
+         "save_images", "sampler_index", "init_images", "mask", "resize_mode",
+         "include_init_images", "alwayson_scripts", "script_name", "script_args"}
+
+
+def webui_error(status: int, kind: str, detail: str) -> web.Response:
+    return web.json_response({"error": kind, "detail": detail, "body": "",
+                              "errors": f"{status}: {detail}"}, status=status)
+
+
+class Automatic1111Fake(FakeServer):
+    def __init__(self, auth: tuple[str, str] | None = None, return_grid: bool = False) -> None:
+        super().__init__()
+        self.auth = auth
+        self.return_grid = return_grid
+        self.next_random_seed = 3_000_000_000
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("GET", "/sdapi/v1/samplers", self.samplers),
+            ("GET", "/sdapi/v1/sd-models", self.models),
+            ("POST", "/sdapi/v1/txt2img", self.txt2img),
+            ("POST", "/sdapi/v1/img2img", self.img2img),
+        ]
+
+    def violation_response(self, request: web.Request, exc: ContractViolation
+                           ) -> web.StreamResponse:
+        if exc.status == 422:
+            return web.json_response({"detail": [{"loc": ["body"], "msg": exc.message,
+                                                  "type": "value_error"}]}, status=422)
+        return webui_error(exc.status, "HTTPException", exc.message)
+
+    def _auth_failure(self, rec: RecordedRequest) -> web.Response | None:
+        if self.auth is None:
+            return None
+        header = rec.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return webui_error(401, "HTTPException", "Not authenticated")
+        try:
+            user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return webui_error(401, "HTTPException", "Not authenticated")
+        if (user, pw) != self.auth:
+            return webui_error(401, "HTTPException", "Incorrect username or password")
+        return None
+
+    async def samplers(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        return self._auth_failure(rec) or web.json_response(SAMPLERS)
+
+    async def models(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        return self._auth_failure(rec) or web.json_response(MODELS)
+
+    def _validate(self, rec: RecordedRequest) -> dict[str, Any]:
+        require(rec.content_type == "application/json", "content type must be JSON", 422)
+        p = rec.json
+        require(isinstance(p, dict), "body must be an object", 422)
+        assert isinstance(p, dict)
+        for key in p:
+            require(key in KNOWN, f"extra field {key}", 422)
+        require(isinstance(p.get("prompt", ""), str), "prompt: str type expected", 422)
+        for k in ("seed", "batch_size", "n_iter", "steps", "width", "height"):
+            if k in p:
+                require(isinstance(p[k], int) and not isinstance(p[k], bool),
+                        f"{k}: value is not a valid integer", 422)
+        require(1 <= p.get("batch_size", 1) <= 16, "batch_size out of range")
+        require(p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
+                "width and height must be multiples of 8")
+        if "sampler_name" in p:
+            require(p["sampler_name"] in {s["name"] for s in SAMPLERS}, "Sampler not found")
+        ckpt = (p.get("override_settings") or {}).get("sd_model_checkpoint")
+        if ckpt is not None:
+            require(ckpt in {m["title"] for m in MODELS} | {m["model_name"] for m in MODELS},
+                    f"model '{ckpt}' not found")
+        return p
+
+    def _answer(self, p: dict[str, Any]) -> web.Response:
+        n = p.get("batch_size", 1) * p.get("n_iter", 1)
+        seed = p.get("seed", -1)
+        if seed == -1:
+            seed = self.next_random_seed
+        seeds = [seed + i for i in range(n)]
+        images = [base64.b64encode(make_png(f"a1111:{s}")).decode() for s in seeds]
+        first = 0
+        if self.return_grid and n > 1:
+            images.insert(0, base64.b64encode(make_png("grid")).decode())
+            first = 1
+        info = {"prompt": p.get("prompt", ""), "all_prompts": [p.get("prompt", "")] * n,
+                "seed": seeds[0], "all_seeds": seeds, "subseed": 1, "all_subseeds": [1] * n,
+                "width": p.get("width", 512), "height": p.get("height", 512),
+                "sampler_name": p.get("sampler_name", "Euler"),
+                "sd_model_name": "sd_xl_base_1.0", "index_of_first_image": first,
+                "infotexts": ["..."] * n}
+        return web.json_response({"images": images, "parameters": p,
+                                  "info": json.dumps(info)})
+
+    async def txt2img(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        fail = self._auth_failure(rec)
+        if fail:
+            return fail
+        return self._answer(self._validate(rec))
+
+    async def img2img(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        fail = self._auth_failure(rec)
+        if fail:
+            return fail
+        p = self._validate(rec)
+        inits = p.get("init_images")
+        if not inits:
+            return webui_error(404, "HTTPException", "Init image not found")
+        for s in inits:
+            try:
+                base64.b64decode(s.split(",", 1)[-1], validate=True)
+            except (binascii.Error, ValueError):
+                return webui_error(500, "HTTPException", "Invalid encoded image")
+        require(0 <= float(p.get("denoising_strength", 0.75)) <= 1, "denoising_strength")
+        return self._answer(p)

@@ -1,0 +1,73 @@
+"""The command line, run as a newcomer would: a real subprocess, no keys, no accounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import REPO
+
+SENTINEL = "sk-SENTINEL-abcdef123456"
+
+
+def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))}
+    base["PYTHONPATH"] = str(REPO)
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"),
+                           *args], cwd=tmp_path, env=base, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_generate_writes_images_and_prints_json(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run(tmp_path, "generate", "a lighthouse at dusk --n 2 --seed 7 --ar 3:2",
+               "--out", str(out), "--json", "--user", "dana")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    [job] = data["jobs"]
+    assert job["state"] == "done" and job["provider"] == "offline"
+    assert [i["seed"] for i in job["images"]] == [7, 8]
+    for img in job["images"]:
+        with Image.open(img["path"]) as im:
+            assert im.size == (img["width"], img["height"]) == (1280, 832)
+            assert im.text["prompt"] == "a lighthouse at dusk"  # type: ignore[attr-defined]
+    assert data["quota"] == "48 of 50 images left today"
+    # the same user's quota is what `quota` reports
+    quota = run(tmp_path, "quota", "--user", "dana")
+    assert "48 of 50" in quota.stdout
+
+
+def test_generate_plain_output_labels_the_offline_renderer(tmp_path: Path) -> None:
+    proc = run(tmp_path, "generate", "a fox --n 1", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    assert "not a diffusion model" in proc.stdout and "seed" in proc.stdout
+
+
+def test_bad_flag_is_a_friendly_error_and_exit_2(tmp_path: Path) -> None:
+    proc = run(tmp_path, "generate", "a fox --steps 500", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "--steps" in proc.stderr and "10" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[quota]\nuser_dialy = 3\n")
+    proc = run(tmp_path, "--config", str(cfg), "doctor")
+    assert proc.returncode == 2 and "quota.user_dialy" in proc.stderr
+
+
+def test_doctor_checks_everything_and_never_prints_a_secret(tmp_path: Path) -> None:
+    proc = run(tmp_path, "doctor", env={"STABILITY_API_KEY": SENTINEL,
+                                        "IMAGINE_PROVIDERS__DEFAULT": '"offline"'})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[ok] database ok" in proc.stdout
+    assert "[ok] provider offline" in proc.stdout
+    assert "STABILITY_API_KEY: set" in proc.stdout
+    assert SENTINEL not in proc.stdout + proc.stderr

@@ -233,18 +233,98 @@ def _png_info(params: Mapping[str, str]) -> PngImagePlugin.PngInfo:
     return info
 
 
-def _store_generated_sync(
-    data_dir: Path, data: bytes, params: Mapping[str, str], limits: ImageLimits
-) -> StoredImage:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What a stored provider PNG keeps: the pixels and their transparency; every other ancillary
+# chunk (text, EXIF, times) is dropped and our own text chunks are added.
+_PNG_KEEP = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
+
+
+def _png_chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(
+        ">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+
+
+def _png_text_chunk(key: str, value: str) -> bytes:
+    k = key.encode("latin-1")
     try:
+        return _png_chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:  # emoji, CJK...: international text, UTF-8, uncompressed
+        return _png_chunk(b"iTXt", k + b"\0\0\0\0\0" + value.encode("utf-8"))
+
+
+def _spliced_png(data: bytes, params: Mapping[str, str]) -> bytes | None:
+    """The provider's own PNG with its metadata swapped for ours, without re-encoding the
+    pixels (encoding is the expensive part of storing an image). ``None`` when the file is not
+    a plain PNG we can keep as it is (bad CRC, an ICC profile that needs converting...)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    pos, kept = 8, []
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        ctype = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        crc = data[pos + 8 + length:pos + 12 + length]
+        if len(body) != length or len(crc) != 4 or (
+                zlib.crc32(ctype + body) & 0xFFFFFFFF) != struct.unpack(">I", crc)[0]:
+            return None
+        if ctype in (b"iCCP", b"acTL"):
+            return None  # colour conversion or animation: take the re-encoding path
+        if ctype in _PNG_KEEP:
+            kept.append(data[pos:pos + 12 + length])
+        pos += 12 + length
+        if ctype == b"IEND":
+            break
+    else:
+        return None
+    if not kept or kept[0][4:8] != b"IHDR" or kept[-1][4:8] != b"IEND":
+        return None
+    for key in params:
+        if not 1 <= len(key) <= 79 or not all(32 <= ord(c) <= 255 for c in key):
+            raise ValueError(f"invalid PNG text key {key!r}")
+    text = b"".join(_png_text_chunk(k, str(v)) for k, v in params.items())
+    return _PNG_SIGNATURE + kept[0] + text + b"".join(kept[1:])
+
+
+def _store_one_sync(
+    data_dir: Path, data: bytes, params: Mapping[str, str], limits: ImageLimits
+) -> tuple[StoredImage, Image.Image]:
+    try:
+        # Full decode even when the bytes are kept: it is the check that they are an image.
         img = decode_checked_sync(data, limits)
     except ImageRejected as exc:
         raise BadProviderImage(f"provider image refused: {exc.message}") from None
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=_STORE_PNG_LEVEL, pnginfo=_png_info(params))
-    png = buf.getvalue()
+    png = _spliced_png(data, params)
+    if png is None:
+        buf = io.BytesIO()
+        img.save(buf, "PNG", compress_level=_STORE_PNG_LEVEL, pnginfo=_png_info(params))
+        png = buf.getvalue()
     sha, path = _write_content_addressed(data_dir, png, "png")
-    return StoredImage(sha, path, img.width, img.height, len(png))
+    return StoredImage(sha, path, img.width, img.height, len(png)), img
+
+
+def _store_generated_sync(
+    data_dir: Path, data: bytes, params: Mapping[str, str], limits: ImageLimits
+) -> StoredImage:
+    return _store_one_sync(data_dir, data, params, limits)[0]
+
+
+async def store_job_images(
+    data_dir: Path,
+    outputs: Sequence[tuple[bytes, Mapping[str, str]]],
+    limits: ImageLimits,
+) -> tuple[list[StoredImage], StoredImage | None]:
+    """Store one job's images and its preview grid. Images are checked and stored in parallel
+    worker threads (Pillow releases the GIL), and the grid is drawn from the pictures already
+    decoded, so each image is decoded once."""
+    results = await asyncio.gather(*(
+        asyncio.to_thread(_store_one_sync, data_dir, data, params, limits)
+        for data, params in outputs
+    ))
+    if not results:
+        return [], None
+    tiles = [tile for _, tile in results]
+    grid = await asyncio.to_thread(_grid_from_tiles_sync, data_dir, tiles, limits)
+    return [stored for stored, _ in results], grid
 
 
 async def store_generated(
@@ -418,8 +498,13 @@ def _open_tile(path: Path, limits: ImageLimits) -> Image.Image:
 
 
 def _make_grid_sync(data_dir: Path, images: Sequence[Path], limits: ImageLimits) -> StoredImage:
-    cols, rows = grid_layout(len(images))
-    tiles = [_open_tile(p, limits) for p in images]
+    return _grid_from_tiles_sync(data_dir, [_open_tile(p, limits) for p in images], limits)
+
+
+def _grid_from_tiles_sync(
+    data_dir: Path, tiles: Sequence[Image.Image], limits: ImageLimits
+) -> StoredImage:
+    cols, rows = grid_layout(len(tiles))
     grid = _render_grid(tiles, cols, rows, limits.preview_max_side)
     data, ext, final = _encode_preview(grid, limits.preview_max_bytes)
     sha, path = _write_content_addressed(data_dir, data, ext)
@@ -450,4 +535,5 @@ __all__ = [
     "read_png_text",
     "resize_for_init",
     "store_generated",
+    "store_job_images",
 ]

@@ -526,22 +526,20 @@ class JobRunner:
     ) -> None:
         kept = [img for img in result.images if not img.filtered]
         filtered = len(result.images) - len(kept)
-        stored: list[tuple[images.StoredImage, int | None]] = []
-        for i, img in enumerate(kept):
-            seed = img.seed if img.seed is not None else job.seed + i
-            params = {
+        seeds = [img.seed if img.seed is not None else job.seed + i
+                 for i, img in enumerate(kept)]
+        outputs = [
+            (img.data, {
                 "prompt": job.request["prompt"],
                 "negative_prompt": job.request.get("negative_prompt") or "",
                 "seed": str(seed), "provider": provider, "model": str(result.model or ""),
                 "job_id": job.id,
                 "parameters": _a1111_parameters(job, seed, result.model),
-            }
-            stored.append((await images.store_generated(self._data_dir, img.data, params,
-                                                        self._limits), seed))
-        grid = None
-        if stored:
-            grid = await images.make_grid(self._data_dir, [s.path for s, _ in stored],
-                                          self._limits)
+            })
+            for img, seed in zip(kept, seeds, strict=True)
+        ]
+        files, grid = await images.store_job_images(self._data_dir, outputs, self._limits)
+        stored = list(zip(files, seeds, strict=True))
         notes = [n for n in (job.notice, notice) if n]
         if filtered:
             notes.append(

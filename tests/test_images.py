@@ -380,5 +380,7 @@ async def test_heavy_work_does_not_block_the_loop(tmp_path: Path) -> None:
     stop.set()
     await task
     # The loop kept ticking throughout (the work ran in a thread) and never stalled.
-    assert len(gaps) >= elapsed / 0.1
-    assert max(gaps) < 0.1, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
+    # (Run inline, make_grid alone stalls the loop for well over half a second; the bound
+    # leaves room for GIL contention on a busy two-core CI machine.)
+    assert len(gaps) >= elapsed / 0.25
+    assert max(gaps) < 0.25, f"event loop stalled for {max(gaps) * 1000:.0f} ms"

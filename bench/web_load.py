@@ -1,0 +1,210 @@
+"""Load on the web playground: many people press Enter at once.
+
+Starts the real App and the playground on a free loopback port (in a child process, so the
+clients' own work is not counted), with the offline renderer at a fixed latency standing in
+for a provider, then has ``--users`` distinct people each POST one
+``/imagine`` to ``/api/command`` (the endpoint the page uses) at the same moment, while each of
+them also has the channel open on a WebSocket (as their page would). Prints:
+
+- accept latency: from sending the POST to its answer carrying the queued job (median, p99, max)
+- how long until every job was finished, as seen live on a socket
+- peak memory: the server process's peak RSS (ru_maxrss) and, with ``--tracemalloc``, the peak
+  of its Python allocations (tracemalloc slows Python code down, so latency figures from such a run
+  read high)
+
+    python bench/web_load.py [--users 200] [--latency-ms 500] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adapters.web.server import start
+from bot.app import App
+from bot.config import Settings, load_settings
+
+FINAL = {"done", "failed", "filtered"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def rss_mib() -> float:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def watch(
+    ws: aiohttp.ClientWebSocketResponse, finished: dict[str, str], all_done: asyncio.Event,
+    expected: int,
+) -> None:
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        data = json.loads(msg.data)
+        reply = data.get("reply") or {}
+        if reply.get("job_id") and reply.get("state") in FINAL:
+            finished[reply["job_id"]] = reply["state"]
+            if len(finished) >= expected:
+                all_done.set()
+
+
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> int:
+    count = 0
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        count += 1
+    return count
+
+
+def make_settings(args: argparse.Namespace, data_dir: str) -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "bot": {"data_dir": data_dir, "log_level": "WARNING"},
+            "grammar": {"base_side": 256},
+            # Every one of the users must be accepted: room in the queue and the quota.
+            "quota": {"user_daily": 50, "user_monthly": 1000, "workspace_daily": 0},
+            "jobs": {"max_queue": max(500, args.users * 2), "max_queued_per_user": 10},
+            "providers": {
+                "default": "offline",
+                "offline": {"latency_ms": args.latency_ms, "concurrency": args.concurrency},
+            },
+        },
+    )
+
+
+async def serve_only(args: argparse.Namespace) -> None:
+    """The server side, in its own process so that the clients' work is not counted: prints
+    its URL, serves until stdin closes, then prints its own memory figures as JSON."""
+    if args.tracemalloc:
+        tracemalloc.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        async with App.open(make_settings(args, tmp)) as app:
+            server = await start(app, "127.0.0.1", 0)
+            rss_before = rss_mib()
+            print(json.dumps({"url": server.url}), flush=True)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+            await server.close()
+    peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
+    print(json.dumps({"rss_mib": rss_mib(), "rss_before_mib": rss_before,
+                      "tracemalloc_peak_mib": peak}), flush=True)
+
+
+async def run(args: argparse.Namespace) -> None:
+    child_args = [sys.executable, __file__, "--serve-only", "--users", str(args.users),
+                  "--latency-ms", str(args.latency_ms), "--concurrency", str(args.concurrency)]
+    if args.tracemalloc:
+        child_args.append("--tracemalloc")
+    child = await asyncio.create_subprocess_exec(
+        *child_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    url = json.loads(await asyncio.wait_for(child.stdout.readline(), 60))["url"]
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        names = [f"user{i:03d}" for i in range(args.users)]
+        finished: dict[str, str] = {}
+        all_done = asyncio.Event()
+        sockets = []
+        for name in names[: args.sockets]:
+            ws = await http.ws_connect(f"{url}/ws?channel=general&name={name}")
+            assert (await ws.receive_json())["type"] == "history"
+            sockets.append(ws)
+        watcher = await http.ws_connect(f"{url}/ws?channel=general&name=watcher")
+        assert (await watcher.receive_json())["type"] == "history"
+        watch_task = asyncio.create_task(watch(watcher, finished, all_done, args.users))
+        drains = [asyncio.create_task(drain(ws)) for ws in sockets]
+
+        go = asyncio.Event()
+        latencies: list[float] = []
+        rejected: list[str] = []
+
+        async def submit(name: str) -> None:
+            await go.wait()
+            body = {"name": name, "channel": "general",
+                    "text": f"/imagine a lighthouse for {name} --n 1"}
+            t0 = time.perf_counter()
+            async with http.post(f"{url}/api/command", json=body) as resp:
+                answer = await resp.json()
+            latencies.append(time.perf_counter() - t0)
+            if resp.status != 200 or not any(r["job_id"] for r in answer["replies"]):
+                rejected.append(f"{name}: {resp.status} {answer}")
+
+        tasks = [asyncio.create_task(submit(n)) for n in names]
+        await asyncio.sleep(0.1)  # every task is parked on the same event
+        started = time.perf_counter()
+        go.set()
+        await asyncio.gather(*tasks)
+        accepted_all = time.perf_counter() - started
+        if rejected:
+            print(f"{len(rejected)} submissions were not accepted, e.g. {rejected[0]}")
+        await asyncio.wait_for(all_done.wait(), args.timeout)
+        all_finished = time.perf_counter() - started
+
+        for ws in [*sockets, watcher]:
+            await ws.close()
+        delivered = sum(await asyncio.gather(*drains))
+        watch_task.cancel()
+
+    child.stdin.close()
+    server_figures = json.loads(await asyncio.wait_for(child.stdout.readline(), 60))
+    await child.wait()
+
+    states = sorted(set(finished.values()))
+    ms = [x * 1000 for x in latencies]
+    print(f"web playground load: {args.users} users, offline renderer at {args.latency_ms} ms "
+          f"per call, provider concurrency {args.concurrency}, {len(sockets)} open pages")
+    print(f"  accepted:          {len(latencies) - len(rejected)} of {args.users} "
+          f"(all answered within {accepted_all * 1000:.0f} ms of the start)")
+    print(f"  accept latency:    median {statistics.median(ms):.1f} ms, "
+          f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
+    print(f"  all jobs finished: {all_finished:.2f} s (final states: {', '.join(states)}; "
+          f"ideal {args.users / args.concurrency * args.latency_ms / 1000:.2f} s)")
+    print(f"  live messages:     {delivered} delivered to the open pages")
+    print(f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
+          f"(was {server_figures['rss_before_mib']:.0f} MiB before the load)")
+    if server_figures["tracemalloc_peak_mib"] is not None:
+        print(f"  tracemalloc peak:  {server_figures['tracemalloc_peak_mib']:.1f} MiB "
+              "of the server's Python allocations")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--latency-ms", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16, help="offline provider slots")
+    parser.add_argument("--sockets", type=int, default=None,
+                        help="open pages (WebSockets) during the load; default: one per user")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_only:
+        asyncio.run(serve_only(args))
+        return
+    if args.sockets is None:
+        args.sockets = args.users
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

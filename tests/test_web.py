@@ -1,0 +1,405 @@
+"""The web playground over real HTTP and WebSocket, on the real App with the offline renderer.
+
+No browser here (see test_web_browser.py): routes, live updates, images, and the access rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from adapters.web import create_web_app, serve
+from adapters.web.server import RunningServer, _Subscriber, parse_line, start, web_actor
+from bot.app import App
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
+
+TOKEN = "t0ken-for-tests-only"
+
+
+def make_settings(tmp_path: Path, **web: Any) -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "bot": {"data_dir": str(tmp_path / "data")},
+            "grammar": {"base_side": 256},
+            "providers": {"default": "offline", "offline": {"latency_ms": 50}},
+            "web": web,
+        },
+    )
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    async with App.open(make_settings(tmp_path)) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def server(app: App) -> AsyncIterator[RunningServer]:
+    running = await start(app, "127.0.0.1", 0)
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def command(
+    http: aiohttp.ClientSession, server: RunningServer, name: str, text: str,
+    channel: str = "general",
+) -> dict[str, Any]:
+    async with http.post(
+        f"{server.url}/api/command", json={"name": name, "channel": channel, "text": text}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def next_reply(ws: aiohttp.ClientWebSocketResponse, **want: Any) -> dict[str, Any]:
+    """The next live reply on the socket whose fields match ``want``."""
+    async with asyncio.timeout(30):
+        while True:
+            msg = await ws.receive_json()
+            if msg["type"] != "reply":
+                continue
+            reply: dict[str, Any] = msg["reply"]
+            if all(reply.get(k) == v for k, v in want.items()):
+                return reply
+
+
+async def open_socket(
+    http: aiohttp.ClientSession, server: RunningServer, name: str = "watcher",
+    channel: str = "general",
+) -> tuple[aiohttp.ClientWebSocketResponse, list[dict[str, Any]]]:
+    ws = await http.ws_connect(f"{server.url}/ws?channel={channel}&name={name}")
+    first = await ws.receive_json(timeout=10)
+    assert first["type"] == "history"
+    return ws, first["replies"]
+
+
+# -- pure translation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/imagine a red fox --n 4", ("imagine", "a red fox --n 4")),
+        ("/imagine help", ("imagine", "help")),
+        ("  /quota ", ("quota", "")),
+        ("/admin refund j1", ("admin", "refund j1")),
+        ("a fox without a slash", ("imagine", "a fox without a slash")),
+        ("/IMAGINE loud", ("imagine", "loud")),
+        ("/dance now", None),
+    ],
+)
+def test_parse_line(line: str, expected: tuple[str, str] | None) -> None:
+    assert parse_line(line) == expected
+
+
+def test_web_actor_normalises_the_typed_name() -> None:
+    actor = web_actor("  Ada Lovelace!  ", admins=("ada_lovelace",))
+    assert (actor.platform, actor.tenant, actor.user_id) == ("web", "local", "ada_lovelace")
+    assert actor.display_name == "Ada Lovelace!"
+    assert actor.is_admin
+    assert not web_actor("bob").is_admin
+    assert len(web_actor("x" * 80).user_id) == 32
+
+
+@pytest.mark.parametrize("name", ["", "   ", "!!!", "ÅÄÖ"])
+def test_web_actor_refuses_names_without_usable_characters(name: str) -> None:
+    with pytest.raises(Exception, match="name"):
+        web_actor(name)
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+async def test_healthz_and_page(server: RunningServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{server.url}/healthz") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ok"}
+    async with http.get(f"{server.url}/") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        page = await resp.text()
+        assert 'src="/static/app.js"' in page
+    async with http.get(f"{server.url}/static/app.js") as resp:
+        assert resp.status == 200
+        assert "textContent" in await resp.text()
+    async with http.get(f"{server.url}/api/config") as resp:
+        assert (await resp.json())["channels"] == ["general", "avatars", "sandbox"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/server.py", "/static/index.html.bak", "/static/..%2Fserver.py", "/nope"]
+)
+async def test_only_listed_static_files_are_served(
+    server: RunningServer, http: aiohttp.ClientSession, path: str
+) -> None:
+    async with http.get(URL(f"{server.url}{path}", encoded=True)) as resp:
+        assert resp.status == 404
+
+
+async def test_imagine_goes_live_and_serves_its_images(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    ws, history = await open_socket(http, server)
+    assert history == []
+    body = await command(http, server, "Alice", "/imagine a red fox in snow --n 4")
+    jobs = [r for r in body["replies"] if r["job_id"]]
+    assert jobs, body
+    job_id = jobs[0]["job_id"]
+    assert jobs[0]["owner"] == "alice"
+    assert jobs[0]["state"] in ("queued", "running", "done")
+
+    done = await next_reply(ws, job_id=job_id, state="done")
+    assert done["owner"] == "alice"
+    assert not done["ephemeral"]
+    assert "a red fox in snow" in done["text"]
+    grids = [i for i in done["images"] if i["kind"] == "grid"]
+    assert len(grids) == 1 and grids[0]["url"]
+    actions = [b["action"] for b in done["buttons"]]
+    assert any(a.startswith("refine") for a in actions), actions
+
+    async with http.get(server.url + grids[0]["url"]) as resp:
+        assert resp.status == 200
+        assert resp.content_type.startswith("image/")
+        assert len(await resp.read()) > 100
+    async with http.get(server.url + grids[0]["download_url"]) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Disposition"].startswith("attachment;")
+    await ws.close()
+
+    # A page opened later gets the finished job from history.
+    ws2, history2 = await open_socket(http, server)
+    assert [r["job_id"] for r in history2] == [job_id]
+    assert history2[0]["state"] == "done"
+    await ws2.close()
+
+
+@pytest.mark.parametrize(
+    "sha",
+    [
+        "0" * 64,  # well formed, not stored
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "..%252F..%252Fdata.db",
+        "%2e%2e",
+        "%2e%2e%2fimagine-bot.sqlite3",
+        "abc",
+        "G" * 64,
+    ],
+)
+async def test_image_route_serves_only_stored_images(
+    server: RunningServer, http: aiohttp.ClientSession, sha: str
+) -> None:
+    # encoded=True: the server, not the client library, must deal with the dots and slashes.
+    async with http.get(URL(f"{server.url}/images/{sha}", encoded=True)) as resp:
+        assert resp.status == 404
+
+
+async def test_image_route_refuses_the_database_by_any_name(
+    app: App, server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    for path in sorted(app.settings.data_dir.rglob("*"))[:20]:
+        rel = path.relative_to(app.settings.data_dir).as_posix()
+        async with http.get(f"{server.url}/images/{rel}") as resp:
+            assert resp.status == 404, rel
+
+
+async def test_bad_flag_is_private_and_inline(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    bob_ws, _ = await open_socket(http, server, name="bob")
+    alice_ws, _ = await open_socket(http, server, name="alice")
+    body = await command(http, server, "alice", "/imagine a cat --bogus 3")
+    errors = [r for r in body["replies"] if r["ephemeral"]]
+    assert errors and "bogus" in errors[0]["text"]
+    assert not any(r["job_id"] for r in body["replies"])
+
+    # Bob's page never sees Alice's error: the next thing it gets is her next (public) job.
+    await command(http, server, "alice", "/imagine a dog --n 1")
+    async with asyncio.timeout(10):
+        first = (await bob_ws.receive_json())["reply"]
+    assert not first["ephemeral"] and first["job_id"]
+    await bob_ws.close()
+    await alice_ws.close()
+
+
+async def test_unknown_command_gets_a_hint(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    body = await command(http, server, "alice", "/dance")
+    assert body["replies"][0]["ephemeral"]
+    assert "/imagine" in body["replies"][0]["text"]
+
+
+async def test_quota_badge_route(server: RunningServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{server.url}/api/quota?name=Carol") as resp:
+        assert resp.status == 200
+        badge = (await resp.json())["quota"]
+    assert re.search(r"\d", badge)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"name": "", "channel": "general", "text": "/imagine x"}, "name"),
+        ({"name": "alice", "channel": "secret-room", "text": "/imagine x"}, "channel"),
+        ({"name": "alice", "channel": "general", "action": ""}, "button"),
+    ],
+)
+async def test_bad_requests_are_refused_with_a_message(
+    server: RunningServer, http: aiohttp.ClientSession, payload: dict[str, str], fragment: str
+) -> None:
+    route = "/api/action" if "action" in payload else "/api/command"
+    async with http.post(f"{server.url}{route}", json=payload) as resp:
+        assert resp.status == 400
+        assert fragment in (await resp.json())["error"]
+
+
+async def test_form_posts_and_cross_site_requests_are_refused(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(f"{server.url}/api/command", data={"text": "/imagine x"}) as resp:
+        assert resp.status == 415
+    async with http.post(
+        f"{server.url}/api/command",
+        json={"name": "alice", "channel": "general", "text": "/imagine x"},
+        headers={"Origin": "http://evil.example"},
+    ) as resp:
+        assert resp.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await http.ws_connect(
+            f"{server.url}/ws?channel=general&name=alice",
+            headers={"Origin": "http://evil.example"},
+        )
+    assert info.value.status == 403
+
+
+async def test_without_a_token_only_loopback_names_are_answered(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    # What a DNS-rebinding page would send: our port, its own host name.
+    async with http.get(f"{server.url}/", headers={"Host": "evil.example"}) as resp:
+        assert resp.status == 403
+    async with http.get(f"{server.url}/", headers={"Host": f"localhost:{server.port}"}) as resp:
+        assert resp.status == 200
+
+
+# -- access token and binding ----------------------------------------------------------------------
+
+
+async def test_access_token_guards_every_route_but_healthz(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, access_token=TOKEN)
+    async with App.open(settings) as app:
+        running = await start(app, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as anon:
+                async with anon.get(f"{running.url}/healthz") as resp:
+                    assert resp.status == 200
+                for path in ("/", "/api/config", "/static/app.js", f"/images/{'0' * 64}"):
+                    async with anon.get(f"{running.url}{path}") as resp:
+                        assert resp.status == 401, path
+                        assert TOKEN not in await resp.text()
+                async with anon.get(f"{running.url}/?token=wrong") as resp:
+                    assert resp.status == 401
+                async with anon.get(
+                    f"{running.url}/api/config", headers={"Authorization": f"Bearer {TOKEN}"}
+                ) as resp:
+                    assert resp.status == 200
+                # Any Host is fine once a token guards the door.
+                async with anon.get(
+                    f"{running.url}/api/config",
+                    headers={"Authorization": f"Bearer {TOKEN}", "Host": "bot.example"},
+                ) as resp:
+                    assert resp.status == 200
+
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+                async with browser.get(f"{running.url}/?token={TOKEN}") as resp:
+                    assert resp.status == 200
+                    assert str(resp.url) == f"{running.url}/"  # the token left the address bar
+                    cookie = resp.history[0].headers["Set-Cookie"]
+                    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+                body = {"name": "alice", "channel": "general", "text": "/quota"}
+                async with browser.post(f"{running.url}/api/command", json=body) as resp:
+                    assert resp.status == 200
+                ws = await browser.ws_connect(f"{running.url}/ws?channel=general&name=alice")
+                assert (await ws.receive_json(timeout=10))["type"] == "history"
+                await ws.close()
+        finally:
+            await running.close()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "bot.example"])
+async def test_refuses_to_bind_beyond_loopback_without_a_token(app: App, host: str) -> None:
+    with pytest.raises(ConfigError, match="access_token"):
+        await serve(app, host, 0)
+
+
+async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
+    async with App.open(make_settings(tmp_path, access_token=TOKEN)) as app:
+        running = await start(app, "0.0.0.0", 0)
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{running.port}/healthz"
+            ) as resp:
+                assert resp.status == 200
+        finally:
+            await running.close()
+
+
+async def test_serve_runs_until_cancelled(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.web.server")
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(app, "127.0.0.1", 0, ready=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    url = re.search(r"http://127\.0\.0\.1:\d+", caplog.text)
+    assert url is not None
+    async with aiohttp.ClientSession() as http, http.get(f"{url.group(0)}/healthz") as resp:
+        assert resp.status == 200
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"{url.group(0)}/healthz")
+
+
+async def test_create_web_app_has_the_documented_routes(app: App) -> None:
+    web_app = create_web_app(app)
+    paths = {r.resource.canonical for r in web_app.router.routes() if r.resource is not None}
+    assert {"/", "/healthz", "/ws", "/images/{sha}", "/api/command", "/api/action"} <= paths
+
+
+async def test_a_page_that_falls_behind_gets_only_the_newest_state_of_each_card() -> None:
+    sub = _Subscriber(user_id="alice")
+    assert sub.put("job:a", "a queued #3")
+    assert sub.put("job:b", "b queued #4")
+    assert sub.put("job:a", "a running")
+    assert sub.put("seq:7", "a private notice")
+    assert [await sub.take() for _ in range(3)] == ["a running", "b queued #4", "a private notice"]
+    assert not sub.pending
+
+
+async def test_a_page_too_far_behind_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("adapters.web.server.SUBSCRIBER_QUEUE", 2)
+    sub = _Subscriber(user_id="alice")
+    assert sub.put("job:a", "1") and sub.put("job:b", "2")
+    assert sub.put("job:a", "1 newer")  # replacing a pending card never overflows
+    assert not sub.put("job:c", "3")
+    assert sub.overflowed

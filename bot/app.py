@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.handler import Handler
 from bot.jobs import JobEvent, JobRunner
-from bot.providers.base import ProviderError
+from bot.providers.base import Provider, ProviderError
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
 from bot.store import Store
@@ -34,7 +34,12 @@ class App:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, *, clock: Callable[[], float] = time.time, start: bool = True
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        start: bool = True,
+        extra_providers: Mapping[str, Provider] | None = None,
     ) -> AsyncIterator[App]:
         """Open the database, build the providers, start the job runner; undo it all on exit.
 
@@ -44,7 +49,7 @@ class App:
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         async with Store.open(data_dir / DB_NAME) as store, \
-                ProviderHub.open(settings.providers, settings.env) as providers:
+                ProviderHub.open(settings.providers, settings.env, extra_providers) as providers:
             handler_ref: list[Handler] = []
 
             async def notify(event: JobEvent) -> None:

@@ -35,16 +35,22 @@ class ProviderHub:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: ProviderSettings, env: Mapping[str, str]
+        cls,
+        settings: ProviderSettings,
+        env: Mapping[str, str],
+        extra: Mapping[str, Provider] | None = None,
     ) -> AsyncIterator[ProviderHub]:
+        """Build the configured providers. ``extra`` adds ready-made providers by name (an
+        embedding application's own, or a benchmark's instant one)."""
+        extra = dict(extra or {})
         default = default_provider_name(env, settings.default)
         fallback = settings.fallback or None
         for key, name in (("providers.default", default), ("providers.fallback", fallback)):
-            if name is not None and name not in PROVIDER_NAMES:
+            if name is not None and name not in PROVIDER_NAMES and name not in extra:
                 raise ConfigError(
                     f"Setting {key}: unknown provider {name!r}. Known: {', '.join(PROVIDER_NAMES)}"
                 )
-        wanted = {default, *(n for n in settings.sections if n in PROVIDER_NAMES)}
+        wanted = {default, *(n for n in settings.sections if n in PROVIDER_NAMES)} - set(extra)
         if fallback:
             wanted.add(fallback)
         for name in settings.sections:
@@ -52,9 +58,9 @@ class ProviderHub:
                 raise ConfigError(
                     f"Unknown config section [providers.{name}]. Known: {', '.join(PROVIDER_NAMES)}"
                 )
-        built: dict[str, Provider] = {}
+        built: dict[str, Provider] = dict(extra)
         try:
-            for name in sorted(wanted):
+            for name in sorted(wanted - set(extra)):
                 built[name] = build_provider(name, settings.sections.get(name, {}), env)
             hub = cls(built, default, fallback)
             for name, provider in built.items():

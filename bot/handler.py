@@ -265,9 +265,8 @@ class Handler:
                 await self._store.execute(
                     "UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id)
                 )
-                # The job may have moved on while we posted; show its current state.
-                latest = await self._runner.load(job_id)
-                if latest is not None and latest.state != job.state:
+                # The job may have started while we posted; show its current state.
+                if self._runner.position(job_id) is None:
                     await self.on_job_event(JobEvent(job_id))
 
     # -------------------------------------------------------------------------- actions

@@ -43,6 +43,7 @@ from bot.types import Actor
 
 log = logging.getLogger(__name__)
 
+POSITION_DEBOUNCE_S = 0.5
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
@@ -200,6 +201,7 @@ class JobRunner:
         self._dispatcher: asyncio.Task[None] | None = None
         self._last_positions: dict[str, int] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._positions_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -219,28 +221,22 @@ class JobRunner:
         now = self._clock()
         scope = user_scope(actor.platform, actor.tenant, actor.user_id)
         async with self._store.transaction() as db:
-            if interaction_id is not None:
-                cur = await db.execute(
-                    "SELECT id FROM jobs WHERE interaction_id = ?", (interaction_id,)
-                )
-                if await cur.fetchone() is not None:
-                    return []  # a replayed delivery: already accepted once
-            cur = await db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE platform = ? AND tenant = ? AND owner_id = ? "
-                "AND state = 'queued'",
+            if interaction_id is not None and list(await db.execute_fetchall(
+                    "SELECT id FROM jobs WHERE interaction_id = ?", (interaction_id,))):
+                return []  # a replayed delivery: already accepted once
+            [counts] = await db.execute_fetchall(
+                "SELECT COUNT(*) AS total, COALESCE(SUM(platform = ? AND tenant = ? AND "
+                "owner_id = ?), 0) AS mine FROM jobs WHERE state = 'queued'",
                 (actor.platform, actor.tenant, actor.user_id),
             )
-            row = await cur.fetchone()
-            queued = int(row[0]) if row else 0
+            queued, total = int(counts["mine"]), int(counts["total"])
             cap = self._settings.max_queued_per_user
             if queued + len(specs) > cap:
                 raise UserError(
                     f"You already have {queued} job{'s' if queued != 1 else ''} waiting; the "
                     f"limit is {cap}. Try again when some have finished."
                 )
-            cur = await db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
-            row = await cur.fetchone()
-            if (int(row[0]) if row else 0) + len(specs) > self._settings.max_queue:
+            if total + len(specs) > self._settings.max_queue:
                 raise UserError("The queue is full right now. Nothing was charged; try again soon.")
             for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True)):
                 await db.execute(
@@ -306,9 +302,10 @@ class JobRunner:
     async def stop(self) -> None:
         """Graceful stop: running jobs go back to the queue (not counted as an attempt) so the
         next start runs them; nothing is refunded or charged twice."""
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for background in (self._dispatcher, self._positions_task):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         running = list(self._tasks)
         for task in list(self._tasks.values()):
             task.cancel()
@@ -388,12 +385,15 @@ class JobRunner:
                 self._running_provider[provider] += 1
                 self._tasks[job_id] = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
                 started = True
-            if started:
-                await self._announce_positions()
+            if started and (self._positions_task is None or self._positions_task.done()):
+                # Coalesced: when many jobs start at once, everyone behind them moves up;
+                # one announcement a moment later beats one edit per person per start.
+                self._positions_task = asyncio.create_task(self._announce_positions())
             if not self._tasks and not self._queues:
                 self._idle.set()
 
     async def _announce_positions(self) -> None:
+        await asyncio.sleep(POSITION_DEBOUNCE_S)
         order = self._order()
         for i, job_id in enumerate(order, start=1):
             if self._last_positions.get(job_id) != i:

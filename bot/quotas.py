@@ -103,7 +103,8 @@ class Quotas:
     def exempt(self, actor: Actor) -> bool:
         return self._settings.exempt_admins and self._is_admin(actor)
 
-    async def _limits(self, db: aiosqlite.Connection, actor: Actor) -> Limits:
+    async def _limits(self, db: aiosqlite.Connection, actor: Actor) -> tuple[Limits, Limits]:
+        """(the user's limits, the workspace's limits): config, roles, then admin overrides."""
         s = self._settings
         daily, monthly = s.user_daily, s.user_monthly
         for role in actor.roles:
@@ -112,37 +113,30 @@ class Quotas:
                 d, m = role_limits.get("daily", daily), role_limits.get("monthly", monthly)
                 daily = 0 if 0 in (d, daily) else max(d, daily)
                 monthly = 0 if 0 in (m, monthly) else max(m, monthly)
-        cur = await db.execute(
-            "SELECT daily, monthly FROM quota_limits WHERE scope = ?",
-            (user_scope(actor.platform, actor.tenant, actor.user_id),),
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            daily = row["daily"] if row["daily"] is not None else daily
-            monthly = row["monthly"] if row["monthly"] is not None else monthly
-        return Limits(daily, monthly)
+        user = user_scope(actor.platform, actor.tenant, actor.user_id)
+        ws = workspace_scope(actor.platform, actor.tenant)
+        found = {
+            r["scope"]: r for r in await db.execute_fetchall(
+                "SELECT scope, daily, monthly FROM quota_limits WHERE scope IN (?, ?)", (user, ws))
+        }
 
-    async def _workspace_limits(self, db: aiosqlite.Connection, actor: Actor) -> Limits:
-        s = self._settings
-        cur = await db.execute(
-            "SELECT daily, monthly FROM quota_limits WHERE scope = ?",
-            (workspace_scope(actor.platform, actor.tenant),),
-        )
-        row = await cur.fetchone()
-        daily, monthly = s.workspace_daily, s.workspace_monthly
-        if row is not None:
-            daily = row["daily"] if row["daily"] is not None else daily
-            monthly = row["monthly"] if row["monthly"] is not None else monthly
-        return Limits(daily, monthly)
+        def apply(scope: str, base: Limits) -> Limits:
+            row = found.get(scope)
+            if row is None:
+                return base
+            return Limits(base.daily if row["daily"] is None else int(row["daily"]),
+                          base.monthly if row["monthly"] is None else int(row["monthly"]))
+
+        return (apply(user, Limits(daily, monthly)),
+                apply(ws, Limits(s.workspace_daily, s.workspace_monthly)))
 
     async def blocked_reason(self, db: aiosqlite.Connection, actor: Actor) -> str | None:
-        cur = await db.execute(
+        rows = list(await db.execute_fetchall(
             "SELECT reason FROM blocks WHERE scope IN (?, ?)",
             (user_scope(actor.platform, actor.tenant, actor.user_id),
              workspace_scope(actor.platform, actor.tenant)),
-        )
-        row = await cur.fetchone()
-        return None if row is None else str(row["reason"])
+        ))
+        return None if not rows else str(rows[0]["reason"])
 
     # ------------------------------------------------------------------------ the ledger
     async def reserve(
@@ -163,7 +157,7 @@ class Quotas:
         charged: list[tuple[str, str]] = []
         if not exempt:
             day, month = self.windows(now)
-            user, ws = await self._limits(db, actor), await self._workspace_limits(db, actor)
+            user, ws = await self._limits(db, actor)
             wscope = workspace_scope(actor.platform, actor.tenant)
             for scope, win, limit, who in (
                 (payer, day, user.daily, "your daily"),
@@ -171,37 +165,29 @@ class Quotas:
                 (wscope, day, ws.daily, "this workspace's daily"),
                 (wscope, month, ws.monthly, "this workspace's monthly"),
             ):
-                await db.execute(
-                    "INSERT INTO quota_usage (scope, win, used) VALUES (?, ?, 0) "
-                    "ON CONFLICT (scope, win) DO NOTHING",
-                    (scope, win),
+                # The check is the write: an upsert whose update only happens while the
+                # window still has room (a new window starts at `total`, checked here).
+                room = limit == 0 or total <= limit
+                cur = await db.execute(
+                    "INSERT INTO quota_usage (scope, win, used) SELECT ?, ?, ? WHERE ? "
+                    "ON CONFLICT (scope, win) DO UPDATE SET used = used + excluded.used "
+                    "WHERE ? = 0 OR used + excluded.used <= ?",
+                    (scope, win, total, int(room), limit, limit),
                 )
-                if limit == 0:
-                    await db.execute(
-                        "UPDATE quota_usage SET used = used + ? WHERE scope = ? AND win = ?",
-                        (total, scope, win),
+                if cur.rowcount == 0:
+                    used_rows = list(await db.execute_fetchall(
+                        "SELECT used FROM quota_usage WHERE scope = ? AND win = ?",
+                        (scope, win),
+                    ))
+                    left = max(0, limit - (int(used_rows[0]["used"]) if used_rows else 0))
+                    when = (
+                        f"It resets at {self.next_reset():%H:%M %Z}."
+                        if win.startswith("d:") else "It resets at the start of next month."
                     )
-                else:
-                    cur = await db.execute(
-                        "UPDATE quota_usage SET used = used + ? "
-                        "WHERE scope = ? AND win = ? AND used + ? <= ?",
-                        (total, scope, win, total, limit),
+                    raise QuotaExceeded(
+                        f"That needs {total} image{'s' if total != 1 else ''}, but "
+                        f"{who} quota has {left} of {limit} left. {when}"
                     )
-                    if cur.rowcount == 0:
-                        used_cur = await db.execute(
-                            "SELECT used FROM quota_usage WHERE scope = ? AND win = ?",
-                            (scope, win),
-                        )
-                        used_row = await used_cur.fetchone()
-                        left = max(0, limit - (int(used_row["used"]) if used_row else 0))
-                        when = (
-                            f"It resets at {self.next_reset():%H:%M %Z}."
-                            if win.startswith("d:") else "It resets at the start of next month."
-                        )
-                        raise QuotaExceeded(
-                            f"That needs {total} image{'s' if total != 1 else ''}, but "
-                            f"{who} quota has {left} of {limit} left. {when}"
-                        )
                 charged.append((scope, win))
         windows_json = json.dumps(charged)
         await db.executemany(
@@ -213,14 +199,14 @@ class Quotas:
     async def settle(self, db: aiosqlite.Connection, job_id: str, delivered: int) -> None:
         """Commit ``delivered`` units and refund the rest of the job's reservation. Idempotent:
         a second call (a retry, the reconciler) changes nothing."""
-        cur = await db.execute(
+        rows = list(await db.execute_fetchall(
             "SELECT payer, units, windows, exempt FROM ledger "
             "WHERE job_id = ? AND kind = 'reserve'",
             (job_id,),
-        )
-        row = await cur.fetchone()
-        if row is None:
+        ))
+        if not rows:
             return
+        row = rows[0]
         reserved = int(row["units"])
         delivered = max(0, min(delivered, reserved))
         now = self._clock()
@@ -249,13 +235,12 @@ class Quotas:
         day, month = self.windows()
         scope = user_scope(actor.platform, actor.tenant, actor.user_id)
         async with self._store.transaction() as db:
-            limits = await self._limits(db, actor)
+            limits, _ = await self._limits(db, actor)
             blocked = await self.blocked_reason(db, actor)
-            cur = await db.execute(
+            used = {r["win"]: int(r["used"]) for r in await db.execute_fetchall(
                 "SELECT win, used FROM quota_usage WHERE scope = ? AND win IN (?, ?)",
                 (scope, day, month),
-            )
-            used = {r["win"]: int(r["used"]) for r in await cur.fetchall()}
+            )}
         return QuotaStatus(
             exempt=self.exempt(actor),
             daily_used=used.get(day, 0),

@@ -97,13 +97,12 @@ class Store:
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
-            cur = await self._db.execute(sql, tuple(params))
-            return list(await cur.fetchall())
+            return list(await self._db.execute_fetchall(sql, tuple(params)))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
         async with self._lock:
-            cur = await self._db.execute(sql, tuple(params))
-            return await cur.fetchone()
+            rows = list(await self._db.execute_fetchall(sql, tuple(params)))
+            return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One auto-committed statement; returns the row count."""

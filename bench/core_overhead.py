@@ -28,18 +28,18 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.app import App  # noqa: E402
-from bot.config import load_settings  # noqa: E402
-from bot.images import encode_png_sync  # noqa: E402
-from bot.providers.base import (  # noqa: E402
+from bot.app import App
+from bot.config import load_settings
+from bot.images import encode_png_sync
+from bot.providers.base import (
     Capabilities,
     GeneratedImage,
     GenerationRequest,
     GenerationResult,
     ProgressCallback,
 )
-from bot.providers.offline import render_sync  # noqa: E402
-from bot.types import Actor, Invocation, Reply, Target  # noqa: E402
+from bot.providers.offline import render_sync
+from bot.types import Actor, Invocation, Reply, Target
 
 SIDE = 1024
 

@@ -32,7 +32,9 @@ def test_core_never_imports_adapters_statically() -> None:
 
 
 def test_no_blocking_calls_in_async_code() -> None:
-    pattern = re.compile(r"\btime\.sleep\(|^\s*import requests|\brequests\.(get|post|put|delete)\(|\burllib\.request", re.M)
+    pattern = re.compile(
+        r"\btime\.sleep\(|^\s*import requests|\brequests\.(get|post|put|delete)\(|"
+        r"\burllib\.request", re.M)
     for folder in ("bot", "adapters"):
         for path in (REPO / folder).rglob("*.py"):
             assert not pattern.search(path.read_text()), path

@@ -15,7 +15,8 @@ from tests.conftest import REPO
 SENTINEL = "sk-SENTINEL-abcdef123456"
 
 
-def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(tmp_path: Path, *args: str,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))}
     base["PYTHONPATH"] = str(REPO)

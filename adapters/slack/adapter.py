@@ -1,0 +1,414 @@
+"""The Slack adapter: bolt listeners -> :class:`Invocation`, :class:`Reply` -> Web API calls.
+
+Flow of one slash command::
+
+    Slack --signed POST--> bolt (RequestVerification, auth.test) --> listener
+        ack()                                   # first, inside Slack's 3 s window
+        users.info (cached 5 min)               # is the user a workspace admin/owner?
+        handler.handle(Invocation, responder)   # the core decides everything
+            responder.send(Reply)               # chat.postMessage / postEphemeral / views.open
+    later, the job runner -> handler -> SlackPoster.post/update (files_upload_v2, chat.update)
+
+Only translation lives here: no SQL, no provider calls, no quota rules. Buttons carry the
+core's ``verb:job_id:index`` as both ``action_id`` and ``value``; a modal carries its action
+and its channel in ``private_metadata``. A retried delivery reuses the payload's
+``trigger_id`` as the invocation's idempotency key, so the core accepts it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.render import (
+    MODAL_CALLBACK_ID,
+    FormContext,
+    PostedFile,
+    fallback_text,
+    modal_view,
+    reply_blocks,
+    view_fields,
+)
+from bot.errors import ConfigError
+from bot.types import Actor, ImageFile, Invocation, Reply, Target
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+EVENTS_PATH = "/slack/events"
+DEFAULT_PORT = 3000
+ADMIN_TTL_S = 300.0  # Slack admins change rarely; five minutes bounds a revoked admin's reach
+ADMIN_CACHE_MAX = 10_000
+# The core's button ids look like "verb:job_id" or "verb:job_id:index"; anything else is not
+# ours and gets bolt's default 404 instead of reaching the handler.
+ACTION_ID_RE = re.compile(r"^[a-z]+:[a-z0-9]+(?::[0-9]+)?$")
+COMMANDS: Mapping[str, str] = {
+    "/imagine": "imagine",
+    "/imagine-quota": "quota",
+    "/imagine-admin": "admin",
+}
+
+Respond = Callable[..., Awaitable[Any]]
+
+
+def enabled(settings: Any) -> bool:
+    """Start this adapter when a bot token is configured."""
+    return bool(settings.secret("SLACK_BOT_TOKEN"))
+
+
+def _api_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("SLACK_API_URL") or "").strip()
+    if not url:
+        return None
+    # slack_sdk joins method names with urljoin: without the trailing slash a path prefix
+    # such as /api would be replaced rather than extended.
+    return url if url.endswith("/") else url + "/"
+
+
+def make_client(settings: Any) -> AsyncWebClient:
+    token = settings.secret("SLACK_BOT_TOKEN")
+    if not token:
+        raise ConfigError("SLACK_BOT_TOKEN is not set")
+    base = _api_url(settings.env)
+    client = AsyncWebClient(token=token, base_url=base) if base else AsyncWebClient(token=token)
+    # Slack answers bursts with 429 + Retry-After; the SDK's handler waits and retries.
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    return client
+
+
+def _slack_error(exc: SlackApiError) -> str:
+    """The API's error code only: never the request, which may hold user text."""
+    try:
+        return str(exc.response.get("error") or "unknown")
+    except Exception:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------ admins
+class AdminCache:
+    """``users.info`` -> is the user a workspace admin or owner? Cached, fail closed."""
+
+    def __init__(self, client: AsyncWebClient, *, ttl: float = ADMIN_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[bool, float]] = {}
+
+    async def is_admin(self, team_id: str, user_id: str) -> bool:
+        key = (team_id, user_id)
+        now = self._clock()
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            resp = await self._client.users_info(user=user_id)
+        except SlackApiError as exc:
+            log.warning("users.info failed (%s); treating the user as not an admin",
+                        _slack_error(exc))
+            return False
+        except Exception as exc:  # network, timeout, a malformed answer: all fail closed
+            log.warning("users.info failed (%s); treating the user as not an admin",
+                        type(exc).__name__)
+            return False
+        user = resp.get("user") or {}
+        flag = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+        if len(self._entries) >= ADMIN_CACHE_MAX:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
+            if len(self._entries) >= ADMIN_CACHE_MAX:
+                self._entries.clear()
+        self._entries[key] = (flag, now + self._ttl)
+        return flag
+
+
+# ------------------------------------------------------------------------------ posting
+class SlackPoster:
+    """The core's :class:`~bot.types.ChannelPoster` for Slack: ordinary channel messages,
+    so a result lands however long the job waited (a ``response_url`` dies after 30 min)."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+
+    async def post(self, target: Target, reply: Reply) -> str | None:
+        if reply.ephemeral and target.user_id:
+            await self._client.chat_postEphemeral(
+                channel=target.channel_id, user=target.user_id, thread_ts=target.thread_id,
+                text=fallback_text(reply), blocks=reply_blocks(reply),
+            )
+            return None  # an ephemeral message cannot be updated with chat.update
+        files = await self._upload(target, reply.images, reply)
+        resp = await self._client.chat_postMessage(
+            channel=target.channel_id, thread_ts=target.thread_id, text=fallback_text(reply),
+            blocks=reply_blocks(reply, files), unfurl_links=False, unfurl_media=False,
+        )
+        ts = resp.get("ts")
+        return str(ts) if ts else None
+
+    async def update(self, target: Target, ref: str, reply: Reply) -> None:
+        await self._client.chat_update(
+            channel=target.channel_id, ts=ref, text=fallback_text(reply),
+            blocks=reply_blocks(reply),
+        )
+
+    async def _upload(self, target: Target, images: tuple[ImageFile, ...],
+                      reply: Reply) -> tuple[PostedFile, ...]:
+        if not images:
+            return ()
+        uploads: list[dict[str, Any]] = []
+        alt = (reply.meta.get("prompt") or reply.text)[:1000]
+        for img in images:
+            # The SDK would read a path synchronously on the event loop; read it in a thread.
+            data = await asyncio.to_thread(img.path.read_bytes)
+            uploads.append({"file": data, "filename": img.filename, "title": img.filename,
+                            "alt_txt": alt})
+        resp = await self._client.files_upload_v2(
+            file_uploads=uploads, channel=target.channel_id, thread_ts=target.thread_id,
+        )
+        out = []
+        for f in resp.get("files") or []:
+            if isinstance(f, Mapping):
+                out.append(PostedFile(str(f.get("id", "")), str(f.get("title") or ""),
+                                      str(f.get("permalink") or "")))
+        return tuple(out)
+
+
+@dataclass
+class SlackResponder:
+    """The :class:`~bot.types.Responder` for one slash command, click or modal submit."""
+
+    poster: SlackPoster
+    client: AsyncWebClient
+    target: Target
+    trigger_id: str | None = None
+    respond: Respond | None = None
+
+    async def send(self, reply: Reply) -> str | None:
+        if reply.form is not None:
+            await self._open_form(reply)
+            return None
+        try:
+            return await self.poster.post(self.target, reply)
+        except SlackApiError as exc:
+            # Typically not_in_channel: the bot was never invited. The response_url still
+            # reaches the user for 30 minutes.
+            if self.respond is None:
+                raise
+            log.warning("Slack refused a message (%s); answering through response_url",
+                        _slack_error(exc))
+            await self.respond(
+                text=fallback_text(reply), blocks=reply_blocks(reply),
+                response_type="ephemeral" if reply.ephemeral else "in_channel",
+                replace_original=False,
+            )
+            return None
+
+    async def edit(self, ref: str, reply: Reply) -> None:
+        await self.poster.update(self.target, ref, reply)
+
+    async def _open_form(self, reply: Reply) -> None:
+        assert reply.form is not None
+        form = reply.form
+        if self.trigger_id:
+            view = modal_view(form, FormContext(form.action, self.target.channel_id,
+                                                self.target.thread_id))
+            try:
+                await self.client.views_open(trigger_id=self.trigger_id, view=view)
+                return
+            except SlackApiError as exc:  # expired_trigger_id: we missed Slack's 3 s window
+                log.warning("views.open failed (%s)", _slack_error(exc))
+        await self.send(Reply("That dialog could not be opened in time. Please click again.",
+                              ephemeral=True))
+
+
+# ------------------------------------------------------------------------------ listeners
+def _interaction_key(team_id: str, *parts: object) -> str | None:
+    if not all(parts):
+        return None
+    return f"slack:{team_id}:" + ":".join(str(p) for p in parts)
+
+
+class SlackAdapter:
+    """Turns bolt payloads into invocations; one per bolt app."""
+
+    def __init__(self, app: App, client: AsyncWebClient, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.client = client
+        self.poster = SlackPoster(client)
+        self.admins = AdminCache(client, clock=clock)
+
+    async def actor(self, team_id: str, user_id: str, name: str) -> Actor:
+        return Actor(PLATFORM, team_id, user_id, display_name=name or user_id,
+                     is_admin=await self.admins.is_admin(team_id, user_id))
+
+    def responder(self, team_id: str, user_id: str, channel_id: str, thread_id: str | None,
+                  trigger_id: str | None, respond: Respond | None) -> SlackResponder:
+        return SlackResponder(self.poster, self.client,
+                              Target(PLATFORM, team_id, channel_id, thread_id, user_id),
+                              trigger_id, respond)
+
+    async def on_command(self, name: str, command: Mapping[str, Any],
+                         respond: Respond | None) -> None:
+        team = str(command.get("team_id") or "")
+        user = str(command.get("user_id") or "")
+        channel = str(command.get("channel_id") or user)
+        trigger = command.get("trigger_id")
+        inv = Invocation(
+            actor=await self.actor(team, user, str(command.get("user_name") or "")),
+            channel_id=channel, command=name, text=str(command.get("text") or ""),
+            interaction_id=_interaction_key(team, trigger),
+        )
+        await self.app.handler.handle(
+            inv, self.responder(team, user, channel, None, trigger, respond))
+
+    async def on_action(self, body: Mapping[str, Any], action: Mapping[str, Any],
+                        team_id: str | None, respond: Respond | None) -> None:
+        user = body.get("user") or {}
+        user_id = str(user.get("id") or "")
+        team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id")
+                      or user_id)  # a click outside a channel (App Home) answers in the DM
+        thread = container.get("thread_ts") or message.get("thread_ts")
+        trigger = body.get("trigger_id")
+        key = (_interaction_key(team, trigger) if trigger else
+               _interaction_key(team, container.get("message_ts"), action.get("action_ts")))
+        inv = Invocation(
+            actor=await self.actor(team, user_id, str(user.get("name") or
+                                                      user.get("username") or "")),
+            channel_id=channel, command="action",
+            action=str(action.get("value") or action.get("action_id") or ""),
+            thread_id=str(thread) if thread else None, interaction_id=key,
+        )
+        await self.app.handler.handle(
+            inv, self.responder(team, user_id, channel, inv.thread_id, trigger, respond))
+
+    async def on_submit(self, body: Mapping[str, Any], view: Mapping[str, Any],
+                        team_id: str | None) -> None:
+        context = FormContext.load(str(view.get("private_metadata") or ""))
+        if context is None:
+            log.warning("a modal submission without our metadata was ignored")
+            return
+        user = body.get("user") or {}
+        user_id = str(user.get("id") or "")
+        team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
+        trigger = body.get("trigger_id")
+        key = _interaction_key(team, trigger) if trigger else _interaction_key(
+            team, view.get("id"), view.get("hash"))
+        inv = Invocation(
+            actor=await self.actor(team, user_id, str(user.get("name") or
+                                                      user.get("username") or "")),
+            channel_id=context.channel_id, command="action", action=context.action,
+            fields=view_fields(view), thread_id=context.thread_id, interaction_id=key,
+        )
+        await self.app.handler.handle(
+            inv, self.responder(team, user_id, context.channel_id, context.thread_id, trigger,
+                                None))
+
+
+def build_bolt_app(app: App, *, client: AsyncWebClient | None = None) -> AsyncApp:
+    """A bolt app wired to the core; also registers the ``slack`` channel poster."""
+    settings = app.settings
+    web_client = client if client is not None else make_client(settings)
+    # Without a signing secret (Socket Mode needs none) a random one makes every HTTP request
+    # fail verification, rather than an empty key that anyone can sign with.
+    signing_secret = settings.secret("SLACK_SIGNING_SECRET") or secrets.token_hex(32)
+    bolt = AsyncApp(client=web_client, signing_secret=signing_secret, name="imagine-bot")
+    adapter = SlackAdapter(app, web_client)
+    app.handler.register_poster(PLATFORM, adapter.poster)
+
+    def command_listener(name: str) -> Callable[..., Awaitable[None]]:
+        async def listener(ack: Any, command: dict[str, Any], body: dict[str, Any],
+                           respond: Any) -> None:
+            await ack()  # before any I/O: Slack gives us 3 s
+            await adapter.on_command(name, command,
+                                     respond if body.get("response_url") else None)
+
+        return listener
+
+    for slash, name in COMMANDS.items():
+        bolt.command(slash)(command_listener(name))
+
+    async def on_action(ack: Any, body: dict[str, Any], action: dict[str, Any],
+                        context: Any, respond: Any) -> None:
+        await ack()
+        await adapter.on_action(body, action, context.team_id,
+                                respond if body.get("response_url") else None)
+
+    bolt.action(ACTION_ID_RE)(on_action)
+
+    async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any],
+                        context: Any) -> None:
+        await ack()  # closes the modal; the core answers in the channel
+        await adapter.on_submit(body, view, context.team_id)
+
+    bolt.view(MODAL_CALLBACK_ID)(on_submit)
+    return bolt
+
+
+def create_web_app(bolt: AsyncApp, *, port: int = DEFAULT_PORT) -> web.Application:
+    """bolt's aiohttp app (POST /slack/events) plus GET /healthz for container checks."""
+    web_app = bolt.web_app(path=EVENTS_PATH, port=port)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    web_app.router.add_get("/healthz", healthz)
+    return web_app
+
+
+async def serve(app: App, *, ready: asyncio.Event | None = None) -> None:
+    """Run until cancelled: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on SLACK_PORT."""
+    settings = app.settings
+    if not enabled(settings):
+        raise ConfigError("SLACK_BOT_TOKEN is not set")
+    app_token = settings.secret("SLACK_APP_TOKEN")
+    if not app_token and not settings.secret("SLACK_SIGNING_SECRET"):
+        raise ConfigError("Slack HTTP mode needs SLACK_SIGNING_SECRET "
+                          "(or set SLACK_APP_TOKEN for Socket Mode)")
+    bolt = build_bolt_app(app)
+    if app_token:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(bolt, app_token)
+        try:
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            log.info("Slack adapter connected (Socket Mode)")
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+        return
+    env = settings.env
+    try:
+        port = int(env.get("SLACK_PORT") or DEFAULT_PORT)
+    except ValueError:
+        raise ConfigError("SLACK_PORT must be a port number") from None
+    host = env.get("SLACK_HOST") or "0.0.0.0"  # Slack must reach it; put TLS in front
+    runner = web.AppRunner(create_web_app(bolt, port=port), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("Slack adapter listening on %s:%s%s", host, port, EVENTS_PATH)
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,204 @@
+"""Reply / Form -> Block Kit JSON, and a modal submission back to form fields. Pure functions.
+
+Slack's limits that shape this (docs.slack.dev Block Kit reference): a message holds at most
+50 blocks, an ``actions`` block at most 25 elements, a button label 75 characters, an
+``action_id`` 255 and a ``value`` 2000; a section's text 3000; a modal's title and submit
+label 24 characters, its ``private_metadata`` 3000.
+
+Every piece of user text goes into ``mrkdwn`` only after :func:`escape`, so a prompt such as
+``<!channel>`` or ``<@U123>`` is shown literally and never pings anyone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.types import Button, Form, Reply
+
+MAX_BLOCKS = 50
+MAX_ACTIONS_PER_BLOCK = 25
+# Rows of five read like Discord's action rows and keep each row short on a phone.
+BUTTONS_PER_ROW = 5
+MAX_BUTTON_LABEL = 75
+MAX_ACTION_ID = 255
+MAX_SECTION_TEXT = 3000
+MAX_CONTEXT_TEXT = 2000
+MAX_FALLBACK_TEXT = 3000
+MAX_MODAL_TITLE = 24
+MAX_METADATA = 3000
+MODAL_CALLBACK_ID = "imagine_form"
+
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PostedFile:
+    """A file Slack accepted through ``files_upload_v2``; referenced from the message."""
+
+    file_id: str
+    title: str
+    permalink: str = ""
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters; everything else is shown as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mrkdwn(text: str, limit: int) -> str:
+    # Clip before escaping would cut an entity in half; clip the escaped text on a safe edge.
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def fallback_text(reply: Reply) -> str:
+    """The ``text`` Slack shows in notifications; mrkdwn too, so escaped the same way."""
+    return _mrkdwn(reply.text or " ", MAX_FALLBACK_TEXT)
+
+
+def button_element(button: Button) -> Block:
+    element: Block = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": _clip(button.label, MAX_BUTTON_LABEL),
+                 "emoji": False},
+        "action_id": button.action,
+        "value": button.action,
+    }
+    if button.style in ("primary", "danger"):  # Slack has no "secondary": the default look
+        element["style"] = button.style
+    return element
+
+
+def action_blocks(buttons: Iterable[Button], *, budget: int = MAX_BLOCKS) -> list[Block]:
+    """Buttons in rows; action ids must be unique in a message, so repeats are dropped."""
+    seen: set[str] = set()
+    elements: list[Block] = []
+    for b in buttons:
+        if not b.action or len(b.action) > MAX_ACTION_ID or b.action in seen:
+            continue
+        seen.add(b.action)
+        elements.append(button_element(b))
+    rows = [elements[i:i + BUTTONS_PER_ROW] for i in range(0, len(elements), BUTTONS_PER_ROW)]
+    return [{"type": "actions", "block_id": f"imagine-actions-{i}", "elements": row}
+            for i, row in enumerate(rows[:budget])]
+
+
+def reply_blocks(reply: Reply, files: Sequence[PostedFile] = ()) -> list[Block]:
+    blocks: list[Block] = [{
+        "type": "section",
+        "block_id": "imagine-text",
+        "text": {"type": "mrkdwn", "text": _mrkdwn(reply.text or " ", MAX_SECTION_TEXT)},
+    }]
+    if files:
+        links = []
+        for f in files:
+            label = escape(f.title.replace("|", "/"))
+            # A permalink comes from Slack's own answer, never from a user.
+            links.append(f"<{f.permalink}|{label}>" if f.permalink.startswith("https://")
+                         else label)
+        blocks.append({"type": "context", "block_id": "imagine-files", "elements": [
+            {"type": "mrkdwn", "text": _clip("Images: " + ", ".join(links), MAX_CONTEXT_TEXT)},
+        ]})
+    if reply.notice:
+        blocks.append({"type": "context", "block_id": "imagine-notice", "elements": [
+            {"type": "mrkdwn", "text": _mrkdwn(reply.notice, MAX_CONTEXT_TEXT)},
+        ]})
+    blocks += action_blocks(reply.buttons, budget=MAX_BLOCKS - len(blocks))
+    return blocks
+
+
+# --------------------------------------------------------------------------------- modals
+@dataclass(frozen=True)
+class FormContext:
+    """What a modal must carry to its submission: the action and where to answer."""
+
+    action: str
+    channel_id: str
+    thread_id: str | None = None
+
+    def dump(self) -> str:
+        data = {"a": self.action, "c": self.channel_id}
+        if self.thread_id:
+            data["t"] = self.thread_id
+        text = json.dumps(data, separators=(",", ":"))
+        if len(text) > MAX_METADATA:
+            raise ValueError("form context does not fit in private_metadata")
+        return text
+
+    @classmethod
+    def load(cls, text: str) -> FormContext | None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        action, channel, thread = data.get("a"), data.get("c"), data.get("t")
+        if not isinstance(action, str) or not isinstance(channel, str):
+            return None
+        return cls(action, channel, thread if isinstance(thread, str) else None)
+
+
+def _number(value: float | None) -> str | None:
+    return None if value is None else f"{value:g}"
+
+
+def modal_view(form: Form, context: FormContext) -> Block:
+    inputs: list[Block] = []
+    for f in form.fields:
+        element: Block
+        if f.kind == "number":
+            element = {"type": "number_input", "action_id": f.name, "is_decimal_allowed": True}
+            for key, val in (("min_value", _number(f.min_value)),
+                             ("max_value", _number(f.max_value))):
+                if val is not None:
+                    element[key] = val
+        else:
+            element = {"type": "plain_text_input", "action_id": f.name,
+                       "multiline": f.name == "prompt", "max_length": 3000}
+        if f.value:
+            element["initial_value"] = f.value
+        inputs.append({
+            "type": "input",
+            "block_id": f.name,
+            "optional": f.kind == "number",
+            "label": {"type": "plain_text", "text": _clip(f.label, 2000)},
+            "element": element,
+        })
+    return {
+        "type": "modal",
+        "callback_id": MODAL_CALLBACK_ID,
+        "title": {"type": "plain_text", "text": _clip(form.title, MAX_MODAL_TITLE)},
+        "submit": {"type": "plain_text", "text": _clip(form.submit_label, MAX_MODAL_TITLE)},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": context.dump(),
+        "blocks": inputs,
+    }
+
+
+def view_fields(view: Mapping[str, Any]) -> dict[str, str]:
+    """``view.state.values`` -> {field name: text}; empty inputs come back as ``""``."""
+    out: dict[str, str] = {}
+    values = (view.get("state") or {}).get("values") or {}
+    for block_id, actions in values.items():
+        if not isinstance(actions, Mapping):
+            continue
+        for action_id, state in actions.items():
+            if not isinstance(state, Mapping):
+                continue
+            value = state.get("value")
+            out[str(action_id or block_id)] = "" if value is None else str(value)
+    return out

@@ -1,0 +1,473 @@
+"""A fake Slack Web API on loopback, reached through the real ``slack_sdk`` AsyncWebClient.
+
+Point ``SLACK_API_URL`` at ``fake.api_url`` (``http://127.0.0.1:<port>/api/``). Methods::
+
+    auth.test  users.info  chat.postMessage  chat.postEphemeral  chat.update  views.open
+    files.getUploadURLExternal -> POST /upload/<file_id> -> files.completeUploadExternal
+
+plus ``POST /response/<id>`` as a ``response_url``, and Socket Mode: ``apps.connections.open``
+(app token) hands out ``ws://.../link``, where the fake says hello, pushes the envelopes a
+test queues with ``socket_send`` and records the client's acks in ``socket_acks``.
+
+Answers have Slack's shape: HTTP 200 and ``{"ok": false, "error": "..."}`` for errors.
+Requests are checked against Slack's documented limits (Block Kit sizes, unique action ids,
+modal title length, one use per trigger id, an upload's declared length, a known ``ts`` for
+chat.update); a breach is answered with Slack's error *and* appended to ``fake.violations``.
+Every Web API call is kept in ``fake.calls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
+
+TEAM_ID = "T0FAKE"
+BOT_USER = "UBOT"
+PERMALINK_BASE = "https://fake-slack.test/files/"
+# Fields slack_sdk sends as JSON-encoded strings when it posts a form.
+JSON_FIELDS = ("blocks", "view", "files", "attachments")
+
+
+@dataclass
+class ApiCall:
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class Upload:
+    file_id: str
+    filename: str
+    length: int
+    data: bytes | None = None
+    alt_txt: str = ""
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[Any]
+    thread_ts: str | None = None
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+
+ApiHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _text_obj(obj: Any, where: str, limit: int, kinds: tuple[str, ...] = ("plain_text",)
+              ) -> None:
+    require(isinstance(obj, Mapping), f"{where}: a text object is required", name="invalid_blocks")
+    require(obj.get("type") in kinds, f"{where}: text type must be one of {kinds}",
+            name="invalid_blocks")
+    text = obj.get("text")
+    require(isinstance(text, str) and 0 < len(text) <= limit,
+            f"{where}: text must be 1..{limit} characters", name="invalid_blocks")
+
+
+def check_message_blocks(blocks: Any) -> None:
+    """Slack's Block Kit limits for a message surface."""
+    require(isinstance(blocks, list) and 0 < len(blocks) <= 50,
+            "a message holds 1..50 blocks", name="invalid_blocks")
+    block_ids: set[str] = set()
+    action_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        where = f"blocks[{i}]"
+        require(isinstance(block, Mapping), f"{where}: not an object", name="invalid_blocks")
+        bid = block.get("block_id")
+        if bid is not None:
+            require(isinstance(bid, str) and 0 < len(bid) <= 255 and bid not in block_ids,
+                    f"{where}: block_id must be unique and at most 255 characters",
+                    name="invalid_blocks")
+            block_ids.add(bid)
+        kind = block.get("type")
+        if kind == "section":
+            _text_obj(block.get("text"), where, 3000, ("plain_text", "mrkdwn"))
+        elif kind == "context":
+            elements = block.get("elements")
+            require(isinstance(elements, list) and 0 < len(elements) <= 10,
+                    f"{where}: a context holds 1..10 elements", name="invalid_blocks")
+            for el in elements:
+                _text_obj(el, where, 3000, ("plain_text", "mrkdwn"))
+        elif kind == "actions":
+            elements = block.get("elements")
+            require(isinstance(elements, list) and 0 < len(elements) <= 25,
+                    f"{where}: an actions block holds 1..25 elements", name="invalid_blocks")
+            for el in elements:
+                require(isinstance(el, Mapping) and el.get("type") == "button",
+                        f"{where}: only buttons are expected here", name="invalid_blocks")
+                _text_obj(el.get("text"), f"{where} button", 75)
+                aid = el.get("action_id")
+                require(isinstance(aid, str) and 0 < len(aid) <= 255,
+                        f"{where}: action_id must be 1..255 characters", name="invalid_blocks")
+                require(aid not in action_ids, f"{where}: duplicate action_id {aid!r}",
+                        name="invalid_blocks")
+                action_ids.add(aid)
+                value = el.get("value")
+                require(value is None or (isinstance(value, str) and len(value) <= 2000),
+                        f"{where}: value must be at most 2000 characters", name="invalid_blocks")
+                require(el.get("style") in (None, "primary", "danger"),
+                        f"{where}: style must be primary or danger", name="invalid_blocks")
+        elif kind == "image":
+            require(isinstance(block.get("alt_text"), str), f"{where}: alt_text is required",
+                    name="invalid_blocks")
+        else:
+            require(kind in ("divider", "header"), f"{where}: unexpected block type {kind!r}",
+                    name="invalid_blocks")
+
+
+def check_modal(view: Any) -> None:
+    require(isinstance(view, Mapping) and view.get("type") == "modal", "view.type must be modal",
+            name="invalid_arguments")
+    _text_obj(view.get("title"), "view.title", 24)
+    for key in ("submit", "close"):
+        if view.get(key) is not None:
+            _text_obj(view.get(key), f"view.{key}", 24)
+    meta = view.get("private_metadata", "")
+    require(isinstance(meta, str) and len(meta) <= 3000,
+            "private_metadata must be at most 3000 characters", name="invalid_arguments")
+    cid = view.get("callback_id", "")
+    require(isinstance(cid, str) and len(cid) <= 255, "callback_id too long",
+            name="invalid_arguments")
+    blocks = view.get("blocks")
+    require(isinstance(blocks, list) and 0 < len(blocks) <= 100, "a modal holds 1..100 blocks",
+            name="invalid_arguments")
+    has_input = False
+    for i, block in enumerate(blocks):
+        where = f"view.blocks[{i}]"
+        if not isinstance(block, Mapping) or block.get("type") != "input":
+            continue
+        has_input = True
+        _text_obj(block.get("label"), f"{where}.label", 2000)
+        el = block.get("element")
+        require(isinstance(el, Mapping), f"{where}: element is required", name="invalid_arguments")
+        aid = el.get("action_id")
+        require(isinstance(aid, str) and 0 < len(aid) <= 255, f"{where}: action_id 1..255",
+                name="invalid_arguments")
+        kind = el.get("type")
+        if kind == "plain_text_input":
+            init = el.get("initial_value")
+            require(init is None or (isinstance(init, str) and len(init) <= 3000),
+                    f"{where}: initial_value too long", name="invalid_arguments")
+        elif kind == "number_input":
+            require(isinstance(el.get("is_decimal_allowed"), bool),
+                    f"{where}: number_input needs is_decimal_allowed", name="invalid_arguments")
+            for key in ("initial_value", "min_value", "max_value"):
+                val = el.get(key)
+                require(val is None or isinstance(val, str),
+                        f"{where}: {key} must be a string", name="invalid_arguments")
+            if el.get("initial_value") is not None:
+                init_f = float(el["initial_value"])
+                lo = float(el.get("min_value", "-inf"))
+                hi = float(el.get("max_value", "inf"))
+                require(lo <= init_f <= hi, f"{where}: initial_value outside min..max",
+                        name="invalid_arguments")
+        else:
+            raise ContractViolation(f"{where}: unexpected element {kind!r}",
+                                    name="invalid_arguments")
+    # A view_submission only fires for a modal with inputs and a submit button.
+    require(has_input and view.get("submit") is not None, "a form modal needs inputs and submit",
+            name="invalid_arguments")
+
+
+class SlackFake(FakeServer):
+    """State the tests script: ``users`` (id -> user object), ``triggers`` (valid trigger ids),
+    ``member_channels`` (None: the bot is in every channel)."""
+
+    def __init__(self, token: str = "xoxb-test-token", team_id: str = TEAM_ID,
+                 app_token: str = "xapp-test-token") -> None:
+        super().__init__()
+        self.token = token
+        self.app_token = app_token
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_acks: list[dict[str, Any]] = []
+        self.team_id = team_id
+        self.calls: list[ApiCall] = []
+        self.users: dict[str, dict[str, Any]] = {}
+        self.triggers: set[str] = set()
+        self.used_triggers: set[str] = set()
+        self.member_channels: set[str] | None = None
+        self.messages: dict[str, Message] = {}
+        self.uploads: dict[str, Upload] = {}
+        self.responses: list[tuple[str, Any]] = []  # (response id, JSON posted to it)
+        # method -> gate: calls to it wait until the test sets the event
+        self.holds: dict[str, asyncio.Event] = {}
+        self._seq = 0
+        self._changed = asyncio.Condition()
+        self._methods: dict[str, ApiHandler] = {
+            "auth.test": self.auth_test,
+            "users.info": self.users_info,
+            "chat.postMessage": self.post_message,
+            "chat.postEphemeral": self.post_ephemeral,
+            "chat.update": self.update,
+            "views.open": self.views_open,
+            "files.getUploadURLExternal": self.get_upload_url,
+            "files.completeUploadExternal": self.complete_upload,
+        }
+
+    # ----------------------------------------------------------------------- scripting
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/api/"
+
+    def add_user(self, user_id: str, name: str, *, admin: bool = False,
+                 owner: bool = False) -> None:
+        self.users[user_id] = {"id": user_id, "team_id": self.team_id, "name": name,
+                               "real_name": name.title(), "is_admin": admin, "is_owner": owner,
+                               "is_primary_owner": False, "is_bot": False, "deleted": False}
+
+    def new_trigger(self) -> str:
+        self._seq += 1
+        trigger = f"{self._seq}.{1000 + self._seq}.trig{self._seq:04d}"
+        self.triggers.add(trigger)
+        return trigger
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls to ``method`` wait until the returned event is set."""
+        gate = self.holds[method] = asyncio.Event()
+        return gate
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls if c.method == method]
+
+    def response_url(self, rid: str = "r1") -> str:
+        return f"{self.base_url}/response/{rid}"
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float = 15.0) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def wait_for(self, method: str, count: int = 1, within: float = 15.0,
+                       where: Callable[[ApiCall], bool] | None = None) -> list[ApiCall]:
+        """Wait until ``count`` calls to ``method`` (matching ``where``) were answered."""
+
+        def matching() -> list[ApiCall]:
+            return [c for c in self.calls_to(method) if where is None or where(c)]
+
+        await self.wait_until(lambda: len(matching()) >= count, within)
+        return matching()
+
+    # ------------------------------------------------------------------------ plumbing
+    async def __aexit__(self, *exc: object) -> None:
+        for gate in self.holds.values():  # never leave a held request hanging at teardown
+            gate.set()
+        await super().__aexit__(*exc)
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("POST", "/api/{method}", self.api),
+            ("GET", "/api/{method}", self.api),
+            ("POST", "/upload/{file_id}", self.upload),
+            ("POST", "/response/{rid}", self.response),
+            ("GET", "/link", self.link),
+        ]
+
+    def violation_response(self, request: web.Request, exc: ContractViolation
+                           ) -> web.StreamResponse:
+        return web.json_response({"ok": False, "error": exc.name, "detail": exc.message})
+
+    def _params(self, rec: RecordedRequest) -> dict[str, Any]:
+        params: dict[str, Any] = dict(rec.query)
+        if rec.content_type == "application/x-www-form-urlencoded" and rec.body:
+            params.update(parse_qsl(rec.body.decode(), keep_blank_values=True))
+        elif isinstance(rec.json, Mapping):
+            params.update(rec.json)
+        for key in JSON_FIELDS:
+            if isinstance(params.get(key), str):
+                try:
+                    params[key] = json.loads(params[key])
+                except ValueError:
+                    raise ContractViolation(f"{key} is not valid JSON",
+                                            name="invalid_arguments") from None
+        return params
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def api(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        method = request.match_info["method"]
+        auth = rec.headers.get("Authorization", "")
+        if not auth:
+            return web.json_response({"ok": False, "error": "not_authed"})
+        if method == "apps.connections.open":  # the only method that takes the app token
+            if auth != f"Bearer {self.app_token}":
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            self.calls.append(ApiCall(method, {}, rec.headers))
+            return web.json_response({"ok": True, "url": self.base_url.replace(
+                "http://", "ws://") + "/link"})
+        if auth != f"Bearer {self.token}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        handler = self._methods.get(method)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        params = self._params(rec)
+        gate = self.holds.get(method)
+        if gate is not None:
+            await gate.wait()
+        try:
+            answer = await handler(params)
+        finally:
+            self.calls.append(ApiCall(method, params, rec.headers))
+            await self._notify()
+        return web.json_response(answer)
+
+    # ------------------------------------------------------------------------- methods
+    def _ts(self) -> str:
+        self._seq += 1
+        return f"{int(time.time())}.{self._seq:06d}"
+
+    def _in_channel(self, channel: str) -> dict[str, Any] | None:
+        if self.member_channels is not None and channel not in self.member_channels:
+            return {"ok": False, "error": "not_in_channel"}
+        return None
+
+    async def auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": "https://fake-slack.test/", "team": "Fake Team",
+                "user": "imagine", "team_id": self.team_id, "user_id": BOT_USER,
+                "bot_id": "BBOT", "is_enterprise_install": False}
+
+    async def users_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(p.get("user", "")))
+        if user is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": user}
+
+    def _check_message(self, p: dict[str, Any]) -> None:
+        require(isinstance(p.get("channel"), str) and p["channel"] != "", "channel is required",
+                name="channel_not_found")
+        require(bool(p.get("text")) or bool(p.get("blocks")), "text or blocks is required",
+                name="no_text")
+        if p.get("blocks") is not None:
+            check_message_blocks(p["blocks"])
+
+    async def post_message(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._check_message(p)
+        refused = self._in_channel(p["channel"])
+        if refused:
+            return refused
+        ts = self._ts()
+        msg = Message(p["channel"], ts, str(p.get("text", "")), list(p.get("blocks") or []),
+                      p.get("thread_ts"))
+        self.messages[ts] = msg
+        return {"ok": True, "channel": msg.channel, "ts": ts,
+                "message": {"type": "message", "user": BOT_USER, "text": msg.text, "ts": ts,
+                            "blocks": msg.blocks}}
+
+    async def post_ephemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._check_message(p)
+        require(isinstance(p.get("user"), str) and p["user"] != "", "user is required",
+                name="user_not_in_channel")
+        refused = self._in_channel(p["channel"])
+        if refused:
+            return refused
+        return {"ok": True, "message_ts": self._ts()}
+
+    async def update(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._check_message(p)
+        msg = self.messages.get(str(p.get("ts", "")))
+        require(msg is not None and msg.channel == p["channel"],
+                "chat.update needs the ts of a message in that channel",
+                name="message_not_found")
+        assert msg is not None
+        msg.text, msg.blocks = str(p.get("text", "")), list(p.get("blocks") or [])
+        msg.updates.append(p)
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
+
+    async def views_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        trigger = p.get("trigger_id")
+        require(isinstance(trigger, str) and trigger in self.triggers,
+                "views.open needs a trigger_id from an interaction", name="invalid_trigger_id")
+        require(trigger not in self.used_triggers, "a trigger_id can be used once",
+                name="expired_trigger_id")
+        self.used_triggers.add(str(trigger))
+        check_modal(p.get("view"))
+        self._seq += 1
+        return {"ok": True, "view": {"id": f"V{self._seq:08d}", **p["view"]}}
+
+    async def get_upload_url(self, p: dict[str, Any]) -> dict[str, Any]:
+        filename = p.get("filename")
+        length = str(p.get("length", ""))
+        require(isinstance(filename, str) and filename != "", "filename is required",
+                name="invalid_arguments")
+        require(length.isdigit() and int(length) > 0, "length must be a positive integer",
+                name="invalid_arguments")
+        self._seq += 1
+        file_id = f"F{self._seq:08d}"
+        self.uploads[file_id] = Upload(file_id, str(filename), int(length),
+                                       alt_txt=str(p.get("alt_txt") or ""))
+        return {"ok": True, "file_id": file_id,
+                "upload_url": f"{self.base_url}/upload/{file_id}"}
+
+    async def upload(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        up = self.uploads.get(request.match_info["file_id"])
+        if up is None:
+            return web.Response(status=404, text="not found")
+        if len(rec.body) != up.length:
+            self.violations.append(f"upload {up.file_id}: {len(rec.body)} bytes, declared "
+                                   f"{up.length}")
+            return web.Response(status=400, text="length mismatch")
+        up.data = rec.body
+        await self._notify()
+        return web.Response(status=200, text=f"OK - {len(rec.body)}")
+
+    async def complete_upload(self, p: dict[str, Any]) -> dict[str, Any]:
+        files = p.get("files")
+        require(isinstance(files, list) and 0 < len(files) <= 10, "files: a list of 1..10",
+                name="invalid_arguments")
+        out = []
+        for f in files:
+            up = self.uploads.get(str(f.get("id"))) if isinstance(f, Mapping) else None
+            require(up is not None and up.data is not None,
+                    "files.completeUploadExternal for a file that was not uploaded",
+                    name="file_not_found")
+            assert up is not None
+            out.append({"id": up.file_id, "name": up.filename,
+                        "title": f.get("title") or up.filename,
+                        "permalink": f"{PERMALINK_BASE}{up.file_id}/{up.filename}",
+                        "size": up.length, "channels": [p["channel_id"]] if p.get(
+                            "channel_id") else []})
+        channel = p.get("channel_id")
+        if channel:
+            refused = self._in_channel(str(channel))
+            if refused:
+                return refused
+        return {"ok": True, "files": out}
+
+    async def socket_send(self, envelope: Mapping[str, Any]) -> None:
+        """Deliver one Socket Mode envelope to the newest connection."""
+        await self.wait_until(lambda: bool(self.sockets))
+        await self.sockets[-1].send_json(dict(envelope))
+
+    async def link(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "debug_info": {"host": "fake-slack"},
+                            "connection_info": {"app_id": "A0IMAGINE"}})
+        self.sockets.append(ws)
+        await self._notify()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                self.socket_acks.append(json.loads(msg.data))
+                await self._notify()
+        return ws
+
+    async def response(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        self.responses.append((request.match_info["rid"], rec.json))
+        await self._notify()
+        return web.Response(status=200, text="ok")
+
+
+__all__ = ["BOT_USER", "TEAM_ID", "ApiCall", "SlackFake", "check_message_blocks", "check_modal"]

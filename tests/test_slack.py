@@ -1,0 +1,495 @@
+"""The Slack adapter through real slack-bolt and slack_sdk, against a fake Slack on loopback.
+
+Requests reach bolt the way Slack sends them: signed HTTP POSTs to /slack/events on bolt's
+own aiohttp app. Everything the adapter sends goes through the real AsyncWebClient to
+``tests.fakes.slack_api.SlackFake``, which checks Slack's limits. The core is the real one on
+the offline provider with a temporary data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+import aiohttp
+import pytest
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+from adapters.slack import build_bolt_app, create_web_app, enabled, serve
+from adapters.slack.render import (
+    FormContext,
+    action_blocks,
+    escape,
+    modal_view,
+    reply_blocks,
+    view_fields,
+)
+from bot.app import App
+from bot.types import Button, Form, FormField, Reply
+from tests.conftest import make_settings
+from tests.fakes.slack_api import TEAM_ID, ApiCall, SlackFake, check_message_blocks, check_modal
+
+TOKEN = "xoxb-test-token"
+SECRET = "signing-secret-for-tests"
+CHANNEL = "C0GENERAL"
+FAST = {"grammar": {"base_side": 256}}
+
+
+@pytest.fixture(autouse=True)
+def _no_slack_oauth_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bolt switches to its OAuth flow when these are in the process environment.
+    for name in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_VERIFICATION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def has_buttons(call: ApiCall) -> bool:
+    return any(b.get("type") == "actions" for b in call.params.get("blocks") or [])
+
+
+def button_ids(call: ApiCall) -> list[str]:
+    return [el["action_id"] for b in call.params["blocks"] if b["type"] == "actions"
+            for el in b["elements"]]
+
+
+def texts(call: ApiCall) -> str:
+    return json.dumps(call.params.get("blocks")) + call.params.get("text", "")
+
+
+@dataclass
+class Workspace:
+    """A Slack workspace seen from the bot: people type commands and click buttons."""
+
+    fake: SlackFake
+    app: App
+    url: str
+    http: aiohttp.ClientSession
+    secret: str = SECRET
+    names: dict[str, str] = field(default_factory=dict)
+
+    def user(self, name: str, *, admin: bool = False, owner: bool = False) -> str:
+        uid = "U" + name.upper()
+        self.fake.add_user(uid, name, admin=admin, owner=owner)
+        self.names[uid] = name
+        return uid
+
+    async def post(self, body: str, content_type: str, *, timestamp: int | None = None,
+                   signature: str | None = None) -> tuple[int, str]:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        sig = signature or SignatureVerifier(self.secret).generate_signature(
+            timestamp=ts, body=body)
+        async with self.http.post(self.url, data=body.encode(), headers={
+            "Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig,
+        }) as resp:
+            return resp.status, await resp.text()
+
+    def slash_body(self, uid: str, command: str, text: str, trigger: str,
+                   channel: str = CHANNEL) -> str:
+        return urlencode({
+            "token": "legacy-unused", "team_id": TEAM_ID, "team_domain": "fake",
+            "channel_id": channel, "channel_name": "general", "user_id": uid,
+            "user_name": self.names.get(uid, uid), "command": command, "text": text,
+            "api_app_id": "A0IMAGINE", "is_enterprise_install": "false",
+            "response_url": self.fake.response_url(), "trigger_id": trigger,
+        })
+
+    async def slash(self, uid: str, command: str, text: str = "", *,
+                    trigger: str | None = None, **kw: Any) -> tuple[int, str]:
+        body = self.slash_body(uid, command, text, trigger or self.fake.new_trigger())
+        return await self.post(body, "application/x-www-form-urlencoded", **kw)
+
+    async def interactive(self, payload: Mapping[str, Any]) -> tuple[int, str]:
+        body = "payload=" + quote(json.dumps(payload))
+        return await self.post(body, "application/x-www-form-urlencoded")
+
+    async def click(self, uid: str, message: ApiCall, action_id: str, *,
+                    trigger: str | None = None, thread_ts: str | None = None
+                    ) -> tuple[int, str]:
+        ts = message.params.get("ts") or self.ts_of(message)
+        element = next(el for b in message.params["blocks"] if b["type"] == "actions"
+                       for el in b["elements"] if el["action_id"] == action_id)
+        container: dict[str, Any] = {"type": "message", "message_ts": ts,
+                                     "channel_id": message.params["channel"],
+                                     "is_ephemeral": False}
+        msg: dict[str, Any] = {"type": "message", "ts": ts, "user": "UBOT",
+                               "text": message.params["text"],
+                               "blocks": message.params["blocks"]}
+        if thread_ts:
+            container["thread_ts"] = msg["thread_ts"] = thread_ts
+        return await self.interactive({
+            "type": "block_actions", "api_app_id": "A0IMAGINE", "token": "legacy-unused",
+            "team": {"id": TEAM_ID, "domain": "fake"},
+            "user": {"id": uid, "username": self.names.get(uid, uid),
+                     "name": self.names.get(uid, uid), "team_id": TEAM_ID},
+            "container": container, "trigger_id": trigger or self.fake.new_trigger(),
+            "channel": {"id": message.params["channel"], "name": "general"},
+            "message": msg, "response_url": self.fake.response_url("click"),
+            "actions": [{"type": "button", "action_id": element["action_id"],
+                         "block_id": "imagine-actions-0", "value": element["value"],
+                         "text": element["text"], "action_ts": f"{time.time():.6f}"}],
+        })
+
+    async def submit(self, uid: str, view: Mapping[str, Any], values: Mapping[str, str]
+                     ) -> tuple[int, str]:
+        """Fill the modal the bot opened, the way Slack reports its state."""
+        state: dict[str, Any] = {}
+        for block in view["blocks"]:
+            if block["type"] != "input":
+                continue
+            el = block["element"]
+            value = values.get(el["action_id"], el.get("initial_value"))
+            state[block["block_id"]] = {el["action_id"]: {"type": el["type"], "value": value}}
+        return await self.interactive({
+            "type": "view_submission", "api_app_id": "A0IMAGINE", "token": "legacy-unused",
+            "team": {"id": TEAM_ID, "domain": "fake"},
+            "user": {"id": uid, "username": self.names.get(uid, uid),
+                     "name": self.names.get(uid, uid), "team_id": TEAM_ID},
+            "trigger_id": self.fake.new_trigger(),
+            "view": {**view, "id": "V0MODAL", "team_id": TEAM_ID, "state": {"values": state},
+                     "hash": "1.abc", "app_id": "A0IMAGINE", "bot_id": "BBOT"},
+        })
+
+    def ts_of(self, call: ApiCall) -> str:
+        for ts, msg in self.fake.messages.items():
+            if msg.blocks == call.params.get("blocks") and msg.channel == call.params["channel"]:
+                return ts
+        raise AssertionError("message was not stored")
+
+    async def jobs(self) -> list[Any]:
+        return await self.app.store.fetchall("SELECT * FROM jobs ORDER BY created_at")
+
+    async def result(self, n: int = 1) -> ApiCall:
+        """The n-th posted message that carries buttons (a finished job or a pick)."""
+        await self.app.runner.wait_idle(20)
+        return (await self.fake.wait_for("chat.postMessage", n, where=has_buttons))[n - 1]
+
+    async def ephemeral(self, n: int = 1) -> str:
+        return (await self.fake.wait_for("chat.postEphemeral", n))[n - 1].params["text"]
+
+
+@asynccontextmanager
+async def bolt_server(app: App) -> AsyncIterator[str]:
+    runner = web.AppRunner(create_web_app(build_bolt_app(app)), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/slack/events"
+    finally:
+        await runner.cleanup()
+
+
+def slack_env(fake: SlackFake, **extra: str) -> dict[str, str]:
+    return {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_API_URL": fake.api_url, **extra}
+
+
+@asynccontextmanager
+async def workspace_on(tmp_path: Path, fake: SlackFake) -> AsyncIterator[Workspace]:
+    settings = make_settings(tmp_path, FAST, slack_env(fake))
+    async with App.open(settings) as app, bolt_server(app) as url, \
+            aiohttp.ClientSession() as http:
+        yield Workspace(fake, app, url, http)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[SlackFake]:
+    async with SlackFake(TOKEN) as f:
+        yield f
+
+
+@pytest.fixture
+async def ws(tmp_path: Path, fake: SlackFake) -> AsyncIterator[Workspace]:
+    async with workspace_on(tmp_path, fake) as w:
+        yield w
+
+
+# ------------------------------------------------------------------------------ commands
+async def test_imagine_acks_before_the_core_then_posts_buttons_and_an_uploaded_grid(
+        ws: Workspace) -> None:
+    alice = ws.user("alice")
+    gate = ws.fake.hold("users.info")  # the first thing after ack() is the admin lookup
+    status, body = await ws.slash(alice, "/imagine", "a lighthouse at dusk --n 2")
+    # The HTTP answer came back while the listener was still held before the core.
+    assert (status, body) == (200, "")
+    assert ws.fake.calls_to("chat.postMessage") == []
+    assert await ws.jobs() == []
+    gate.set()
+
+    result = await ws.result()
+    jobs = await ws.jobs()
+    assert len(jobs) == 1 and jobs[0]["state"] == "done"
+    job_id = jobs[0]["id"]
+    # The queued status message came first, in the channel, and was then updated in place.
+    first = ws.fake.calls_to("chat.postMessage")[0]
+    assert first.params["channel"] == CHANNEL and "queued" in first.params["text"]
+    assert ws.fake.calls_to("chat.update")
+    # The grid went through the real files_upload_v2 flow into the same channel.
+    (url_call,) = ws.fake.calls_to("files.getUploadURLExternal")
+    (done_call,) = ws.fake.calls_to("files.completeUploadExternal")
+    upload = next(iter(ws.fake.uploads.values()))
+    assert upload.filename == f"{job_id}-grid.{jobs[0]['grid_ext'] or 'jpg'}"
+    assert upload.data is not None and len(upload.data) == int(url_call.params["length"])
+    assert upload.data[:3] in (b"\xff\xd8\xff", b"\x89PN")
+    assert done_call.params["channel_id"] == CHANNEL
+    # The result message carries the buttons and a link to the uploaded grid.
+    ids = button_ids(result)
+    assert f"pick:{job_id}:1" in ids and f"refine:{job_id}:2" in ids and f"reroll:{job_id}" in ids
+    for b in result.params["blocks"]:
+        if b["type"] == "actions":
+            assert len(b["elements"]) <= 25
+            assert all(el["value"] == el["action_id"] for el in b["elements"])
+    assert upload.file_id in json.dumps(result.params["blocks"])
+    assert "a lighthouse at dusk" in result.params["text"]
+    assert ws.fake.violations == []
+
+
+async def test_help_and_quota_answer_ephemerally(ws: Workspace) -> None:
+    bob = ws.user("bob")
+    assert (await ws.slash(bob, "/imagine", "help"))[0] == 200
+    help_text = await ws.ephemeral(1)
+    assert "--n" in help_text
+    assert (await ws.slash(bob, "/imagine-quota"))[0] == 200
+    assert "images left" in await ws.ephemeral(2)
+    call = ws.fake.calls_to("chat.postEphemeral")[1]
+    assert call.params["user"] == bob and call.params["channel"] == CHANNEL
+    assert await ws.jobs() == []
+
+
+async def test_bad_signature_and_stale_timestamp_are_refused_with_401(ws: Workspace) -> None:
+    carol = ws.user("carol")
+    body = ws.slash_body(carol, "/imagine", "a cat", ws.fake.new_trigger())
+    form = "application/x-www-form-urlencoded"
+    assert (await ws.post(body, form, signature="v0=" + "0" * 64))[0] == 401
+    stale = int(time.time()) - 600  # a correctly signed replay from ten minutes ago
+    assert (await ws.post(body, form, timestamp=stale))[0] == 401
+    forged = SignatureVerifier("not-the-secret").generate_signature(
+        timestamp=str(int(time.time())), body=body)
+    assert (await ws.post(body, form, signature=forged))[0] == 401
+    await asyncio.sleep(0.05)
+    assert ws.fake.calls == [] and await ws.jobs() == []
+    # The same body, properly signed and fresh, is accepted: the refusals were the signature.
+    assert (await ws.post(body, form))[0] == 200
+    await ws.fake.wait_for("chat.postMessage")
+
+
+async def test_a_redelivered_slash_command_creates_one_job(ws: Workspace) -> None:
+    dave = ws.user("dave")
+    trigger = ws.fake.new_trigger()
+    assert (await ws.slash(dave, "/imagine", "a red fox --n 1", trigger=trigger))[0] == 200
+    await ws.result()
+    assert (await ws.slash(dave, "/imagine", "a red fox --n 1", trigger=trigger))[0] == 200
+    # The replay is answered with nothing (no job, no message); give it time to misbehave.
+    await asyncio.sleep(0.5)
+    await ws.app.runner.wait_idle(20)
+    assert len(await ws.jobs()) == 1
+    assert len(ws.fake.calls_to("chat.postMessage")) == 2  # status + result of the first
+    # A new trigger is a new command.
+    assert (await ws.slash(dave, "/imagine", "a red fox --n 1"))[0] == 200
+    await ws.result(2)
+    assert len(await ws.jobs()) == 2
+
+
+async def test_mentions_in_a_prompt_are_escaped_everywhere(ws: Workspace) -> None:
+    eve = ws.user("eve")
+    prompt = "<!channel> <@U0BOSS> & <https://evil.test|click> a kite --n 1"
+    assert (await ws.slash(eve, "/imagine", prompt))[0] == 200
+    await ws.result()
+    posted = ws.fake.calls_to("chat.postMessage") + ws.fake.calls_to("chat.update")
+    assert len(posted) >= 3
+    for call in posted:
+        raw = texts(call)
+        assert "<!channel>" not in raw and "<@U0BOSS>" not in raw and "<https://evil" not in raw
+        assert "&lt;!channel&gt;" in raw and "&amp;" in raw
+    assert ws.fake.violations == []
+
+
+# ------------------------------------------------------------------------------- buttons
+async def test_a_button_click_is_handled_by_a_fresh_bolt_app_after_a_restart(
+        tmp_path: Path, fake: SlackFake) -> None:
+    async with workspace_on(tmp_path, fake) as ws:
+        frank = ws.user("frank")
+        await ws.slash(frank, "/imagine", "a paper boat --n 2")
+        result = await ws.result()
+        job_id = (await ws.jobs())[0]["id"]
+    # A new process: new App, new bolt app, new admin cache; only SQLite survives.
+    async with workspace_on(tmp_path, fake) as ws2:
+        ws2.names.update({frank: "frank"})
+        status, body = await ws2.click(frank, result, f"pick:{job_id}:2", thread_ts="111.222")
+        assert (status, body) == (200, "")
+        picked = await ws2.result(2)
+        assert picked.params["thread_ts"] == "111.222"
+        assert "Image 2" in picked.params["text"]
+        assert f"refine:{job_id}:2" in button_ids(picked)
+        uploads = fake.calls_to("files.completeUploadExternal")
+        assert len(uploads) == 2 and uploads[1].params["thread_ts"] == "111.222"
+    assert fake.violations == []
+
+
+async def test_refine_opens_a_modal_and_its_submission_creates_a_child(ws: Workspace) -> None:
+    gina = ws.user("gina")
+    await ws.slash(gina, "/imagine", "a quiet harbor --n 2")
+    result = await ws.result()
+    parent = (await ws.jobs())[0]["id"]
+
+    trigger = ws.fake.new_trigger()
+    assert (await ws.click(gina, result, f"refine:{parent}:1", trigger=trigger))[0] == 200
+    (opened,) = await ws.fake.wait_for("views.open")
+    assert opened.params["trigger_id"] == trigger
+    view = opened.params["view"]
+    assert FormContext.load(view["private_metadata"]) == FormContext(
+        f"refine:{parent}:1", CHANNEL)
+    kinds = {b["block_id"]: b["element"]["type"] for b in view["blocks"]}
+    assert kinds == {"prompt": "plain_text_input", "strength": "number_input"}
+
+    status, body = await ws.submit(gina, view, {"prompt": "a quiet harbor at night",
+                                                "strength": "0.4"})
+    assert (status, body) == (200, "")  # an empty ack closes the modal
+    refined = await ws.result(2)
+    jobs = await ws.jobs()
+    assert len(jobs) == 2
+    child = jobs[1]
+    assert (child["kind"], child["parent_job_id"], child["parent_index"]) == ("refine", parent, 1)
+    assert json.loads(child["request_json"])["strength"] == pytest.approx(0.4)
+    assert "Refinement: a quiet harbor at night" in refined.params["text"]
+    assert ws.fake.violations == []
+
+
+async def test_admin_commands_follow_slack_roles_and_fail_closed(ws: Workspace) -> None:
+    henry = ws.user("henry")  # an ordinary member
+    owner = ws.user("olga", owner=True)
+    await ws.slash(henry, "/imagine-admin", "grant <@UHENRY> 5")
+    assert "Only admins" in await ws.ephemeral(1)
+    await ws.slash(owner, "/imagine-admin", "grant <@UHENRY> 5")
+    assert "Granted UHENRY 5 extra images" in await ws.ephemeral(2)
+    # The role is cached: a second command by the owner does not ask Slack again.
+    await ws.slash(owner, "/imagine-admin", "help")
+    assert "Admin commands" in await ws.ephemeral(3)
+    assert [c.params["user"] for c in ws.fake.calls_to("users.info")] == [henry, owner]
+    # users.info failing (here: an unknown user) never makes anyone an admin.
+    await ws.slash("UGHOST", "/imagine-admin", "grant <@UGHOST> 99")
+    assert "Only admins" in await ws.ephemeral(4)
+    rows = await ws.app.store.fetchall("SELECT actor, action FROM admin_log")
+    assert [tuple(r) for r in rows] == [(f"slack:{TEAM_ID}:{owner}", "grant")]
+
+
+async def test_not_in_channel_falls_back_to_the_response_url(ws: Workspace) -> None:
+    ivy = ws.user("ivy")
+    ws.fake.member_channels = set()  # the bot was never invited anywhere
+    assert (await ws.slash(ivy, "/imagine-quota"))[0] == 200
+    await ws.fake.wait_for("chat.postEphemeral")
+    await ws.fake.wait_until(lambda: bool(ws.fake.responses))
+    rid, posted = ws.fake.responses[0]
+    assert rid == "r1" and posted["response_type"] == "ephemeral"
+    assert "images left" in posted["text"]
+
+
+# --------------------------------------------------------------------------------- serve
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_runs_http_mode_until_cancelled(tmp_path: Path, fake: SlackFake) -> None:
+    port = free_port()
+    settings = make_settings(tmp_path, FAST, slack_env(
+        fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1"))
+    assert enabled(settings)
+    jo = "UJO"
+    fake.add_user(jo, "jo")
+    async with App.open(settings) as app, aiohttp.ClientSession() as http:
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve(app, ready=ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200
+        w = Workspace(fake, app, f"http://127.0.0.1:{port}/slack/events", http)
+        assert (await w.slash(jo, "/imagine", "help"))[0] == 200
+        await fake.wait_for("chat.postEphemeral")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_serve_runs_socket_mode_and_acks_envelopes(tmp_path: Path,
+                                                         fake: SlackFake) -> None:
+    # No signing secret: Socket Mode needs none.
+    settings = make_settings(tmp_path, FAST, {
+        "SLACK_BOT_TOKEN": TOKEN, "SLACK_APP_TOKEN": fake.app_token,
+        "SLACK_API_URL": fake.api_url})
+    fake.add_user("UKIM", "kim")
+    async with App.open(settings) as app:
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve(app, ready=ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        w = Workspace(fake, app, "", None)  # type: ignore[arg-type]
+        w.names["UKIM"] = "kim"
+        command = dict(parse_qsl(w.slash_body("UKIM", "/imagine", "help",
+                                              fake.new_trigger())))
+        await fake.socket_send({"envelope_id": "env-1", "type": "slash_commands",
+                                "accepts_response_payload": True, "payload": command})
+        await fake.wait_until(lambda: bool(fake.socket_acks))
+        assert fake.socket_acks[0]["envelope_id"] == "env-1"
+        (reply,) = await fake.wait_for("chat.postEphemeral")
+        assert reply.params["user"] == "UKIM" and "--n" in reply.params["text"]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [c.method for c in fake.calls][:1] == ["apps.connections.open"]
+
+
+async def test_serve_refuses_http_mode_without_a_signing_secret(tmp_path: Path) -> None:
+    from bot.errors import ConfigError
+
+    settings = make_settings(tmp_path, FAST, {"SLACK_BOT_TOKEN": TOKEN})
+    assert not enabled(make_settings(tmp_path, FAST, {}))
+    async with App.open(settings, start=False) as app:
+        with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+            await serve(app)
+
+
+# ------------------------------------------------------------------------------ rendering
+def test_many_buttons_fit_slack_limits_and_stay_unique() -> None:
+    # 300 distinct actions, each twice: more than one message can show.
+    buttons = [Button(f"B{i}", f"v{i % 300}:abcdefghijkm:1") for i in range(600)]
+    blocks = reply_blocks(Reply("x", buttons=tuple(buttons), notice="n"))
+    check_message_blocks(blocks)
+    actions = [b for b in blocks if b["type"] == "actions"]
+    assert len(blocks) == 50 and all(len(b["elements"]) <= 25 for b in actions)
+    ids = [el["action_id"] for b in actions for el in b["elements"]]
+    assert len(ids) == len(set(ids)) == 48 * 5
+    assert action_blocks([Button("x" * 200, "info:abcdefghijkm", "secondary")])[0][
+        "elements"][0]["text"]["text"] == "x" * 74 + "…"
+
+
+def test_escape_and_modal_round_trip() -> None:
+    assert escape("<!here> & <@U1>") == "&lt;!here&gt; &amp; &lt;@U1&gt;"
+    long_text = "&" * 5000
+    (section,) = [b for b in reply_blocks(Reply(long_text)) if b["type"] == "section"]
+    assert len(section["text"]["text"]) <= 3000 and section["text"]["text"].endswith("&amp;…")
+    form = Form("Refine image 1 of a very long title", "refine:abcdefghijkm:1", (
+        FormField("prompt", "Prompt", "a cat"),
+        FormField("strength", "Strength", "0.6", kind="number", min_value=0.0, max_value=1.0),
+    ))
+    view = modal_view(form, FormContext("refine:abcdefghijkm:1", "C1", "9.9"))
+    check_modal(view)
+    assert len(view["title"]["text"]) <= 24
+    assert FormContext.load(view["private_metadata"]) == FormContext(
+        "refine:abcdefghijkm:1", "C1", "9.9")
+    assert FormContext.load("not json") is None and FormContext.load("[1]") is None
+    state = {"values": {"prompt": {"prompt": {"value": "a dog"}},
+                        "strength": {"strength": {"value": None}}}}
+    assert view_fields({"state": state}) == {"prompt": "a dog", "strength": ""}

@@ -25,7 +25,10 @@ from bot.types import Actor, Invocation, Reply, Target
 log = logging.getLogger("bot")
 
 # Adapters are loaded by name at serve time: the core never imports a platform library.
-ADAPTERS = {"web": "adapters.web"}
+# Chat adapters start when their token is in the environment.
+WEB_ADAPTER = "adapters.web"
+CHAT_ADAPTERS = {"discord": ("adapters.discord", "DISCORD_TOKEN"),
+                 "slack": ("adapters.slack", "SLACK_BOT_TOKEN")}
 
 
 class RedactSecrets(logging.Filter):
@@ -197,15 +200,21 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with App.open(settings) as app:
-        web = importlib.import_module(ADAPTERS["web"])
-        server = asyncio.create_task(web.serve(app, host, port))
+        web = importlib.import_module(WEB_ADAPTER)
+        servers = {asyncio.create_task(web.serve(app, host, port), name="web")}
+        for name, (module, token) in CHAT_ADAPTERS.items():
+            if settings.secret(token):
+                adapter = importlib.import_module(module)
+                servers.add(asyncio.create_task(adapter.serve(app), name=name))
+                log.info("%s adapter starting", name)
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({server, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (server, stopper):
+        done, _ = await asyncio.wait({*servers, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (*servers, stopper):
             task.cancel()
-        await asyncio.gather(server, stopper, return_exceptions=True)
-        if server in done and server.exception() is not None:
-            raise server.exception()  # type: ignore[misc]
+        await asyncio.gather(*servers, stopper, return_exceptions=True)
+        for task in done & servers:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         log.info("stopped; queued jobs stay queued and resume at the next start")
     return 0
 

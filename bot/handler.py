@@ -635,6 +635,13 @@ class Handler:
         # Results are posted as new ordinary messages (an interaction token may have expired
         # long ago); queued/running updates edit the status message.
         final = job.state in ("done", "failed", "filtered")
+        if final and job.status_ref:
+            # Settle the status message first, so it does not stay at "generating" above
+            # the result.
+            verdict = {"done": "done, see below", "failed": "failed, see below",
+                       "filtered": "removed by the content filter"}[job.state]
+            await self._post(job, replace(reply, text=f"{job.prompt} - {verdict}", images=(),
+                                          buttons=()), update=True)
         await self._post(job, reply, update=not final)
 
     async def on_alert(self, provider: str, error: ProviderError) -> None:

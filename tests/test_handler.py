@@ -42,8 +42,10 @@ async def test_imagine_posts_a_grid_with_buttons_and_the_quota_left(chat: Chat) 
     assert "seeds 7, 8, 9, 10" in result.text
     assert "46 of 50 images left today" in result.text
     assert "not a diffusion model" in (result.notice or "")
-    # progress was shown while it ran
+    # progress was shown while it ran, and the status message was settled, not left running
     assert any(r.state == "running" for r in chat.channel.updated)
+    last_status = [r for r in chat.channel.updated if r.job_id == job_id][-1]
+    assert last_status.state == "done" and "done, see below" in last_status.text
 
 
 async def test_pick_posts_full_image_with_its_own_buttons(chat: Chat) -> None:

@@ -226,6 +226,8 @@ class Handler:
         init_sha = init_ext = None
         init_size = None
         if inv.init_image is not None:
+            if not provider.capabilities.img2img:  # before anything is stored or charged
+                raise NotSupported(f"{provider.label} cannot work from an input image.")
             png = await images.normalize_input(inv.init_image, self._image_limits)
             stored = await images.store_generated(self._settings.data_dir, png,
                                                   {"source": "upload"}, self._image_limits)
@@ -550,14 +552,17 @@ class Handler:
             for img in imgs:
                 buttons.append(Button(f"Pick {img.index}", f"pick:{job.id}:{img.index}",
                                       "primary"))
-            for img in imgs:
-                buttons.append(Button(f"Refine {img.index}", f"refine:{job.id}:{img.index}"))
-            for img in imgs:
-                buttons.append(Button(f"Vary {img.index}", f"vary:{job.id}:{img.index}"))
+            if self._provider()[1].capabilities.img2img:  # no buttons that cannot work
+                for img in imgs:
+                    buttons.append(Button(f"Refine {img.index}",
+                                          f"refine:{job.id}:{img.index}"))
+                for img in imgs:
+                    buttons.append(Button(f"Vary {img.index}", f"vary:{job.id}:{img.index}"))
             buttons += [Button("Reroll", f"reroll:{job.id}"), Button("Info", f"info:{job.id}"),
                         Button("Delete", f"delete:{job.id}", "danger")]
-            seeds = ", ".join(str(i.seed) for i in imgs)
-            text = f"{lead}{prompt} (asked by {who}; seeds {seeds})"
+            known = [i.seed for i in imgs if i.seed is not None]
+            seeds = f"; seeds {', '.join(map(str, known))}" if len(known) == len(imgs) else ""
+            text = f"{lead}{prompt} (asked by {who}{seeds})"
             if left:
                 text += f"\n{left}"
             return Reply(text, images=(grid,) if grid else (), buttons=tuple(buttons),
@@ -571,11 +576,15 @@ class Handler:
         f = self._file(img.sha256, img.ext, img.width, img.height, "image",
                        f"{job.id}-{img.index}")
         return Reply(
-            f"Image {img.index} of \"{job.prompt}\" (seed {img.seed}, {img.width}x{img.height})",
+            f"Image {img.index} of \"{job.prompt}\" ("
+            + (f"seed {img.seed}, " if img.seed is not None else "")
+            + f"{img.width}x{img.height})",
             images=(f,),
-            buttons=(Button(f"Refine {img.index}", f"refine:{job.id}:{img.index}", "primary"),
-                     Button(f"Vary {img.index}", f"vary:{job.id}:{img.index}"),
-                     Button("Info", f"info:{job.id}")),
+            buttons=(
+                (Button(f"Refine {img.index}", f"refine:{job.id}:{img.index}", "primary"),
+                 Button(f"Vary {img.index}", f"vary:{job.id}:{img.index}"))
+                if self._provider()[1].capabilities.img2img else ()
+            ) + (Button("Info", f"info:{job.id}"),),
             parent_job_id=job.id, notice=self._notice(job) or None,
             meta={"owner": job.owner_id, "index": str(img.index)},
         )
@@ -599,7 +608,7 @@ class Handler:
             if r.get(key) not in (None, ""):
                 lines.append(f"{name}: {r[key]}")
         lines.append(f"Size: {r['width']}x{r['height']}, images: {job.n}, base seed: {job.seed}")
-        if imgs:
+        if imgs and all(i.seed is not None for i in imgs):
             lines.append("Seeds: " + ", ".join(f"{i.index}={i.seed}" for i in imgs))
         lines.append(f"Provider: {label}" + (f", model {job.model}" if job.model else ""))
         if job.parent_job_id:

@@ -526,13 +526,18 @@ class JobRunner:
     ) -> None:
         kept = [img for img in result.images if not img.filtered]
         filtered = len(result.images) - len(kept)
-        seeds = [img.seed if img.seed is not None else job.seed + i
-                 for i, img in enumerate(kept)]
+        # A provider without seeds (seed_max None, e.g. OpenAI) ignored ours: recording
+        # seed + i would claim a reproducibility that does not exist.
+        seedless = self._providers.get(provider).capabilities.seed_max is None
+        seeds: list[int | None] = [
+            img.seed if img.seed is not None else (None if seedless else job.seed + i)
+            for i, img in enumerate(kept)]
         outputs = [
             (img.data, {
                 "prompt": job.request["prompt"],
                 "negative_prompt": job.request.get("negative_prompt") or "",
-                "seed": str(seed), "provider": provider, "model": str(result.model or ""),
+                **({"seed": str(seed)} if seed is not None else {}),
+                "provider": provider, "model": str(result.model or ""),
                 "job_id": job.id,
                 "parameters": _a1111_parameters(job, seed, result.model),
             })
@@ -581,13 +586,14 @@ class JobRunner:
             await self._safe_notify(JobEvent(job_id))
 
 
-def _a1111_parameters(job: Job, seed: int, model: str | None) -> str:
+def _a1111_parameters(job: Job, seed: int | None, model: str | None) -> str:
     """The widely read "parameters" text chunk (as AUTOMATIC1111 writes it)."""
     r = job.request
     parts = [str(r["prompt"])]
     if r.get("negative_prompt"):
         parts.append(f"Negative prompt: {r['negative_prompt']}")
-    fields = [f"Seed: {seed}", f"Size: {r['width']}x{r['height']}"]
+    fields = ([f"Seed: {seed}"] if seed is not None else []) + [
+        f"Size: {r['width']}x{r['height']}"]
     if r.get("steps"):
         fields.insert(0, f"Steps: {r['steps']}")
     if r.get("sampler"):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.config import Settings
+from bot.errors import ConfigError
 from bot.handler import Handler
 from bot.jobs import JobEvent, JobRunner
 from bot.providers.base import Provider, ProviderError
@@ -20,6 +25,26 @@ from bot.styles import StyleBook
 log = logging.getLogger(__name__)
 
 DB_NAME = "imagine-bot.sqlite3"
+LOCK_NAME = "runner.lock"
+
+
+@contextlib.contextmanager
+def runner_lock(data_dir: Path) -> Iterator[None]:
+    """One job runner per data dir: a second one would take the first one's running jobs
+    for interrupted ones and retry them. The kernel drops the lock when the process dies,
+    so a crash never leaves it stale."""
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"Another imagine-bot is already running on {data_dir}. Stop it first, "
+                "or give this one its own --data-dir."
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -45,9 +70,24 @@ class App:
 
         Jobs still queued at exit stay queued in SQLite and resume at the next start.
         """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as locks:
+            if start:
+                locks.enter_context(runner_lock(settings.data_dir))
+            async with cls._open(settings, clock, start, extra_providers) as app:
+                yield app
+
+    @classmethod
+    @asynccontextmanager
+    async def _open(
+        cls,
+        settings: Settings,
+        clock: Callable[[], float],
+        start: bool,
+        extra_providers: Mapping[str, Provider] | None,
+    ) -> AsyncIterator[App]:
         styles = StyleBook.from_config(settings.styles)
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
         async with Store.open(data_dir / DB_NAME) as store, \
                 ProviderHub.open(settings.providers, settings.env, extra_providers) as providers:
             handler_ref: list[Handler] = []

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.app import DB_NAME, App
+from bot.errors import ConfigError
 from bot.quotas import ledger_balances
 from tests.conftest import REPO, Chat, make_settings, open_chat
 
@@ -145,3 +148,15 @@ async def test_sigkill_with_no_retries_left_refunds(tmp_path: Path) -> None:
         assert [(r["kind"], r["units"]) for r in ledger] == [("reserve", 2), ("commit", 0),
                                                             ("refund", 2)]
         assert await ledger_balances(app.store)
+
+
+async def test_one_job_runner_per_data_dir(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with App.open(settings):
+        with pytest.raises(ConfigError, match="already running"):
+            async with App.open(settings):
+                pass
+        async with App.open(settings, start=False) as reader:  # quota, doctor: fine
+            assert await reader.store.fetchone("SELECT 1") is not None
+    async with App.open(settings):  # released on exit
+        pass

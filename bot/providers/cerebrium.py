@@ -38,6 +38,7 @@ from bot.providers.http import (
     b64decode_many,
     error_for_status,
     get_int,
+    get_secret,
     get_str,
     get_url,
     json_or_none,
@@ -60,9 +61,6 @@ class CerebriumSettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> CerebriumSettings:
-        if "api_key" in section:
-            raise ConfigError(f"{PREFIX}.api_key: keys come from the environment "
-                              "(CEREBRIUM_API_KEY)")
         if not (env.get("CEREBRIUM_API_BASE_URL") or section.get("url")):
             raise ConfigError(f"{PREFIX}.url is required (the endpoint of your deployed "
                               "function), or set CEREBRIUM_API_BASE_URL")
@@ -74,7 +72,7 @@ class CerebriumSettings:
             url=get_url(section, "url", "", PREFIX, env, "CEREBRIUM_API_BASE_URL"),
             img2img_url=get_url(section, "img2img_url", "", PREFIX, env, None)
             if img2img else None,
-            api_key=env.get("CEREBRIUM_API_KEY", "").strip() or None,
+            api_key=get_secret(section, env, "CEREBRIUM_API_KEY", PREFIX, required=False),
             auth_scheme=scheme,
             max_n_per_call=get_int(section, "max_n_per_call", 4, PREFIX, lo=1, hi=16),
             max_side=get_int(section, "max_side", 1024, PREFIX, lo=256, hi=4096),

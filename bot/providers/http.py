@@ -163,6 +163,19 @@ def get_url(section: Mapping[str, object], key: str, default: str, prefix: str,
     return value.rstrip("/")
 
 
+def get_secret(section: Mapping[str, object], env: Mapping[str, str], env_name: str,
+               prefix: str, *, required: bool) -> str | None:
+    """An API key: from the environment only (a key in a config file ends up in backups and
+    screenshots); ``None`` when optional and unset."""
+    if "api_key" in section:
+        raise ConfigError(f"{prefix}.api_key: keys come from the environment ({env_name}), "
+                          "never from the config file")
+    value = env.get(env_name, "").strip()
+    if required and not value:
+        raise ConfigError(f"{env_name} is not set (needed by {prefix})")
+    return value or None
+
+
 # ------------------------------------------------------------------------------ error mapping
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP-date)."""

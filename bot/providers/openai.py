@@ -40,6 +40,7 @@ from bot.providers.http import (
     b64decode_many,
     error_for_status,
     get_int,
+    get_secret,
     get_str,
     get_url,
     json_or_none,
@@ -70,12 +71,8 @@ class OpenAISettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> OpenAISettings:
-        key = env.get("OPENAI_API_KEY", "").strip()
-        if not key:
-            raise ConfigError(f"OPENAI_API_KEY is not set (needed by {PREFIX})")
-        if "api_key" in section:
-            raise ConfigError(f"{PREFIX}.api_key: keys come from the environment "
-                              "(OPENAI_API_KEY)")
+        key = get_secret(section, env, "OPENAI_API_KEY", PREFIX, required=True)
+        assert key is not None
         model = get_str(section, "model", "gpt-image-1", PREFIX).strip()
         if not (is_gpt_image(model) or model == "dall-e-3"):
             raise ConfigError(f"{PREFIX}.model must be a gpt-image model or dall-e-3")

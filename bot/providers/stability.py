@@ -47,6 +47,7 @@ from bot.providers.http import (
     error_for_status,
     get_bool,
     get_int,
+    get_secret,
     get_str,
     get_url,
     json_or_none,
@@ -100,12 +101,8 @@ class StabilitySettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> StabilitySettings:
-        key = env.get("STABILITY_API_KEY", "").strip()
-        if not key:
-            raise ConfigError(f"STABILITY_API_KEY is not set (needed by {PREFIX})")
-        if "api_key" in section:
-            raise ConfigError(f"{PREFIX}.api_key: keys come from the environment "
-                              "(STABILITY_API_KEY), never from the config file")
+        key = get_secret(section, env, "STABILITY_API_KEY", PREFIX, required=True)
+        assert key is not None
         model = get_str(section, "model", "core", PREFIX).strip()
         model = V2_ALIASES.get(model, model)
         if not model:

@@ -44,6 +44,9 @@ from bot.types import Actor
 log = logging.getLogger(__name__)
 
 POSITION_DEBOUNCE_S = 0.5
+# A second identical Vary/Reroll click by the same person within this window is the same
+# wish (a double click, a laggy client), not a second job to pay for.
+DOUBLE_CLICK_S = 5.0
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
@@ -224,6 +227,14 @@ class JobRunner:
             if interaction_id is not None and list(await db.execute_fetchall(
                     "SELECT id FROM jobs WHERE interaction_id = ?", (interaction_id,))):
                 return []  # a replayed delivery: already accepted once
+            for spec in specs:
+                if spec.kind in ("vary", "reroll") and list(await db.execute_fetchall(
+                        "SELECT id FROM jobs WHERE parent_job_id = ? AND kind = ? AND "
+                        "parent_index IS ? AND platform = ? AND tenant = ? AND owner_id = ? "
+                        "AND created_at > ? AND state IN ('queued', 'running')",
+                        (spec.parent_job_id, spec.kind, spec.parent_index, actor.platform,
+                         actor.tenant, actor.user_id, now - DOUBLE_CLICK_S))):
+                    raise UserError("That is already on its way.")
             [counts] = await db.execute_fetchall(
                 "SELECT COUNT(*) AS total, COALESCE(SUM(platform = ? AND tenant = ? AND "
                 "owner_id = ?), 0) AS mine FROM jobs WHERE state = 'queued'",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,7 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.cli import RedactSecrets
 from tests.conftest import REPO
+from tests.fakes.stability import StabilityFake
 
 SENTINEL = "sk-SENTINEL-abcdef123456"
 
@@ -72,3 +76,34 @@ def test_doctor_checks_everything_and_never_prints_a_secret(tmp_path: Path) -> N
     assert "[ok] provider offline" in proc.stdout
     assert "STABILITY_API_KEY: set" in proc.stdout
     assert SENTINEL not in proc.stdout + proc.stderr
+
+
+async def test_doctor_shows_the_stability_balance_and_engines(tmp_path: Path) -> None:
+    async with StabilityFake(api_key=SENTINEL) as fake:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))}
+        env.update({"PYTHONPATH": str(REPO), "STABILITY_API_KEY": SENTINEL,
+                    "STABILITY_API_BASE_URL": fake.base_url})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "doctor",
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode() + err.decode()
+    assert proc.returncode == 0, text
+    assert "[ok] provider stability" in text and "balance=" in text and "credits" in text
+    assert "engines=stable-diffusion" in text
+    assert SENTINEL not in text
+
+
+def test_log_lines_never_carry_a_secret() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1,
+                               "calling with %s and %s", (SENTINEL, "ok"), None)
+    assert RedactSecrets({"STABILITY_API_KEY": SENTINEL}).filter(record)
+    assert record.getMessage() == "calling with *** and ok"
+    try:
+        raise RuntimeError(f"header was Bearer {SENTINEL}")
+    except RuntimeError:
+        err = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
+    RedactSecrets({"OPENAI_API_KEY": SENTINEL}).filter(err)
+    assert err.exc_text is not None and SENTINEL not in err.exc_text and "***" in err.exc_text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -242,3 +243,17 @@ async def test_image_path_only_serves_stored_hex_ids(chat: Chat) -> None:
     assert chat.app.handler.image_path(grid.sha256) == grid.path
     assert chat.app.handler.image_path("../" + grid.sha256[3:]) is None
     assert chat.app.handler.image_path("0" * 64) is None
+
+
+async def test_double_click_on_reroll_makes_one_job_and_one_charge(tmp_path: Path) -> None:
+    slow = {"providers": {"offline": {"latency_ms": 300}}}
+    async with open_chat(tmp_path, slow) as chat:
+        job = await imagine(chat, "alice", "a bell --n 1")
+        clicks = await asyncio.gather(*(chat.click("alice", f"reroll:{job}") for _ in range(10)))
+        started = [r.job_id for sent in clicks for r in sent if r.job_id]
+        refused = [r.text for sent in clicks for r in sent if not r.job_id]
+        assert len(started) == 1 and refused == ["That is already on its way."] * 9
+        # someone else's click is their own wish
+        assert (await chat.click("bob", f"reroll:{job}"))[-1].job_id
+        await chat.settle()
+        assert "48 of 50" in (await chat.say("alice", "/quota"))[0].text

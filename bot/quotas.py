@@ -234,7 +234,7 @@ class Quotas:
     async def status(self, actor: Actor) -> QuotaStatus:
         day, month = self.windows()
         scope = user_scope(actor.platform, actor.tenant, actor.user_id)
-        async with self._store.transaction() as db:
+        async with self._store.reading() as db:
             limits, _ = await self._limits(db, actor)
             blocked = await self.blocked_reason(db, actor)
             used = {r["win"]: int(r["used"]) for r in await db.execute_fetchall(

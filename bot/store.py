@@ -95,6 +95,12 @@ class Store:
             else:
                 await asyncio.shield(self._db.execute("COMMIT"))
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection for a few reads in a row, without taking SQLite's write lock."""
+        async with self._lock:
+            yield self._db
+
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, tuple(params)))

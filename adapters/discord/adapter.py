@@ -1,0 +1,412 @@
+"""The Discord adapter: slash commands, buttons and modals -> Invocations; Replies -> messages.
+
+Flow of one interaction (all inside Discord's 3-second window for the first response):
+
+* ``/imagine`` defers publicly (a "thinking" message), ``/quota`` and ``/imagine-admin``
+  defer ephemerally, then the core runs. The first reply of the matching visibility replaces
+  the thinking message (``edit_original_response``); an ephemeral reply after a public defer
+  deletes the thinking message first, because Discord cannot turn a message private.
+* A button click is deferred with ``defer()`` (no loading state), so every follow-up is a
+  new message with its own visibility. A ``refine`` click is the exception: a modal must be
+  the *first* response, so the core is asked first (it answers from SQLite in milliseconds)
+  and its form is sent with ``send_modal``; if the core is slow the click is deferred after
+  ``LAZY_ACK_S`` and the user is told to click again.
+* Results and status updates arrive later through :class:`DiscordPoster` as ordinary
+  channel messages (bot token), so they land after the 15-minute interaction token expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any, cast
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord.render import (
+    ACTION_TEMPLATE,
+    ActionButton,
+    FormModal,
+    content,
+    files_for,
+    modal_fields,
+    no_mentions,
+    view_for,
+)
+from bot.app import App
+from bot.errors import ConfigError
+from bot.types import Actor, Invocation, Reply, Target
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+LAZY_ACK_S = 2.0  # refine clicks: answer with the modal, or defer after this long
+FORM_TOO_LATE = "That took too long to open the form. Please click the button again."
+DEFAULT_API = "https://discord.com/api/v10"
+
+
+def enabled(settings: Any) -> bool:
+    """Start this adapter when a bot token is configured."""
+    return bool(settings.secret("DISCORD_TOKEN"))
+
+
+def api_base(env: Mapping[str, str]) -> str | None:
+    """``DISCORD_API_BASE_URL`` (a proxy or a test fake), with the API version path added
+    when it is missing. None keeps discord.py's default."""
+    url = (env.get("DISCORD_API_BASE_URL") or "").strip().rstrip("/")
+    if not url:
+        return None
+    return url if re.search(r"/api/v\d+$", url) else url + "/api/v10"
+
+
+def actor_for(interaction: discord.Interaction[Any]) -> Actor:
+    user = interaction.user
+    guild_id = interaction.guild_id
+    roles: tuple[str, ...] = ()
+    if isinstance(user, discord.Member):
+        # Names come from the gateway's guild cache; the payload itself only has role ids.
+        roles = tuple(r.name for r in user.roles if not r.is_default())
+    perms = interaction.permissions
+    # Manage Guild is checked here, not only through the command's default permissions,
+    # which a server can override per role.
+    is_admin = guild_id is not None and (perms.manage_guild or perms.administrator)
+    return Actor(
+        platform=PLATFORM,
+        tenant=str(guild_id) if guild_id is not None else f"dm:{user.id}",
+        user_id=str(user.id),
+        display_name=user.display_name,
+        roles=roles,
+        is_admin=is_admin,
+    )
+
+
+def _channel_id(interaction: discord.Interaction[Any]) -> str:
+    return str(interaction.channel_id) if interaction.channel_id is not None else ""
+
+
+# ------------------------------------------------------------------------------ responder
+class InteractionResponder:
+    """The core's :class:`~bot.types.Responder` for one interaction.
+
+    ``loading`` means the interaction was deferred with a thinking message that the first
+    reply must replace. Returned refs are message ids of public messages only (the core may
+    later edit them through :class:`DiscordPoster`; ephemeral ones cannot be edited that way).
+    """
+
+    def __init__(self, interaction: discord.Interaction[Any], *, loading: bool = False,
+                 loading_ephemeral: bool = False) -> None:
+        self._interaction = interaction
+        self._loading = loading
+        self._loading_ephemeral = loading_ephemeral
+        self._lock = asyncio.Lock()
+        self.responded = asyncio.Event()
+        if interaction.response.is_done():
+            self.responded.set()
+
+    async def send(self, reply: Reply) -> str | None:
+        async with self._lock:
+            try:
+                return await self._send(reply)
+            finally:
+                self.responded.set()
+
+    async def _send(self, reply: Reply) -> str | None:
+        it = self._interaction
+        if not it.response.is_done():  # a click answered directly (refine)
+            if reply.form is not None:
+                await it.response.send_modal(FormModal(reply.form))
+                return None
+            kwargs = await _message_kwargs(reply)
+            cb = await it.response.send_message(ephemeral=reply.ephemeral, **kwargs)
+            msg = cb.resource
+            if reply.ephemeral or not isinstance(msg, discord.InteractionMessage):
+                return None
+            return str(msg.id)
+        if reply.form is not None:
+            reply = Reply(FORM_TOO_LATE, ephemeral=True)
+        if self._loading:
+            self._loading = False
+            if reply.ephemeral and not self._loading_ephemeral:
+                # A public "thinking" message cannot become private: remove it and whisper.
+                await it.delete_original_response()
+            else:
+                kwargs = await _message_kwargs(reply)
+                files = kwargs.pop("files", None)
+                if files:
+                    kwargs["attachments"] = files
+                msg = await it.edit_original_response(**kwargs)
+                return None if reply.ephemeral or self._loading_ephemeral else str(msg.id)
+        kwargs = await _message_kwargs(reply)
+        sent = await it.followup.send(ephemeral=reply.ephemeral, wait=True, **kwargs)
+        return None if reply.ephemeral else str(sent.id)
+
+    async def edit(self, ref: str, reply: Reply) -> None:
+        kwargs = await _message_kwargs(reply)
+        files = kwargs.pop("files", [])
+        async with self._lock:
+            await self._interaction.followup.edit_message(
+                int(ref), attachments=files, view=kwargs.pop("view", None), **kwargs)
+
+    async def acknowledge(self) -> None:
+        """The core was too slow for a direct answer: defer so the click does not fail."""
+        async with self._lock:
+            if not self._interaction.response.is_done():
+                await self._interaction.response.defer(thinking=True, ephemeral=True)
+                self._loading, self._loading_ephemeral = True, True
+            self.responded.set()
+
+    async def finish(self) -> None:
+        """After the core is done: never leave a click unanswered or a thinking message."""
+        async with self._lock:
+            it = self._interaction
+            with contextlib.suppress(discord.HTTPException):
+                if not it.response.is_done():
+                    await it.response.defer()
+                elif self._loading:
+                    self._loading = False
+                    await it.delete_original_response()
+            self.responded.set()
+
+
+async def _message_kwargs(reply: Reply) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"content": content(reply), "allowed_mentions": no_mentions()}
+    files = await files_for(reply.images)
+    if files:
+        kwargs["files"] = files
+    view = view_for(reply.buttons)
+    if view is not None:
+        kwargs["view"] = view
+    return kwargs
+
+
+# --------------------------------------------------------------------------------- poster
+class DiscordPoster:
+    """The core's :class:`~bot.types.ChannelPoster` for Discord: ordinary channel messages
+    with the bot token, so job results land whatever happened to the interaction."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
+
+    def _channel(self, target: Target) -> discord.PartialMessageable:
+        # A thread is a channel of its own on Discord.
+        return self._client.get_partial_messageable(int(target.thread_id or target.channel_id))
+
+    async def post(self, target: Target, reply: Reply) -> str | None:
+        if reply.ephemeral:
+            log.debug("not posting an ephemeral reply to a channel")
+            return None
+        kwargs = await _message_kwargs(reply)
+        try:
+            msg = await self._channel(target).send(**kwargs)
+        except discord.HTTPException as exc:
+            # e.g. the bot is not in that channel (a user-installed app) or lacks permission
+            log.warning("could not post to channel %s: HTTP %s (code %s)",
+                        target.thread_id or target.channel_id, exc.status, exc.code)
+            return None
+        return str(msg.id)
+
+    async def update(self, target: Target, ref: str, reply: Reply) -> None:
+        kwargs = await _message_kwargs(reply)
+        files = kwargs.pop("files", [])
+        message = self._channel(target).get_partial_message(int(ref))
+        try:
+            await message.edit(attachments=files, view=kwargs.pop("view", None), **kwargs)
+        except discord.HTTPException as exc:
+            log.warning("could not edit message %s: HTTP %s (code %s)", ref, exc.status,
+                        exc.code)
+
+
+# --------------------------------------------------------------------------------- client
+class ImagineClient(discord.Client):
+    """A gateway client with the three slash commands, restart-proof buttons and the poster.
+
+    ``DISCORD_API_BASE_URL`` and ``DISCORD_GATEWAY_URL`` (from the settings' env) redirect
+    discord.py to a proxy or a fake. discord.py reads both from class attributes, so they are
+    set for the process while this client lives and restored by :meth:`close`.
+    """
+
+    def __init__(self, app: App, *, ready: asyncio.Event | None = None) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # guild, channel and role cache (role names for quotas)
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        self.app = app
+        self._ready_event = ready
+        env = app.settings.env
+        self._sync = (env.get("DISCORD_SYNC_COMMANDS") or "global").strip().lower()
+        self._saved: list[tuple[Any, str, Any]] = []
+        base = api_base(env)
+        if base is not None:
+            self._override(discord.http.Route, "BASE", base)
+        gateway = (env.get("DISCORD_GATEWAY_URL") or "").strip()
+        if gateway:
+            self._override(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY",
+                           yarl.URL(gateway))
+        # At DEBUG these loggers print request URLs, and follow-up URLs hold the
+        # interaction token.
+        for name in ("discord.http", "discord.webhook.async_", "discord.gateway"):
+            logger = logging.getLogger(name)
+            if logger.getEffectiveLevel() < logging.INFO:
+                logger.setLevel(logging.INFO)
+        self.tree: app_commands.CommandTree[ImagineClient] = app_commands.CommandTree(self)
+        _register_commands(self)
+        app.handler.register_poster(PLATFORM, DiscordPoster(self))
+
+    def _override(self, owner: Any, name: str, value: Any) -> None:
+        self._saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            while self._saved:
+                owner, name, value = self._saved.pop()
+                setattr(owner, name, value)
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(ActionButton)
+        if self._sync in ("off", "no", "false", "0"):
+            return
+        try:
+            if self._sync.isdigit():  # a development guild: commands appear at once
+                guild = discord.Object(int(self._sync))
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            else:
+                # A bulk overwrite: unchanged commands do not count against the daily
+                # command-create limit.
+                await self.tree.sync()
+        except discord.HTTPException as exc:
+            log.warning("could not sync slash commands: HTTP %s (code %s)", exc.status,
+                        exc.code)
+
+    async def on_ready(self) -> None:
+        log.info("Discord adapter ready")
+        if self._ready_event is not None:
+            self._ready_event.set()
+
+    # ---------------------------------------------------------------------------- events
+    async def run_command(self, interaction: discord.Interaction[Any], command: str,
+                          text: str, image: discord.Attachment | None,
+                          responder: InteractionResponder) -> None:
+        async def invocation() -> Invocation | None:
+            init = None
+            if image is not None:
+                limit = self.app.settings.images.max_input_bytes
+                if image.size > limit:
+                    await responder.send(Reply(
+                        f"That image is {image.size / 2**20:.1f} MB; the limit is "
+                        f"{limit / 2**20:.0f} MB.", ephemeral=True))
+                    return None
+                init = await image.read()
+            return Invocation(actor_for(interaction), _channel_id(interaction), command=command,
+                              text=text, init_image=init, interaction_id=str(interaction.id))
+
+        await self._guarded(responder, invocation)
+
+    async def on_action(self, interaction: discord.Interaction[Any], action: str) -> None:
+        """A button from any message, old or new (dispatched by :class:`ActionButton`)."""
+        async def invocation() -> Invocation:
+            return Invocation(actor_for(interaction), _channel_id(interaction),
+                              command="action", action=action,
+                              interaction_id=str(interaction.id))
+
+        if not action.startswith("refine:"):
+            await interaction.response.defer()
+            await self._guarded(InteractionResponder(interaction), invocation)
+            return
+        # A modal must be the first response: let the core answer before acknowledging.
+        responder = InteractionResponder(interaction)
+        task = asyncio.create_task(self._guarded(responder, invocation))
+        waiter = asyncio.create_task(responder.responded.wait())
+        try:
+            await asyncio.wait({task, waiter}, timeout=LAZY_ACK_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not responder.responded.is_set():
+            with contextlib.suppress(discord.HTTPException):
+                await responder.acknowledge()
+        await task
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        # Modal submits are read from the raw payload rather than from the Modal object
+        # discord.py keeps in memory, so a form opened before a restart still works.
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data = cast(dict[str, Any], interaction.data or {})
+        custom_id = str(data.get("custom_id") or "")
+        if not ACTION_TEMPLATE.fullmatch(custom_id):
+            return
+        await interaction.response.defer()
+        fields = modal_fields(data.get("components") or [])
+
+        async def invocation() -> Invocation:
+            return Invocation(actor_for(interaction), _channel_id(interaction),
+                              command="action", action=custom_id, fields=fields,
+                              interaction_id=str(interaction.id))
+
+        await self._guarded(InteractionResponder(interaction), invocation)
+
+    async def _guarded(self, responder: InteractionResponder, build: Any) -> None:
+        """Run the core for one interaction; rendering failures get an apology with a ref."""
+        try:
+            inv = await build()
+            if inv is not None:
+                await self.app.handler.handle(inv, responder)
+        except Exception:
+            ref = secrets.token_hex(4)
+            log.exception("Discord interaction failed (ref %s)", ref)
+            with contextlib.suppress(Exception):
+                await responder.send(Reply(
+                    f"Sorry, something went wrong on our side (ref {ref}).", ephemeral=True))
+        finally:
+            await responder.finish()
+
+
+def _register_commands(client: ImagineClient) -> None:
+    tree = client.tree
+
+    @tree.command(name="imagine")
+    @app_commands.describe(
+        prompt="What to draw, with optional flags: a red fox --n 4 --ar 16:9 --style anime",
+        image="A starting picture to transform (img2img)",
+    )
+    async def imagine(interaction: discord.Interaction[Any], prompt: str,
+                      image: discord.Attachment | None = None) -> None:
+        """Generate images from a prompt. Try "help" for the flags."""
+        await interaction.response.defer(thinking=True)
+        responder = InteractionResponder(interaction, loading=True)
+        await client.run_command(interaction, "imagine", prompt, image, responder)
+
+    @tree.command(name="quota")
+    async def quota(interaction: discord.Interaction[Any]) -> None:
+        """How many images you have left today and this month."""
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        responder = InteractionResponder(interaction, loading=True, loading_ephemeral=True)
+        await client.run_command(interaction, "quota", "", None, responder)
+
+    @tree.command(name="imagine-admin")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(text="limit, workspace-limit, grant, reset, block, unblock, collab")
+    async def imagine_admin(interaction: discord.Interaction[Any], text: str = "help") -> None:
+        """Quotas and channel settings (needs Manage Server)."""
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        responder = InteractionResponder(interaction, loading=True, loading_ephemeral=True)
+        await client.run_command(interaction, "admin", text, None, responder)
+
+
+async def serve(app: App, *, ready: asyncio.Event | None = None) -> None:
+    """Connect to the gateway and serve until cancelled; the client is closed on the way out."""
+    token = app.settings.secret("DISCORD_TOKEN")
+    if not token:
+        raise ConfigError("DISCORD_TOKEN is not set")
+    client = ImagineClient(app, ready=ready)
+    async with client:
+        await client.start(token)

@@ -325,7 +325,10 @@ class Handler:
                 raise NotAllowed("Only the person who made this, or an admin, can delete it.")
             await self._store.execute("UPDATE jobs SET deleted = 1 WHERE id = ?", (job.id,))
             gone = Reply("This result was deleted.", job_id=job.id, state="deleted")
-            await self._post(job, gone, update=True)
+            poster = self._posters.get(job.platform)
+            if poster is not None:
+                for ref in dict.fromkeys(r for r in (job.status_ref, job.result_ref) if r):
+                    await poster.update(self._target(job), ref, gone)
             await responder.send(Reply("Deleted.", ephemeral=True))
             return
         await self._check_may_continue(job, inv)
@@ -630,7 +633,10 @@ class Handler:
             if job.status_ref:
                 await poster.update(self._target(job), job.status_ref, reply)
             return
-        await poster.post(self._target(job), reply)
+        ref = await poster.post(self._target(job), reply)
+        if ref is not None and reply.state in ("done", "failed", "filtered"):
+            await self._store.execute("UPDATE jobs SET result_ref = ? WHERE id = ?",
+                                      (ref, job.id))
 
     async def on_job_event(self, event: JobEvent) -> None:
         job = await self._runner.load(event.job_id)

@@ -96,6 +96,7 @@ class Job:
     error: str | None
     notice: str
     status_ref: str | None
+    result_ref: str | None
     grid_sha: str | None
     grid_ext: str | None
     deleted: bool
@@ -112,7 +113,8 @@ class Job:
             request=json.loads(row["request_json"]), provider=row["provider"],
             model=row["model"], seed=int(row["seed"]), n=int(row["n"]),
             attempts=int(row["attempts"]), error=row["error"], notice=row["notice"],
-            status_ref=row["status_ref"], grid_sha=row["grid_sha"], grid_ext=row["grid_ext"],
+            status_ref=row["status_ref"], result_ref=row["result_ref"],
+            grid_sha=row["grid_sha"], grid_ext=row["grid_ext"],
             deleted=bool(row["deleted"]), created_at=float(row["created_at"]),
             finished_at=row["finished_at"],
         )

@@ -1,0 +1,33 @@
+"""Numbered migrations: each applied once, in order, in its own transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from bot.store import Store, _migrations
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    versions = [v for v, _ in _migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    names = {e.name for e in resources.files("bot.migrations").iterdir()}
+    assert "V1__init.sql" in names
+
+
+async def test_an_old_database_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # a database as version 1 left it
+        db.executescript(_migrations()[0][1])
+        db.execute("PRAGMA user_version=1")
+        db.execute("INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, state, "
+                   "request_json, provider, seed, n, created_at) VALUES ('j1', 'web', 'local', "
+                   "'general', 'alice', 'imagine', 'done', '{}', 'offline', 1, 1, 0)")
+    async with Store.open(path) as store:
+        version = await store.fetchone("PRAGMA user_version")
+        assert version is not None and version[0] == len(_migrations())
+        row = await store.fetchone("SELECT id, result_ref FROM jobs")
+        assert row is not None and (row["id"], row["result_ref"]) == ("j1", None)
+    async with Store.open(path) as store:  # opening again applies nothing twice
+        assert (await store.fetchone("PRAGMA user_version"))[0] == len(_migrations())  # type: ignore[index]

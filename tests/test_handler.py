@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 
 from PIL import Image
@@ -260,3 +261,16 @@ async def test_double_click_on_reroll_makes_one_job_and_one_charge(tmp_path: Pat
         assert (await chat.click("bob", f"reroll:{job}"))[-1].job_id
         await chat.settle()
         assert "48 of 50" in (await chat.say("alice", "/quota"))[0].text
+
+
+async def test_avatar_preset_makes_square_portraits(chat: Chat) -> None:
+    job = await imagine(chat, "alice", "a smiling engineer with glasses --avatar --n 2",
+                        channel="avatars")
+    row = await chat.app.store.fetchone("SELECT request_json FROM jobs WHERE id = ?", (job,))
+    assert row is not None
+    request = json.loads(row["request_json"])
+    assert (request["width"], request["height"]) == (1024, 1024)
+    assert "portrait" in request["prompt"] and "a smiling engineer" in request["prompt"]
+    assert request["display_prompt"] == "a smiling engineer with glasses"
+    [bad] = await chat.say("alice", "/imagine a cat --avatar --ar 16:9")
+    assert bad.ephemeral and "--avatar" in bad.text

@@ -199,8 +199,9 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    web = importlib.import_module(WEB_ADAPTER)
+    web.check_bind(host, settings.web.access_token)  # refuse before touching any data
     async with App.open(settings) as app:
-        web = importlib.import_module(WEB_ADAPTER)
         servers = {asyncio.create_task(web.serve(app, host, port), name="web")}
         for name, (module, token) in CHAT_ADAPTERS.items():
             if settings.secret(token):

@@ -107,3 +107,10 @@ def test_log_lines_never_carry_a_secret() -> None:
         err = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     RedactSecrets({"OPENAI_API_KEY": SENTINEL}).filter(err)
     assert err.exc_text is not None and SENTINEL not in err.exc_text and "***" in err.exc_text
+
+
+def test_serve_refuses_an_exposed_address_without_a_token_before_touching_data(
+        tmp_path: Path) -> None:
+    proc = run(tmp_path, "serve", "--host", "0.0.0.0", "--port", "1")
+    assert proc.returncode == 2 and "WEB_ACCESS_TOKEN" in proc.stderr
+    assert not (tmp_path / "data").exists()

@@ -37,6 +37,7 @@ from bot.quotas import Quotas, user_scope, workspace_scope
 from bot.store import Store
 from bot.styles import StyleBook
 from bot.types import (
+    FINAL_STATES,
     Actor,
     Button,
     ChannelPoster,
@@ -634,7 +635,7 @@ class Handler:
                 await poster.update(self._target(job), job.status_ref, reply)
             return
         ref = await poster.post(self._target(job), reply)
-        if ref is not None and reply.state in ("done", "failed", "filtered"):
+        if ref is not None and reply.state in FINAL_STATES:
             await self._store.execute("UPDATE jobs SET result_ref = ? WHERE id = ?",
                                       (ref, job.id))
 
@@ -649,7 +650,7 @@ class Handler:
             reply = replace(reply, position=event.position)
         # Results are posted as new ordinary messages (an interaction token may have expired
         # long ago); queued/running updates edit the status message.
-        final = job.state in ("done", "failed", "filtered")
+        final = job.state in FINAL_STATES
         if final and job.status_ref:
             # Settle the status message first, so it does not stay at "generating" above
             # the result.
@@ -685,4 +686,4 @@ class Handler:
                     log.exception("could not post the admin alert")
 
 
-__all__ = ["Handler", "NotSupported"]
+__all__ = ["Handler"]

@@ -26,7 +26,7 @@ import aiosqlite
 
 from bot import images
 from bot.config import ImageSettings, JobSettings
-from bot.errors import UserError
+from bot.errors import QueueFull, UserError
 from bot.providers.base import (
     GenerationRequest,
     GenerationResult,
@@ -245,12 +245,12 @@ class JobRunner:
             queued, total = int(counts["mine"]), int(counts["total"])
             cap = self._settings.max_queued_per_user
             if queued + len(specs) > cap:
-                raise UserError(
+                raise QueueFull(
                     f"You already have {queued} job{'s' if queued != 1 else ''} waiting; the "
                     f"limit is {cap}. Try again when some have finished."
                 )
             if total + len(specs) > self._settings.max_queue:
-                raise UserError("The queue is full right now. Nothing was charged; try again soon.")
+                raise QueueFull("The queue is full right now. Nothing was charged; try again soon.")
             for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True)):
                 await db.execute(
                     "INSERT INTO jobs (id, platform, tenant, channel_id, thread_id, owner_id, "

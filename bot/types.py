@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 ButtonStyle = Literal["primary", "secondary", "danger"]
-JobState = Literal["queued", "running", "done", "failed", "filtered"]
 FINAL_STATES: frozenset[str] = frozenset({"done", "failed", "filtered"})
 
 

@@ -148,10 +148,6 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
     return error_for_status(status, f"{name}: {message}" if name else message, name or None)
 
 
-def is_v2(model: str) -> bool:
-    return V2_ALIASES.get(model, model) in V2_ENDPOINTS
-
-
 def is_sdxl_engine(engine: str) -> bool:
     return "xl-1024" in engine
 

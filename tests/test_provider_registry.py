@@ -41,3 +41,23 @@ def test_unknown_and_missing_key() -> None:
         build_provider("midjourney", {}, {})
     with pytest.raises(ConfigError, match="STABILITY_API_KEY"):
         build_provider("stability", {}, {})
+
+
+@pytest.mark.parametrize(("name", "section"), [
+    ("stability", {"modle": "core"}),
+    ("automatic1111", {"samplr": "Euler"}),
+    ("openai", {"qualty": "high"}),
+    ("cerebrium", {"url": "https://api.cerebrium.ai/v4/p-1/app/predict", "img2imgurl": "x"}),
+    ("comfyui", {"workflow": "wf.json", "timeout": 3}),
+])
+def test_a_typo_in_a_provider_table_names_the_key(name: str, section: dict[str, object]) -> None:
+    env = {"STABILITY_API_KEY": "sk-a", "OPENAI_API_KEY": "sk-b"}
+    typo = next(k for k in section if k not in ("url", "workflow"))
+    with pytest.raises(ConfigError, match=f"providers.{name}.{typo}"):
+        build_provider(name, section, env)
+
+
+def test_shared_http_keys_are_accepted_by_every_remote_provider() -> None:
+    env = {"STABILITY_API_KEY": "sk-a", "OPENAI_API_KEY": "sk-b"}
+    for name in ("stability", "automatic1111", "openai"):
+        assert build_provider(name, {"deadline_s": 30, "breaker_threshold": 3}, env).name == name

@@ -39,9 +39,14 @@ from bot.providers.http import (
     get_str,
     get_url,
     json_or_none,
+    reject_unknown,
 )
 
 PREFIX = "providers.automatic1111"
+# The keys of this provider's config table (plus the shared HTTP ones).
+SETTING_KEYS = frozenset({
+    "base_url", "checkpoint", "max_concurrency", "max_n_per_call", "max_side", "sampler",
+})
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
 
 
@@ -60,6 +65,7 @@ class Automatic1111Settings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> Automatic1111Settings:
+        reject_unknown(section, PREFIX, SETTING_KEYS)
         user = env.get("AUTOMATIC1111_USER") or None
         password = env.get("AUTOMATIC1111_PASSWORD") or None
         if (user is None) != (password is None):

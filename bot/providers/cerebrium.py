@@ -42,9 +42,14 @@ from bot.providers.http import (
     get_str,
     get_url,
     json_or_none,
+    reject_unknown,
 )
 
 PREFIX = "providers.cerebrium"
+# The keys of this provider's config table (plus the shared HTTP ones).
+SETTING_KEYS = frozenset({
+    "auth_scheme", "img2img_url", "max_concurrency", "max_n_per_call", "max_side", "url",
+})
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class CerebriumSettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> CerebriumSettings:
+        reject_unknown(section, PREFIX, SETTING_KEYS)
         if not (env.get("CEREBRIUM_API_BASE_URL") or section.get("url")):
             raise ConfigError(f"{PREFIX}.url is required (the endpoint of your deployed "
                               "function), or set CEREBRIUM_API_BASE_URL")

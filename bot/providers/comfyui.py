@@ -44,9 +44,15 @@ from bot.providers.http import (
     get_str,
     get_url,
     json_or_none,
+    reject_unknown,
 )
 
 PREFIX = "providers.comfyui"
+# The keys of this provider's config table (plus the shared HTTP ones).
+SETTING_KEYS = frozenset({
+    "base_url", "img2img_workflow", "max_concurrency", "max_n_per_call", "max_side",
+    "poll_interval_s", "workflow",
+})
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
 PLACEHOLDERS = ("prompt", "negative", "seed", "steps", "cfg", "width", "height", "denoise",
                 "init_image", "batch_size")
@@ -91,6 +97,7 @@ class ComfyUISettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> ComfyUISettings:
+        reject_unknown(section, PREFIX, SETTING_KEYS)
         workflow = _load_workflow(section, "workflow")
         if workflow is None:
             raise ConfigError(f"{PREFIX}.workflow is required: the path of an API-format "

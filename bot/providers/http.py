@@ -163,6 +163,21 @@ def get_url(section: Mapping[str, object], key: str, default: str, prefix: str,
     return value.rstrip("/")
 
 
+POLICY_KEYS = frozenset({
+    "connect_timeout_s", "timeout_s", "deadline_s", "connect_retries", "rate_limit_retries",
+    "retry_after_cap_s", "max_body_bytes", "breaker_threshold", "breaker_reset_s",
+})
+
+
+def reject_unknown(section: Mapping[str, object], prefix: str,
+                   keys: frozenset[str]) -> None:
+    """A typo in a provider table is an error naming the key, not a silently kept default."""
+    unknown = sorted(set(section) - keys - POLICY_KEYS - {"api_key"})
+    if unknown:
+        known = ", ".join(sorted(keys | POLICY_KEYS))
+        raise ConfigError(f"Unknown setting {prefix}.{unknown[0]}. Known keys: {known}")
+
+
 def get_secret(section: Mapping[str, object], env: Mapping[str, str], env_name: str,
                prefix: str, *, required: bool) -> str | None:
     """An API key: from the environment only (a key in a config file ends up in backups and

@@ -44,9 +44,14 @@ from bot.providers.http import (
     get_str,
     get_url,
     json_or_none,
+    reject_unknown,
 )
 
 PREFIX = "providers.openai"
+# The keys of this provider's config table (plus the shared HTTP ones).
+SETTING_KEYS = frozenset({
+    "base_url", "max_concurrency", "model", "organization", "quality",
+})
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 GPT_IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
 DALLE3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
@@ -71,6 +76,7 @@ class OpenAISettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> OpenAISettings:
+        reject_unknown(section, PREFIX, SETTING_KEYS)
         key = get_secret(section, env, "OPENAI_API_KEY", PREFIX, required=True)
         assert key is not None
         model = get_str(section, "model", "gpt-image-1", PREFIX).strip()

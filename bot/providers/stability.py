@@ -51,9 +51,14 @@ from bot.providers.http import (
     get_str,
     get_url,
     json_or_none,
+    reject_unknown,
 )
 
 PREFIX = "providers.stability"
+# The keys of this provider's config table (plus the shared HTTP ones).
+SETTING_KEYS = frozenset({
+    "accept_json", "base_url", "client_id", "clip_guidance_preset", "max_concurrency", "model",
+})
 DEFAULT_BASE_URL = "https://api.stability.ai"
 
 STYLE_PRESETS: tuple[str, ...] = (
@@ -101,6 +106,7 @@ class StabilitySettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
                      env: Mapping[str, str]) -> StabilitySettings:
+        reject_unknown(section, PREFIX, SETTING_KEYS)
         key = get_secret(section, env, "STABILITY_API_KEY", PREFIX, required=True)
         assert key is not None
         model = get_str(section, "model", "core", PREFIX).strip()

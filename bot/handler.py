@@ -52,7 +52,8 @@ from bot.types import (
 
 log = logging.getLogger(__name__)
 
-ACTION_RE = re.compile(r"(pick|refine|vary|reroll|info|delete):([a-z2-9]{12})(?::([0-9]{1,2}))?")
+ACTION_RE = re.compile(
+    r"(pick|refine|vary|reroll|info|delete|cancel):([a-z2-9]{12})(?::([0-9]{1,2}))?")
 SHA_RE = re.compile(r"[0-9a-f]{64}")
 OFFLINE_NOTICE = "Offline preview: a procedural picture, not a diffusion model."
 ALERT_EVERY_S = 3600.0
@@ -321,6 +322,16 @@ class Handler:
         if verb == "info":
             await responder.send(Reply(await self._info_text(job), ephemeral=True))
             return
+        if verb == "cancel":
+            if inv.actor.user_id != job.owner_id and not self.is_admin(inv.actor):
+                raise NotAllowed("Only the person who asked for this, or an admin, can cancel it.")
+            who = inv.actor.display_name or inv.actor.user_id
+            if not await self._runner.cancel(
+                    job.id, f"Cancelled by {who}. {_plural(job.n, 'image')} refunded."):
+                raise UserError("That job has already started, so it can no longer be cancelled.")
+            await responder.send(Reply(f"Cancelled; {_plural(job.n, 'image')} refunded.",
+                                       ephemeral=True))
+            return
         if verb == "delete":
             if inv.actor.user_id != job.owner_id and not self.is_admin(inv.actor):
                 raise NotAllowed("Only the person who made this, or an admin, can delete it.")
@@ -543,7 +554,9 @@ class Handler:
         if job.state == "queued":
             pos = self._runner.position(job.id)
             return Reply(f"{lead}{prompt} - queued{f' #{pos} in line' if pos else ''} "
-                         f"(asked by {who})", position=pos, meta=meta, **common)  # type: ignore[arg-type]
+                         f"(asked by {who})", position=pos, meta=meta,
+                         buttons=(Button("Cancel", f"cancel:{job.id}", "danger"),),
+                         **common)  # type: ignore[arg-type]
         if job.state == "running":
             return Reply(f"{lead}{prompt} - generating {_plural(job.n, 'image')} "
                          f"(asked by {who})", progress=0.0, meta=meta, **common)  # type: ignore[arg-type]

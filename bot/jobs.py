@@ -330,6 +330,32 @@ class JobRunner:
                 (job_id,),
             )
 
+    async def cancel(self, job_id: str, message: str) -> bool:
+        """Cancel a job that has not started: refunded in full. False once it has started."""
+        async with self._store.transaction() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (message, self._clock(), job_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            await self._quotas.settle(db, job_id, 0)
+        user = self._job_owner.get(job_id)
+        queue = self._queues.get(user) if user is not None else None
+        if user is not None and queue is not None and job_id in queue:
+            # Not yet handed to a worker: forget it here. (Once handed over, the worker finds
+            # the row no longer queued and skips it.)
+            queue.remove(job_id)
+            if not queue:
+                del self._queues[user]
+                del self._arrival[user]
+            del self._job_owner[job_id], self._job_provider[job_id]
+        self._last_positions.pop(job_id, None)
+        self._wake.set()
+        await self._safe_notify(JobEvent(job_id))
+        return True
+
     async def wait_idle(self, within: float | None = None) -> None:
         """Wait until nothing is queued or running (tests, the CLI)."""
         async with asyncio.timeout(within):

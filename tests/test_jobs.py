@@ -160,3 +160,25 @@ async def test_one_job_runner_per_data_dir(tmp_path: Path) -> None:
             assert await reader.store.fetchone("SELECT 1") is not None
     async with App.open(settings):  # released on exit
         pass
+
+
+async def test_a_queued_job_can_be_cancelled_by_its_owner_and_is_refunded(
+        tmp_path: Path) -> None:
+    async with open_chat(tmp_path, SLOW) as chat:
+        first = next(r.job_id for r in await chat.say("alice", "/imagine one --n 1")
+                     if r.job_id)
+        [queued] = [r for r in await chat.say("alice", "/imagine two --n 3") if r.job_id]
+        second = queued.job_id
+        assert second is not None and [b.label for b in queued.buttons] == ["Cancel"]
+        [denied] = await chat.click("bob", f"cancel:{second}")
+        assert "Only the person" in denied.text
+        [ok] = await chat.click("alice", f"cancel:{second}")
+        assert ok.ephemeral and "3 images refunded" in ok.text
+        await chat.settle()
+        rows = dict(await _states(tmp_path) or {})
+        assert rows[first] == "done" and rows[second] == "failed"
+        assert "Cancelled by Alice" in chat.result(second).text
+        [late] = await chat.click("alice", f"cancel:{first}")
+        assert "already started" in late.text
+        assert "49 of 50" in (await chat.say("alice", "/quota"))[0].text
+        assert await ledger_balances(chat.app.store)

@@ -52,7 +52,10 @@ def _no_slack_oauth_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def has_buttons(call: ApiCall) -> bool:
-    return any(b.get("type") == "actions" for b in call.params.get("blocks") or [])
+    """A result or a pick: buttons other than a queued job's Cancel."""
+    return any(el["action_id"].split(":")[0] != "cancel"
+               for b in call.params.get("blocks") or [] if b.get("type") == "actions"
+               for el in b["elements"])
 
 
 def button_ids(call: ApiCall) -> list[str]:

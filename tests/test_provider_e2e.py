@@ -581,3 +581,62 @@ async def test_aspect_only_provider_maps_to_the_nearest_ratio(tmp_path: Path) ->
         [call] = generation_requests(r)
         assert call.form["aspect_ratio"] == "21:9"
         assert "using 21:9" in (r.chat.result(job).notice or "")
+
+
+# --------------------------------------------------- 4b. errors on every other provider
+def _webui(status: int, detail: Any) -> dict[str, Any]:
+    return {"status": status, "json": {"error": "HTTPException", "detail": detail,
+                                       "body": "", "errors": ""}}
+
+
+def _openai(status: int, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"status": status, "json": {"error": {"message": f"{code} happened", "type": kind,
+                                                 "param": None, "code": code}}}
+
+
+OTHER_ERRORS: list[tuple[str, str, dict[str, Any], type[ProviderError], int]] = [
+    ("automatic1111", "401", _webui(401, "Incorrect credentials"), AuthFailed, 1),
+    ("automatic1111", "422", {"status": 422, "json": {"detail": [
+        {"loc": ["body", "steps"], "msg": "value is not a valid integer",
+         "type": "type_error.integer"}]}}, InvalidRequest, 1),
+    ("automatic1111", "500-oom-twice", {**_webui(500, "OutOfMemoryError: CUDA out of memory"),
+                                        "times": 2}, ProviderUnavailable, 2),
+    ("automatic1111", "malformed", {"mode": "malformed"}, ProviderUnavailable, 1),
+    ("openai", "401", _openai(401, "invalid_api_key"), AuthFailed, 1),
+    ("openai", "429-no-credits", _openai(429, "insufficient_quota", "insufficient_quota"),
+     QuotaExhausted, 1),
+    ("openai", "400-moderation", _openai(400, "moderation_blocked"), ContentFiltered, 1),
+    ("openai", "500-twice", {**_openai(500, "server_error", "server_error"), "times": 2},
+     ProviderUnavailable, 2),
+    ("cerebrium", "401", {"status": 401, "json": {"message": "Unauthorized"}}, AuthFailed, 1),
+    ("cerebrium", "429-long", {"status": 429, "json": {"message": "Too many requests"},
+                               "headers": {"Retry-After": "120"}}, RateLimited, 1),
+    ("cerebrium", "truncated", {"mode": "truncated"}, ProviderUnavailable, 1),
+    ("comfyui", "400-validation", {"status": 400, "json": {
+        "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed "
+                  "validation", "details": "", "extra_info": {}},
+        "node_errors": {"3": {"errors": [{"type": "value_bigger_than_max",
+                                          "message": "Value bigger than max"}]}}}},
+     InvalidRequest, 1),
+    ("comfyui", "500-twice", {"status": 500, "body": b"Internal Server Error", "times": 2},
+     ProviderUnavailable, 2),
+]
+GENERATION_PATH = {"automatic1111": "/sdapi/v1/txt2img", "openai": "/images/generations",
+                   "cerebrium": "/predict", "comfyui": "/prompt"}
+
+
+@pytest.mark.parametrize(("kind", "case", "fault", "error", "calls"), OTHER_ERRORS,
+                         ids=[f"{e[0]}-{e[1]}" for e in OTHER_ERRORS])
+async def test_every_provider_maps_its_errors_and_refunds(
+        tmp_path: Path, kind: str, case: str, fault: dict[str, Any],
+        error: type[ProviderError], calls: int) -> None:
+    async with rig(tmp_path, kind) as r:
+        r.fake.fail_next(path=GENERATION_PATH[kind], **fault)
+        job = await imagine(r.chat, "a fox --n 1")
+        result = r.chat.result(job)
+        assert result.state == "failed", result.text
+        assert error.user_message in result.text
+        assert len(generation_requests(r)) == calls
+        assert await ledger(r.chat, job) == {"reserve": 1, "commit": 0, "refund": 1}
+        assert "50 of 50" in await quota(r.chat)
+        assert await ledger_balances(r.chat.app.store)

@@ -227,3 +227,23 @@ async def test_mock_transport_injection() -> None:
     resp = await c.request("GET", "/x")
     await c.aclose()
     assert await resp.json() == {"via": "mock"}
+
+
+async def test_side_channel_calls_neither_trip_nor_consult_the_breaker(fake: EchoFake) -> None:
+    clock = Clock()
+    c = client(fake.base_url, clock=clock, breaker_threshold=1, breaker_reset_s=60)
+    fake.fail_next(503, times=2)
+    with pytest.raises(ProviderUnavailable):
+        await c.request("GET", "/thing", side_channel=True)
+    assert c.breaker.state == "closed"  # a failing progress poll pauses nobody
+    fake.fail_next(503, times=2)
+    with pytest.raises(ProviderUnavailable):
+        await c.request("GET", "/thing")
+    assert c.breaker.state == "open"
+    clock.now += 61
+    assert c.breaker.state == "half-open"
+    await c.request("GET", "/thing", side_channel=True)  # does not use up the probe...
+    assert c.breaker.state == "half-open"
+    await c.request("GET", "/thing")  # ...which the real call gets
+    assert c.breaker.state == "closed"
+    await c.aclose()

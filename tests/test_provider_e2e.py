@@ -640,3 +640,18 @@ async def test_every_provider_maps_its_errors_and_refunds(
         assert await ledger(r.chat, job) == {"reserve": 1, "commit": 0, "refund": 1}
         assert "50 of 50" in await quota(r.chat)
         assert await ledger_balances(r.chat.app.store)
+
+
+async def test_webui_progress_reaches_the_channel(tmp_path: Path) -> None:
+    async with rig(tmp_path, "automatic1111", section={"progress_interval_s": 0.05}) as r:
+        r.a1111.work_s = 0.6
+        job = await imagine(r.chat, "a fox --n 1")
+        assert r.chat.result(job).state == "done"
+        seen = [u.progress for u in r.chat.channel.updated
+                if u.job_id == job and u.state == "running" and u.progress]
+        assert any(0.0 < p < 1.0 for p in seen), seen
+        assert r.fake.requests_to("/sdapi/v1/progress")
+        # A failing progress endpoint (an overloaded or older server) changes nothing.
+        r.a1111.fail_next(status=404, path="/sdapi/v1/progress", times=50)
+        job = await imagine(r.chat, "a fox --n 1")
+        assert r.chat.result(job).state == "done"

@@ -35,6 +35,7 @@ from bot.providers.http import (
     Sleep,
     b64decode_many,
     error_for_status,
+    get_float,
     get_int,
     get_str,
     get_url,
@@ -46,6 +47,7 @@ PREFIX = "providers.automatic1111"
 # The keys of this provider's config table (plus the shared HTTP ones).
 SETTING_KEYS = frozenset({
     "base_url", "checkpoint", "max_concurrency", "max_n_per_call", "max_side", "sampler",
+    "progress_interval_s",
 })
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
 
@@ -60,6 +62,7 @@ class Automatic1111Settings:
     max_n_per_call: int = 4
     max_side: int = 2048
     max_concurrency: int = 1
+    progress_interval_s: float = 1.0
     policy: HttpPolicy = field(default_factory=HttpPolicy)
 
     @classmethod
@@ -85,6 +88,8 @@ class Automatic1111Settings:
             max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
             # The webui serialises generations behind one lock; more only queues there.
             max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
+            progress_interval_s=get_float(section, "progress_interval_s", 1.0, PREFIX,
+                                          lo=0.0, hi=60.0),
             policy=HttpPolicy.from_mapping(section, PREFIX),
         )
 
@@ -178,6 +183,22 @@ class Automatic1111Provider:
             "models": ", ".join(self._caps.models),
         }
 
+    async def _poll_progress(self, progress: ProgressCallback) -> None:
+        """The webui answers a generation only when it is done; its ``/progress`` endpoint
+        says how far the current one is. Best effort: any failure just stops the polling."""
+        while True:
+            await asyncio.sleep(self.settings.progress_interval_s)
+            try:
+                resp = await self._http.request(
+                    "GET", "/sdapi/v1/progress", params={"skip_current_image": "true"},
+                    side_channel=True)
+                data = await resp.json()
+            except ProviderError:
+                return
+            value = data.get("progress") if isinstance(data, dict) else None
+            if isinstance(value, int | float) and 0.0 <= value <= 1.0:
+                progress(float(value))
+
     async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
                        ) -> GenerationResult:
         body: dict[str, Any] = {
@@ -212,7 +233,14 @@ class Automatic1111Provider:
             path = "/sdapi/v1/img2img"
         else:
             path = "/sdapi/v1/txt2img"
-        resp = await self._http.request("POST", path, json_body=body, idempotent=False)
+        poller = (asyncio.create_task(self._poll_progress(progress))
+                  if progress is not None and self.settings.progress_interval_s > 0 else None)
+        try:
+            resp = await self._http.request("POST", path, json_body=body, idempotent=False)
+        finally:
+            if poller is not None:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
         data = await resp.json()
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise ProviderUnavailable("webui answer has no images")

@@ -302,6 +302,21 @@ class CircuitBreaker:
 
 
 # ------------------------------------------------------------------------------------- client
+class _NoBreaker:
+    """Stands in for the breaker on side-channel calls: records nothing."""
+
+    def failure(self) -> None: ...
+
+    def neutral(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+    def success(self) -> None: ...
+
+
+_NO_BREAKER = _NoBreaker()
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -397,30 +412,37 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         deadline_s: float | None = None,
+        side_channel: bool = False,
     ) -> HttpResponse:
         """Send one logical call (with the allowed retries) and return a 2xx answer, or raise a
-        typed :class:`ProviderError`. ``idempotent`` defaults to true for GET only."""
-        self.breaker.before(self.label)
+        typed :class:`ProviderError`. ``idempotent`` defaults to true for GET only.
+
+        ``side_channel``: a best-effort call beside the real work (progress polling). It
+        neither consults nor moves the circuit breaker, so it can never use up the half-open
+        probe or open the breaker on its own."""
+        if not side_channel:
+            self.breaker.before(self.label)
+        breaker = _NO_BREAKER if side_channel else self.breaker
         safe = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
         try:
             async with asyncio.timeout(deadline_s or self.policy.deadline_s):
                 resp = await self._attempts(method, path, json_body, files, params, headers,
                                             safe)
         except TimeoutError:
-            self.breaker.failure()
+            breaker.failure()
             raise ProviderUnavailable(f"{self.label} did not answer in time "
                                       f"({method} {path})") from None
         except ProviderUnavailable:
-            self.breaker.failure()
+            breaker.failure()
             raise
         except ProviderError:
-            self.breaker.neutral()
+            breaker.neutral()
             raise
         except BaseException:
             # Cancelled (job cancelled, shutdown) or a bug: no verdict on the service.
-            self.breaker.abandon()
+            breaker.abandon()
             raise
-        self.breaker.success()
+        breaker.success()
         return resp
 
     async def _attempts(self, method: str, path: str, json_body: object | None,

@@ -6,6 +6,7 @@ failures FastAPI's ``{detail: [{loc, msg, type}]}`` with 422.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -48,6 +49,8 @@ class Automatic1111Fake(FakeServer):
         self.auth = auth
         self.return_grid = return_grid
         self.next_random_seed = 3_000_000_000
+        self.work_s = 0.0
+        self.current_progress = 0.0
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -55,6 +58,7 @@ class Automatic1111Fake(FakeServer):
             ("GET", "/sdapi/v1/sd-models", self.models),
             ("POST", "/sdapi/v1/txt2img", self.txt2img),
             ("POST", "/sdapi/v1/img2img", self.img2img),
+            ("GET", "/sdapi/v1/progress", self.progress),
         ]
 
     def violation_response(self, request: web.Request, exc: ContractViolation
@@ -127,11 +131,32 @@ class Automatic1111Fake(FakeServer):
         return web.json_response({"images": images, "parameters": p,
                                   "info": json.dumps(info)})
 
+    async def progress(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        fail = self._auth_failure(rec)
+        if fail:
+            return fail
+        return web.json_response({"progress": self.current_progress, "eta_relative": 1.0,
+                                  "state": {"job_count": 1 if self.current_progress else 0},
+                                  "current_image": None, "textinfo": None})
+
+    async def _work(self) -> None:
+        """Like the webui, answer only when done; ``work_s`` > 0 makes it take that long,
+        reporting its progress on /sdapi/v1/progress meanwhile."""
+        steps = 10
+        for i in range(steps):
+            if self.work_s <= 0:
+                break
+            self.current_progress = i / steps
+            await asyncio.sleep(self.work_s / steps)
+        self.current_progress = 0.0
+
     async def txt2img(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth_failure(rec)
         if fail:
             return fail
-        return self._answer(self._validate(rec))
+        payload = self._validate(rec)
+        await self._work()
+        return self._answer(payload)
 
     async def img2img(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth_failure(rec)

@@ -113,3 +113,4 @@ class App:
                 yield app
             finally:
                 await runner.stop()
+                await handler.aclose()

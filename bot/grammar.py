@@ -144,6 +144,7 @@ class ImagineRequest:
     style: str | None  # canonical lower-case name
     strength: float | None
     avatar: bool
+    n_explicit: bool = False  # the user gave --n (a refine keeps the parent's n)
 
 
 @dataclass(frozen=True)
@@ -633,6 +634,7 @@ def _build(scan: _Values, limits: GrammarLimits) -> ImagineRequest:
         strength=(_parse_float("strength", v["strength"], *STRENGTH_RANGE)
                   if "strength" in v else None),
         avatar=avatar,
+        n_explicit="n" in v,
     )
 
 

@@ -11,6 +11,7 @@ The clicker pays for what the click starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -91,6 +92,7 @@ class Handler:
         self._styles = styles
         self._clock = clock
         self._posters: dict[str, ChannelPoster] = {}
+        self._background: set[asyncio.Task[None]] = set()
         g = settings.grammar
         self._limits = grammar.GrammarLimits(
             max_images=g.max_images, default_n=g.default_n, max_prompt_chars=g.max_prompt_chars,
@@ -105,7 +107,21 @@ class Handler:
 
     # ------------------------------------------------------------------ adapter-facing API
     def register_poster(self, platform: str, poster: ChannelPoster) -> None:
+        """Called by an adapter once. Results that finished while the platform had no poster
+        (jobs resumed at start run before the adapters are up) are delivered now; an adapter
+        that can only post later (Discord, after login) calls :meth:`deliver_pending` again."""
         self._posters[platform] = poster
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.deliver_pending(platform))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Let background deliveries finish before the database closes."""
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     def is_admin(self, actor: Actor) -> bool:
         return actor.is_admin or f"{actor.platform}:{actor.user_id}" in self._settings.bot.admins
@@ -216,7 +232,8 @@ class Handler:
             init_ext=init_ext, parent_job_id=parent[0] if parent else None,
             parent_index=parent[1] if parent else None, notice=" ".join(fitted.notes),
             display={"prompt": parsed.prompt, "style": parsed.style or "",
-                     "avatar": parsed.avatar},
+                     "avatar": parsed.avatar,
+                     "weighted": [[w.text, w.weight] for w in parsed.weighted_prompts]},
         )
 
     async def _imagine(self, inv: Invocation, responder: Responder) -> None:
@@ -264,7 +281,13 @@ class Handler:
             job = await self._runner.load(job_id)
             if job is None:
                 continue
-            ref = await responder.send(await self.render_job(job))
+            try:
+                ref = await responder.send(await self.render_job(job))
+            except Exception:
+                # Accepted and charged already: the result still reaches the channel through
+                # the poster, so this must not become "nothing was charged".
+                log.exception("could not show the status of job %s", job_id)
+                continue
             if ref is not None:
                 await self._store.execute(
                     "UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id)
@@ -384,7 +407,7 @@ class Handler:
             refined = parsed.requests[0]
             strength = self._strength(inv.fields.get("strength"), refined.strength,
                                       self._settings.actions.refine_strength)
-            n = refined.n if "--n" in inv.fields.get("prompt", "") else job.n
+            n = refined.n if refined.n_explicit else job.n
             spec = self._build_spec(
                 refined, kind="refine", provider_name=name, provider=provider,
                 init_sha=img.sha256, init_ext=img.ext, init_size=(img.width, img.height),
@@ -418,7 +441,9 @@ class Handler:
         display = str(r.get("display_prompt") or r["prompt"])
         style = str(r.get("display_style") or "") or None
         avatar = bool(r.get("display_avatar"))
-        if style or avatar:  # re-apply from the user's own words, not the templated prompt
+        if r.get("display_weighted"):  # the user's own parts; _build_spec re-applies style
+            weighted = tuple(WeightedPrompt(t, float(w)) for t, w in r["display_weighted"])
+        elif style or avatar:  # older jobs: re-apply from the user's own words
             weighted = tuple(w if w.weight <= 0 else WeightedPrompt(display, w.weight)
                              for w in weighted[:1]) + tuple(w for w in weighted[1:]
                                                            if w.weight <= 0)
@@ -452,7 +477,9 @@ class Handler:
         return " ".join(parts)
 
     async def _left_text(self, job: Job) -> str:
-        actor = Actor(job.platform, job.tenant, job.owner_id, job.owner_name)
+        actor = Actor(job.platform, job.tenant, job.owner_id, job.owner_name,
+                      roles=tuple(job.request.get("payer_roles") or ()),
+                      is_admin=bool(job.request.get("payer_admin")))
         st = await self._quotas.status(actor)
         if st.exempt or st.left() is None:
             return ""
@@ -647,7 +674,14 @@ class Handler:
             if job.status_ref:
                 await poster.update(self._target(job), job.status_ref, reply)
             return
-        ref = await poster.post(self._target(job), reply)
+        try:
+            ref = await poster.post(self._target(job), reply)
+        except BaseException:
+            if reply.state in FINAL_STATES:  # release the claim: deliver_pending retries it
+                await asyncio.shield(self._store.execute(
+                    "UPDATE jobs SET result_ref = NULL WHERE id = ? AND result_ref = ''",
+                    (job.id,)))
+            raise
         if ref is not None and reply.state in FINAL_STATES:
             await self._store.execute("UPDATE jobs SET result_ref = ? WHERE id = ?",
                                       (ref, job.id))
@@ -664,14 +698,40 @@ class Handler:
         # Results are posted as new ordinary messages (an interaction token may have expired
         # long ago); queued/running updates edit the status message.
         final = job.state in FINAL_STATES
-        if final and job.status_ref:
+        if not final:
+            await self._post(job, reply, update=True)
+            return
+        verdict = {"done": "done, see below", "failed": "failed, see below",
+                   "filtered": "removed by the content filter"}[job.state]
+        status = replace(reply, text=f"{job.prompt} - {verdict}", images=(), buttons=())
+        if job.platform not in self._posters:
+            return
+        # The result is posted once: the runner's final event and _submit's catch-up (the
+        # status message was sent after the job had finished) may both get here.
+        if not await self._store.execute(
+                "UPDATE jobs SET result_ref = '' WHERE id = ? AND result_ref IS NULL", (job.id,)):
+            if job.status_ref and job.result_ref and job.status_ref != job.result_ref:
+                await self._post(job, status, update=True)  # a separate status message
+            return
+        if job.status_ref:
             # Settle the status message first, so it does not stay at "generating" above
             # the result.
-            verdict = {"done": "done, see below", "failed": "failed, see below",
-                       "filtered": "removed by the content filter"}[job.state]
-            await self._post(job, replace(reply, text=f"{job.prompt} - {verdict}", images=(),
-                                          buttons=()), update=True)
-        await self._post(job, reply, update=not final)
+            await self._post(job, status, update=True)
+        await self._post(job, reply, update=False)
+
+    async def deliver_pending(self, platform: str) -> None:
+        """Post what finished while ``platform`` had no (working) poster: jobs resumed or
+        settled at start run before the adapters are up."""
+        rows = await self._store.fetchall(
+            "SELECT id FROM jobs WHERE platform = ? AND state IN ('done', 'failed', 'filtered') "
+            "AND result_ref IS NULL AND deleted = 0 ORDER BY created_at", (platform,))
+        for row in rows:
+            try:
+                await self.on_job_event(JobEvent(row["id"]))
+            except Exception:  # the platform is still not reachable: try again next time
+                log.warning("could not deliver the result of job %s yet", row["id"],
+                            exc_info=True)
+                return
 
     async def on_alert(self, provider: str, error: ProviderError) -> None:
         key = f"{provider}:{type(error).__name__}"

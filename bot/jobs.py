@@ -28,8 +28,11 @@ from bot import images
 from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
 from bot.providers.base import (
+    Capabilities,
     GenerationRequest,
     GenerationResult,
+    ProgressCallback,
+    Provider,
     ProviderError,
     ProviderUnavailable,
     WeightedPrompt,
@@ -151,7 +154,7 @@ Notify = Callable[[JobEvent], Awaitable[None]]
 Alert = Callable[[str, ProviderError], Awaitable[None]]
 
 
-def request_to_json(spec: JobSpec) -> str:
+def request_to_json(spec: JobSpec, actor: Actor) -> str:
     r = spec.request
     data: dict[str, Any] = {
         "prompt": r.prompt, "negative_prompt": r.negative_prompt,
@@ -161,6 +164,10 @@ def request_to_json(spec: JobSpec) -> str:
         "strength": r.strength, "init_sha": spec.init_sha, "init_ext": spec.init_ext,
     }
     data.update({f"display_{k}": v for k, v in spec.display.items()})
+    # Who pays, as the platform vouched for them at the time: the result's "N left" line must
+    # use the same limits (roles, admin exemption) as the reservation did.
+    data["payer_roles"] = list(actor.roles)
+    data["payer_admin"] = actor.is_admin
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
@@ -209,6 +216,9 @@ class JobRunner:
         self._positions_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # max_concurrency bounds provider *calls*, across jobs: generate_split's own
+        # parallelism is per job, so N jobs x M calls would otherwise reach the service.
+        self._call_slots: dict[str, asyncio.Semaphore] = {}
 
     # --------------------------------------------------------------------- submission
     async def submit(
@@ -260,7 +270,7 @@ class JobRunner:
                     (
                         job_id, actor.platform, actor.tenant, channel_id, thread_id,
                         actor.user_id, actor.display_name or actor.user_id, spec.kind,
-                        spec.parent_job_id, spec.parent_index, request_to_json(spec),
+                        spec.parent_job_id, spec.parent_index, request_to_json(spec, actor),
                         spec.provider, spec.request.model, spec.request.seed, spec.request.n,
                         spec.notice, interaction_id if i == 0 else None, now + i * 1e-6,
                     ),
@@ -353,6 +363,8 @@ class JobRunner:
             del self._job_owner[job_id], self._job_provider[job_id]
         self._last_positions.pop(job_id, None)
         self._wake.set()
+        if self._positions_task is None or self._positions_task.done():
+            self._positions_task = asyncio.create_task(self._announce_positions())  # moved up
         await self._safe_notify(JobEvent(job_id))
         return True
 
@@ -527,10 +539,14 @@ class JobRunner:
             user_ref=job.payer_scope,
         )
 
+    def _gated(self, name: str) -> Provider:
+        slots = self._call_slots.setdefault(name, asyncio.Semaphore(self._provider_limit(name)))
+        return _GatedProvider(self._providers.get(name), slots)
+
     async def _generate(
         self, job: Job, req: GenerationRequest, on_progress: Callable[[float], None]
     ) -> tuple[GenerationResult, str, str]:
-        provider = self._providers.get(job.provider)
+        provider = self._gated(job.provider)
         try:
             async with asyncio.timeout(self._settings.job_timeout_s):
                 result = await generate_split(provider, req, parallel=provider.capabilities
@@ -547,15 +563,19 @@ class JobRunner:
             raise error
         if error.global_failure:
             await self._alert(job.provider, error)
-        backup = self._providers.get(fallback)
+        backup = self._gated(fallback)
         try:
             fitted = fit_request(req, backup.capabilities, backup.label)
         except ProviderError:
             raise error from None
-        async with asyncio.timeout(self._settings.job_timeout_s):
-            result = await generate_split(backup, fitted.request,
-                                          parallel=backup.capabilities.max_concurrency,
-                                          progress=on_progress)
+        try:
+            async with asyncio.timeout(self._settings.job_timeout_s):
+                result = await generate_split(backup, fitted.request,
+                                              parallel=backup.capabilities.max_concurrency,
+                                              progress=on_progress)
+        except TimeoutError:
+            raise ProviderUnavailable(
+                f"fallback job exceeded {self._settings.job_timeout_s:g}s") from None
         notice = (f"{self._providers.get(job.provider).label} was unavailable, so "
                   f"{backup.label} made these instead.")
         return result, fallback, notice
@@ -623,6 +643,30 @@ class JobRunner:
             await self._quotas.settle(db, job_id, 0)
         if notify:
             await self._safe_notify(JobEvent(job_id))
+
+
+class _GatedProvider:
+    """A provider whose calls wait for one of its service-wide slots."""
+
+    def __init__(self, inner: Provider, slots: asyncio.Semaphore) -> None:
+        self._inner, self._slots = inner, slots
+        self.name, self.label = inner.name, inner.label
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._inner.capabilities
+
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        async with self._slots:
+            return await self._inner.generate(req, progress)
+
+    async def check(self) -> dict[str, str]:
+        return await self._inner.check()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _a1111_parameters(job: Job, seed: int | None, model: str | None) -> str:

@@ -9,8 +9,10 @@ upgrade). aiosqlite runs a connection's statements on one thread in queue order,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -86,11 +88,14 @@ class Store:
         connection inside an open transaction that later statements would join.
         """
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN is inside the try: a cancellation while it waits on the db thread
+                # (busy_timeout, stop()) still queues the ROLLBACK behind it.
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
             except BaseException:
-                await asyncio.shield(self._db.execute("ROLLBACK"))
+                with contextlib.suppress(sqlite3.OperationalError):  # BEGIN itself failed
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise
             else:
                 await asyncio.shield(self._db.execute("COMMIT"))

@@ -290,6 +290,9 @@ class ImagineClient(discord.Client):
         log.info("Discord adapter ready")
         if self._ready_event is not None:
             self._ready_event.set()
+        # Results that finished before we could post (jobs resumed at start, or while the
+        # gateway was down) go out now.
+        await self.app.handler.deliver_pending(PLATFORM)
 
     # ---------------------------------------------------------------------------- events
     async def run_command(self, interaction: discord.Interaction[Any], command: str,

@@ -93,8 +93,10 @@ def _local_actor(user: str | None) -> Actor:
 async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     async with App.open(settings) as app:
+        # The channel (results, also of earlier interrupted runs) and this command's own
+        # replies are kept apart: only the jobs this command started are reported.
+        app.handler.register_poster("cli", _Collector())
         collector = _Collector()
-        app.handler.register_poster("cli", collector)
         actor = _local_actor(args.user)
         init = await asyncio.to_thread(Path(args.image).read_bytes) if args.image else None
         await app.handler.handle(

@@ -277,13 +277,24 @@ class Quotas:
                 )
 
     async def reset(self, scope: str) -> None:
-        """Forget usage in the current windows (the ledger keeps the history)."""
+        """Forget usage in the current windows (the ledger keeps the history).
+
+        Jobs still in flight stay counted: their settlement will refund what they do not
+        deliver, and a usage reset to zero would let that refund push it below zero."""
         day, month = self.windows()
         async with self._store.transaction() as db:
-            await db.execute(
-                "UPDATE quota_usage SET used = 0 WHERE scope = ? AND win IN (?, ?)",
-                (scope, day, month),
+            rows = await db.execute_fetchall(
+                "SELECT l.units, l.windows FROM ledger l JOIN jobs j ON j.id = l.job_id "
+                "WHERE l.kind = 'reserve' AND l.payer = ? AND j.state IN ('queued', 'running')",
+                (scope,),
             )
+            for win in (day, month):
+                in_flight = sum(int(r["units"]) for r in rows
+                                if [scope, win] in json.loads(r["windows"]))
+                await db.execute(
+                    "UPDATE quota_usage SET used = ? WHERE scope = ? AND win = ?",
+                    (in_flight, scope, win),
+                )
 
     async def block(self, scope: str, reason: str) -> None:
         async with self._store.transaction() as db:

@@ -31,6 +31,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.tmp = tempfile.TemporaryDirectory()
         self.now = 1_790_000_000.0
         self.open_jobs: list[tuple[str, int]] = []
+        self.granted: dict[tuple[str, str], int] = {}
+        self.granted_ever: dict[tuple[str, str], int] = {}
         self.counter = 0
 
     def run(self, coro):  # type: ignore[no-untyped-def]
@@ -85,7 +87,26 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from(USERS), units=st.integers(1, 3))
     def grant(self, user: Actor, units: int) -> None:
-        self.run(self.quotas.grant(user_scope(user.platform, user.tenant, user.user_id), units))
+        scope = user_scope(user.platform, user.tenant, user.user_id)
+        for win in self.quotas.windows():
+            self.granted[(scope, win)] = self.granted.get((scope, win), 0) + units
+            self.granted_ever[(scope, win)] = self.granted_ever.get((scope, win), 0) + units
+        self.run(self.quotas.grant(scope, units))
+
+    @rule(user=st.sampled_from(USERS))
+    def reset(self, user: Actor) -> None:
+        scope = user_scope(user.platform, user.tenant, user.user_id)
+        for win in self.quotas.windows():
+            self.granted[(scope, win)] = 0  # a reset forgets this window's grants too
+        self.run(self.quotas.reset(scope))
+
+    @invariant()
+    def usage_never_drops_below_what_was_granted(self) -> None:
+        if not hasattr(self, "store"):
+            return
+        for row in self.run(self.store.fetchall("SELECT scope, win, used FROM quota_usage "
+                                                "WHERE scope LIKE 'user:%'")):
+            assert row["used"] >= -self.granted.get((row["scope"], row["win"]), 0), dict(row)
 
     @invariant()
     def ledger_balances(self) -> None:
@@ -106,10 +127,12 @@ class LedgerMachine(RuleBasedStateMachine):
         grants = self.run(self.store.fetchall("SELECT scope, win, used FROM quota_usage"))
         for g in grants:
             charged = expected.get((g["scope"], g["win"]), 0)
-            assert g["used"] <= charged  # grants only ever lower usage
+            assert g["used"] <= charged  # grants and resets only ever lower usage
             if g["scope"].startswith("user:"):
                 limit = DAILY if g["win"].startswith("d:") else MONTHLY
-                assert g["used"] <= limit
+                # Over the limit only by units granted and then taken back by a reset while
+                # the jobs they paid for were still running.
+                assert g["used"] <= limit + self.granted_ever.get((g["scope"], g["win"]), 0)
 
     def teardown(self) -> None:
         if hasattr(self, "store"):

@@ -182,3 +182,15 @@ async def test_database_pragmas(store: Store) -> None:
     assert (await store.fetchone("PRAGMA synchronous"))[0] == 2  # type: ignore[index]
     assert (await store.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
     assert (await store.fetchone("PRAGMA busy_timeout"))[0] >= 5000  # type: ignore[index]
+
+
+async def test_reset_keeps_jobs_in_flight_counted_so_their_refund_cannot_go_negative(
+        store: Store) -> None:
+    quotas = quotas_for(store, user_daily=10)
+    assert await reserve(store, quotas, "done-earlier", 4)
+    await finish(store, quotas, "done-earlier", 4)
+    assert await reserve(store, quotas, "in-flight", 3)
+    await quotas.reset(user_scope("test", "team", "alice"))
+    assert (await quotas.status(ALICE)).daily_used == 3
+    await finish(store, quotas, "in-flight", 0)  # it fails: refunded
+    assert (await quotas.status(ALICE)).daily_used == 0

@@ -247,3 +247,29 @@ async def test_side_channel_calls_neither_trip_nor_consult_the_breaker(fake: Ech
     await c.request("GET", "/thing")  # ...which the real call gets
     assert c.breaker.state == "closed"
     await c.aclose()
+
+
+async def test_retry_after_beyond_the_deadline_is_a_rate_limit_not_an_outage(
+        fake: EchoFake) -> None:
+    # Retry-After under the cap but past the call's deadline: fail now as RateLimited (the
+    # service answered), instead of sleeping into the deadline and tripping the breaker.
+    waits: list[float] = []
+    c = client(fake.base_url, waits=waits, deadline_s=1, retry_after_cap_s=30,
+               breaker_threshold=1)
+    fake.fail_next(429, json={"message": "slow"}, headers={"Retry-After": "5"})
+    with pytest.raises(RateLimited) as info:
+        await c.request("POST", "/thing", json_body={})
+    await c.aclose()
+    assert waits == [] and info.value.retry_after == 5.0
+    assert c.breaker.state == "closed"
+
+
+async def test_connect_retries_zero_means_one_attempt() -> None:
+    async with EchoFake() as f:
+        url = f.base_url  # closed after the block: connection refused
+    waits: list[float] = []
+    c = client(url, waits=waits, connect_retries=0)
+    with pytest.raises(ProviderUnavailable, match="cannot reach"):
+        await c.request("POST", "/thing", json_body={})
+    await c.aclose()
+    assert waits == []

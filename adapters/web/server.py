@@ -395,14 +395,18 @@ class WebPlayground:
 
     async def _pump(self, ws: web.WebSocketResponse, sub: _Subscriber, channel: str) -> None:
         try:
+            # Numbered before the read: every update published earlier is no newer than the
+            # history, so a late POST answer (seq below this) cannot roll a card back; every
+            # later one is applied on top of it.
+            history_seq = next(self._seq)
             history = await self.handler.history(PLATFORM, TENANT, channel)
             await ws.send_json(
                 {
                     "type": "history",
                     "channel": channel,
-                    # seq 0: anything that arrives live afterwards is newer.
                     "replies": [
-                        {**self.reply_json(r, ref=self.new_ref(r)), "seq": 0} for r in history
+                        {**self.reply_json(r, ref=self.new_ref(r)), "seq": history_seq}
+                        for r in history
                     ],
                 }
             )
@@ -451,8 +455,12 @@ class WebPlayground:
                     raise web.HTTPUnauthorized(text="That access token is not valid.")
                 # Move the token out of the address bar (and history) into a cookie.
                 found = web.HTTPSeeOther("/")
+                # Lax, not Strict: a Strict cookie is withheld from every navigation that starts
+                # on another site (the link in a chat message), so the page answered 401. Lax is
+                # still never sent on cross-site POSTs or sockets, and the Origin check below
+                # refuses those anyway.
                 found.set_cookie(
-                    TOKEN_COOKIE, token, httponly=True, samesite="Strict", max_age=30 * 86400
+                    TOKEN_COOKIE, token, httponly=True, samesite="Lax", max_age=30 * 86400
                 )
                 raise found
             auth = request.headers.get("Authorization", "")

@@ -351,7 +351,9 @@ def build_async_client(base_url: str, policy: HttpPolicy, *, headers: Mapping[st
         headers=dict(headers),
         auth=auth,
         timeout=timeout,
-        transport=transport or httpx.AsyncHTTPTransport(retries=policy.connect_retries),
+        # No transport-level retries: HttpClient.request retries connection failures itself,
+        # and both layers together made connect_retries=2 nine connection attempts.
+        transport=transport or httpx.AsyncHTTPTransport(retries=0),
         follow_redirects=False,
     )
 
@@ -425,9 +427,9 @@ class HttpClient:
         breaker = _NO_BREAKER if side_channel else self.breaker
         safe = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
         try:
-            async with asyncio.timeout(deadline_s or self.policy.deadline_s):
+            async with asyncio.timeout(deadline_s or self.policy.deadline_s) as scope:
                 resp = await self._attempts(method, path, json_body, files, params, headers,
-                                            safe)
+                                            safe, scope)
         except TimeoutError:
             breaker.failure()
             raise ProviderUnavailable(f"{self.label} did not answer in time "
@@ -448,7 +450,7 @@ class HttpClient:
     async def _attempts(self, method: str, path: str, json_body: object | None,
                         files: Sequence[tuple[str, FilePart]] | None,
                         params: Mapping[str, str] | None, headers: Mapping[str, str] | None,
-                        safe: bool) -> HttpResponse:
+                        safe: bool, scope: asyncio.Timeout) -> HttpResponse:
         retried_5xx = False
         rate_limit_retries = 0
         connect_retries = 0
@@ -458,7 +460,7 @@ class HttpClient:
                 resp = await self._once(method, path, json_body, files, params, headers)
             except _NOT_SENT as exc:
                 # Nothing reached the service, so a retry cannot charge twice.
-                if connect_retries < max(1, self.policy.connect_retries):
+                if connect_retries < self.policy.connect_retries:
                     connect_retries += 1
                     await self._sleep(min(0.5 * connect_retries, 2.0))
                     continue
@@ -489,7 +491,11 @@ class HttpClient:
                     err.retry_after = wait
                 if wait is None:
                     wait = self.policy.default_retry_after_s
-                if (wait > self.policy.retry_after_cap_s
+                when = scope.when()
+                left = math.inf if when is None else when - asyncio.get_running_loop().time()
+                # A wait the deadline would cut short is a rate limit now, not a timeout later
+                # (which would read as an outage and count against the breaker).
+                if (wait > self.policy.retry_after_cap_s or wait >= left
                         or rate_limit_retries >= self.policy.max_rate_limit_retries):
                     raise err
                 rate_limit_retries += 1

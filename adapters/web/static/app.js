@@ -12,6 +12,7 @@
     cards: new Map(), // key -> {el, seq}
     quotaTimer: null,
     pendingForm: null,
+    stickToBottom: true,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -93,6 +94,7 @@
       const message = JSON.parse(event.data);
       if (message.type === "history") {
         resetFeed();
+        state.stickToBottom = true;
         for (const reply of message.replies) show(reply);
         state.wsRetry = 0;
         setConnection("live");
@@ -143,7 +145,7 @@
   function isStale(key, reply) {
     const known = state.cards.get(key);
     if (!known) return false;
-    // seq 0 is history: whatever is already on the page is at least as new.
+    // seq 0 is (old-style) history: whatever is already on the page is at least as new.
     return reply.seq === 0 || reply.seq < known.seq;
   }
 
@@ -383,13 +385,21 @@
   }
 
   function scrollDown() {
+    // Follow new cards only while the reader is at the bottom: someone else's progress must
+    // not yank the view away from an older result being looked at.
     const feed = $("feed");
-    feed.scrollTop = feed.scrollHeight;
+    if (state.stickToBottom) feed.scrollTop = feed.scrollHeight;
+  }
+
+  function trackScroll() {
+    const feed = $("feed");
+    state.stickToBottom = feed.scrollHeight - feed.scrollTop - feed.clientHeight < 80;
   }
 
   async function start() {
     const saved = localStorage.getItem("imagine-name");
     if (saved) $("name").value = saved;
+    $("feed").addEventListener("scroll", trackScroll, { passive: true });
     const config = await (await fetch("/api/config")).json();
     state.channels = config.channels;
     for (const name of state.channels) {
@@ -414,6 +424,7 @@
       const text = $("line").value.trim();
       if (!text) return;
       $("notices").replaceChildren();
+      state.stickToBottom = true; // your own new card is what you want to see
       $("send").disabled = true;
       try {
         const answer = await runCommand(text);

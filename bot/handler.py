@@ -424,6 +424,10 @@ class Handler:
 
     @staticmethod
     def _strength(field: str | None, flag: float | None, default: float) -> float:
+        """``--strength`` typed in the prompt wins over the form's slider, which always
+        sends a value; then the slider; then the configured default."""
+        if flag is not None:
+            return flag
         if field not in (None, ""):
             try:
                 value = float(field)
@@ -432,7 +436,7 @@ class Handler:
             if not 0.0 <= value <= 1.0 or value != value:
                 raise UserError(f"Strength must be a number from 0 to 1 (got {field}).")
             return value
-        return flag if flag is not None else default
+        return default
 
     def _reparse(self, job: Job) -> grammar.ImagineRequest:
         """The parent's parameters as a request, for reroll and vary."""

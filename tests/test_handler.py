@@ -274,3 +274,13 @@ async def test_avatar_preset_makes_square_portraits(chat: Chat) -> None:
     assert request["display_prompt"] == "a smiling engineer with glasses"
     [bad] = await chat.say("alice", "/imagine a cat --avatar --ar 16:9")
     assert bad.ephemeral and "--avatar" in bad.text
+
+
+async def test_strength_typed_in_the_refine_prompt_wins_over_the_slider(chat: Chat) -> None:
+    job = await imagine(chat, "alice", "a boat --n 1")
+    sent = await chat.click("alice", f"refine:{job}:1",
+                            fields={"prompt": "a boat at sea --strength 0.9", "strength": "0.6"})
+    child = next(r.job_id for r in sent if r.job_id)
+    await chat.settle()
+    row = await chat.app.store.fetchone("SELECT request_json FROM jobs WHERE id = ?", (child,))
+    assert row is not None and json.loads(row["request_json"])["strength"] == 0.9

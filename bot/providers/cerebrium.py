@@ -28,7 +28,6 @@ from bot.providers.base import (
     GenerationRequest,
     GenerationResult,
     ProgressCallback,
-    ProviderError,
     ProviderUnavailable,
 )
 from bot.providers.http import (
@@ -36,12 +35,11 @@ from bot.providers.http import (
     HttpPolicy,
     Sleep,
     b64decode_many,
-    error_for_status,
+    default_classifier,
     get_int,
     get_secret,
     get_str,
     get_url,
-    json_or_none,
     reject_unknown,
 )
 
@@ -87,17 +85,6 @@ class CerebriumSettings:
         )
 
 
-def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
-    data = json_or_none(body)
-    message = ""
-    if isinstance(data, dict):
-        for k in ("message", "detail", "error"):
-            if isinstance(data.get(k), str):
-                message = data[k]
-                break
-    return error_for_status(status, message)
-
-
 class CerebriumProvider:
     name = "cerebrium"
 
@@ -114,7 +101,8 @@ class CerebriumProvider:
         url = httpx.URL(settings.url)
         # Endpoints are absolute URLs; the base only pins the connection pool's origin.
         self._http = HttpClient(label=self.label, base_url=f"{url.scheme}://{url.netloc.decode()}",
-                                policy=settings.policy, headers=headers, classify=classify,
+                                policy=settings.policy, headers=headers,
+                                classify=default_classifier,
                                 transport=transport, sleep=sleep)
         self._caps = Capabilities(
             img2img=settings.img2img_url is not None,

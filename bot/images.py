@@ -222,12 +222,16 @@ def _write_content_addressed(data_dir: Path, data: bytes, ext: str) -> tuple[str
     return sha, path
 
 
+def _check_text_key(key: str) -> None:
+    # PNG keywords: 1-79 Latin-1 characters. Keys are ours, so a bad one is a bug.
+    if not 1 <= len(key) <= 79 or not all(32 <= ord(c) <= 255 for c in key):
+        raise ValueError(f"invalid PNG text key {key!r}")
+
+
 def _png_info(params: Mapping[str, str]) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     for key, value in params.items():
-        # PNG keywords: 1-79 Latin-1 characters. Keys are ours, so a bad one is a bug.
-        if not 1 <= len(key) <= 79 or not all(32 <= ord(c) <= 255 for c in key):
-            raise ValueError(f"invalid PNG text key {key!r}")
+        _check_text_key(key)
         # add_text falls back to iTXt (UTF-8) when the value is not Latin-1 (emoji, CJK).
         info.add_text(key, str(value))
     return info
@@ -279,8 +283,7 @@ def _spliced_png(data: bytes, params: Mapping[str, str]) -> bytes | None:
     if not kept or kept[0][4:8] != b"IHDR" or kept[-1][4:8] != b"IEND":
         return None
     for key in params:
-        if not 1 <= len(key) <= 79 or not all(32 <= ord(c) <= 255 for c in key):
-            raise ValueError(f"invalid PNG text key {key!r}")
+        _check_text_key(key)
     text = b"".join(_png_text_chunk(k, str(v)) for k, v in params.items())
     return _PNG_SIGNATURE + kept[0] + text + b"".join(kept[1:])
 

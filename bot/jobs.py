@@ -363,8 +363,7 @@ class JobRunner:
             del self._job_owner[job_id], self._job_provider[job_id]
         self._last_positions.pop(job_id, None)
         self._wake.set()
-        if self._positions_task is None or self._positions_task.done():
-            self._positions_task = asyncio.create_task(self._announce_positions())  # moved up
+        self._schedule_positions()  # everyone behind it moved up
         await self._safe_notify(JobEvent(job_id))
         return True
 
@@ -436,12 +435,16 @@ class JobRunner:
                 self._running_provider[provider] += 1
                 self._tasks[job_id] = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
                 started = True
-            if started and (self._positions_task is None or self._positions_task.done()):
-                # Coalesced: when many jobs start at once, everyone behind them moves up;
-                # one announcement a moment later beats one edit per person per start.
-                self._positions_task = asyncio.create_task(self._announce_positions())
+            if started:
+                self._schedule_positions()
             if not self._tasks and not self._queues:
                 self._idle.set()
+
+    def _schedule_positions(self) -> None:
+        """Coalesced: when many jobs start at once, everyone behind them moves up; one
+        announcement a moment later beats one edit per person per start."""
+        if self._positions_task is None or self._positions_task.done():
+            self._positions_task = asyncio.create_task(self._announce_positions())
 
     async def _announce_positions(self) -> None:
         await asyncio.sleep(POSITION_DEBOUNCE_S)

@@ -7,11 +7,12 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import grammar
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.handler import Handler
@@ -21,6 +22,7 @@ from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
 from bot.store import Store
 from bot.styles import StyleBook
+from bot.types import Actor, ChannelPoster, FlagHelp, Invocation, Reply, Responder
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +116,27 @@ class App:
             finally:
                 await runner.stop()
                 await handler.aclose()
+
+    # ------------------------------------------------------- the adapters' contract (bot.core)
+    async def handle(self, inv: Invocation, responder: Responder) -> None:
+        await self.handler.handle(inv, responder)
+
+    def register_poster(self, platform: str, poster: ChannelPoster) -> None:
+        self.handler.register_poster(platform, poster)
+
+    async def deliver_pending(self, platform: str) -> None:
+        await self.handler.deliver_pending(platform)
+
+    async def history(
+        self, platform: str, tenant: str, channel_id: str, limit: int = 50
+    ) -> list[Reply]:
+        return await self.handler.history(platform, tenant, channel_id, limit)
+
+    def image_path(self, sha256: str) -> Path | None:
+        return self.handler.image_path(sha256)
+
+    async def quota_badge(self, actor: Actor) -> str:
+        return await self.handler.quota_badge(actor)
+
+    def flag_help(self) -> Sequence[FlagHelp]:
+        return grammar.flag_help()

@@ -7,6 +7,7 @@ here knows about Discord, Slack or HTTP.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,11 +55,50 @@ class Invocation:
     channel_allows_collaboration: bool | None = None
 
 
+# The one button codec, used by every adapter and the core: ``verb:job_id[:index]``. A verb is
+# lower-case letters and dashes, a job id 12 characters of the id alphabet, an index one or
+# two digits.
+ACTION_RE = re.compile(r"([a-z][a-z-]{0,23}):([a-z2-9]{12})(?::([0-9]{1,2}))?")
+MAX_ACTION_CHARS = 24 + 1 + 12 + 3  # well under Discord's 100 and Slack's 255
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button's payload, decoded. Nothing else travels in a button: who may press it and what
+    it does are read back from the database when it is pressed."""
+
+    verb: str
+    job_id: str
+    index: int | None = None
+
+    def encode(self) -> str:
+        return f"{self.verb}:{self.job_id}" + ("" if self.index is None else f":{self.index}")
+
+    @classmethod
+    def decode(cls, text: str) -> Action | None:
+        """The action in ``text``, or None when it is not one of ours (never raises)."""
+        m = ACTION_RE.fullmatch(text.strip())
+        if m is None:
+            return None
+        return cls(m.group(1), m.group(2), int(m.group(3)) if m.group(3) else None)
+
+
 @dataclass(frozen=True)
 class Button:
     label: str
-    action: str  # "verb:job_id:index", short and stateless
+    action: str  # Action(...).encode(): "verb:job_id:index", short and stateless
     style: ButtonStyle = "secondary"
+
+
+@dataclass(frozen=True)
+class FlagHelp:
+    """One ``/imagine`` flag, as the grammar's table describes it: the source of ``/imagine
+    help``, Discord's option descriptions and the web playground's hint."""
+
+    name: str  # "--ar"
+    value: str  # "W:H", "" for a switch
+    help: str  # one line, under 100 characters (Discord's option description limit)
+    example: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,61 @@
+"""What the lower layers tell the upper ones, without knowing who listens.
+
+The job runner publishes :class:`JobEvent`s (a job changed; its place in line; its progress) and
+provider alerts (auth or credit failures an admin must act on). The composition root
+(:mod:`bot.app`) subscribes the delivery and alert code; nothing calls back up through a
+closure, and a new listener (a metrics exporter, say) is one ``subscribe`` call.
+
+A listener that raises is logged and does not stop the others, nor the runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.providers.base import ProviderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something the people in the channel should see about a job."""
+
+    job_id: str
+    position: int | None = None
+    progress: float | None = None
+
+
+JobListener = Callable[[JobEvent], Awaitable[None]]
+AlertListener = Callable[[str, ProviderError], Awaitable[None]]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._job: list[JobListener] = []
+        self._alert: list[AlertListener] = []
+
+    def on_job(self, listener: JobListener) -> None:
+        self._job.append(listener)
+
+    def on_alert(self, listener: AlertListener) -> None:
+        self._alert.append(listener)
+
+    async def job(self, event: JobEvent) -> None:
+        for listener in list(self._job):
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("a job listener failed on %s", event)
+
+    async def alert(self, provider: str, error: ProviderError) -> None:
+        for listener in list(self._alert):
+            try:
+                await listener(provider, error)
+            except Exception:
+                log.exception("an alert listener failed for %s", provider)
+
+
+__all__ = ["AlertListener", "EventBus", "JobEvent", "JobListener"]

@@ -100,6 +100,7 @@ class ProviderSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
     channels: tuple[str, ...] = ("general", "avatars", "sandbox")

@@ -19,16 +19,15 @@ from typing import Any
 
 from bot.app import App
 from bot.config import SECRET_ENV, Settings, load_settings
+from bot.core import AdapterSpec
 from bot.errors import ConfigError
 from bot.types import Actor, Invocation, Reply, Target
 
 log = logging.getLogger("bot")
 
-# Adapters are loaded by name at serve time: the core never imports a platform library.
-# Chat adapters start when their token is in the environment.
-WEB_ADAPTER = "adapters.web"
-CHAT_ADAPTERS = {"discord": ("adapters.discord", "DISCORD_TOKEN"),
-                 "slack": ("adapters.slack", "SLACK_BOT_TOKEN")}
+# Adapters are found through the registry in the ``adapters`` package and imported by name at
+# serve time: the core never imports a platform library, and never names one here.
+ADAPTERS_PACKAGE = "adapters"
 
 
 class RedactSecrets(logging.Filter):
@@ -193,33 +192,81 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def enabled_adapters(settings: Settings) -> list[AdapterSpec]:
+    """The registry's adapters whose ``enabled(settings)`` is true, in registry order.
+
+    An adapter may refuse a setup here (ConfigError), before any data is touched. A package
+    that cannot even be imported is reported and skipped: the others still run."""
+    registry: Sequence[str] = importlib.import_module(ADAPTERS_PACKAGE).REGISTRY
+    specs = []
+    for module_name in registry:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            log.warning("adapter %s cannot be loaded (%s); the others still start",
+                        module_name, exc)
+            continue
+        spec = getattr(module, "ADAPTER", None)
+        if not isinstance(spec, AdapterSpec):
+            raise ConfigError(f"{module_name} is in the adapter registry but has no ADAPTER.")
+        if spec.enabled(settings):
+            specs.append(spec)
+    return specs
+
+
+def _say(line: str) -> None:
+    """One line for the operator on stdout (logs go to stderr)."""
+    print(line, flush=True)
+
+
+async def _run_adapter(spec: AdapterSpec, app: App, settings: Settings) -> None:
+    def ready(line: str) -> None:
+        _say(f"{spec.name}: {line}")
+
+    log.info("%s adapter starting", spec.name)
+    try:
+        await spec.serve(app, settings, ready)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"The {spec.name} adapter needs the Python package {exc.name!r}, "
+                          "which is not installed.") from None
+
+
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    host = args.host or settings.web.host
-    port = args.port or settings.web.port
+    specs = enabled_adapters(settings)  # refuses a bad setup before touching any data
+    if not specs:
+        raise ConfigError(
+            "Nothing to serve: web.enabled is false and no chat adapter is configured. Set "
+            "DISCORD_TOKEN or the SLACK_* tokens, or turn the web playground back on.")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    web = importlib.import_module(WEB_ADAPTER)
-    web.check_bind(host, settings.web.access_token)  # refuse before touching any data
     async with App.open(settings) as app:
-        servers = {asyncio.create_task(web.serve(app, host, port), name="web")}
-        for name, (module, token) in CHAT_ADAPTERS.items():
-            if settings.secret(token):
-                adapter = importlib.import_module(module)
-                servers.add(asyncio.create_task(adapter.serve(app), name=name))
-                log.info("%s adapter starting", name)
+        _say(provider_line(app))
+        servers = {asyncio.create_task(_run_adapter(spec, app, settings), name=spec.name)
+                   for spec in specs}
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({*servers, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (*servers, stopper):
             task.cancel()
         await asyncio.gather(*servers, stopper, return_exceptions=True)
         for task in done & servers:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
         log.info("stopped; queued jobs stay queued and resume at the next start")
     return 0
+
+
+def provider_line(app: App) -> str:
+    """Which provider draws: the offline renderer says it is a procedural picture."""
+    name = app.providers.default
+    line = f"provider {name}: {app.providers.get(name).label}"
+    fallback = app.providers.fallback
+    if fallback:
+        line += f"; fallback {fallback}: {app.providers.get(fallback).label}"
+    return line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quota", help="show what is left")
     q.add_argument("--user")
     sub.add_parser("doctor", help="check config, data dir, database and providers")
-    s = sub.add_parser("serve", help="start the configured adapters (web playground by default)")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
+    s = sub.add_parser("serve", help="start the enabled adapters (the web playground by default)")
+    s.add_argument("--host", help="web playground address (web.host)")
+    s.add_argument("--port", type=int, help="web playground port (web.port)")
     return p
 
 
@@ -247,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.data_dir:
         overrides["bot"] = {"data_dir": args.data_dir}
+    web = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    if web:
+        overrides["web"] = web
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -254,8 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings)
     command = args.command or "serve"
-    if command == "serve" and not hasattr(args, "host"):
-        args.host, args.port = None, None
     runner = {"generate": cmd_generate, "quota": cmd_quota, "doctor": cmd_doctor,
               "serve": cmd_serve}[command]
     try:

@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from bot.cli import RedactSecrets
 from tests.conftest import REPO
+from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
+from tests.fakes.discord_api import DiscordFake
 from tests.fakes.stability import StabilityFake
 
 SENTINEL = "sk-SENTINEL-abcdef123456"
 
 
-def run(tmp_path: Path, *args: str,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))}
     base["PYTHONPATH"] = str(REPO)
-    base.update(env or {})
+    base.update(extra or {})
+    return base
+
+
+def run(tmp_path: Path, *args: str,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = clean_env(env)
     return subprocess.run([sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"),
                            *args], cwd=tmp_path, env=base, capture_output=True, text=True,
                           timeout=120, check=False)
@@ -113,4 +126,81 @@ def test_serve_refuses_an_exposed_address_without_a_token_before_touching_data(
         tmp_path: Path) -> None:
     proc = run(tmp_path, "serve", "--host", "0.0.0.0", "--port", "1")
     assert proc.returncode == 2 and "WEB_ACCESS_TOKEN" in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class Served:
+    """A running ``imagine-bot serve``: its stdout lines so far, and its exit code once done."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    stderr: str = ""
+
+    async def until(self, wanted: Callable[[str], bool], within: float = 30.0) -> str:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(within):
+            for line in self.lines:
+                if wanted(line):
+                    return line
+            while raw := await self.proc.stdout.readline():
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if wanted(line):
+                    return line
+        raise AssertionError(f"serve ended without that line; stdout: {self.lines}")
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, env: dict[str, str], *args: str) -> AsyncIterator[Served]:
+    """``serve`` in a subprocess; stopped with SIGTERM, as a container runtime stops it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "serve", *args,
+        cwd=tmp_path, env=clean_env(env), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    served = Served(proc)
+    try:
+        yield served
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        served.lines += out.decode().splitlines()
+        served.stderr = err.decode()
+
+
+async def test_serve_runs_discord_alone_and_never_binds_the_web_port(tmp_path: Path) -> None:
+    web_port = free_port()
+    async with DiscordFake() as fake:
+        env = {"IMAGINE_WEB__ENABLED": "false", "IMAGINE_WEB__PORT": str(web_port),
+               "DISCORD_TOKEN": DISCORD_TOKEN, "DISCORD_API_BASE_URL": fake.base_url,
+               "DISCORD_GATEWAY_URL": fake.gateway_url}
+        async with serving(tmp_path, env) as served:
+            line = await served.until(lambda line: line.startswith("discord:"))
+            assert "connected" in line
+            assert fake.identify_tokens == [DISCORD_TOKEN]
+            assert {c["name"] for c in fake.commands} >= {"imagine", "quota"}
+            assert port_is_closed(web_port)
+    assert served.proc.returncode == 0, served.stderr
+    assert not any(line.startswith("web:") for line in served.lines)
+    assert DISCORD_TOKEN not in "\n".join(served.lines) + served.stderr
+    assert "Traceback" not in served.stderr
+
+
+def test_serve_with_nothing_enabled_says_so_in_one_line(tmp_path: Path) -> None:
+    proc = run(tmp_path, "serve", env={"IMAGINE_WEB__ENABLED": "false"})
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "nothing to serve" in line.lower() and "DISCORD_TOKEN" in line
     assert not (tmp_path / "data").exists()

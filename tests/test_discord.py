@@ -22,7 +22,8 @@ from typing import Any
 import discord
 import pytest
 
-from adapters.discord import DiscordPoster, ImagineClient, api_base, enabled, serve
+from adapters.discord import ADAPTER, enabled
+from adapters.discord.adapter import DiscordPoster, ImagineClient, api_base
 from adapters.discord.render import content, fit_buttons
 from bot.app import App
 from bot.types import Button, Reply, Target
@@ -310,7 +311,7 @@ async def test_serve_connects_through_the_gateway_and_closes_on_cancel(
     original_base = discord.http.Route.BASE
     async with App.open(make_settings(tmp_path, FAST, env_for(fake))) as app:
         ready = asyncio.Event()
-        task = asyncio.create_task(serve(app, ready=ready))
+        task = asyncio.create_task(ADAPTER.serve(app, app.settings, lambda _: ready.set()))
         await asyncio.wait_for(ready.wait(), 10)
         assert fake.identify_tokens == [TOKEN]
         # An interaction delivered the real way, as a gateway dispatch.
@@ -330,7 +331,7 @@ async def test_serve_needs_a_token(tmp_path: Path) -> None:
     assert enabled(make_settings(tmp_path, FAST, {"DISCORD_TOKEN": "x"}))
     async with App.open(settings) as app:
         with pytest.raises(Exception, match="DISCORD_TOKEN"):
-            await serve(app)
+            await ADAPTER.serve(app, app.settings, lambda _: None)
 
 
 # ------------------------------------------------------------------------ pure rendering

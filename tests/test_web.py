@@ -6,7 +6,7 @@ No browser here (see test_web_browser.py): routes, live updates, images, and the
 from __future__ import annotations
 
 import asyncio
-import logging
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +16,15 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from adapters.web import create_web_app, serve
-from adapters.web.server import RunningServer, _Subscriber, parse_line, start, web_actor
+from adapters.web import ADAPTER
+from adapters.web.server import (
+    RunningServer,
+    _Subscriber,
+    create_web_app,
+    parse_line,
+    start,
+    web_actor,
+)
 from bot.app import App
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
@@ -35,6 +42,12 @@ def make_settings(tmp_path: Path, **web: Any) -> Settings:
             "web": web,
         },
     )
+
+
+def bound_to(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> Settings:
+    """The settings with another web address (port 0, a free one, is not a valid setting)."""
+    return dataclasses.replace(settings, web=dataclasses.replace(settings.web, host=host,
+                                                                  port=port))
 
 
 @pytest.fixture
@@ -353,7 +366,7 @@ async def test_access_token_guards_every_route_but_healthz(tmp_path: Path) -> No
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "bot.example"])
 async def test_refuses_to_bind_beyond_loopback_without_a_token(app: App, host: str) -> None:
     with pytest.raises(ConfigError, match="access_token"):
-        await serve(app, host, 0)
+        await ADAPTER.serve(app, bound_to(app.settings, host), lambda _: None)
 
 
 async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
@@ -368,12 +381,17 @@ async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
             await running.close()
 
 
-async def test_serve_runs_until_cancelled(app: App, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="adapters.web.server")
+async def test_serve_runs_until_cancelled(app: App) -> None:
+    lines: list[str] = []
     ready = asyncio.Event()
-    task = asyncio.create_task(serve(app, "127.0.0.1", 0, ready=ready))
+
+    def on_ready(line: str) -> None:
+        lines.append(line)
+        ready.set()
+
+    task = asyncio.create_task(ADAPTER.serve(app, bound_to(app.settings), on_ready))
     await asyncio.wait_for(ready.wait(), 10)
-    url = re.search(r"http://127\.0\.0\.1:\d+", caplog.text)
+    url = re.search(r"http://127\.0\.0\.1:\d+", lines[0])
     assert url is not None
     async with aiohttp.ClientSession() as http, http.get(f"{url.group(0)}/healthz") as resp:
         assert resp.status == 200

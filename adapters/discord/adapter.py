@@ -39,9 +39,9 @@ from adapters.discord.render import (
     no_mentions,
     view_for,
 )
-from bot.app import App
+from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError
-from bot.types import Actor, Invocation, Reply, Target
+from bot.types import Action, Actor, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ PLATFORM = "discord"
 LAZY_ACK_S = 2.0  # refine clicks: answer with the modal, or defer after this long
 FORM_TOO_LATE = "That took too long to open the form. Please click the button again."
 DEFAULT_API = "https://discord.com/api/v10"
-
-
-def enabled(settings: Any) -> bool:
-    """Start this adapter when a bot token is configured."""
-    return bool(settings.secret("DISCORD_TOKEN"))
 
 
 def api_base(env: Mapping[str, str]) -> str | None:
@@ -231,13 +226,13 @@ class ImagineClient(discord.Client):
     set for the process while this client lives and restored by :meth:`close`.
     """
 
-    def __init__(self, app: App, *, ready: asyncio.Event | None = None) -> None:
+    def __init__(self, core: Core, *, ready: Ready | None = None) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # guild, channel and role cache (role names for quotas)
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
-        self.app = app
-        self._ready_event = ready
-        env = app.settings.env
+        self.core = core
+        self._announce = ready  # not _ready: discord.Client has its own
+        env = core.settings.env
         self._sync = (env.get("DISCORD_SYNC_COMMANDS") or "global").strip().lower()
         self._saved: list[tuple[Any, str, Any]] = []
         base = api_base(env)
@@ -255,7 +250,7 @@ class ImagineClient(discord.Client):
                 logger.setLevel(logging.INFO)
         self.tree: app_commands.CommandTree[ImagineClient] = app_commands.CommandTree(self)
         _register_commands(self)
-        app.handler.register_poster(PLATFORM, DiscordPoster(self))
+        core.register_poster(PLATFORM, DiscordPoster(self))
 
     def _override(self, owner: Any, name: str, value: Any) -> None:
         self._saved.append((owner, name, getattr(owner, name)))
@@ -288,11 +283,14 @@ class ImagineClient(discord.Client):
 
     async def on_ready(self) -> None:
         log.info("Discord adapter ready")
-        if self._ready_event is not None:
-            self._ready_event.set()
+        # on_ready comes again after a reconnect that could not resume; the operator hears of
+        # the first one only.
+        ready, self._announce = self._announce, None
+        if ready is not None:
+            ready(f"connected to the gateway as {self.user}")
         # Results that finished before we could post (jobs resumed at start, or while the
         # gateway was down) go out now.
-        await self.app.handler.deliver_pending(PLATFORM)
+        await self.core.deliver_pending(PLATFORM)
 
     # ---------------------------------------------------------------------------- events
     async def run_command(self, interaction: discord.Interaction[Any], command: str,
@@ -301,7 +299,7 @@ class ImagineClient(discord.Client):
         async def invocation() -> Invocation | None:
             init = None
             if image is not None:
-                limit = self.app.settings.images.max_input_bytes
+                limit = self.core.settings.images.max_input_bytes
                 if image.size > limit:
                     await responder.send(Reply(
                         f"That image is {image.size / 2**20:.1f} MB; the limit is "
@@ -320,7 +318,8 @@ class ImagineClient(discord.Client):
                               command="action", action=action,
                               interaction_id=str(interaction.id))
 
-        if not action.startswith("refine:"):
+        decoded = Action.decode(action)
+        if decoded is None or decoded.verb != "refine":
             await interaction.response.defer()
             await self._guarded(InteractionResponder(interaction), invocation)
             return
@@ -362,7 +361,7 @@ class ImagineClient(discord.Client):
         try:
             inv = await build()
             if inv is not None:
-                await self.app.handler.handle(inv, responder)
+                await self.core.handle(inv, responder)
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("Discord interaction failed (ref %s)", ref)
@@ -405,11 +404,11 @@ def _register_commands(client: ImagineClient) -> None:
         await client.run_command(interaction, "admin", text, None, responder)
 
 
-async def serve(app: App, *, ready: asyncio.Event | None = None) -> None:
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     """Connect to the gateway and serve until cancelled; the client is closed on the way out."""
-    token = app.settings.secret("DISCORD_TOKEN")
+    token = settings.secret("DISCORD_TOKEN")
     if not token:
         raise ConfigError("DISCORD_TOKEN is not set")
-    client = ImagineClient(app, ready=ready)
+    client = ImagineClient(core, ready=ready)
     async with client:
         await client.start(token)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import discord
@@ -356,7 +356,8 @@ class ImagineClient(discord.Client):
 
         await self._guarded(InteractionResponder(interaction), invocation)
 
-    async def _guarded(self, responder: InteractionResponder, build: Any) -> None:
+    async def _guarded(self, responder: InteractionResponder,
+                       build: Callable[[], Awaitable[Invocation | None]]) -> None:
         """Run the core for one interaction; rendering failures get an apology with a ref."""
         try:
             inv = await build()

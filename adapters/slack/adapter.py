@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -327,8 +327,8 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
     core.register_poster(PLATFORM, adapter.poster)
 
     def command_listener(name: str) -> Callable[..., Awaitable[None]]:
-        async def listener(ack: Any, command: dict[str, Any], body: dict[str, Any],
-                           respond: Any) -> None:
+        async def listener(ack: AsyncAck, command: dict[str, Any], body: dict[str, Any],
+                           respond: AsyncRespond) -> None:
             await ack()  # before any I/O: Slack gives us 3 s
             await adapter.on_command(name, command,
                                      respond if body.get("response_url") else None)
@@ -338,16 +338,16 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
     for slash, name in COMMANDS.items():
         bolt.command(slash)(command_listener(name))
 
-    async def on_action(ack: Any, body: dict[str, Any], action: dict[str, Any],
-                        context: Any, respond: Any) -> None:
+    async def on_action(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                        context: AsyncBoltContext, respond: AsyncRespond) -> None:
         await ack()
         await adapter.on_action(body, action, context.team_id,
                                 respond if body.get("response_url") else None)
 
     bolt.action(ACTION_ID_RE)(on_action)
 
-    async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any],
-                        context: Any) -> None:
+    async def on_submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                        context: AsyncBoltContext) -> None:
         await ack()  # closes the modal; the core answers in the channel
         await adapter.on_submit(body, view, context.team_id)
 

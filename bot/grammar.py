@@ -514,10 +514,12 @@ def _parse_style(raw: str, limits: GrammarLimits) -> str:
         return name
     if not known:
         raise GrammarError("No styles are set up on this bot, so --style cannot be used.")
-    close = difflib.get_close_matches(name[:40], sorted(known), n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise GrammarError(f"Unknown style '{_shown(raw)}'.{hint} There are {len(known)} "
-                       "styles; /imagine help lists them.")
+    # Like an unknown flag: name the one closest style, else say where the list is.
+    close = difflib.get_close_matches(name[:40], sorted(known), n=1, cutoff=0.6)
+    if close:
+        raise GrammarError(f"Unknown style {_shown(raw)}. Did you mean {close[0]}?")
+    raise GrammarError(f"Unknown style {_shown(raw)}. There are {len(known)} styles; "
+                       "/imagine help lists them.")
 
 
 def _parse_name(flag: str, raw: str) -> str:

@@ -139,4 +139,4 @@ class App:
         return await self.handler.quota_badge(actor)
 
     def flag_help(self) -> Sequence[FlagHelp]:
-        return grammar.flag_help()
+        return grammar.flag_help(self.handler.limits)

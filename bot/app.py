@@ -95,7 +95,7 @@ class App:
             handler_ref: list[Handler] = []
 
             async def notify(event: JobEvent) -> None:
-                await handler_ref[0].on_job_event(event)
+                await handler_ref[0].on_job_event(event)  # type: ignore[arg-type]  # until bot.jobs uses bot.events
 
             async def alert(provider: str, error: ProviderError) -> None:
                 await handler_ref[0].on_alert(provider, error)
@@ -139,4 +139,4 @@ class App:
         return await self.handler.quota_badge(actor)
 
     def flag_help(self) -> Sequence[FlagHelp]:
-        return grammar.flag_help()
+        return grammar.flag_help(self.handler.limits)

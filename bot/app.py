@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot import grammar
 from bot.config import Settings
-from bot.errors import ConfigError
+from bot.errors import AlreadyRunning
 from bot.handler import Handler
 from bot.jobs import JobEvent, JobRunner
 from bot.providers.base import Provider, ProviderError
@@ -40,7 +40,7 @@ def runner_lock(data_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(
+            raise AlreadyRunning(
                 f"Another imagine-bot is already running on {data_dir}. Stop it first, "
                 "or give this one its own --data-dir."
             ) from None

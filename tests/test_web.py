@@ -28,6 +28,7 @@ from adapters.web.server import (
 from bot.app import App
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
+from bot.types import FlagHelp
 
 TOKEN = "t0ken-for-tests-only"
 
@@ -261,6 +262,41 @@ async def test_unknown_command_gets_a_hint(
     body = await command(http, server, "alice", "/dance")
     assert body["replies"][0]["ephemeral"]
     assert "/imagine" in body["replies"][0]["text"]
+
+
+async def test_the_hint_is_the_grammars_flag_table(
+    app: App, server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    flags = app.flag_help()
+    async with http.get(f"{server.url}/api/config") as resp:
+        config = await resp.json()
+    assert config["flags"] == [
+        {"name": f.name, "value": f.value, "help": f.help, "example": f.example} for f in flags
+    ]
+    assert all(f.name in config["hint"] for f in flags)
+    body = await command(http, server, "alice", "/dance")
+    assert body["replies"][0]["text"] == f"Unknown command. {config['hint']}"
+
+
+class WithOneFlag(App):
+    """A stand-in core whose grammar knows one flag: the playground shows what the core says."""
+
+    def flag_help(self) -> tuple[FlagHelp, ...]:
+        return (FlagHelp("--glow", "X", "how much it glows, 0 to 1", "--glow 0.5"),)
+
+
+async def test_the_hint_follows_the_cores_table_not_hand_written_text(tmp_path: Path) -> None:
+    async with WithOneFlag.open(make_settings(tmp_path)) as core:
+        running = await start(core, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                f"{running.url}/api/config"
+            ) as resp:
+                config = await resp.json()
+        finally:
+            await running.close()
+    assert [f["name"] for f in config["flags"]] == ["--glow"]
+    assert "[--glow X]" in config["hint"] and "--n" not in config["hint"]
 
 
 async def test_quota_badge_route(server: RunningServer, http: aiohttp.ClientSession) -> None:

@@ -6,10 +6,12 @@ the package::
 
     adapter.py  ImagineClient(core, ready=None): commands, DynamicItem buttons, the poster;
                 serve(core, settings, ready): the gateway client, until cancelled
+    options.py  the grammar's flag table -> /imagine's typed options, and back to text; pure
     render.py   Reply -> message parts (text, files, buttons, modals); pure
 
-Commands: ``/imagine prompt:<text with flags> [image:<attachment>]``, ``/quota``,
-``/imagine-admin text:<admin command>`` (Manage Server, checked in code).
+Commands: ``/imagine prompt:<text with flags> [image:<attachment>] [n:..] [ar:..] ...`` (one
+optional option per flag in ``core.flag_help()``), ``/quota``, ``/imagine-admin text:<admin
+command>`` (Manage Server, checked in code).
 
 Environment: DISCORD_TOKEN (required); DISCORD_API_BASE_URL (a proxy or a test fake instead of
 https://discord.com/api/v10; ``/api/v10`` is appended when no version is given);

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 import secrets
@@ -29,6 +30,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord.options import command_text, flag_options, prompt_description
 from adapters.discord.render import (
     ACTION_TEMPLATE,
     ActionButton,
@@ -375,18 +377,35 @@ class ImagineClient(discord.Client):
 
 def _register_commands(client: ImagineClient) -> None:
     tree = client.tree
+    flags = client.core.flag_help()
+    options = flag_options(flags)
 
-    @tree.command(name="imagine")
-    @app_commands.describe(
-        prompt="What to draw, with optional flags: a red fox --n 4 --ar 16:9 --style anime",
-        image="A starting picture to transform (img2img)",
-    )
-    async def imagine(interaction: discord.Interaction[Any], prompt: str,
-                      image: discord.Attachment | None = None) -> None:
+    async def imagine(interaction: discord.Interaction[Any], /, prompt: str,
+                      image: discord.Attachment | None = None,
+                      **chosen: str | bool | None) -> None:
         """Generate images from a prompt. Try "help" for the flags."""
         await interaction.response.defer(thinking=True)
         responder = InteractionResponder(interaction, loading=True)
-        await client.run_command(interaction, "imagine", prompt, image, responder)
+        text = command_text(prompt, [(o, chosen.get(o.param)) for o in options])
+        await client.run_command(interaction, "imagine", text, image, responder)
+
+    # discord.py reads a command's options from its callback's signature, so the flags'
+    # options are written into it: one optional parameter per flag in the grammar's table.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    imagine.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        # (typeshed does not declare __signature__ on functions; inspect.signature reads it)
+        *list(inspect.signature(imagine).parameters.values())[:3],
+        *(inspect.Parameter(o.param, keyword, default=None,
+                            annotation=bool | None if o.switch else str | None)
+          for o in options),
+    ])
+    described = app_commands.describe(
+        prompt=prompt_description(flags),
+        image="A starting picture to transform (img2img)",
+        **{o.param: o.description for o in options},
+    )(imagine)
+    tree.command(name="imagine")(app_commands.rename(**{o.param: o.name for o in options})(
+        described))
 
     @tree.command(name="quota")
     async def quota(interaction: discord.Interaction[Any]) -> None:

@@ -32,7 +32,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from adapters.web.access import (
     web_admins,
 )
 from bot.core import Core, Ready, Settings
-from bot.types import Actor, Form, ImageFile, Invocation, Reply, Target
+from bot.types import Actor, FlagHelp, Form, ImageFile, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ MAX_LINE_CHARS = 8000
 SUBSCRIBER_QUEUE = 1000  # distinct cards waiting to be sent
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 COMMANDS = frozenset({"imagine", "quota", "admin"})
-HINT = "Type /imagine <prompt> [--n 4] [--style name] [--seed 42], or /quota."
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -95,6 +94,16 @@ def parse_line(text: str) -> tuple[str, str] | None:
     if command not in COMMANDS:
         return None
     return command, rest.strip()
+
+
+def hint_text(flags: Sequence[FlagHelp]) -> str:
+    """The one-line hint, from the grammar's flag table (the page draws the same table)."""
+    shown = " ".join(f"[{f'{f.name} {f.value}'.strip()}]" for f in flags)
+    return f"Type /imagine <prompt> {shown}, /imagine help for what each flag does, or /quota."
+
+
+def _flag_json(flag: FlagHelp) -> Message:
+    return {"name": flag.name, "value": flag.value, "help": flag.help, "example": flag.example}
 
 
 def _image_json(image: ImageFile) -> Message:
@@ -168,6 +177,8 @@ class WebPlayground:
         self.web_settings = core.settings.web
         self.data_dir = core.settings.data_dir
         self._admin_ids = web_admins(core.settings)
+        self.flags = tuple(core.flag_help())
+        self.hint = hint_text(self.flags)
         self._subscribers: dict[str, set[_Subscriber]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self._seq = itertools.count(1)
@@ -273,7 +284,11 @@ class WebPlayground:
         return web.json_response({"status": "ok"})
 
     async def config(self, request: web.Request) -> web.Response:
-        return web.json_response({"channels": list(self.web_settings.channels), "hint": HINT})
+        return web.json_response({
+            "channels": list(self.web_settings.channels),
+            "hint": self.hint,
+            "flags": [_flag_json(f) for f in self.flags],
+        })
 
     async def quota(self, request: web.Request) -> web.Response:
         actor = self.actor_of(request.query.get("name"))
@@ -286,7 +301,7 @@ class WebPlayground:
         text = str(body.get("text") or "")[:MAX_LINE_CHARS]
         parsed = parse_line(text)
         if parsed is None or not text.strip():
-            hint = Reply(text=f"Unknown command. {HINT}", ephemeral=True)
+            hint = Reply(text=f"Unknown command. {self.hint}", ephemeral=True)
             message = self.reply_json(hint, ref=self.new_ref(hint), owner=actor.user_id)
             return web.json_response({"replies": [message]})
         command, rest = parsed

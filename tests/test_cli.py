@@ -391,3 +391,13 @@ def test_generate_json_into_head_shows_no_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert len(proc.stdout) == 10
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = run(tmp_path, "serve", "--port", str(taken.getsockname()[1]))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith(
+        "imagine-bot: configuration error: The web playground cannot listen on 127.0.0.1:")

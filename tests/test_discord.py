@@ -392,6 +392,15 @@ async def test_serve_needs_a_token(tmp_path: Path) -> None:
             await ADAPTER.serve(app, app.settings, lambda _: None)
 
 
+async def test_serve_names_a_refused_token(tmp_path: Path, fake: DiscordFake) -> None:
+    from bot.errors import ConfigError
+
+    env = {**env_for(fake), "DISCORD_TOKEN": "not-the-bot-token"}
+    async with App.open(make_settings(tmp_path, FAST, env), start=False) as app:
+        with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
+            await asyncio.wait_for(ADAPTER.serve(app, app.settings, lambda _: None), 10)
+
+
 # ------------------------------------------------------------------------ pure rendering
 def test_api_base_adds_the_version_path() -> None:
     assert api_base({}) is None

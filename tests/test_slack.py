@@ -465,6 +465,20 @@ async def test_serve_refuses_http_mode_without_a_signing_secret(tmp_path: Path) 
             await ADAPTER.serve(app, app.settings, lambda _: None)
 
 
+async def test_serve_names_a_port_in_use(tmp_path: Path, fake: SlackFake) -> None:
+    from bot.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(tmp_path, FAST, slack_env(
+            fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1"))
+        async with App.open(settings, start=False) as app:
+            with pytest.raises(ConfigError, match="SLACK_PORT"):
+                await ADAPTER.serve(app, app.settings, lambda _: None)
+
+
 # ------------------------------------------------------------------------------ rendering
 def test_many_buttons_fit_slack_limits_and_stay_unique() -> None:
     # 300 distinct actions, each twice: more than one message can show.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,15 @@ async def test_access_token_guards_every_route_but_healthz(tmp_path: Path) -> No
 async def test_refuses_to_bind_beyond_loopback_without_a_token(app: App, host: str) -> None:
     with pytest.raises(ConfigError, match="access_token"):
         await ADAPTER.serve(app, bound_to(app.settings, host), lambda _: None)
+
+
+async def test_a_port_in_use_is_a_config_error_naming_the_setting(app: App) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = bound_to(app.settings, port=taken.getsockname()[1])
+        with pytest.raises(ConfigError, match=r"web\.port"):
+            await ADAPTER.serve(app, settings, lambda _: None)
 
 
 async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:

@@ -431,4 +431,8 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
         raise ConfigError("DISCORD_TOKEN is not set")
     client = ImagineClient(core, ready=ready)
     async with client:
-        await client.start(token)
+        try:
+            await client.start(token)
+        except discord.LoginFailure:
+            raise ConfigError("Discord refused DISCORD_TOKEN: check that it is the bot token "
+                              "from the Developer Portal (Bot, Reset Token).") from None

@@ -397,7 +397,11 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     runner = web.AppRunner(create_web_app(bolt, port=port), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError(f"The Slack adapter cannot listen on {host}:{port} "
+                              f"({exc.strerror}). Set SLACK_HOST / SLACK_PORT.") from None
         ready(f"listening on http://{host}:{port}{EVENTS_PATH}")
         await asyncio.Event().wait()  # until cancelled
     finally:

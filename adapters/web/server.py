@@ -50,6 +50,7 @@ from adapters.web.access import (
     web_admins,
 )
 from bot.core import Core, Ready, Settings
+from bot.errors import ConfigError
 from bot.types import Actor, FlagHelp, Form, ImageFile, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
@@ -561,9 +562,12 @@ async def start(core: Core, host: str, port: int) -> RunningServer:
     site = web.TCPSite(runner, host, port, backlog=1024)
     try:
         await site.start()
-    except OSError:
+    except OSError as exc:  # in use, a privileged port, an address this machine lacks
         await runner.cleanup()
-        raise
+        raise ConfigError(
+            f"The web playground cannot listen on {host}:{port} ({exc.strerror}). Set "
+            "web.host / web.port (or serve --host / --port), or stop what holds it."
+        ) from None
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host
     return RunningServer(runner=runner, url=f"http://{shown}:{bound}", port=bound)

@@ -24,6 +24,7 @@ from pathlib import Path
 from bot import grammar, images
 from bot.config import Settings
 from bot.errors import JobNotFound, NotAllowed, UserError
+from bot.job_request import Display
 from bot.jobs import Job, JobEvent, JobRunner, JobSpec, StoredJobImage, image_path
 from bot.providers.base import (
     GenerationRequest,
@@ -153,15 +154,8 @@ class Handler:
     async def history(
         self, platform: str, tenant: str, channel_id: str, limit: int = 50
     ) -> list[Reply]:
-        rows = await self._store.fetchall(
-            "SELECT * FROM (SELECT * FROM jobs WHERE platform = ? AND tenant = ? AND "
-            "channel_id = ? AND deleted = 0 ORDER BY created_at DESC LIMIT ?) "
-            "ORDER BY created_at",
-            (platform, tenant, channel_id, limit),
-        )
         replies = []
-        for row in rows:
-            job = Job.from_row(row)
+        for job in await self._store.jobs.history(platform, tenant, channel_id, limit):
             replies.append(await self.render_job(job, with_quota=False))
         return replies
 
@@ -231,9 +225,8 @@ class Handler:
             kind=kind, request=req, provider=provider_name, init_sha=init_sha,
             init_ext=init_ext, parent_job_id=parent[0] if parent else None,
             parent_index=parent[1] if parent else None, notice=" ".join(fitted.notes),
-            display={"prompt": parsed.prompt, "style": parsed.style or "",
-                     "avatar": parsed.avatar,
-                     "weighted": [[w.text, w.weight] for w in parsed.weighted_prompts]},
+            display=Display(prompt=parsed.prompt, style=parsed.style or "",
+                            avatar=parsed.avatar, weighted=parsed.weighted_prompts),
         )
 
     async def _imagine(self, inv: Invocation, responder: Responder) -> None:
@@ -376,8 +369,8 @@ class Handler:
         if verb == "reroll":
             spec = self._build_spec(
                 base, kind="reroll", provider_name=name, provider=provider,
-                init_sha=job.request.get("init_sha"), init_ext=job.request.get("init_ext"),
-                strength=job.request.get("strength"), parent=(job.id, None),
+                init_sha=job.request.init_sha, init_ext=job.request.init_ext,
+                strength=job.request.strength, parent=(job.id, None),
                 n=job.n, seed=secrets.randbelow(4294967296),
             )
             await self._submit(inv, responder, [spec])
@@ -441,21 +434,21 @@ class Handler:
     def _reparse(self, job: Job) -> grammar.ImagineRequest:
         """The parent's parameters as a request, for reroll and vary."""
         r = job.request
-        weighted = tuple(WeightedPrompt(t, float(w)) for t, w in r["weighted_prompts"])
-        display = str(r.get("display_prompt") or r["prompt"])
-        style = str(r.get("display_style") or "") or None
-        avatar = bool(r.get("display_avatar"))
-        if r.get("display_weighted"):  # the user's own parts; _build_spec re-applies style
-            weighted = tuple(WeightedPrompt(t, float(w)) for t, w in r["display_weighted"])
+        weighted = r.weighted_prompts
+        display = r.shown_prompt
+        style = r.display.style or None
+        avatar = r.display.avatar
+        if r.display.weighted:  # the user's own parts; _build_spec re-applies style
+            weighted = r.display.weighted
         elif style or avatar:  # older jobs: re-apply from the user's own words
             weighted = tuple(w if w.weight <= 0 else WeightedPrompt(display, w.weight)
                              for w in weighted[:1]) + tuple(w for w in weighted[1:]
                                                            if w.weight <= 0)
         return grammar.ImagineRequest(
-            prompt=display, weighted_prompts=weighted, negative_prompt=r["negative_prompt"],
-            n=job.n, width=int(r["width"]), height=int(r["height"]), size_explicit=True,
-            seed=None, steps=r["steps"], cfg=r["cfg"], sampler=r["sampler"], model=r["model"],
-            style=style, strength=r["strength"], avatar=avatar,
+            prompt=display, weighted_prompts=weighted, negative_prompt=r.negative_prompt,
+            n=job.n, width=r.width, height=r.height, size_explicit=True,
+            seed=None, steps=r.steps, cfg=r.cfg, sampler=r.sampler, model=r.model,
+            style=style, strength=r.strength, avatar=avatar,
         )
 
     # --------------------------------------------------------------------------- quota
@@ -482,8 +475,7 @@ class Handler:
 
     async def _left_text(self, job: Job) -> str:
         actor = Actor(job.platform, job.tenant, job.owner_id, job.owner_name,
-                      roles=tuple(job.request.get("payer_roles") or ()),
-                      is_admin=bool(job.request.get("payer_admin")))
+                      roles=job.request.payer_roles, is_admin=job.request.payer_admin)
         st = await self._quotas.status(actor)
         if st.exempt or st.left() is None:
             return ""
@@ -646,16 +638,17 @@ class Handler:
             f"Job {job.id} ({job.kind}, {job.state}) by {job.owner_name}",
             f"Prompt: {job.prompt}",
         ]
-        if r.get("prompt") != job.prompt:
-            lines.append(f"Prompt sent: {r['prompt']}")
-        if len(r.get("weighted_prompts", [])) > 1:
-            lines.append("Weights: " + ", ".join(f"{t}::{w:g}" for t, w in r["weighted_prompts"]))
-        for key, name in (("negative_prompt", "Negative"), ("display_style", "Style"),
-                          ("steps", "Steps"), ("cfg", "CFG"), ("sampler", "Sampler"),
-                          ("strength", "Strength")):
-            if r.get(key) not in (None, ""):
-                lines.append(f"{name}: {r[key]}")
-        lines.append(f"Size: {r['width']}x{r['height']}, images: {job.n}, base seed: {job.seed}")
+        if r.prompt != job.prompt:
+            lines.append(f"Prompt sent: {r.prompt}")
+        if len(r.weighted_prompts) > 1:
+            lines.append("Weights: " + ", ".join(f"{w.text}::{w.weight:g}"
+                                                 for w in r.weighted_prompts))
+        for name, value in (("Negative", r.negative_prompt), ("Style", r.display.style),
+                            ("Steps", r.steps), ("CFG", r.cfg), ("Sampler", r.sampler),
+                            ("Strength", r.strength)):
+            if value not in (None, ""):
+                lines.append(f"{name}: {value}")
+        lines.append(f"Size: {r.width}x{r.height}, images: {job.n}, base seed: {job.seed}")
         if imgs and all(i.seed is not None for i in imgs):
             lines.append("Seeds: " + ", ".join(f"{i.index}={i.seed}" for i in imgs))
         lines.append(f"Provider: {label}" + (f", model {job.model}" if job.model else ""))

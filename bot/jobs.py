@@ -16,14 +16,14 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot import images
 from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
-from bot.events import JobEvent
+from bot.events import EventBus, JobEvent
 from bot.job_request import Display, JobRequest
 from bot.providers.base import (
     Capabilities,
@@ -82,10 +82,6 @@ class JobSpec:
         )
 
 
-Notify = Callable[[JobEvent], Awaitable[None]]
-Alert = Callable[[str, ProviderError], Awaitable[None]]
-
-
 class JobRunner:
     def __init__(
         self,
@@ -96,8 +92,7 @@ class JobRunner:
         data_dir: Path,
         job_settings: JobSettings,
         image_settings: ImageSettings,
-        notify: Notify,
-        alert: Alert,
+        events: EventBus,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
@@ -111,8 +106,7 @@ class JobRunner:
             preview_max_bytes=image_settings.preview_max_bytes,
             preview_max_side=image_settings.preview_max_side,
         )
-        self._notify = notify
-        self._alert = alert
+        self._events = events
         self._clock = clock
         self._queues: dict[str, deque[str]] = {}
         # Fairness: the user served longest ago goes first; a newcomer before everyone served.
@@ -262,7 +256,7 @@ class JobRunner:
         self._last_positions.pop(job_id, None)
         self._wake.set()
         self._schedule_positions()  # everyone behind it moved up
-        await self._safe_notify(JobEvent(job_id))
+        await self._events.job(JobEvent(job_id))
         return True
 
     async def wait_idle(self, within: float | None = None) -> None:
@@ -340,13 +334,7 @@ class JobRunner:
         for i, job_id in enumerate(order, start=1):
             if self._last_positions.get(job_id) != i:
                 self._last_positions[job_id] = i
-                await self._safe_notify(JobEvent(job_id, position=i))
-
-    async def _safe_notify(self, event: JobEvent) -> None:
-        try:
-            await self._notify(event)
-        except Exception:  # a chat outage must not lose the job
-            log.exception("could not post an update for job %s", event.job_id)
+                await self._events.job(JobEvent(job_id, position=i))
 
     # ---------------------------------------------------------------------- running
     async def load(self, job_id: str) -> Job | None:
@@ -370,7 +358,7 @@ class JobRunner:
     async def _execute(self, job_id: str) -> None:
         job = await self.load(job_id)
         assert job is not None
-        await self._safe_notify(JobEvent(job_id, progress=0.0))
+        await self._events.job(JobEvent(job_id, progress=0.0))
         last_sent = [0.0]
         loop = asyncio.get_running_loop()
 
@@ -379,7 +367,7 @@ class JobRunner:
             now = loop.time()
             if now - last_sent[0] >= 0.25 or p >= 1.0:
                 last_sent[0] = now
-                task = loop.create_task(self._safe_notify(JobEvent(job_id, progress=min(1.0, p))))
+                task = loop.create_task(self._events.job(JobEvent(job_id, progress=min(1.0, p))))
                 self._side_tasks.add(task)
                 task.add_done_callback(self._side_tasks.discard)
 
@@ -394,7 +382,7 @@ class JobRunner:
                         type(exc).__name__, exc.status)
             await self._finish_failed(job_id, exc.user_message, code=type(exc).__name__)
             if exc.global_failure:
-                await self._alert(job.provider, exc)
+                await self._events.alert(job.provider, exc)
         except UserError as exc:
             await self._finish_failed(job_id, exc.message)
         except Exception:
@@ -436,7 +424,7 @@ class JobRunner:
                 or not (isinstance(error, ProviderUnavailable) or error.global_failure)):
             raise error
         if error.global_failure:
-            await self._alert(job.provider, error)
+            await self._events.alert(job.provider, error)
         backup = self._gated(fallback)
         try:
             fitted = fit_request(req, backup.capabilities, backup.label)
@@ -498,7 +486,7 @@ class JobRunner:
                 at=self._clock(),
             )
             await self._quotas.settle(tx, job.id, len(stored))
-        await self._safe_notify(JobEvent(job.id))
+        await self._events.job(JobEvent(job.id))
 
     async def _finish_failed(
         self, job_id: str, message: str, *, code: str = "", notify: bool = True
@@ -507,7 +495,7 @@ class JobRunner:
             await self._storage.jobs.fail(tx, job_id, message, self._clock())
             await self._quotas.settle(tx, job_id, 0)
         if notify:
-            await self._safe_notify(JobEvent(job_id))
+            await self._events.job(JobEvent(job_id))
 
 
 class _GatedProvider:

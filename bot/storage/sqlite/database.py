@@ -47,36 +47,51 @@ class Database:
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             db.row_factory = aiosqlite.Row
+            # First, so that switching a fresh file to WAL waits for another process doing
+            # the same instead of failing.
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             # Low-rate, must-not-lose data: WAL with FULL sync keeps commits across app crashes
             # and, where storage honours fsync, across power loss.
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             database = cls(db)
             await database._migrate()
             yield database
         finally:
             await db.close()
 
+    async def _version(self) -> int:
+        cur = await self._db.execute("PRAGMA user_version")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def _migrate(self) -> None:
+        migrations = _migrations()
         async with self._lock:
-            cur = await self._db.execute("PRAGMA user_version")
-            row = await cur.fetchone()
-            current = int(row[0]) if row else 0
-            for version, sql in _migrations():
-                if version <= current:
-                    continue
+            seen = await self._version()
+            # Up to date (the usual case): no write lock, so `doctor` beside a busy bot opens
+            # at once.
+            if not migrations or seen >= migrations[-1][0]:
+                return
+            for version, sql in migrations:
                 # Each migration and its version bump commit together, or not at all.
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    # Read again under the write lock: another process opening the same data
+                    # dir (`quota` beside `doctor`) may have applied it since we looked.
+                    current = await self._version()
+                    if current >= version:
+                        await self._db.execute("COMMIT")
+                        continue
                     for statement in sql.split(";\n"):
                         if statement.strip():
                             await self._db.execute(statement)
                     await self._db.execute(f"PRAGMA user_version={version}")
                     await self._db.execute("COMMIT")
                 except BaseException:
-                    await self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.OperationalError):  # BEGIN itself failed
+                        await asyncio.shield(self._db.execute("ROLLBACK"))
                     raise
                 log.info("database migrated to version %d", version)
 

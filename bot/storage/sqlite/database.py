@@ -74,6 +74,8 @@ class Database:
             # at once.
             if not migrations or seen >= migrations[-1][0]:
                 return
+            upgraded_from: int | None = None
+            reached = seen
             for version, sql in migrations:
                 # Each migration and its version bump commit together, or not at all.
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -83,6 +85,7 @@ class Database:
                     current = await self._version()
                     if current >= version:
                         await self._db.execute("COMMIT")
+                        reached = max(reached, current)
                         continue
                     for statement in sql.split(";\n"):
                         if statement.strip():
@@ -93,7 +96,13 @@ class Database:
                     with contextlib.suppress(sqlite3.OperationalError):  # BEGIN itself failed
                         await asyncio.shield(self._db.execute("ROLLBACK"))
                     raise
-                log.info("database migrated to version %d", version)
+                if upgraded_from is None:
+                    upgraded_from = current
+                reached = version
+                log.debug("database migrated to version %d", version)
+            # A brand-new database being built is no news; an upgrade of one holding data is.
+            if seen > 0 and upgraded_from is not None:
+                log.info("database upgraded from version %d to %d", upgraded_from, reached)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -100,13 +100,14 @@ class App:
                 ProviderHub.open(settings.providers, settings.env, extra_providers) as providers:
             storage: Storage = store
             events = EventBus()
-            access = Access(settings)
+            access = Access(settings, storage.channels)
             quotas = Quotas(storage, settings.quota, is_admin=access.is_admin, clock=clock)
             runner = JobRunner(
                 storage, quotas, providers, data_dir=data_dir, job_settings=settings.jobs,
                 image_settings=settings.images, events=events, clock=clock,
             )
-            handler = Handler(settings, store, quotas, runner, providers, styles, clock=clock)
+            handler = Handler(settings, store, quotas, runner, providers, styles, access=access,
+                              clock=clock)
             # The runner publishes; the handler listens. Subscribed before the runner starts,
             # so no event of a resumed job is missed.
             events.on_job(handler.on_job_event)
@@ -144,4 +145,4 @@ class App:
         return await self.handler.quota_badge(actor)
 
     def flag_help(self) -> Sequence[FlagHelp]:
-        return grammar.flag_help()
+        return grammar.flag_help(self.handler.limits)

@@ -40,19 +40,21 @@ import difflib
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from bot.errors import ConfigError, GrammarError
 from bot.providers.base import WeightedPrompt
 from bot.styles import BUILTIN_STYLES
+from bot.types import FlagHelp
 
 __all__ = [
     "AR_MAX_RATIO",
     "AR_SIDE_MAX",
     "CFG_RANGE",
     "EXAMPLE",
+    "HELP_LINE_MAX",
     "SEED_MAX",
     "STEPS_RANGE",
     "STRENGTH_RANGE",
@@ -62,6 +64,7 @@ __all__ = [
     "ImagineRequest",
     "ParsedImagine",
     "clean_text",
+    "flag_help",
     "parse",
     "size_for_aspect",
     "usage",
@@ -165,33 +168,96 @@ class HelpRequest:
 
 # ---------------------------------------------------------------------------------- flag table
 _Kind = Literal["int", "float", "text", "words", "ar", "size", "style", "bool"]
+_Help = Callable[[GrammarLimits], str]
+
+HELP_LINE_MAX = 99  # a FlagHelp.help is under 100 characters (Discord's option descriptions)
 
 
 @dataclass(frozen=True)
 class _Flag:
+    """One flag: how its value is read and how ``/imagine help`` and :func:`flag_help`
+    describe it. Help is a function of the limits, so the ranges shown are the ones enforced."""
+
     name: str
     kind: _Kind
+    value: str  # the placeholder shown after the name; "" for a switch
     example: str
+    help: _Help
+    aliases: tuple[str, ...] = ()
+    # A one-line form for flag_help when ``help`` grows with the config (the style list).
+    brief: _Help | None = None
+
+
+def _styles_help(limits: GrammarLimits) -> str:
+    return "one of: " + (", ".join(sorted(limits.styles)) or "(none set up)")
+
+
+def _styles_brief(limits: GrammarLimits) -> str:
+    full = _styles_help(limits)
+    if len(full) <= HELP_LINE_MAX:
+        return full
+    names = sorted(limits.styles)
+    tail = f"{len(names)} in all; /imagine help lists them"
+    shown: list[str] = []
+    for name in names:
+        if len(f"one of: {', '.join([*shown, name])}, … ({tail})") > HELP_LINE_MAX:
+            break
+        shown.append(name)
+    return f"one of: {', '.join(shown)}, … ({tail})" if shown else f"a style name ({tail})"
+
+
+def _square(limits: GrammarLimits) -> str:
+    side = limits._base_square()
+    return f"{side}x{side}"
 
 
 _FLAGS: dict[str, _Flag] = {
     f.name: f
     for f in (
-        _Flag("n", "int", "--n 4"),
-        _Flag("style", "style", "--style anime"),
-        _Flag("ar", "ar", "--ar 16:9"),
-        _Flag("size", "size", "--size 1024x768"),
-        _Flag("seed", "int", "--seed 42"),
-        _Flag("steps", "int", "--steps 30"),
-        _Flag("cfg", "float", "--cfg 7.5"),
-        _Flag("no", "words", '--no "blurry, text"'),
-        _Flag("sampler", "text", "--sampler euler"),
-        _Flag("model", "text", "--model sdxl"),
-        _Flag("strength", "float", "--strength 0.6"),
-        _Flag("avatar", "bool", "--avatar"),
+        _Flag("n", "int", "N", "--n 4",
+              lambda lim: f"images per job, 1 to {lim.max_images} (default {lim.default_n})"),
+        _Flag("style", "style", "NAME", "--style anime", _styles_help, brief=_styles_brief),
+        _Flag("ar", "ar", "W:H", "--ar 16:9",
+              lambda lim: f"aspect ratio from 1:{AR_MAX_RATIO} to {AR_MAX_RATIO}:1, sides 1 to "
+                          f"{AR_SIDE_MAX}; about {lim.base_side}² pixels",
+              aliases=("aspect",)),
+        _Flag("size", "size", "WxH", "--size 1024x768",
+              lambda lim: f"exact size, sides {lim._lowest_side()} to {lim._highest_side()} in "
+                          f"steps of {lim.size_multiple} (not with --ar; default {_square(lim)})"),
+        _Flag("seed", "int", "N", "--seed 42",
+              lambda lim: f"0 to {SEED_MAX}; the same seed and settings repeat a picture"),
+        _Flag("steps", "int", "N", "--steps 30",
+              lambda lim: f"{STEPS_RANGE[0]} to {STEPS_RANGE[1]} denoising steps"),
+        _Flag("cfg", "float", "X", "--cfg 7.5",
+              lambda lim: f"{CFG_RANGE[0]:g} to {CFG_RANGE[1]:g}, how closely to follow the "
+                          "prompt"),
+        _Flag("no", "words", "TEXT", '--no "blurry, text"',
+              lambda lim: "what to leave out; runs until the next flag", aliases=("negative",)),
+        _Flag("sampler", "text", "NAME", "--sampler euler",
+              lambda lim: "a sampler the image service knows, e.g. euler"),
+        _Flag("model", "text", "NAME", "--model sdxl",
+              lambda lim: "a model the image service offers"),
+        _Flag("strength", "float", "X", "--strength 0.6",
+              lambda lim: f"{STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g}, how much a refine "
+                          "may change the image (0 keeps it)"),
+        _Flag("avatar", "bool", "", "--avatar",
+              lambda lim: f"a square head-and-shoulders profile picture ({_square(lim)})"),
     )
 }
-_ALIASES = {"aspect": "ar", "negative": "no"}
+
+
+def _aliases() -> dict[str, str]:
+    # Read from the table on each call, so a flag added to it needs nothing else.
+    return {alias: f.name for f in _FLAGS.values() for alias in f.aliases}
+
+
+def _flag_help_text(flag: _Flag, limits: GrammarLimits, *, brief: bool) -> str:
+    text = (flag.brief if brief and flag.brief is not None else flag.help)(limits)
+    if flag.aliases:
+        text += " (alias " + ", ".join("--" + a for a in flag.aliases) + ")"
+    return text
+
+
 _HELP = "help"
 
 _QUOTES = "\"'"
@@ -378,7 +444,7 @@ def _read_value(
 
 
 def _unknown_flag(name: str) -> GrammarError:
-    known = [*_FLAGS, *_ALIASES, _HELP]
+    known = [*_FLAGS, *_aliases(), _HELP]
     close = difflib.get_close_matches(name[:40], known, n=1, cutoff=0.6)
     shown = "--" + _shown(name)
     if close:
@@ -448,10 +514,12 @@ def _parse_style(raw: str, limits: GrammarLimits) -> str:
         return name
     if not known:
         raise GrammarError("No styles are set up on this bot, so --style cannot be used.")
-    close = difflib.get_close_matches(name[:40], sorted(known), n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise GrammarError(f"Unknown style '{_shown(raw)}'.{hint} There are {len(known)} "
-                       "styles; /imagine help lists them.")
+    # Like an unknown flag: name the one closest style, else say where the list is.
+    close = difflib.get_close_matches(name[:40], sorted(known), n=1, cutoff=0.6)
+    if close:
+        raise GrammarError(f"Unknown style {_shown(raw)}. Did you mean {close[0]}?")
+    raise GrammarError(f"Unknown style {_shown(raw)}. There are {len(known)} styles; "
+                       "/imagine help lists them.")
 
 
 def _parse_name(flag: str, raw: str) -> str:
@@ -514,7 +582,7 @@ def _scan(text: str) -> _Values | None:
         typed, inline = token
         if typed == _HELP:
             return None
-        name = _ALIASES.get(typed, typed)
+        name = _aliases().get(typed, typed)
         flag = _FLAGS.get(name)
         if flag is None:
             raise _unknown_flag(typed)
@@ -695,33 +763,32 @@ def parse(text: str, limits: GrammarLimits | None = None) -> ParsedImagine | Hel
     return ParsedImagine(requests=tuple(requests), permutations=len(requests))
 
 
+def flag_help(limits: GrammarLimits | None = None) -> tuple[FlagHelp, ...]:
+    """Every flag in table order, each ``help`` one line under 100 characters with the ranges
+    these limits enforce: Discord's option descriptions, the web playground's hints."""
+    limits = limits or GrammarLimits()
+    out = []
+    for flag in _FLAGS.values():
+        text = _flag_help_text(flag, limits, brief=True)
+        if len(text) > HELP_LINE_MAX:  # only a config could do this (a very long style name)
+            text = text[: HELP_LINE_MAX - 1].rstrip() + "…"
+        out.append(FlagHelp(name="--" + flag.name, value=flag.value, help=text,
+                            example=flag.example))
+    return tuple(out)
+
+
 def usage(limits: GrammarLimits | None = None) -> str:
     """The help text: every flag with its range, the prompt tricks, an example."""
     limits = limits or GrammarLimits()
-    lo, hi, m = limits._lowest_side(), limits._highest_side(), limits.size_multiple
-    styles = ", ".join(sorted(limits.styles)) or "(none set up)"
-    base = limits._base_square()
+    flags = []
+    for flag in _FLAGS.values():
+        head = f"--{flag.name} {flag.value}".rstrip()
+        flags.append(f"  {head:<15} {_flag_help_text(flag, limits, brief=False)}")
     return "\n".join(
         [
             "/imagine <prompt> [--flag value]...",
             "Flags may go anywhere; a lone -- ends them (the rest is prompt text).",
-            f"  --n N           images per job, 1 to {limits.max_images} (default "
-            f"{limits.default_n})",
-            f"  --ar W:H        aspect ratio (alias --aspect), from 1:{AR_MAX_RATIO} to "
-            f"{AR_MAX_RATIO}:1, sides 1 to {AR_SIDE_MAX}; about {limits.base_side}² pixels",
-            f"  --size WxH      exact size, sides {lo} to {hi} in steps of {m} (not with --ar; "
-            f"default {base}x{base})",
-            f"  --style NAME    one of: {styles}",
-            "  --no TEXT       what to leave out (alias --negative); runs until the next flag",
-            f"  --seed N        0 to {SEED_MAX}; the same seed and settings repeat a picture",
-            f"  --steps N       {STEPS_RANGE[0]} to {STEPS_RANGE[1]} denoising steps",
-            f"  --cfg X         {CFG_RANGE[0]:g} to {CFG_RANGE[1]:g}, how closely to follow "
-            "the prompt",
-            "  --sampler NAME  a sampler the image service knows, e.g. euler",
-            "  --model NAME    a model the image service offers",
-            f"  --strength X    {STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g}, how much a "
-            "refine may change the image (0 keeps it)",
-            f"  --avatar        a square head-and-shoulders profile picture ({base}x{base})",
+            *flags,
             "Prompt tricks:",
             "  a castle::2 fog::-0.5   weights: the number after :: weighs the text before it",
             f"  a {{red, blue}} car       one job per option (at most {limits.max_permutations} "

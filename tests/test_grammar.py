@@ -498,12 +498,18 @@ def test_usage_follows_limits() -> None:
         # styles
         (
             "a cat --style pixl-art",
-            "Unknown style 'pixl-art'. Did you mean pixel-art, digital-art, line-art? "
-            "There are 17 styles; /imagine help lists them.",
+            "Unknown style pixl-art. Did you mean pixel-art?",
         ),
         (
             "a cat --style vaporwave",
-            "Unknown style 'vaporwave'. There are 17 styles; /imagine help lists them.",
+            "Unknown style vaporwave. There are 17 styles; /imagine help lists them.",
+        ),
+        ("a cat --style animee", "Unknown style animee. Did you mean anime?"),
+        ("a cat --style 'Pixel Artt'", "Unknown style Pixel Artt. Did you mean pixel-art?"),
+        (
+            "a cat --style " + "q" * 30,
+            "Unknown style qqqqqqqqqqqqqqqqqqqqqqq…. There are 17 styles; /imagine help lists "
+            "them.",
         ),
         # names
         ("a cat --sampler " + "s" * 101, "--sampler is 101 characters; the limit is 100."),
@@ -569,10 +575,7 @@ def test_config_styles_are_accepted() -> None:
     limits = GrammarLimits(styles=frozenset({*BUILTIN_STYLES, "house-look"}))
     assert one("a cat --style House-Look", limits).style == "house-look"
     message = error("a cat --style house-lok", limits)
-    assert message == (
-        "Unknown style 'house-lok'. Did you mean house-look? There are 18 styles; "
-        "/imagine help lists them."
-    )
+    assert message == "Unknown style house-lok. Did you mean house-look?"
 
 
 def test_no_styles_configured() -> None:

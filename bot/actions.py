@@ -1,0 +1,260 @@
+"""The verb table: every button the bot shows, one entry each.
+
+An entry carries its permission rule (:data:`bot.access.Rule`), whether the clicker pays (a
+verb that starts a child job charges the clicker, never the owner), which provider capability
+it needs (no button that cannot work), where its button appears, and how it runs. The buttons
+on a message, the permission check and the dispatch are all read from this table: adding a verb
+is one :class:`Verb` here (plus its capability, if a provider must offer something new).
+
+Buttons carry only ``verb:job_id[:index]`` (:class:`bot.types.Action`); the job is read back
+from the database when one is pressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from bot import grammar, render, specs
+from bot.access import Rule
+from bot.errors import JobNotFound, UserError
+from bot.imagine import submit
+from bot.jobs import Job, JobSpec, StoredJobImage
+from bot.providers.base import Capabilities
+from bot.types import Action, Button, ButtonStyle, Form, FormField, Invocation, Reply, Responder
+
+if TYPE_CHECKING:
+    from bot.context import Context
+    from bot.delivery import Delivery
+
+Place = Literal["queued", "grid", "pick"]
+"""Where a button shows: on a queued job's status, under a finished grid, under a picked image."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One press of a button, with the job it names already loaded."""
+
+    ctx: Context
+    delivery: Delivery
+    inv: Invocation
+    responder: Responder
+    job: Job
+    index: int | None
+
+
+Run = Callable[[Call], Awaitable[None]]
+Build = Callable[[Call], Awaitable[JobSpec | None]]
+"""Builds the child job a click starts; None when it answered already (e.g. showed a form)."""
+
+
+def _always(_: Capabilities) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    label: str
+    rule: Rule
+    refusal: str = ""  # shown when the rule refuses; {owner} is the job's owner
+    run: Run | None = None  # a verb that acts
+    build: Build | None = None  # a verb that starts a child job: the clicker pays
+    per_image: bool = False  # one button per image ("Vary 2"), the index travels in the button
+    needs: Callable[[Capabilities], bool] = _always
+    places: Mapping[Place, ButtonStyle] = field(default_factory=dict)
+    help: str = ""
+
+    @property
+    def charges(self) -> bool:
+        return self.build is not None
+
+
+class VerbTable:
+    def __init__(self, verbs: Iterable[Verb]) -> None:
+        self._verbs: dict[str, Verb] = {}
+        for verb in verbs:
+            self.add(verb)
+
+    def add(self, verb: Verb) -> None:
+        if verb.name in self._verbs:
+            raise ValueError(f"verb {verb.name!r} is already in the table")
+        if (verb.run is None) == (verb.build is None):
+            raise ValueError(f"verb {verb.name!r} needs exactly one of run and build")
+        if Action.decode(Action(verb.name, "a" * 12).encode()) is None:
+            raise ValueError(f"verb name {verb.name!r} does not fit the button codec")
+        self._verbs[verb.name] = verb
+
+    def get(self, name: str) -> Verb | None:
+        return self._verbs.get(name)
+
+    def __iter__(self) -> Iterator[Verb]:
+        return iter(self._verbs.values())
+
+    def names(self) -> list[str]:
+        return list(self._verbs)
+
+    def _for(self, place: Place, caps: Capabilities) -> list[Verb]:
+        return [v for v in self._verbs.values() if place in v.places and v.needs(caps)]
+
+    def buttons(
+        self, job: Job, imgs: Sequence[StoredJobImage], caps: Capabilities
+    ) -> tuple[Button, ...]:
+        """The buttons of a job's message in its current state."""
+        place: Place | None = {"queued": "queued", "done": "grid"}.get(job.state)  # type: ignore[assignment]
+        if place is None:
+            return ()
+        out: list[Button] = []
+        for verb in self._for(place, caps):
+            style = verb.places[place]
+            if verb.per_image:
+                out += [Button(f"{verb.label} {img.index}",
+                               Action(verb.name, job.id, img.index).encode(), style)
+                        for img in imgs]
+            else:
+                out.append(Button(verb.label, Action(verb.name, job.id).encode(), style))
+        return tuple(out)
+
+    def pick_buttons(self, job: Job, img: StoredJobImage, caps: Capabilities) -> tuple[Button, ...]:
+        return tuple(
+            Button(f"{v.label} {img.index}" if v.per_image else v.label,
+                   Action(v.name, job.id, img.index if v.per_image else None).encode(),
+                   v.places["pick"])
+            for v in self._for("pick", caps)
+        )
+
+    async def press(
+        self, ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder
+    ) -> None:
+        """Run the button in ``inv``: decode, load, check the verb's rule, act or submit."""
+        action = Action.decode(inv.action)
+        verb = self._verbs.get(action.verb) if action else None
+        if action is None or verb is None:
+            raise JobNotFound("That button is not one of ours, or it has expired.")
+        job = await ctx.runner.load(action.job_id)
+        actor = inv.actor
+        if job is None or job.deleted or (job.platform, job.tenant) != (actor.platform,
+                                                                       actor.tenant):
+            raise JobNotFound("That image is no longer available (it was deleted or expired).")
+        await ctx.access.check(verb.rule, job, inv, verb.refusal)
+        call = Call(ctx, delivery, inv, responder, job, action.index)
+        if verb.run is not None:
+            await verb.run(call)
+            return
+        assert verb.build is not None
+        spec = await verb.build(call)
+        if spec is not None:
+            await submit(ctx, delivery, inv, responder, [spec])
+
+
+# ---------------------------------------------------------------------------- the verbs
+async def _info(c: Call) -> None:
+    imgs = await c.ctx.runner.load_images(c.job.id)
+    text = render.info_text(c.job, imgs, c.ctx.provider_label(c.job.provider))
+    await c.responder.send(Reply(text, ephemeral=True))
+
+
+async def _cancel(c: Call) -> None:
+    who = c.inv.actor.display_name or c.inv.actor.user_id
+    refunded = render.plural(c.job.n, "image")
+    if not await c.ctx.runner.cancel(c.job.id, f"Cancelled by {who}. {refunded} refunded."):
+        raise UserError("That job has already started, so it can no longer be cancelled.")
+    await c.responder.send(Reply(f"Cancelled; {refunded} refunded.", ephemeral=True))
+
+
+async def _delete(c: Call) -> None:
+    await c.delivery.take_down(c.job)
+    await c.responder.send(Reply("Deleted.", ephemeral=True))
+
+
+async def _pick(c: Call) -> None:
+    img = await c.ctx.image(c.job, c.index)
+    buttons = c.ctx.verbs.pick_buttons(c.job, img, c.ctx.capabilities)
+    await c.responder.send(render.pick_reply(c.job, img, c.ctx.settings.data_dir, buttons))
+
+
+def _child(c: Call, parsed: grammar.ImagineRequest, kind: str, **kw: object) -> JobSpec:
+    name, provider = c.ctx.provider()
+    return specs.build_spec(
+        parsed, kind=kind, provider_name=name, caps=provider.capabilities,
+        provider_label=provider.label, styles=c.ctx.styles, **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _reroll(c: Call) -> JobSpec:
+    r = c.job.request
+    return _child(c, specs.reparse(c.job), "reroll", init_sha=r.init_sha,
+                  init_ext=r.init_ext, strength=r.strength,
+                  parent=(c.job.id, None), n=c.job.n, seed=specs.random_seed())
+
+
+async def _vary(c: Call) -> JobSpec:
+    img = await c.ctx.image(c.job, c.index)
+    return _child(c, specs.reparse(c.job), "vary", init_sha=img.sha256, init_ext=img.ext,
+                  init_size=(img.width, img.height),
+                  strength=c.ctx.settings.actions.vary_strength, parent=(c.job.id, img.index),
+                  n=c.job.n, seed=specs.random_seed())
+
+
+async def _refine(c: Call) -> JobSpec | None:
+    img = await c.ctx.image(c.job, c.index)
+    default = c.ctx.settings.actions.refine_strength
+    if "prompt" not in c.inv.fields:  # first the dialog, prefilled; it comes back here
+        await c.responder.send(Reply(
+            f"Refine image {img.index}", ephemeral=True,
+            form=Form(
+                title=f"Refine image {img.index}", action=c.inv.action, submit_label="Refine",
+                fields=(
+                    FormField("prompt", "Prompt (flags allowed)", c.job.prompt),
+                    FormField("strength", "Strength (0 keeps the image, 1 ignores it)",
+                              f"{default:g}", kind="number", min_value=0.0, max_value=1.0),
+                ),
+            ),
+        ))
+        return None
+    parsed = grammar.parse(c.inv.fields.get("prompt", ""), c.ctx.limits)
+    if isinstance(parsed, grammar.HelpRequest):
+        await c.responder.send(Reply(parsed.text, ephemeral=True))
+        return None
+    refined = parsed.requests[0]
+    return _child(
+        c, refined, "refine", init_sha=img.sha256, init_ext=img.ext,
+        init_size=(img.width, img.height),
+        strength=specs.strength(c.inv.fields.get("strength"), refined.strength, default),
+        parent=(c.job.id, img.index), n=refined.n if refined.n_explicit else c.job.n,
+    )
+
+
+def _img2img(caps: Capabilities) -> bool:
+    return caps.img2img
+
+
+_CONTINUE = ("Only {owner} can continue this result here: this channel keeps results to their "
+             "owner. (An admin can allow it with /admin collab on.)")
+
+VERBS: tuple[Verb, ...] = (
+    Verb("pick", "Pick", "continue", _CONTINUE, run=_pick, per_image=True,
+         places={"grid": "primary"}, help="show one image at full size"),
+    Verb("refine", "Refine", "continue", _CONTINUE, build=_refine, per_image=True,
+         needs=_img2img, places={"grid": "secondary", "pick": "primary"},
+         help="img2img from this image with an edited prompt"),
+    Verb("vary", "Vary", "continue", _CONTINUE, build=_vary, per_image=True, needs=_img2img,
+         places={"grid": "secondary", "pick": "secondary"}, help="variations of this image"),
+    Verb("reroll", "Reroll", "continue", _CONTINUE, build=_reroll, places={"grid": "secondary"},
+         help="the same prompt with new seeds"),
+    Verb("info", "Info", "anyone", run=_info, places={"grid": "secondary", "pick": "secondary"},
+         help="the parameters and seeds, to you only"),
+    Verb("delete", "Delete", "owner", "Only the person who made this, or an admin, can delete it.",
+         run=_delete, places={"grid": "danger"}, help="take the result down"),
+    Verb("cancel", "Cancel", "owner",
+         "Only the person who asked for this, or an admin, can cancel it.", run=_cancel,
+         places={"queued": "danger"}, help="cancel a queued job, refunded in full"),
+)
+
+
+def default_table() -> VerbTable:
+    return VerbTable(VERBS)
+
+
+__all__ = ["VERBS", "Call", "Place", "Verb", "VerbTable", "default_table"]

@@ -1,0 +1,92 @@
+"""``/imagine``: parse, store an input image, build the specs, reserve and queue, show the status.
+
+:func:`submit` is shared with the verbs that start a child job (Refine, Vary, Reroll): the jobs
+and their quota reservation are written in one transaction by the runner, then each job's
+status message is sent and its reference kept, so later updates edit it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bot import grammar, images, specs
+from bot.events import JobEvent
+from bot.jobs import JobSpec
+from bot.providers.base import NotSupported
+from bot.render import plural
+from bot.types import Invocation, Reply, Responder
+
+if TYPE_CHECKING:
+    from bot.context import Context
+    from bot.delivery import Delivery
+
+log = logging.getLogger(__name__)
+
+
+async def imagine(
+    ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder
+) -> None:
+    result = grammar.parse(inv.text, ctx.limits)
+    if isinstance(result, grammar.HelpRequest):
+        await responder.send(Reply(result.text, ephemeral=True))
+        return
+    name, provider = ctx.provider()
+    init_sha = init_ext = None
+    init_size = None
+    if inv.init_image is not None:
+        if not provider.capabilities.img2img:  # before anything is stored or charged
+            raise NotSupported(f"{provider.label} cannot work from an input image.")
+        png = await images.normalize_input(inv.init_image, ctx.image_limits)
+        stored = await images.store_generated(ctx.settings.data_dir, png, {"source": "upload"},
+                                              ctx.image_limits)
+        init_sha, init_ext = stored.sha256, stored.path.suffix.lstrip(".")
+        init_size = (stored.width, stored.height)
+    job_specs = [
+        specs.build_spec(
+            r, kind="imagine", provider_name=name, caps=provider.capabilities,
+            provider_label=provider.label, styles=ctx.styles, init_sha=init_sha,
+            init_ext=init_ext, init_size=init_size,
+            strength=r.strength if r.strength is not None
+            else ctx.settings.actions.refine_strength,
+        )
+        for r in result.requests
+    ]
+    if len(job_specs) > 1:
+        # The cost is told before anything runs.
+        await responder.send(Reply(
+            f"Your prompt expands to {plural(len(job_specs), 'job')} "
+            f"({plural(result.total_images, 'image')} from your quota; the cap is "
+            f"{ctx.limits.max_permutations} jobs).",
+            ephemeral=True,
+        ))
+    await submit(ctx, delivery, inv, responder, job_specs)
+
+
+async def submit(
+    ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder,
+    job_specs: Sequence[JobSpec],
+) -> None:
+    ids = await ctx.runner.submit(
+        inv.actor, inv.channel_id, inv.thread_id, job_specs, interaction_id=inv.interaction_id
+    )
+    for job_id in ids:
+        job = await ctx.runner.load(job_id)
+        if job is None:
+            continue
+        try:
+            ref = await responder.send(await ctx.render(job))
+        except Exception:
+            # Accepted and charged already: the result still reaches the channel through
+            # the poster, so this must not become "nothing was charged".
+            log.exception("could not show the status of job %s", job_id)
+            continue
+        if ref is not None:
+            await delivery.set_status_ref(job_id, ref)
+            # The job may have started while we posted; show its current state.
+            if ctx.runner.position(job_id) is None:
+                await delivery.on_job_event(JobEvent(job_id))
+
+
+__all__ = ["imagine", "submit"]

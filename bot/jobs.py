@@ -220,6 +220,12 @@ class JobRunner:
 
     # ---------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        # A SIGKILL mid-write leaves a temporary file beside the image store's files; ours
+        # from before this process started are garbage (nothing of this process writes yet).
+        removed = await asyncio.to_thread(images.remove_stale_temp_files, self._data_dir,
+                                          images.process_start_time())
+        if removed:
+            log.info("removed %d unfinished image file(s) left by an earlier run", removed)
         await self._recover()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="job-dispatcher")
 

@@ -206,6 +206,7 @@ class SlackFake(FakeServer):
         self.responses: list[tuple[str, Any]] = []  # (response id, JSON posted to it)
         # method -> gate: calls to it wait until the test sets the event
         self.holds: dict[str, asyncio.Event] = {}
+        self.answer_delay: dict[str, float] = {}
         self._seq = 0
         self._changed = asyncio.Condition()
         self._methods: dict[str, ApiHandler] = {
@@ -329,6 +330,9 @@ class SlackFake(FakeServer):
         finally:
             self.calls.append(ApiCall(method, params, rec.headers))
             await self._notify()
+        # A slow answer after the work is done: the window in which a client that dies has
+        # made a message it never heard about.
+        await asyncio.sleep(self.answer_delay.get(method, 0.0))
         return web.json_response(answer)
 
     # ------------------------------------------------------------------------- methods

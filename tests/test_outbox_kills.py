@@ -113,7 +113,7 @@ async def test_random_kills_during_delivery_leave_each_result_exactly_once(
                 await _ready(port, proc)
             db_path = tmp_path / "data" / DB_NAME
             deadline = time.monotonic() + 120
-            while not _all_delivered(db_path):  # noqa: ASYNC110 (another process's database)
+            while not _all_delivered(db_path):  # another process writes that database
                 assert time.monotonic() < deadline, "results still undelivered"
                 assert proc.poll() is None
                 await asyncio.sleep(0.2)

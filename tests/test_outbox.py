@@ -168,6 +168,10 @@ async def test_slack_one_undeliverable_result_blocks_no_other(
         await ws.app.runner.wait_idle(20)
         await until(lambda: slack_results(slack))
         assert list(slack_results(slack).values()) == [1]
+        for _ in range(200):
+            if await ws.app.store.fetchone("SELECT 1 FROM outbox WHERE state = 'failed'"):
+                break
+            await asyncio.sleep(0.05)
         lost = await ws.app.store.fetchone(
             "SELECT o.state, o.last_error, j.id FROM outbox o JOIN jobs j ON j.id = o.job_id "
             "WHERE j.channel_id = 'CARCHIVE'")
@@ -277,3 +281,26 @@ async def test_info_follows_the_rule_of_the_other_verbs(chat: Chat) -> None:
     [own] = await chat.click("alice", f"info:{job}")
     assert "Prompt: a secret kite" in own.text
 
+
+
+async def test_doctor_lists_what_the_outbox_gave_up_on(tmp_path: Path, slack: SlackFake) -> None:
+    from tests.test_cli import run
+
+    async with workspace_on(tmp_path, slack) as ws:
+        fast(ws.app)
+        slack.member_channels = {CHANNEL}
+        alice = ws.user("alice")
+        await ws.post(ws.slash_body(alice, "/imagine", "a lost kite --n 1", slack.new_trigger(),
+                                    channel="CARCHIVE"), "application/x-www-form-urlencoded")
+        for _ in range(200):  # the command is handled after Slack's ack
+            row = await ws.app.store.fetchone("SELECT job_id FROM outbox WHERE state = 'failed'")
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None
+        job = row["job_id"]
+    proc = await asyncio.to_thread(run, tmp_path, "doctor")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "[FAIL] 1 undelivered" in proc.stdout
+    assert f"result of job {job} to slack channel CARCHIVE: " in proc.stdout
+    assert "not_in_channel" in proc.stdout

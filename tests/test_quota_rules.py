@@ -54,17 +54,19 @@ class Ledger:
     """Reserve and settle jobs the way the job layer does: job row and reservation in one
     transaction, so a refused reservation leaves no job."""
 
-    def __init__(self, store: Store, quotas: Quotas) -> None:
+    def __init__(self, store: Store, quotas: Quotas, prefix: str = "job") -> None:
         self.store = store
         self.quotas = quotas
+        self.prefix = prefix
         self.count = 0
 
     async def reserve(self, actor: Actor, *units: int) -> list[str]:
+        """One reservation for jobs of these sizes (a job holds 1 to 10 images)."""
         ids = []
         async with self.store.transaction() as db:
             for n in units:
                 self.count += 1
-                job_id = f"job{self.count}"
+                job_id = f"{self.prefix}{self.count}"
                 await db.execute(
                     "INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, state, "
                     "request_json, provider, seed, n, created_at) VALUES (?, ?, ?, 'c', ?, "
@@ -140,12 +142,12 @@ async def test_role_limits_are_enforced_not_only_shown(store: Store) -> None:
     quotas = quotas_for(store, user_daily=2, user_monthly=100, roles=ROLES)
     ledger = Ledger(store, quotas)
     plus = Actor("test", "team", "carol", roles=("plus",))
-    await ledger.reserve(plus, 15, 5)
+    await ledger.reserve(plus, 10, 10)
     assert await ledger.refused(plus) == (
         "That needs 1 image, but your daily quota has 0 of 20 left. It resets at 00:00 UTC."
     )
     free = Actor("test", "team", "dan", roles=("free-days",))
-    await ledger.reserve(free, 60, 40)  # no daily limit; the monthly one still holds
+    await ledger.reserve(free, *[10] * 10)  # no daily limit; the monthly one still holds
     assert "your monthly quota has 0 of 100 left" in await ledger.refused(free)
 
 
@@ -293,7 +295,8 @@ async def test_admins_are_exempt_only_when_the_config_says_so(store: Store) -> N
                                                                 "unlimited (admin)")
     counting = quotas_for(store, user_daily=1, exempt_admins=False)
     assert not counting.exempt(root)
-    assert "your daily quota has 1 of 1 left" in await Ledger(store, counting).refused(root, 2)
+    counted = Ledger(store, counting, prefix="counted")
+    assert "your daily quota has 1 of 1 left" in await counted.refused(root, 2)
 
 
 async def test_one_reservation_charges_the_sum_of_its_jobs(store: Store) -> None:
@@ -324,13 +327,27 @@ async def test_settle_clamps_what_it_is_told_was_delivered(store: Store) -> None
 
 
 async def test_a_grant_adds_room_in_the_day_and_the_month(store: Store) -> None:
-    quotas = quotas_for(store, user_daily=2, user_monthly=3)
+    quotas = quotas_for(store, user_daily=2, user_monthly=5)
     ledger = Ledger(store, quotas)
     await quotas.grant(scope_of(ALICE), 4)  # before any usage: the windows are created
     st = await quotas.status(ALICE)
-    assert (st.daily_used, st.monthly_used, st.daily_left, st.monthly_left) == (-4, -4, 6, 7)
-    await ledger.reserve(ALICE, 6)
-    assert "your monthly quota has 1 of 3 left" in await ledger.refused(ALICE, 2)
+    assert (st.daily_used, st.monthly_used, st.daily_left, st.monthly_left) == (-4, -4, 6, 9)
+    for _ in range(3):
+        await ledger.reserve(ALICE, 2)
+    assert await ledger.refused(ALICE) == (
+        "That needs 1 image, but your daily quota has 0 of 2 left. It resets at 00:00 UTC."
+    )
+    st = await quotas.status(ALICE)
+    assert (st.daily_used, st.monthly_used, st.monthly_left) == (2, 2, 3)
+
+
+@pytest.mark.xfail(strict=True, reason="bot/quotas.py reserve: a reservation larger than the "
+                   "limit is refused before the granted room is looked at")
+async def test_granted_room_holds_one_reservation_larger_than_the_limit(store: Store) -> None:
+    quotas = quotas_for(store, user_daily=2, user_monthly=100)
+    await quotas.grant(scope_of(ALICE), 4)
+    # "That needs 6 images, but your daily quota has 6 of 2 left." today.
+    await Ledger(store, quotas).reserve(ALICE, 6)
 
 
 async def test_a_reset_forgets_the_current_windows_only(store: Store) -> None:
@@ -372,7 +389,7 @@ async def test_a_reset_forgets_the_current_windows_only(store: Store) -> None:
         ("America/New_York", datetime(2026, 3, 8, 12, 0), datetime(2026, 3, 9)),
     ],
 )
-def test_next_reset_is_the_next_local_midnight(
+async def test_next_reset_is_the_next_local_midnight(
     store: Store, zone: str, now: datetime, reset: datetime
 ) -> None:
     tz = ZoneInfo(zone)
@@ -382,7 +399,7 @@ def test_next_reset_is_the_next_local_midnight(
     assert got.utcoffset() == reset.replace(tzinfo=tz).utcoffset()
 
 
-def test_next_reset_and_windows_follow_the_zone_not_utc(store: Store) -> None:
+async def test_next_reset_and_windows_follow_the_zone_not_utc(store: Store) -> None:
     # 15:30 UTC on 1 March is already 00:30 on 2 March in Tokyo.
     clock = Clock(datetime(2026, 3, 1, 15, 30, tzinfo=UTC))
     tokyo = quotas_for(store, clock, timezone="Asia/Tokyo")
@@ -435,7 +452,7 @@ def test_status_left_and_badge(status: QuotaStatus, left: int | None, badge: str
 # --------------------------------------------------------------------------- the /quota text
 async def quota_text(tmp_path: Path, quota: Mapping[str, object], *,
                      spend: int = 0) -> str:
-    clock = Clock(datetime(2026, 5, 14, 21, 30, tzinfo=UTC))
+    clock = Clock(datetime(2026, 5, 14, 20, 50, tzinfo=UTC))  # 3 h 10 min before midnight
     settings = make_settings(tmp_path, {"quota": dict(quota)})
     async with App.open(settings, clock=clock) as app:
         chat = Chat(app)
@@ -450,7 +467,7 @@ async def quota_text(tmp_path: Path, quota: Mapping[str, object], *,
 
 async def test_quota_text_has_a_this_month_line(tmp_path: Path) -> None:
     text = await quota_text(tmp_path, {"user_daily": 5, "user_monthly": 7}, spend=4)
-    assert text == ("Today: 1 of 5 images left (resets at 00:00 UTC, in 2 h). "
+    assert text == ("Today: 1 of 5 images left (resets at 00:00 UTC, in 3 h). "
                     "This month: 3 of 7 left.")
 
 
@@ -461,4 +478,4 @@ async def test_quota_text_without_a_daily_limit_still_shows_the_month(tmp_path: 
 
 async def test_quota_text_has_no_month_line_without_a_monthly_limit(tmp_path: Path) -> None:
     text = await quota_text(tmp_path, {"user_daily": 5, "user_monthly": 0})
-    assert text == "Today: 5 of 5 images left (resets at 00:00 UTC, in 2 h)."
+    assert text == "Today: 5 of 5 images left (resets at 00:00 UTC, in 3 h)."

@@ -132,6 +132,14 @@ async def test_roles_merge_to_the_most_generous_limit(
     assert await limits_of(quotas, actor) == expected
 
 
+async def test_a_user_who_never_generated_has_used_nothing(store: Store) -> None:
+    quotas = quotas_for(store, user_daily=10, user_monthly=100)
+    await Ledger(store, quotas).reserve(BOB, 3)
+    st = await quotas.status(ALICE)
+    assert (st.daily_used, st.monthly_used, st.daily_left, st.monthly_left) == (0, 0, 10, 100)
+    assert (st.exempt, st.blocked) == (False, None)
+
+
 async def test_an_unlimited_config_stays_unlimited_whatever_the_role(store: Store) -> None:
     quotas = quotas_for(store, user_daily=0, user_monthly=0, roles=ROLES)
     actor = Actor("test", "team", "carol", roles=("stingy", "plus"))

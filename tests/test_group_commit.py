@@ -167,7 +167,12 @@ async def test_reads_do_not_wait_for_an_open_unit_and_see_only_committed_rows(
     assert len(await store.fetchall("SELECT * FROM t")) == 1
 
 
-async def test_the_reader_cannot_write(store: Store) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        await store.fetchall("INSERT INTO t VALUES (1, 'via the reader') RETURNING x")
-    assert await store.fetchall("SELECT * FROM t") == []
+async def test_the_reader_never_writes_and_a_write_through_fetchall_goes_to_the_writer(
+        store: Store) -> None:
+    async with store.reading() as reader:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await reader.execute("INSERT INTO t VALUES (1, 'via the reader')")
+    rows = await store.fetchall("INSERT INTO t VALUES (2, 'returned') RETURNING x")
+    assert [r["x"] for r in rows] == [2]
+    assert [r["x"] for r in await store.fetchall("SELECT x FROM t")] == [2]  # committed
+    assert not store.in_transaction

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 # Units of work sharing one commit at most: enough to spread an fsync over a burst of
 # submissions, few enough that the first of them does not wait long for the last.
 MAX_BATCH_UNITS = 16
+# Statements the read-only connection answers: a SELECT (or VALUES), or a PRAGMA that only
+# asks. Everything else, WITH ... included, is sent to the writer.
+_QUERY = re.compile(r"\s*(?:SELECT|VALUES)\b|\s*PRAGMA\s+[\w.]+\s*(?:\([^)]*\))?\s*;?\s*\Z",
+                    re.IGNORECASE)
 _MIGRATION = re.compile(r"V(\d+)__[\w-]+\.sql$")
 
 
@@ -279,10 +283,23 @@ class Database:
             yield self._db
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        if self._reader is not None:
+        """The rows of one statement. A query runs on the reader; anything else (``INSERT
+        ... RETURNING``, ``UPDATE ... RETURNING``) is a write of its own, as in
+        :meth:`execute`, and returns once committed."""
+        if self._reader is not None and _QUERY.match(sql):
             return list(await self._reader.execute_fetchall(sql, tuple(params)))
-        async with self._lock:
-            return list(await self._db.execute_fetchall(sql, tuple(params)))
+        batch, _ = await self._enter()
+        try:
+            try:
+                rows = list(await self._db.execute_fetchall(sql, tuple(params)))
+            except BaseException as exc:
+                self._lost(batch, exc)
+                raise
+            batch.units += 1
+        finally:
+            self._lock.release()
+        await asyncio.shield(batch.done)
+        return rows
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
         rows = await self.fetchall(sql, params)

@@ -83,6 +83,16 @@ class _Card:
     first_seq: int  # the seq it was first published whole with
 
 
+def _empty(value: object) -> bool:
+    return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
+
+
+def _compact(message: Message) -> Message:
+    """A card without its empty fields (a page reads a missing field as empty): a burst of
+    new cards in front of many pages is mostly bytes."""
+    return {k: v for k, v in message.items() if not _empty(v)}
+
+
 class _Item:
     """One update's encodings, each made at most once for all pages."""
 
@@ -94,15 +104,15 @@ class _Item:
 
     def whole(self) -> str:
         if self._whole is None:
-            self._whole = json.dumps({"op": "card", "reply": self.message},
-                                     separators=(",", ":"))
+            self._whole = json.dumps({"op": "card", "reply": _compact(self.message)},
+                                     separators=(",", ":"), ensure_ascii=False)
         return self._whole
 
     def as_delta(self) -> str:
         if self._delta is None:
             self._delta = json.dumps({"op": "delta", "ref": self.message["ref"],
                                       "seq": self.message["seq"], "set": self.delta},
-                                     separators=(",", ":"))
+                                     separators=(",", ":"), ensure_ascii=False)
         return self._delta
 
 

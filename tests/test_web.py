@@ -82,6 +82,14 @@ async def command(
         return body
 
 
+# A whole card leaves its empty fields out; the page reads a missing field as empty.
+EMPTY_CARD: dict[str, Any] = {
+    "owner": "", "text": "", "images": [], "tiles": [], "buttons": [], "ephemeral": False,
+    "form": None, "job_id": None, "parent_job_id": None, "state": None, "outcome": None,
+    "position": None, "progress": None, "notice": None, "meta": {},
+}
+
+
 class LivePage:
     """What a page's socket shows, applied as the page applies it: whole cards, deltas,
     removals, the badge. ``replies`` is every card state seen, in order."""
@@ -109,7 +117,7 @@ class LivePage:
         for item in frame["items"]:
             self.items.append(item)
             if item["op"] == "card":
-                reply = item["reply"]
+                reply = {**EMPTY_CARD, **item["reply"]}
                 if not reply["ephemeral"]:
                     self.cards[reply["ref"]] = reply
                 self.replies.append(reply)

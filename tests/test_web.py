@@ -249,7 +249,7 @@ async def test_imagine_goes_live_and_serves_its_images(
         assert resp.status == 200
         assert resp.content_type.startswith("image/")
         assert len(await resp.read()) > 100
-    async with http.get(server.url + grids[0]["download_url"]) as resp:
+    async with http.get(server.url + grids[0]["url"] + "?download=1") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Disposition"].startswith("attachment;")
     await ws.ws.close()

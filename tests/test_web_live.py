@@ -134,3 +134,22 @@ async def test_updates_wait_a_moment_to_share_a_frame() -> None:
     hub.publish("general", card("b", 2))
     encoded = await taking
     assert encoded is not None and len(json.loads(encoded)["items"]) == 2
+
+
+async def test_two_changes_while_waiting_leave_as_one_delta() -> None:
+    hub = Hub()
+    pages = [Subscriber(name) for name in ("alice", "bob")]
+    for page in pages:
+        hub.subscribe("general", page)
+    hub.publish("general", card("a", 1, position=5))
+    for page in pages:
+        await frame(page)
+    hub.publish("general", card("a", 2, position=4, text="job a, #4"))
+    hub.publish("general", card("a", 3, position=3, text="job a, #3"))
+    hub.publish("general", card("a", 4, position=3, text="job a, #3", progress=0.0,
+                                state="running"))
+    first, second = [await frame(page) for page in pages]
+    assert first == second == [{"op": "delta", "ref": "a", "seq": 4, "set": {
+        "position": 3, "text": "job a, #3", "state": "running", "progress": 0.0}}]
+    # One encoding for both pages.
+    assert pages[0].pending == pages[1].pending == {}

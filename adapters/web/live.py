@@ -39,6 +39,39 @@ CARDS_KEPT = 2000  # per channel: the last state of this many cards, to compute 
 _SKIP = frozenset({"seq"})
 
 
+class Entry:
+    """One item waiting to be sent: a whole card, a delta, or a ready-made private item.
+    Shared by every page in the same situation, and JSON-encoded once, when first sent."""
+
+    __slots__ = ("_encoded", "_next", "delta", "message", "ref", "seq")
+
+    def __init__(self, *, message: Message | None = None, delta: Message | None = None,
+                 ref: str = "", seq: int = 0, encoded: str | None = None) -> None:
+        self.message = message
+        self.delta = delta
+        self.ref = ref
+        self.seq = seq
+        self._encoded = encoded
+        self._next: tuple[Entry, Entry] | None = None
+
+    def encoded(self) -> str:
+        if self._encoded is None:
+            body = ({"op": "card", "reply": _compact(self.message)} if self.message is not None
+                    else {"op": "delta", "ref": self.ref, "seq": self.seq, "set": self.delta})
+            self._encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        return self._encoded
+
+    def then(self, later: Entry) -> Entry:
+        """This pending delta followed by ``later``'s, as one delta (the same object for
+        every page that had this one pending)."""
+        if self._next is not None and self._next[0] is later:
+            return self._next[1]
+        assert self.delta is not None and later.delta is not None
+        merged = Entry(delta={**self.delta, **later.delta}, ref=later.ref, seq=later.seq)
+        self._next = (later, merged)
+        return merged
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One open page: who is looking (for private replies and the badge), since when, and
@@ -47,19 +80,19 @@ class Subscriber:
 
     user_id: str
     joined_seq: int = 0
-    pending: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, Entry] = field(default_factory=dict)
     upgraded: set[str] = field(default_factory=set)  # history cards since sent whole
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
     closed: bool = False
 
-    def put(self, key: str, encoded: str) -> bool:
+    def put(self, key: str, entry: Entry | str) -> bool:
         if key not in self.pending and len(self.pending) >= SUBSCRIBER_QUEUE:
             self.overflowed = True
             self.wake.set()
             return False
         self.pending.pop(key, None)  # a newer state goes to the end: items stay in order
-        self.pending[key] = encoded
+        self.pending[key] = entry if isinstance(entry, Entry) else Entry(encoded=entry)
         self.wake.set()
         return True
 
@@ -73,8 +106,8 @@ class Subscriber:
             await asyncio.sleep(flush_s)
         if self.overflowed or self.closed:
             return None
-        items, self.pending = list(self.pending.values()), {}
-        return '{"type":"batch","items":[' + ",".join(items) + "]}"
+        items, self.pending = self.pending.values(), {}
+        return '{"type":"batch","items":[' + ",".join(e.encoded() for e in items) + "]}"
 
 
 @dataclass
@@ -87,33 +120,10 @@ def _empty(value: object) -> bool:
     return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
 
 
-def _compact(message: Message) -> Message:
+def _compact(message: Message | None) -> Message:
     """A card without its empty fields (a page reads a missing field as empty): a burst of
     new cards in front of many pages is mostly bytes."""
-    return {k: v for k, v in message.items() if not _empty(v)}
-
-
-class _Item:
-    """One update's encodings, each made at most once for all pages."""
-
-    def __init__(self, message: Message, delta: Message | None) -> None:
-        self.message = message
-        self.delta = delta
-        self._whole: str | None = None
-        self._delta: str | None = None
-
-    def whole(self) -> str:
-        if self._whole is None:
-            self._whole = json.dumps({"op": "card", "reply": _compact(self.message)},
-                                     separators=(",", ":"), ensure_ascii=False)
-        return self._whole
-
-    def as_delta(self) -> str:
-        if self._delta is None:
-            self._delta = json.dumps({"op": "delta", "ref": self.message["ref"],
-                                      "seq": self.message["seq"], "set": self.delta},
-                                     separators=(",", ":"), ensure_ascii=False)
-        return self._delta
+    return {k: v for k, v in (message or {}).items() if not _empty(v)}
 
 
 class Hub:
@@ -157,19 +167,24 @@ class Hub:
             cards[ref] = _Card(message, message["seq"])
             while len(cards) > CARDS_KEPT:
                 cards.popitem(last=False)
-        item = _Item(message, delta)
+        whole = Entry(message=message)
+        change = None if delta is None else Entry(delta=delta, ref=ref, seq=message["seq"])
         first_seq = cards[ref].first_seq
         key = f"c:{ref}"
         for sub in self.subscribers(channel):
             knows_base = first_seq > sub.joined_seq or ref in sub.upgraded
-            # A delta over an update still pending would lose that update: send it whole.
-            if delta is not None and knows_base and key not in sub.pending:
-                encoded = item.as_delta()
-            else:
-                encoded = item.whole()
-                if delta is not None:
+            before = sub.pending.get(key)
+            if change is None or not knows_base:
+                entry = whole
+                if change is not None:
                     sub.upgraded.add(ref)
-            self._put(channel, sub, key, encoded)
+            elif before is None:
+                entry = change
+            elif before.delta is not None:
+                entry = before.then(change)  # two updates while waiting: one delta
+            else:
+                entry = whole  # a whole card still waiting: send the newest whole card
+            self._put(channel, sub, key, entry)
 
     def send_to(self, channel: str, user_id: str, key: str, item: Message) -> None:
         """A private item (an ephemeral reply, the quota badge) to that user's pages only."""
@@ -192,8 +207,8 @@ class Hub:
         for sub in self.subscribers(channel):
             self._put(channel, sub, f"c:{ref}", encoded)
 
-    def _put(self, channel: str, sub: Subscriber, key: str, encoded: str) -> None:
-        if not sub.put(key, encoded):
+    def _put(self, channel: str, sub: Subscriber, key: str, entry: Entry | str) -> None:
+        if not sub.put(key, entry):
             self._subscribers.get(channel, set()).discard(sub)
 
     def users_of(self, channel: str | None = None) -> set[str]:
@@ -202,4 +217,4 @@ class Hub:
         return {s.user_id for s in subs if s.user_id}
 
 
-__all__ = ["FLUSH_S", "SUBSCRIBER_QUEUE", "Hub", "Message", "Subscriber"]
+__all__ = ["FLUSH_S", "SUBSCRIBER_QUEUE", "Entry", "Hub", "Message", "Subscriber"]

@@ -147,10 +147,9 @@ def _image_url(sha: str) -> str | None:
 
 
 def _image_json(image: ImageFile, alt: str = "") -> Message:
-    url = _image_url(image.sha256)
+    # The page saves an image from url + "?download=1": not repeated in every card.
     return {
-        "url": url,
-        "download_url": f"{url}?download=1" if url else None,
+        "url": _image_url(image.sha256),
         "filename": image.filename,
         "width": image.width,
         "height": image.height,

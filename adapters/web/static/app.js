@@ -415,7 +415,7 @@
       const open = el("button", { type: "button", class: "tile-open", "aria-label": "Open the image" }, img);
       open.addEventListener("click", () => openLightbox(items, i));
       const link = el("a", {
-        href: image.download_url, download: image.filename || "", class: "download",
+        href: `${image.url}?download=1`, download: image.filename || "", class: "download",
         "data-testid": "download", text: image.kind === "grid" ? "Download grid" : "Download",
       });
       node.append(el("figure", { class: `figure ${image.kind}` }, open, el("figcaption", {}, link)));
@@ -598,7 +598,7 @@
   function lightboxItem(image, reply, buttons) {
     const prompt = reply.meta?.prompt || reply.prompt || "";
     return {
-      url: image.url, download_url: image.download_url, alt: image.alt || prompt,
+      url: image.url, download_url: `${image.url}?download=1`, alt: image.alt || prompt,
       caption: [image.alt || prompt, reply.owner ? `@${reply.owner}` : ""].filter(Boolean).join(" · "),
       buttons: buttons || [], index: image.index, job_id: reply.job_id || reply.parent_job_id || null,
       channel: reply.channel || null,

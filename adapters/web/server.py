@@ -160,7 +160,9 @@ def _image_json(image: ImageFile, alt: str = "") -> Message:
 
 def _alt(prompt: str, index: int | None = None, of: int | None = None) -> str:
     """Alt text from the prompt: what a screen reader says instead of a file name."""
-    what = prompt.strip() or "an image"
+    what = prompt.strip()
+    if not what:
+        return ""  # the page knows the prompt from the card this belongs to
     if index is None:
         return f"Preview grid: {what}"
     return f"Image {index} of {of}: {what}" if of and of > 1 else what

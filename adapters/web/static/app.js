@@ -302,7 +302,13 @@
       else $("feed").append(node);
     }
     remember(reply.ref, node, reply);
-    fillMessage(node, reply);
+    // Alt text from the prompt of the job it was picked from.
+    const parent = state.cards.get(reply.parent_job_id)?.reply;
+    const prompt = parent?.meta?.prompt;
+    const index = reply.meta?.index;
+    const of = (parent?.tiles || []).length;
+    const alt = prompt ? (index && of > 1 ? `Image ${index} of ${of}: ${prompt}` : prompt) : "";
+    fillMessage(node, { ...reply, images: (reply.images || []).map((i) => ({ ...i, alt: i.alt || alt })) });
     const by = reply.meta?.picked_by_name;
     if (by) node.prepend(el("p", { class: "picked-by", text: `Picked by ${by}` }));
     scrollDown();

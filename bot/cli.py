@@ -329,6 +329,12 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
         version = await app.store.fetchone("PRAGMA user_version")
         line(row is not None and row[0] == "ok",
              f"database ok (schema version {version[0] if version else '?'})")
+        undelivered = await app.storage.outbox.undelivered()
+        line(not undelivered, "every posted result delivered" if not undelivered else
+             f"{len(undelivered)} undelivered (the outbox gave up on them):")
+        for gone in undelivered[:5]:
+            print(f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
+                  f"{gone.target.channel_id}: {gone.last_error}")
         for name, provider in app.providers.items():
             try:
                 async with asyncio.timeout(15):

@@ -128,7 +128,9 @@ class LivePage:
                 self.cards[item["ref"]] = reply
                 self.replies.append(reply)
             elif item["op"] == "remove":
-                self.cards.pop(item["ref"], None)
+                # Seen as the card's last state: deleted (and gone from the page).
+                gone = self.cards.pop(item["ref"], None) or {**EMPTY_CARD, "ref": item["ref"]}
+                self.replies.append({**gone, "state": "deleted", "removed": True})
             elif item["op"] == "quota":
                 self.quota = item["quota"]
 

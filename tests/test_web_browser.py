@@ -170,6 +170,11 @@ async def done_job(page: Page, line: str) -> tuple[Locator, str]:
     return job, job_id
 
 
+async def scroll_to_end(gallery: Locator) -> None:
+    await gallery.get_by_test_id("gallery-grid").evaluate(
+        "g => g.lastElementChild.scrollIntoView()")
+
+
 def no_errors(*pages: Page) -> None:
     for page in pages:
         assert PAGE_ERRORS[id(page)] == []
@@ -181,7 +186,7 @@ def png_bytes(size: tuple[int, int] = (200, 140), color: str = "teal") -> bytes:
     return out.getvalue()
 
 
-# -- the first visit --------------------------------------------------------------------------------
+# -- the first visit ---------------------------------------------------------------------------
 
 
 async def test_the_first_command_just_works_and_two_people_iterate_together(
@@ -508,7 +513,7 @@ async def test_an_image_goes_in_by_picker_drop_or_paste(
     await expect(chip).to_be_visible()
     await expect(chip).to_contain_text("sketch.png")
     await alice.screenshot(path=str(OUT / "upload-chip.png"))
-    job, job_id = await done_job(alice, "/imagine as a watercolor --n 1")
+    job, _ = await done_job(alice, "/imagine as a watercolor --n 1")
     await expect(chip).to_be_hidden()
     await menu(job, "info")
     await expect(alice.get_by_test_id("notice").first).to_contain_text("Strength")
@@ -559,13 +564,13 @@ async def test_the_gallery_mine_the_channels_search_and_infinite_scroll(
     await expect(gallery).to_be_visible()
     items = gallery.get_by_test_id("gallery-item")
     await expect(items).to_have_count(24)  # the first page
-    await gallery.get_by_test_id("gallery-grid").evaluate("g => g.lastElementChild.scrollIntoView()")
+    await scroll_to_end(gallery)
     await expect(items).to_have_count(32)  # scrolled: the rest, 30 of alice's and 2 of bob's
     await expect(gallery.get_by_test_id("gallery-status")).to_contain_text("32 images")
     await alice.screenshot(path=str(OUT / "gallery.png"))
     await gallery.get_by_test_id("gallery-mine").click()
     await expect(items).to_have_count(24)
-    await gallery.get_by_test_id("gallery-grid").evaluate("g => g.lastElementChild.scrollIntoView()")
+    await scroll_to_end(gallery)
     await expect(items).to_have_count(30)
     await gallery.get_by_test_id("gallery-search").fill("RED")
     await expect(items).to_have_count(20)

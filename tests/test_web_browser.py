@@ -764,3 +764,29 @@ async def test_on_a_phone_nothing_is_clipped_and_everything_is_a_tap_away(
     await fits(phone, '[data-testid="gallery-item"]')
     await phone.screenshot(path=str(OUT / "phone-gallery.png"))
     no_errors(phone)
+
+
+async def test_the_readme_screenshot(tmp_path: Path, browser: Browser) -> None:
+    """The picture in the README: two people on one thread, actions on a hovered image."""
+    settings = settings_for(tmp_path, providers={"offline": {"latency_ms": 50}})
+    token, _ = links.issue(settings.data_dir, "Alice")
+    async with serving(settings) as server:
+        bob = await open_page(browser, server, "Bob")
+        alice = await open_page(browser, server, path=f"/link?t={token}",
+                                viewport={"width": 1200, "height": 860})
+        root, root_id = await done_job(alice, "/imagine a lighthouse at dusk, oil painting --n 4")
+        bob_root = card(bob, root_id)
+        await expect(bob_root).to_have_attribute("data-state", "done")
+        await own(bob_root, "images").get_by_test_id("tile").nth(1).hover()
+        await bob_root.locator(f'button[data-action="refine:{root_id}:2"]').click()
+        await bob.get_by_test_id("dialog").locator("textarea").first.fill(
+            "a lighthouse at dusk, oil painting, stormy sea")
+        await bob.get_by_test_id("dialog-submit").click()
+        child = root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]')
+        await expect(child).to_have_attribute("data-state", "done")
+        await alice.fill("#line", "/imagine a red fox in snow --n 4 --style anime")
+        await root.evaluate("c => c.scrollIntoView({block: 'start'})")
+        await own(root, "images").get_by_test_id("tile").nth(2).hover()
+        await alice.wait_for_timeout(400)  # the actions fade in
+        await alice.screenshot(path=str(OUT / "readme.png"))
+        no_errors(alice, bob)

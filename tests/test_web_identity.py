@@ -231,7 +231,7 @@ async def test_beyond_the_guest_pass_a_personal_link_lets_one_in(tmp_path: Path)
                 f"{running.url}/api/config"
             ) as resp:
                 assert resp.status == 401
-                assert "personal link" in await resp.text()
+                assert "access token" in await resp.text()
             token, _ = links.issue(app.settings.data_dir, "Erin")
             async with browser() as erin:
                 assert await open_link(erin, running, token) == 303

@@ -604,7 +604,7 @@ class WebPlayground:
             replies = await self.history_json(channel, sub.joined_seq)
             await ws.send_json({"type": "history", "channel": channel, "replies": replies})
             while True:
-                frame = await sub.take()
+                frame = await sub.take(self.hub.flush_s())
                 if frame is None:
                     break
                 await ws.send_str(frame)
@@ -664,10 +664,10 @@ class WebPlayground:
                 auth[7:] if auth.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE)
             )
             if not linked and (presented is None or not _same_secret(presented, token)):
+                # Worded as before personal links existed: scripts/docker-smoke.sh reads it.
+                # The README tells of personal links (imagine-bot web-link NAME).
                 raise web.HTTPUnauthorized(
-                    text="This playground is opened with a personal link (ask its operator "
-                    "for one: imagine-bot web-link NAME), or with its guest pass: open "
-                    "/?token=<token> once."
+                    text="This playground needs its access token: open /?token=<token> once."
                 )
         elif not linked and not is_loopback(request.url.host or ""):
             # Without a token we only serve loopback names: a page on another site that

@@ -7,9 +7,11 @@ which owns the reliability rules so that no provider re-invents them:
 - connection failures (nothing reached the server) are retried freely, within the deadline;
 - 429 honours ``Retry-After`` (seconds or HTTP-date) up to a cap, above it we fail fast with
   :class:`RateLimited` so the user hears "busy" now rather than after minutes;
-- at most one retry of a 5xx (500/502/503: the service said it failed, so it did not charge);
-  a read timeout, a cut-off body or a 504 on a non-idempotent call is *not* retried, because
-  the service may have done (and billed) the work;
+- at most one retry of a 5xx, by the provider's :class:`RetryPolicy`: which statuses mean "the
+  service failed and did not charge" is the vendor's to say (Stability and OpenAI: 500/502/503;
+  for Cerebrium a 500 means the function ran and was billed, so a generation is never re-sent).
+  A read timeout, a cut-off body or a 504 on a non-idempotent call is *not* retried, because
+  the service may have done (and billed) the work; idempotent calls (GET) retry any 5xx once;
 - bodies are streamed and counted: over ``max_body_bytes`` or past the deadline, we abort;
 - a circuit breaker per provider: after N consecutive unavailability failures it opens for T
   seconds and answers :class:`ServicePaused` without any HTTP request, then lets one probe
@@ -37,6 +39,7 @@ import httpx
 from bot.errors import ConfigError
 from bot.providers.base import (
     AuthFailed,
+    CheckFailed,
     InvalidRequest,
     NotFound,
     ProviderError,
@@ -55,8 +58,28 @@ Classifier = Callable[[int, bytes, httpx.Headers], ProviderError]
 FilePart = tuple[str | None, bytes | str, str | None] | tuple[str | None, bytes | str]
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_RETRYABLE_5XX = frozenset({500, 502, 503})
 _BIG_JSON = 256 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed answer may be tried once more, from the vendor's documented semantics.
+
+    ``post_statuses``: the 5xx answers to a non-idempotent call (a generation POST) after which
+    the service has neither done nor billed the work, so one retry cannot charge twice.
+    ``idempotent_5xx``: whether a GET (or a call marked idempotent) retries any 5xx once.
+    Connection failures (nothing sent) are always retried, per ``HttpPolicy.connect_retries``.
+    """
+
+    post_statuses: frozenset[int] = frozenset({500, 502, 503})
+    idempotent_5xx: bool = True
+
+    @classmethod
+    def never_post(cls) -> RetryPolicy:
+        return cls(post_statuses=frozenset())
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 class ServicePaused(ProviderUnavailable):
@@ -83,10 +106,15 @@ class HttpPolicy:
     max_body_bytes: int = 64 * 1024 * 1024
     breaker_threshold: int = 5
     breaker_reset_s: float = 60.0
+    retry: RetryPolicy = DEFAULT_RETRY
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object], prefix: str) -> HttpPolicy:
-        d = cls()
+    def from_mapping(cls, section: Mapping[str, object], prefix: str, *,
+                     retry: RetryPolicy = DEFAULT_RETRY,
+                     deadline_s: float | None = None) -> HttpPolicy:
+        """``retry`` and ``deadline_s`` are the provider's own defaults; the section's
+        ``retry_post_statuses`` and ``deadline_s`` keys override them."""
+        d = cls(deadline_s=deadline_s if deadline_s is not None else cls.deadline_s)
         return cls(
             connect_timeout_s=get_float(section, "connect_timeout_s", d.connect_timeout_s,
                                         prefix, lo=0.1),
@@ -105,7 +133,23 @@ class HttpPolicy:
                                       prefix, lo=1, hi=1000),
             breaker_reset_s=get_float(section, "breaker_reset_s", d.breaker_reset_s, prefix,
                                       lo=0.0),
+            retry=RetryPolicy(
+                post_statuses=get_statuses(section, "retry_post_statuses",
+                                           retry.post_statuses, prefix),
+                idempotent_5xx=retry.idempotent_5xx),
         )
+
+
+def get_statuses(section: Mapping[str, object], key: str, default: frozenset[int],
+                 prefix: str) -> frozenset[int]:
+    value = section.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 500 <= v <= 599 for v in value):
+        raise ConfigError(f"{_key(prefix, key)} must be a list of 5xx status codes, "
+                          "e.g. [502, 503]")
+    return frozenset(value)
 
 
 def _key(prefix: str, key: str) -> str:
@@ -166,6 +210,7 @@ def get_url(section: Mapping[str, object], key: str, default: str, prefix: str,
 POLICY_KEYS = frozenset({
     "connect_timeout_s", "timeout_s", "deadline_s", "connect_retries", "rate_limit_retries",
     "retry_after_cap_s", "max_body_bytes", "breaker_threshold", "breaker_reset_s",
+    "retry_post_statuses",
 })
 
 
@@ -403,6 +448,18 @@ class HttpClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def url(self, path: str) -> str:
+        """The absolute URL a path resolves to (for ``doctor``; base URLs hold no secrets)."""
+        return str(self._client.build_request("GET", path).url.copy_with(query=None))
+
+    async def check(self, method: str, path: str, **kwargs: Any) -> HttpResponse:
+        """:meth:`request` for ``check()``: a failure becomes :class:`CheckFailed` naming the
+        URL tried and the cause, which is what an admin needs, not the chat apology."""
+        try:
+            return await self.request(method, path, **kwargs)
+        except ProviderError as exc:
+            raise CheckFailed(self.url(path), exc.message, error=exc) from exc
+
     async def request(
         self,
         method: str,
@@ -501,8 +558,10 @@ class HttpClient:
                 rate_limit_retries += 1
                 await self._sleep(wait)
                 continue
+            retry = self.policy.retry
             if isinstance(err, ProviderUnavailable) and not retried_5xx and (
-                resp.status in _RETRYABLE_5XX or (safe and resp.status >= 500)
+                (safe and retry.idempotent_5xx and resp.status >= 500)
+                or (not safe and resp.status in retry.post_statuses)
             ):
                 retried_5xx = True
                 continue
@@ -544,6 +603,7 @@ __all__ = [
     "HttpClient",
     "HttpPolicy",
     "HttpResponse",
+    "RetryPolicy",
     "ServicePaused",
     "b64decode_many",
     "b64decode_strict",

@@ -457,6 +457,25 @@ async def test_auth_failure_alerts_the_admins_once(tmp_path: Path) -> None:
         assert await ledger_balances(r.chat.app.store)
 
 
+async def test_a_retired_model_alerts_the_admins_once_with_the_setting(tmp_path: Path) -> None:
+    # The vendor shut the configured model down: every job fails until an admin changes the
+    # setting, so it pages them (once), like a bad key, and tells them which setting.
+    async with rig(tmp_path, "openai",
+                   overrides={"bot": {"alert_channel": "test:team:ops"}}) as r:
+        assert isinstance(r.fake, OpenAIFake)
+        r.fake.retire("gpt-image-2.6-flare")
+        first = await imagine(r.chat, "a fox --n 1")
+        second = await imagine(r.chat, "a cat --n 1", user="bob")
+        for job in (first, second):
+            result = r.chat.result(job)
+            assert result.state == "failed"
+            assert "has retired the model 'gpt-image-2.6-flare'" in result.text
+        [alert] = [p for p in r.chat.channel.posted if "Admin alert" in p.text]
+        assert "ModelRetired" in alert.text and "providers.openai.model" in alert.text
+        assert await ledger(r.chat, first) == {"reserve": 1, "commit": 0, "refund": 1}
+        assert await ledger_balances(r.chat.app.store)
+
+
 # ------------------------------------------------------------------------------ 7. fallback
 async def test_unavailable_provider_falls_back_to_offline_and_says_so(tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-sdxl", section={"breaker_threshold": 1},

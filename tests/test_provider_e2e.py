@@ -24,7 +24,7 @@ from bot.providers.base import (
     AuthFailed,
     ContentFiltered,
     InvalidRequest,
-    NotFound,
+    ModelUnavailable,
     ProviderError,
     ProviderUnavailable,
     QuotaExhausted,
@@ -301,7 +301,8 @@ ERRORS: list[tuple[str, dict[str, Any], type[ProviderError], int]] = [
     ("401-auth", _v1_err(401, "unauthorized", "bad key"), AuthFailed, 1),
     ("402-credits", _v1_err(402, "payment_required", "no credits"), QuotaExhausted, 1),
     ("403-moderation", _v1_err(403, "content_moderation", "flagged"), ContentFiltered, 1),
-    ("404", _v1_err(404, "not_found", "no such engine"), NotFound, 1),
+    # The configured engine is gone: an admin must change the setting, so it alerts.
+    ("404", _v1_err(404, "not_found", "no such engine"), ModelUnavailable, 1),
     ("429-long-retry-after", {**_v1_err(429, "rate_limit_exceeded", "slow down"),
                               "headers": {"Retry-After": "120"}}, RateLimited, 1),
     ("500-twice", {**_v1_err(500, "server_error", "boom"), "times": 2}, ProviderUnavailable,
@@ -322,10 +323,12 @@ async def test_each_error_class_fails_the_job_and_refunds_it(
         job = await imagine(r.chat, "a fox --n 2")
         result = r.chat.result(job)
         assert result.state == "failed"
-        assert error.user_message in result.text
+        message = (ModelUnavailable(model=SDXL, setting="providers.stability.model").user_message
+                   if error is ModelUnavailable else error.user_message)
+        assert message in result.text
         assert not result.buttons and not result.images
         row = await job_row(r.chat, job)
-        assert (row["state"], row["error"]) == ("failed", error.user_message)
+        assert (row["state"], row["error"]) == ("failed", message)
         # one call, or the single allowed retry of a 500; never more
         assert len(generation_requests(r)) == calls
         assert "50 of 50 images left today" in result.text

@@ -19,13 +19,13 @@ def _document(name: str) -> dict[str, Any]:
 
 
 def errors(document: str, schema: str, instance: object,
-           patch: dict[str, Any] | None = None) -> list[str]:
+           patch: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """Why ``instance`` breaks ``#/components/schemas/<schema>`` of a vendored excerpt (empty
-    when it is valid). ``patch`` replaces properties of that schema where the vendor's current
-    docs are ahead of the excerpt; every patch is explained in the README."""
+    when it is valid). ``patch`` maps a schema name to properties that replace or add to its
+    own, where the vendor's current docs are ahead of the excerpt; the README explains each."""
     doc = json.loads(json.dumps(_document(document)))
-    if patch:
-        doc["components"]["schemas"][schema]["properties"].update(patch)
+    for name, props in (patch or {}).items():
+        doc["components"]["schemas"][name].setdefault("properties", {}).update(props)
     root = {"$ref": f"#/components/schemas/{schema}", "components": doc["components"]}
     validator = Draft202012Validator(root)
     return sorted(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"

@@ -16,8 +16,9 @@ from tests.fakes.openai import OpenAIFake
 KEY = "sk-TEST-contract-openai"
 DOC = "openai/images.openapi.json"
 # OpenAI's docs are ahead of the snapshot here; see README.md.
-QUALITY_PATCH: dict[str, Any] = {"quality": {"type": "string",
-                                             "enum": ["standard", "hd", *EXTENDED_QUALITIES]}}
+_QUALITY: dict[str, Any] = {"quality": {"type": "string",
+                                         "enum": ["standard", "hd", *EXTENDED_QUALITIES]}}
+QUALITY_PATCH = {"CreateImageRequest": _QUALITY, "CreateImageEditRequest": _QUALITY}
 
 
 @pytest.fixture

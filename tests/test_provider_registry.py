@@ -26,7 +26,7 @@ async def test_build_each_remote_provider(tmp_path: Path) -> None:
     env = {"STABILITY_API_KEY": "sk-a", "OPENAI_API_KEY": "sk-b", "CEREBRIUM_API_KEY": "c"}
     sections: dict[str, dict[str, object]] = {
         "stability": {}, "automatic1111": {}, "openai": {},
-        "cerebrium": {"url": "https://api.cerebrium.ai/v4/p-1/app/predict"},
+        "cerebrium": {"url": "https://api.aws.us-east-1.cerebrium.ai/v4/p-1/app/predict"},
         "comfyui": {"workflow": str(wf)},
     }
     for name, section in sections.items():
@@ -47,7 +47,8 @@ def test_unknown_and_missing_key() -> None:
     ("stability", {"modle": "core"}),
     ("automatic1111", {"samplr": "Euler"}),
     ("openai", {"qualty": "high"}),
-    ("cerebrium", {"url": "https://api.cerebrium.ai/v4/p-1/app/predict", "img2imgurl": "x"}),
+    ("cerebrium", {"url": "https://api.aws.us-east-1.cerebrium.ai/v4/p-1/app/predict",
+                   "img2imgurl": "x"}),
     ("comfyui", {"workflow": "wf.json", "timeout": 3}),
 ])
 def test_a_typo_in_a_provider_table_names_the_key(name: str, section: dict[str, object]) -> None:

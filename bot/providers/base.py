@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -372,12 +372,18 @@ def nearest_aspect(width: int, height: int, caps: Capabilities) -> str:
     return min(caps.aspect_ratios, key=lambda ar: abs(math.log(_ratio(ar) / want)))
 
 
-def did_you_mean(wanted: str, known: Iterable[str]) -> str:
-    """`` Did you mean 'X'?`` for the closest known name, or an empty string."""
-    names = list(known)
-    by_lower = {n.lower(): n for n in names}
+def did_you_mean(wanted: str, known: Iterable[str] | Mapping[str, str]) -> str:
+    """`` Did you mean 'X'?`` for the closest known name, or an empty string. With a mapping
+    (spelling -> name, e.g. aliases), the spellings are matched and the name is suggested."""
+    pairs = known.items() if isinstance(known, Mapping) else ((n, n) for n in known)
+    by_lower = {spelling.lower(): name for spelling, name in pairs}
     close = difflib.get_close_matches(wanted.lower()[:60], list(by_lower), n=1, cutoff=0.5)
     return f" Did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
+def sampler_spellings(caps: Capabilities) -> dict[str, str]:
+    """Every accepted spelling of a sampler -> the provider's name for it."""
+    return {**{s: s for s in caps.samplers or ()}, **dict(caps.sampler_aliases)}
 
 
 def wrap_seed(seed: int, caps: Capabilities) -> int:
@@ -454,7 +460,7 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
         if resolved is None:
             raise NotSupported(
                 f"{provider_label} has no sampler '{req.sampler}'."
-                + did_you_mean(req.sampler, (*caps.samplers, *(a for a, _ in caps.sampler_aliases)))
+                + did_you_mean(req.sampler, sampler_spellings(caps))
                 + " Available: " + ", ".join(caps.samplers[:20])
             )
         changes["sampler"] = resolved[0]

@@ -638,13 +638,18 @@ OTHER_ERRORS: list[tuple[str, str, dict[str, Any], type[ProviderError], int]] = 
         "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed "
                   "validation", "details": "", "extra_info": {}},
         "node_errors": {"3": {"errors": [{"type": "value_bigger_than_max",
-                                          "message": "Value bigger than max"}]}}}},
+                                          "message": "Value bigger than max",
+                                          "details": "steps"}],
+                              "class_type": "KSampler"}}}},
      InvalidRequest, 1),
     ("comfyui", "500-twice", {"status": 500, "body": b"Internal Server Error", "times": 2},
      ProviderUnavailable, 2),
 ]
 GENERATION_PATH = {"automatic1111": "/sdapi/v1/txt2img", "openai": "/images/generations",
                    "cerebrium": "/predict", "comfyui": "/prompt"}
+# Where the provider says more than its error class does, the user hears that.
+PRECISE_TEXT = {("comfyui", "400-validation"):
+                "ComfyUI rejected the workflow at node 3 (KSampler): steps."}
 
 
 @pytest.mark.parametrize(("kind", "case", "fault", "error", "calls"), OTHER_ERRORS,
@@ -657,11 +662,23 @@ async def test_every_provider_maps_its_errors_and_refunds(
         job = await imagine(r.chat, "a fox --n 1")
         result = r.chat.result(job)
         assert result.state == "failed", result.text
-        assert error.user_message in result.text
+        assert PRECISE_TEXT.get((kind, case), error.user_message) in result.text
         assert len(generation_requests(r)) == calls
         assert await ledger(r.chat, job) == {"reserve": 1, "commit": 0, "refund": 1}
         assert "50 of 50" in await quota(r.chat)
         assert await ledger_balances(r.chat.app.store)
+
+
+async def test_comfyui_progress_over_its_websocket_reaches_the_channel(tmp_path: Path) -> None:
+    async with rig(tmp_path, "comfyui") as r:
+        assert isinstance(r.fake, ComfyUIFake)
+        r.fake.steps, r.fake.step_delay_s = 6, 0.3
+        job = await imagine(r.chat, "a fox --n 1")
+        assert r.chat.result(job).state == "done"
+        seen = [u.progress for u in r.chat.channel.updated
+                if u.job_id == job and u.state == "running" and u.progress]
+        assert any(0.0 < p < 1.0 for p in seen), seen
+        assert r.fake.ws_clients and len(r.fake.requests_to("/history/")) == 1
 
 
 async def test_webui_progress_reaches_the_channel(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Literal
 
 from bot.config import Settings
 from bot.errors import NotAllowed
-from bot.jobs import Job
-from bot.store import Store
+from bot.storage.protocols import ChannelRepository
+from bot.storage.records import Job
 from bot.types import Actor, Invocation
 
 Rule = Literal["anyone", "owner", "continue"]
@@ -21,11 +21,13 @@ allows collaboration."""
 
 
 class Access:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, channels: ChannelRepository) -> None:
         self._settings = settings
-        self._store = store
+        self._channels = channels
 
     def is_admin(self, actor: Actor) -> bool:
+        """The platform says so (a Discord administrator, a Slack workspace admin), or the
+        operator listed ``platform:user_id`` in ``bot.admins``."""
         return actor.is_admin or f"{actor.platform}:{actor.user_id}" in self._settings.bot.admins
 
     def is_owner_or_admin(self, actor: Actor, job: Job) -> bool:
@@ -34,13 +36,9 @@ class Access:
     async def collaborative(self, job: Job, inv: Invocation) -> bool:
         """The channel's own setting (``/admin collab``), else what the platform says of the
         channel, else the configured default."""
-        row = await self._store.fetchone(
-            "SELECT collaborative FROM channels WHERE platform = ? AND tenant = ? "
-            "AND channel_id = ?",
-            (job.platform, job.tenant, job.channel_id),
-        )
-        if row is not None:
-            return bool(row["collaborative"])
+        own = await self._channels.collaborative(job.platform, job.tenant, job.channel_id)
+        if own is not None:
+            return own
         if inv.channel_allows_collaboration is not None:
             return inv.channel_allows_collaboration
         return self._settings.actions.collaborative

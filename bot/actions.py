@@ -184,8 +184,8 @@ def _child(c: Call, parsed: grammar.ImagineRequest, kind: str, **kw: object) -> 
 
 async def _reroll(c: Call) -> JobSpec:
     r = c.job.request
-    return _child(c, specs.reparse(c.job), "reroll", init_sha=r.get("init_sha"),
-                  init_ext=r.get("init_ext"), strength=r.get("strength"),
+    return _child(c, specs.reparse(c.job), "reroll", init_sha=r.init_sha,
+                  init_ext=r.init_ext, strength=r.strength,
                   parent=(c.job.id, None), n=c.job.n, seed=specs.random_seed())
 
 

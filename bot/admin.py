@@ -132,12 +132,8 @@ async def _unblock(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
 
 async def _collab(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
     on = a[0] == "on"
-    await ctx.store.execute(
-        "INSERT INTO channels (platform, tenant, channel_id, collaborative) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (platform, tenant, channel_id) "
-        "DO UPDATE SET collaborative = excluded.collaborative",
-        (inv.actor.platform, inv.actor.tenant, inv.channel_id, int(on)),
-    )
+    await ctx.store.channels.set_collaborative(inv.actor.platform, inv.actor.tenant,
+                                               inv.channel_id, on)
     return ("Anyone in this channel may now continue results." if on
             else "Only a result's owner (and admins) may continue it here.")
 
@@ -178,10 +174,7 @@ async def run(ctx: Context, inv: Invocation, responder: Responder) -> None:
     if cmd is None or bound is None:
         raise UserError("I did not understand that.\n" + usage())
     message = await cmd.run(ctx, inv, bound)
-    await ctx.store.execute(
-        "INSERT INTO admin_log (actor, action, detail, created_at) VALUES (?, ?, ?, ?)",
-        (inv.actor.key, name, json.dumps(args), ctx.clock()),
-    )
+    await ctx.store.admin_log.append(inv.actor.key, name, json.dumps(args), ctx.clock())
     await responder.send(Reply(message, ephemeral=True))
 
 

@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot import grammar
+from bot.access import Access
 from bot.config import Settings
-from bot.errors import ConfigError
+from bot.errors import AlreadyRunning
+from bot.events import EventBus
 from bot.handler import Handler
-from bot.jobs import JobEvent, JobRunner
-from bot.providers.base import Provider, ProviderError
+from bot.jobs import JobRunner
+from bot.providers.base import Provider
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
-from bot.store import Store
+from bot.storage.protocols import Storage
+from bot.storage.sqlite import Store
 from bot.styles import StyleBook
 from bot.types import Actor, ChannelPoster, FlagHelp, Invocation, Reply, Responder
 
@@ -40,7 +43,7 @@ def runner_lock(data_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(
+            raise AlreadyRunning(
                 f"Another imagine-bot is already running on {data_dir}. Stop it first, "
                 "or give this one its own --data-dir."
             ) from None
@@ -52,7 +55,10 @@ def runner_lock(data_dir: Path) -> Iterator[None]:
 @dataclass
 class App:
     settings: Settings
-    store: Store
+    store: Store  # the SQLite database itself: raw SQL for `doctor`, benchmarks and tests
+    storage: Storage  # the repositories the core uses (today the same object as `store`)
+    events: EventBus
+    access: Access
     quotas: Quotas
     providers: ProviderHub
     runner: JobRunner
@@ -92,23 +98,23 @@ class App:
         data_dir = settings.data_dir
         async with Store.open(data_dir / DB_NAME) as store, \
                 ProviderHub.open(settings.providers, settings.env, extra_providers) as providers:
-            handler_ref: list[Handler] = []
-
-            async def notify(event: JobEvent) -> None:
-                await handler_ref[0].on_job_event(event)  # type: ignore[arg-type]  # until bot.jobs uses bot.events
-
-            async def alert(provider: str, error: ProviderError) -> None:
-                await handler_ref[0].on_alert(provider, error)
-
-            quotas = Quotas(store, settings.quota, is_admin=lambda a: handler_ref[0].is_admin(a),
-                            clock=clock)
+            storage: Storage = store
+            events = EventBus()
+            access = Access(settings, storage.channels)
+            quotas = Quotas(storage, settings.quota, is_admin=access.is_admin, clock=clock)
             runner = JobRunner(
-                store, quotas, providers, data_dir=data_dir, job_settings=settings.jobs,
-                image_settings=settings.images, notify=notify, alert=alert, clock=clock,
+                storage, quotas, providers, data_dir=data_dir, job_settings=settings.jobs,
+                image_settings=settings.images, events=events, clock=clock,
             )
-            handler = Handler(settings, store, quotas, runner, providers, styles, clock=clock)
-            handler_ref.append(handler)
-            app = cls(settings, store, quotas, providers, runner, handler)
+            handler = Handler(settings, store, quotas, runner, providers, styles, access=access,
+                              clock=clock)
+            # The runner publishes; the handler listens. Subscribed before the runner starts,
+            # so no event of a resumed job is missed.
+            events.on_job(handler.on_job_event)
+            events.on_alert(handler.on_alert)
+            app = cls(settings=settings, store=store, storage=storage, events=events,
+                      access=access, quotas=quotas, providers=providers, runner=runner,
+                      handler=handler)
             if start:
                 await runner.start()
             try:

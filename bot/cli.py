@@ -1,34 +1,82 @@
-"""``imagine-bot``: generate, quota, doctor, serve."""
+"""The ``imagine-bot`` command line: generate, quota, doctor, serve.
+
+Every mistake a person can make here (a bad flag, a missing input file, a data dir that
+cannot be written, a second bot on the same data dir, a closed pipe) ends in one line on
+stderr and an exit code from :class:`Exit`; with ``generate --json`` also a JSON error object
+on stdout. A traceback means a bug.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import enum
 import getpass
 import importlib
+import importlib.metadata
 import json
 import logging
+import os
 import re
+import secrets
 import shutil
 import signal
+import sqlite3
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bot.app import App
+from bot.app import DB_NAME, App
 from bot.config import SECRET_ENV, Settings, load_settings
-from bot.errors import ConfigError
+from bot.core import AdapterSpec
+from bot.errors import AlreadyRunning, ConfigError
 from bot.types import Actor, Invocation, Reply, Target
 
 log = logging.getLogger("bot")
 
-# Adapters are loaded by name at serve time: the core never imports a platform library.
-# Chat adapters start when their token is in the environment.
-WEB_ADAPTER = "adapters.web"
-CHAT_ADAPTERS = {"discord": ("adapters.discord", "DISCORD_TOKEN"),
-                 "slack": ("adapters.slack", "SLACK_BOT_TOKEN")}
+# Adapters are found through the registry in the ``adapters`` package and imported by name at
+# serve time: the core never imports a platform library, and never names one here.
+ADAPTERS_PACKAGE = "adapters"
+WEB_ACCESS = "adapters.web.access"  # the playground's user names, for quota --platform web
+
+
+class Exit(enum.IntEnum):
+    """Exit codes. 2 is argparse's own for a bad command line; the I/O ones are sysexits.h's."""
+
+    OK = 0
+    FAILED = 1  # a job failed or was filtered; the doctor found a problem
+    USAGE = 2  # a mistake in the command, the prompt or the settings
+    NO_INPUT = 66  # EX_NOINPUT: --image names no readable file
+    INTERNAL = 70  # EX_SOFTWARE: a bug; the log above has the traceback
+    CANT_WRITE = 73  # EX_CANTCREAT: the data dir, the database or --out cannot be written
+    BUSY = 75  # EX_TEMPFAIL: another imagine-bot runs on this data dir; try when it stops
+    INTERRUPTED = 130  # 128 + SIGINT
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for `yes | head`
+
+
+EXIT_HELP = """exit codes:
+  0    done
+  1    a job failed, or doctor found a problem
+  2    a mistake in the command, the prompt or the settings (also: nothing to serve)
+  66   --image is missing, a folder, or unreadable
+  70   a bug (the traceback is in the log)
+  73   the data dir, the database or --out cannot be written
+  75   another imagine-bot is running on this data dir
+  130  interrupted
+  141  the output was closed early (e.g. piped into head)"""
+
+
+class CliError(Exception):
+    """A user's mistake found by the CLI itself: one line, one exit code, one JSON kind."""
+
+    def __init__(self, message: str, code: Exit, kind: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.kind = kind
 
 
 class RedactSecrets(logging.Filter):
@@ -90,43 +138,91 @@ def _local_actor(user: str | None) -> Actor:
     return Actor(platform="cli", tenant="local", user_id=name, display_name=name)
 
 
+def check_data_dir(settings: Settings) -> None:
+    """Before a command that writes: the data dir and its database must be writable, so that
+    a read-only volume is one clear line rather than a failed job or a SQLite traceback."""
+    data_dir = settings.data_dir.absolute()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the data dir {data_dir}: {exc.strerror}. Choose another "
+                       "with --data-dir (or bot.data_dir).", Exit.CANT_WRITE, "data_dir") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise CliError(f"the data dir {data_dir} is not writable. Make it writable, or choose "
+                       "another with --data-dir.", Exit.CANT_WRITE, "data_dir")
+    db = data_dir / DB_NAME
+    if db.exists() and not os.access(db, os.W_OK):
+        raise CliError(f"the database {db} is read-only. Make it writable, or point --data-dir "
+                       "at a writable copy of the data dir.", Exit.CANT_WRITE, "database")
+
+
+@asynccontextmanager
+async def open_app(settings: Settings, *, start: bool = True) -> AsyncIterator[App]:
+    """:meth:`App.open`, with what can go wrong opening the data dir said in one line."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            app = await stack.enter_async_context(App.open(settings, start=start))
+        except OSError as exc:
+            where = exc.filename or settings.data_dir
+            raise CliError(f"cannot use {where}: {exc.strerror}. Check the data dir's "
+                           "permissions, or choose another with --data-dir.", Exit.CANT_WRITE,
+                           "data_dir") from None
+        except sqlite3.Error as exc:  # not a database, or read-only under us
+            raise CliError(f"cannot open the database in {settings.data_dir.absolute()}: {exc}.",
+                           Exit.CANT_WRITE, "database") from None
+        yield app
+
+
+async def read_input_image(name: str) -> bytes:
+    path = Path(name)
+    try:
+        return await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        why = "there is no such file"
+    except IsADirectoryError:
+        why = "that is a folder; give one image file"
+    except OSError as exc:
+        why = f"it cannot be read ({exc.strerror})"
+    raise CliError(f"--image {name}: {why}.", Exit.NO_INPUT, "input")
+
+
 async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
-    async with App.open(settings) as app:
+    # Read the input first: a typo in a file name must not take the lock or open the database.
+    init = await read_input_image(args.image) if args.image else None
+    check_data_dir(settings)
+    async with open_app(settings) as app:
         # The channel (results, also of earlier interrupted runs) and this command's own
         # replies are kept apart: only the jobs this command started are reported.
-        app.handler.register_poster("cli", _Collector())
+        app.register_poster("cli", _Collector())
         collector = _Collector()
         actor = _local_actor(args.user)
-        init = await asyncio.to_thread(Path(args.image).read_bytes) if args.image else None
-        await app.handler.handle(
+        await app.handle(
             Invocation(actor=actor, channel_id="cli", command="imagine", text=args.prompt,
                        init_image=init),
             collector,
         )
         job_ids = list(dict.fromkeys(r.job_id for r in collector.replies if r.job_id))
-        if not job_ids:
-            for reply in collector.replies:
-                print(reply.text, file=sys.stderr)
-            return 2
+        if not job_ids:  # refused: a bad flag, no quota left, a queue cap
+            text = " ".join(r.text for r in collector.replies) or "nothing was started."
+            raise CliError(text, Exit.USAGE, "refused")
         await app.runner.wait_idle()
-        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
         results: list[dict[str, Any]] = []
         for job_id in job_ids:
             job = await app.runner.load(job_id)
             assert job is not None
             files = []
             for img in await app.runner.load_images(job_id):
-                src = app.handler.image_path(img.sha256)
+                src = app.image_path(img.sha256)
                 assert src is not None
                 dest = out / f"{job_id}-{img.index}.{img.ext}"
-                await asyncio.to_thread(shutil.copyfile, src, dest)
+                await _copy_out(src, dest, job_id)
                 files.append({"index": img.index, "path": str(dest), "seed": img.seed,
                               "width": img.width, "height": img.height})
             results.append({"job_id": job_id, "state": job.state, "provider": job.provider,
                             "prompt": job.prompt, "error": job.error, "notice": job.notice,
                             "images": files})
-        quota = await app.handler.quota_badge(actor)
+        quota = await app.quota_badge(actor)
         if args.json:
             print(json.dumps({"jobs": results, "quota": quota}, indent=2))
         else:
@@ -141,18 +237,63 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
             if any(r["provider"] == "offline" for r in results):
                 print("Offline preview: procedural pictures, not a diffusion model.")
             print(f"Quota: {quota}")
-        return 0 if all(r["state"] == "done" for r in results) else 1
+        return Exit.OK if all(r["state"] == "done" for r in results) else Exit.FAILED
+
+
+async def _copy_out(src: Path, dest: Path, job_id: str) -> None:
+    try:
+        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.copyfile, src, dest)
+    except OSError as exc:
+        raise CliError(f"cannot write {exc.filename or dest}: {exc.strerror}. The images of job "
+                       f"{job_id} are kept in the data dir; choose another --out.",
+                       Exit.CANT_WRITE, "output") from None
+
+
+PLATFORM_HELP = ("where the user is: cli (default), web, slack:TEAM_ID (a Slack workspace) or "
+                 "discord:SERVER_ID (a Discord server)")
+
+
+def quota_actor(settings: Settings, user: str | None, platform: str) -> tuple[Actor, str]:
+    """``--user`` on ``--platform``, with the tenant ids the adapters use, and where that is
+    in words. Chat users are their platform ids (U0123, 80351110224678912)."""
+    kind, _, tenant = platform.strip().partition(":")
+    kind = kind.lower()
+    if kind in ("cli", "web") and tenant:
+        raise CliError(f"--platform {kind} has no workspaces; write just {kind}.",
+                       Exit.USAGE, "usage")
+    if kind == "cli":
+        return _local_actor(user), "the command line"
+    if not user:
+        raise CliError(f"--platform {kind} needs --user (that platform's user id or name).",
+                       Exit.USAGE, "usage")
+    if kind == "web":
+        # The playground's own rule turns a typed name into its user id ("Alice" -> "alice").
+        access = importlib.import_module(WEB_ACCESS)
+        try:
+            actor: Actor = access.web_actor(user, access.web_admins(settings))
+        except access.InputError as exc:
+            raise CliError(f"--user {user!r}: {exc}", Exit.USAGE, "usage") from None
+        return actor, "the web playground"
+    names = {"slack": "Slack workspace", "discord": "Discord server"}
+    if kind not in names:
+        raise CliError(f"unknown --platform {platform!r}; {PLATFORM_HELP}.", Exit.USAGE, "usage")
+    if not tenant:
+        raise CliError(f"--platform {kind} needs its {names[kind]} id: {kind}:ID.",
+                       Exit.USAGE, "usage")
+    where = ("Discord direct messages" if tenant.startswith("dm:")
+             else f"{names[kind]} {tenant}")
+    return Actor(platform=kind, tenant=tenant, user_id=user, display_name=user), where
 
 
 async def cmd_quota(settings: Settings, args: argparse.Namespace) -> int:
-    async with App.open(settings, start=False) as app:
+    actor, where = quota_actor(settings, args.user, args.platform)
+    async with open_app(settings, start=False) as app:
         collector = _Collector()
-        await app.handler.handle(
-            Invocation(actor=_local_actor(args.user), channel_id="cli", command="quota"),
-            collector)
-        for reply in collector.replies:
-            print(reply.text)
-    return 0
+        await app.handle(Invocation(actor=actor, channel_id="cli", command="quota"), collector)
+        text = " ".join(r.text for r in collector.replies)
+    print(f"Quota of {actor.display_name or actor.user_id} on {where}: {text}")
+    return Exit.OK
 
 
 async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
@@ -193,53 +334,140 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def enabled_adapters(settings: Settings) -> list[AdapterSpec]:
+    """The registry's adapters whose ``enabled(settings)`` is true, in registry order.
+
+    An adapter may refuse a setup here (ConfigError), before any data is touched. A package
+    that cannot even be imported is reported and skipped: the others still run."""
+    registry: Sequence[str] = importlib.import_module(ADAPTERS_PACKAGE).REGISTRY
+    specs = []
+    for module_name in registry:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            log.warning("adapter %s cannot be loaded (%s); the others still start",
+                        module_name, exc)
+            continue
+        spec = getattr(module, "ADAPTER", None)
+        if not isinstance(spec, AdapterSpec):
+            raise ConfigError(f"{module_name} is in the adapter registry but has no ADAPTER.")
+        if spec.enabled(settings):
+            specs.append(spec)
+    return specs
+
+
+def _say(line: str) -> None:
+    """One line for the operator on stdout (logs go to stderr). A reader that went away
+    (``serve | head -3``) must not stop the bot."""
+    try:
+        print(line, flush=True)
+    except (BrokenPipeError, ValueError):
+        _silence_stdout()
+
+
+async def _run_adapter(spec: AdapterSpec, app: App, settings: Settings) -> None:
+    def ready(line: str) -> None:
+        _say(f"{spec.name}: {line}")
+
+    log.info("%s adapter starting", spec.name)
+    try:
+        await spec.serve(app, settings, ready)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"The {spec.name} adapter needs the Python package {exc.name!r}, "
+                          "which is not installed.") from None
+
+
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    host = args.host or settings.web.host
-    port = args.port or settings.web.port
+    specs = enabled_adapters(settings)  # refuses a bad setup before touching any data
+    if not specs:
+        raise CliError(
+            "nothing to serve: web.enabled is false and no chat adapter is configured. Set "
+            "DISCORD_TOKEN or the SLACK_* tokens, or turn the web playground back on.",
+            Exit.USAGE, "config")
+    check_data_dir(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    web = importlib.import_module(WEB_ADAPTER)
-    web.check_bind(host, settings.web.access_token)  # refuse before touching any data
-    async with App.open(settings) as app:
-        servers = {asyncio.create_task(web.serve(app, host, port), name="web")}
-        for name, (module, token) in CHAT_ADAPTERS.items():
-            if settings.secret(token):
-                adapter = importlib.import_module(module)
-                servers.add(asyncio.create_task(adapter.serve(app), name=name))
-                log.info("%s adapter starting", name)
+    async with open_app(settings) as app:
+        _say(provider_line(app))
+        servers = {asyncio.create_task(_run_adapter(spec, app, settings), name=spec.name)
+                   for spec in specs}
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({*servers, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (*servers, stopper):
             task.cancel()
         await asyncio.gather(*servers, stopper, return_exceptions=True)
         for task in done & servers:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
         log.info("stopped; queued jobs stay queued and resume at the next start")
-    return 0
+    return Exit.OK
+
+
+def provider_line(app: App) -> str:
+    """Which provider draws: the offline renderer says it is a procedural picture."""
+    name = app.providers.default
+    line = f"provider {name}: {app.providers.get(name).label}"
+    fallback = app.providers.fallback
+    if fallback:
+        line += f"; fallback {fallback}: {app.providers.get(fallback).label}"
+    return line
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("imagine-bot")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
+DESCRIPTION = """A self-hosted /imagine bot: the web playground, Discord and Slack on one core.
+
+With no command, serve starts the web playground on 127.0.0.1:8080 with the offline
+renderer, plus Discord and Slack when their tokens are in the environment."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imagine-bot", description=__doc__)
+    p = argparse.ArgumentParser(prog="imagine-bot", description=DESCRIPTION, epilog=EXIT_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"imagine-bot {_version()}")
     p.add_argument("--config", type=Path, help="TOML settings file (see config/default.toml)")
     p.add_argument("--data-dir", help="where the database and images live (default ./data)")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     g = sub.add_parser("generate", help="run one /imagine from the shell")
     g.add_argument("prompt", help='prompt and flags, e.g. "a lighthouse --n 2 --ar 3:2"')
     g.add_argument("--out", default="out", help="folder for the images")
-    g.add_argument("--json", action="store_true", help="print JSON for scripts")
+    g.add_argument("--json", action="store_true",
+                   help="print JSON for scripts (an error is {\"error\": {...}})")
     g.add_argument("--user", help="whose quota pays (default: your login name)")
     g.add_argument("--image", help="an input image to refine (img2img)")
     q = sub.add_parser("quota", help="show what is left")
-    q.add_argument("--user")
+    q.add_argument("--user", help="whose quota (default: your login name)")
+    q.add_argument("--platform", default="cli", help=PLATFORM_HELP)
     sub.add_parser("doctor", help="check config, data dir, database and providers")
-    s = sub.add_parser("serve", help="start the configured adapters (web playground by default)")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
+    s = sub.add_parser("serve", help="start the enabled adapters (the web playground by default)")
+    s.add_argument("--host", help="web playground address (web.host)")
+    s.add_argument("--port", type=int, help="web playground port (web.port)")
     return p
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _fail(args: argparse.Namespace, message: str, code: Exit, kind: str) -> int:
+    print(f"imagine-bot: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        error = {"kind": kind, "message": message, "exit_code": int(code)}
+        with contextlib.suppress(BrokenPipeError):
+            print(json.dumps({"error": error}), flush=True)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,24 +475,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.data_dir:
         overrides["bot"] = {"data_dir": args.data_dir}
+    web = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    if web:
+        overrides["web"] = web
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
-        print(f"imagine-bot: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"configuration error: {exc}", Exit.USAGE, "config")
     setup_logging(settings)
     command = args.command or "serve"
-    if command == "serve" and not hasattr(args, "host"):
-        args.host, args.port = None, None
     runner = {"generate": cmd_generate, "quota": cmd_quota, "doctor": cmd_doctor,
               "serve": cmd_serve}[command]
     try:
-        return asyncio.run(runner(settings, args))
+        code = asyncio.run(runner(settings, args))
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is handled below
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        print("imagine-bot: the output was closed before it was all written (broken pipe).",
+              file=sys.stderr)
+        return Exit.BROKEN_PIPE
+    except AlreadyRunning:
+        what = ("Use that one instead (its playground or chat), stop it first, or"
+                if command != "serve" else "Stop it first, or")
+        return _fail(args, "another imagine-bot is already running on "
+                     f"{settings.data_dir.absolute()}, "
+                     f"and only one may run jobs there. {what} give this one its own "
+                     "--data-dir (a separate database and quota).", Exit.BUSY,
+                     "already_running")
     except ConfigError as exc:
-        print(f"imagine-bot: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"configuration error: {exc}", Exit.USAGE, "config")
+    except CliError as exc:
+        return _fail(args, exc.message, exc.code, exc.kind)
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("imagine-bot %s failed (ref %s)", command, ref)
+        return _fail(args, f"sorry, that is a bug (ref {ref}); the log above has the details.",
+                     Exit.INTERNAL, "internal")
 
 
 if __name__ == "__main__":

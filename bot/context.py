@@ -79,8 +79,7 @@ class Context:
     async def left_text(self, job: Job) -> str:
         """The payer's "N left" line, with the limits the reservation used."""
         actor = Actor(job.platform, job.tenant, job.owner_id, job.owner_name,
-                      roles=tuple(job.request.get("payer_roles") or ()),
-                      is_admin=bool(job.request.get("payer_admin")))
+                      roles=job.request.payer_roles, is_admin=job.request.payer_admin)
         return render.left_text(job.owner_name, await self.quotas.status(actor))
 
     async def view(self, job: Job, *, with_quota: bool = True) -> render.JobView:

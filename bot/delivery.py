@@ -38,7 +38,8 @@ def target(job: Job) -> Target:
 class Delivery:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
-        self._store = ctx.store
+        self._jobs = ctx.store.jobs
+        self._alerts = ctx.store.alerts
         self._posters: dict[str, ChannelPoster] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -60,7 +61,7 @@ class Delivery:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     async def set_status_ref(self, job_id: str, ref: str) -> None:
-        await self._store.execute("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
+        await self._jobs.set_status_ref(job_id, ref)
 
     async def _post(self, job: Job, reply: Reply, *, update: bool) -> None:
         poster = self._posters.get(job.platform)
@@ -74,13 +75,10 @@ class Delivery:
             ref = await poster.post(target(job), reply)
         except BaseException:
             if reply.state in FINAL_STATES:  # release the claim: deliver_pending retries it
-                await asyncio.shield(self._store.execute(
-                    "UPDATE jobs SET result_ref = NULL WHERE id = ? AND result_ref = ''",
-                    (job.id,)))
+                await asyncio.shield(self._jobs.release_result_claim(job.id))
             raise
         if ref is not None and reply.state in FINAL_STATES:
-            await self._store.execute("UPDATE jobs SET result_ref = ? WHERE id = ?",
-                                      (ref, job.id))
+            await self._jobs.set_result_ref(job.id, ref)
 
     async def on_job_event(self, event: JobEvent) -> None:
         job = await self._ctx.runner.load(event.job_id)
@@ -99,8 +97,7 @@ class Delivery:
         status = render.settled_status(job, reply)
         # The result is posted once: the runner's final event and submit's catch-up (the
         # status message was sent after the job had finished) may both get here.
-        if not await self._store.execute(
-                "UPDATE jobs SET result_ref = '' WHERE id = ? AND result_ref IS NULL", (job.id,)):
+        if not await self._jobs.claim_result(job.id):
             if job.status_ref and job.result_ref and job.status_ref != job.result_ref:
                 await self._post(job, status, update=True)  # a separate status message
             return
@@ -113,20 +110,17 @@ class Delivery:
     async def deliver_pending(self, platform: str) -> None:
         """Post what finished while ``platform`` had no (working) poster: jobs resumed or
         settled at start run before the adapters are up."""
-        rows = await self._store.fetchall(
-            "SELECT id FROM jobs WHERE platform = ? AND state IN ('done', 'failed', 'filtered') "
-            "AND result_ref IS NULL AND deleted = 0 ORDER BY created_at", (platform,))
-        for row in rows:
+        for job_id in await self._jobs.pending_results(platform):
             try:
-                await self.on_job_event(JobEvent(row["id"]))
+                await self.on_job_event(JobEvent(job_id))
             except Exception:  # the platform is still not reachable: try again next time
-                log.warning("could not deliver the result of job %s yet", row["id"],
+                log.warning("could not deliver the result of job %s yet", job_id,
                             exc_info=True)
                 return
 
     async def take_down(self, job: Job) -> None:
         """Delete: mark the job deleted and replace its messages."""
-        await self._store.execute("UPDATE jobs SET deleted = 1 WHERE id = ?", (job.id,))
+        await self._jobs.mark_deleted(job.id)
         poster = self._posters.get(job.platform)
         if poster is not None:
             gone = render.deleted_reply(job)
@@ -135,15 +129,8 @@ class Delivery:
 
     async def on_alert(self, provider: str, error: ProviderError) -> None:
         key = f"{provider}:{type(error).__name__}"
-        now = self._ctx.clock()
-        async with self._store.transaction() as db:
-            cur = await db.execute("SELECT last_at FROM alerts WHERE key = ?", (key,))
-            row = await cur.fetchone()
-            if row is not None and now - float(row["last_at"]) < ALERT_EVERY_S:
-                return
-            await db.execute(
-                "INSERT INTO alerts (key, last_at) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at", (key, now))
+        if not await self._alerts.claim(key, self._ctx.clock(), ALERT_EVERY_S):
+            return
         log.error("ADMIN ALERT: provider %s: %s (%s). Jobs fail until an admin acts.",
                   provider, type(error).__name__, error.status)
         alert_channel = self._ctx.settings.bot.alert_channel

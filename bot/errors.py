@@ -10,6 +10,7 @@ Two tiers (see STYLE.md §6)::
     ├── JobNotFound            unknown or deleted job, malformed button id
     └── Unsupported            the provider cannot do what was asked
     ConfigError                bad settings, raised at start naming the key
+    └── AlreadyRunning         another imagine-bot runs jobs on this data dir (bot.app)
 
 Anything else is a bug: it is logged with its traceback and the user gets a short apology with
 a reference id, never ``str(exc)``.
@@ -52,3 +53,8 @@ class Unsupported(UserError):
 
 class ConfigError(Exception):
     """Bad settings; the message names the offending key."""
+
+
+class AlreadyRunning(ConfigError):
+    """Another process holds this data dir's runner lock. A ConfigError, since a second data
+    dir is one way out, but its own class so the CLI can say what to do instead."""

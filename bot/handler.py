@@ -64,7 +64,7 @@ class Handler:
     ) -> None:
         self.ctx = Context(
             settings=settings, store=store, quotas=quotas, runner=runner, providers=providers,
-            styles=styles, access=access or Access(settings, store),
+            styles=styles, access=access or Access(settings, store.channels),
             verbs=verbs or default_table(), clock=clock,
         )
         self.delivery = Delivery(self.ctx)
@@ -110,13 +110,8 @@ class Handler:
     async def history(
         self, platform: str, tenant: str, channel_id: str, limit: int = 50
     ) -> list[Reply]:
-        rows = await self.ctx.store.fetchall(
-            "SELECT * FROM (SELECT * FROM jobs WHERE platform = ? AND tenant = ? AND "
-            "channel_id = ? AND deleted = 0 ORDER BY created_at DESC LIMIT ?) "
-            "ORDER BY created_at",
-            (platform, tenant, channel_id, limit),
-        )
-        return [await self.ctx.render(Job.from_row(row), with_quota=False) for row in rows]
+        jobs = await self.ctx.store.jobs.history(platform, tenant, channel_id, limit)
+        return [await self.ctx.render(job, with_quota=False) for job in jobs]
 
     def image_path(self, sha256: str) -> Path | None:
         if not SHA_RE.fullmatch(sha256):

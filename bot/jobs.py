@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
 
 from bot import images
 from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
+from bot.events import EventBus, JobEvent
+from bot.job_request import Display, JobRequest
 from bot.providers.base import (
     Capabilities,
     GenerationRequest,
@@ -35,13 +33,13 @@ from bot.providers.base import (
     Provider,
     ProviderError,
     ProviderUnavailable,
-    WeightedPrompt,
     fit_request,
     generate_split,
 )
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas, user_scope
-from bot.store import Store
+from bot.storage.protocols import Storage
+from bot.storage.records import Job, NewJob, StoredJobImage
 from bot.types import Actor
 
 log = logging.getLogger(__name__)
@@ -74,118 +72,30 @@ class JobSpec:
     parent_job_id: str | None = None
     parent_index: int | None = None
     notice: str = ""
-    display: Mapping[str, Any] = field(default_factory=dict)  # user-facing params (prompt, style)
+    display: Display = field(default_factory=Display)  # the user's own words
 
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    platform: str
-    tenant: str
-    channel_id: str
-    thread_id: str | None
-    owner_id: str
-    owner_name: str
-    kind: str
-    parent_job_id: str | None
-    parent_index: int | None
-    state: str
-    request: Mapping[str, Any]
-    provider: str
-    model: str | None
-    seed: int
-    n: int
-    attempts: int
-    error: str | None
-    notice: str
-    status_ref: str | None
-    result_ref: str | None
-    grid_sha: str | None
-    grid_ext: str | None
-    deleted: bool
-    created_at: float
-    finished_at: float | None
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Job:
-        return cls(
-            id=row["id"], platform=row["platform"], tenant=row["tenant"],
-            channel_id=row["channel_id"], thread_id=row["thread_id"], owner_id=row["owner_id"],
-            owner_name=row["owner_name"], kind=row["kind"], parent_job_id=row["parent_job_id"],
-            parent_index=row["parent_index"], state=row["state"],
-            request=json.loads(row["request_json"]), provider=row["provider"],
-            model=row["model"], seed=int(row["seed"]), n=int(row["n"]),
-            attempts=int(row["attempts"]), error=row["error"], notice=row["notice"],
-            status_ref=row["status_ref"], result_ref=row["result_ref"],
-            grid_sha=row["grid_sha"], grid_ext=row["grid_ext"],
-            deleted=bool(row["deleted"]), created_at=float(row["created_at"]),
-            finished_at=row["finished_at"],
+    def job_request(self, actor: Actor) -> JobRequest:
+        """What is stored for this job, with who pays as the platform vouched for them now."""
+        return JobRequest.from_generation(
+            self.request, init_sha=self.init_sha, init_ext=self.init_ext, display=self.display,
+            payer_roles=tuple(actor.roles), payer_admin=actor.is_admin,
         )
-
-    @property
-    def payer_scope(self) -> str:
-        return user_scope(self.platform, self.tenant, self.owner_id)
-
-    @property
-    def prompt(self) -> str:
-        return str(self.request.get("display_prompt") or self.request.get("prompt", ""))
-
-
-@dataclass(frozen=True)
-class StoredJobImage:
-    index: int  # 1-based, as the buttons show it
-    sha256: str
-    ext: str
-    seed: int | None
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """Something the people in the channel should see about a job."""
-
-    job_id: str
-    position: int | None = None
-    progress: float | None = None
-
-
-Notify = Callable[[JobEvent], Awaitable[None]]
-Alert = Callable[[str, ProviderError], Awaitable[None]]
-
-
-def request_to_json(spec: JobSpec, actor: Actor) -> str:
-    r = spec.request
-    data: dict[str, Any] = {
-        "prompt": r.prompt, "negative_prompt": r.negative_prompt,
-        "weighted_prompts": [[w.text, w.weight] for w in r.weighted_prompts],
-        "n": r.n, "width": r.width, "height": r.height, "seed": r.seed, "steps": r.steps,
-        "cfg": r.cfg, "sampler": r.sampler, "style": r.style, "model": r.model,
-        "strength": r.strength, "init_sha": spec.init_sha, "init_ext": spec.init_ext,
-    }
-    data.update({f"display_{k}": v for k, v in spec.display.items()})
-    # Who pays, as the platform vouched for them at the time: the result's "N left" line must
-    # use the same limits (roles, admin exemption) as the reservation did.
-    data["payer_roles"] = list(actor.roles)
-    data["payer_admin"] = actor.is_admin
-    return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
 class JobRunner:
     def __init__(
         self,
-        store: Store,
+        storage: Storage,
         quotas: Quotas,
         providers: ProviderHub,
         *,
         data_dir: Path,
         job_settings: JobSettings,
         image_settings: ImageSettings,
-        notify: Notify,
-        alert: Alert,
+        events: EventBus,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._storage = storage
         self._quotas = quotas
         self._providers = providers
         self._data_dir = data_dir
@@ -196,8 +106,7 @@ class JobRunner:
             preview_max_bytes=image_settings.preview_max_bytes,
             preview_max_side=image_settings.preview_max_side,
         )
-        self._notify = notify
-        self._alert = alert
+        self._events = events
         self._clock = clock
         self._queues: dict[str, deque[str]] = {}
         # Fairness: the user served longest ago goes first; a newcomer before everyone served.
@@ -235,24 +144,19 @@ class JobRunner:
         ids = [new_job_id() for _ in specs]
         now = self._clock()
         scope = user_scope(actor.platform, actor.tenant, actor.user_id)
-        async with self._store.transaction() as db:
-            if interaction_id is not None and list(await db.execute_fetchall(
-                    "SELECT id FROM jobs WHERE interaction_id = ?", (interaction_id,))):
+        jobs = self._storage.jobs
+        async with self._storage.transaction() as tx:
+            if interaction_id is not None and await jobs.interaction_seen(tx, interaction_id):
                 return []  # a replayed delivery: already accepted once
             for spec in specs:
-                if spec.kind in ("vary", "reroll") and list(await db.execute_fetchall(
-                        "SELECT id FROM jobs WHERE parent_job_id = ? AND kind = ? AND "
-                        "parent_index IS ? AND platform = ? AND tenant = ? AND owner_id = ? "
-                        "AND created_at > ? AND state IN ('queued', 'running')",
-                        (spec.parent_job_id, spec.kind, spec.parent_index, actor.platform,
-                         actor.tenant, actor.user_id, now - DOUBLE_CLICK_S))):
+                if spec.kind in ("vary", "reroll") and await jobs.duplicate_in_flight(
+                        tx, kind=spec.kind, parent_job_id=spec.parent_job_id,
+                        parent_index=spec.parent_index, platform=actor.platform,
+                        tenant=actor.tenant, owner_id=actor.user_id,
+                        since=now - DOUBLE_CLICK_S):
                     raise UserError("That is already on its way.")
-            [counts] = await db.execute_fetchall(
-                "SELECT COUNT(*) AS total, COALESCE(SUM(platform = ? AND tenant = ? AND "
-                "owner_id = ?), 0) AS mine FROM jobs WHERE state = 'queued'",
-                (actor.platform, actor.tenant, actor.user_id),
-            )
-            queued, total = int(counts["mine"]), int(counts["total"])
+            queued, total = await jobs.queued_counts(tx, actor.platform, actor.tenant,
+                                                     actor.user_id)
             cap = self._settings.max_queued_per_user
             if queued + len(specs) > cap:
                 raise QueueFull(
@@ -262,20 +166,17 @@ class JobRunner:
             if total + len(specs) > self._settings.max_queue:
                 raise QueueFull("The queue is full right now. Nothing was charged; try again soon.")
             for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True)):
-                await db.execute(
-                    "INSERT INTO jobs (id, platform, tenant, channel_id, thread_id, owner_id, "
-                    "owner_name, kind, parent_job_id, parent_index, state, request_json, "
-                    "provider, model, seed, n, notice, interaction_id, created_at) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job_id, actor.platform, actor.tenant, channel_id, thread_id,
-                        actor.user_id, actor.display_name or actor.user_id, spec.kind,
-                        spec.parent_job_id, spec.parent_index, request_to_json(spec, actor),
-                        spec.provider, spec.request.model, spec.request.seed, spec.request.n,
-                        spec.notice, interaction_id if i == 0 else None, now + i * 1e-6,
-                    ),
-                )
-            await self._quotas.reserve(db, actor, [(j, s.request.n) for j, s in zip(ids, specs,
+                await jobs.insert(tx, NewJob(
+                    id=job_id, platform=actor.platform, tenant=actor.tenant,
+                    channel_id=channel_id, thread_id=thread_id, owner_id=actor.user_id,
+                    owner_name=actor.display_name or actor.user_id, kind=spec.kind,
+                    parent_job_id=spec.parent_job_id, parent_index=spec.parent_index,
+                    request=spec.job_request(actor), provider=spec.provider, notice=spec.notice,
+                    interaction_id=interaction_id if i == 0 else None,
+                    # Apart by a microsecond, so one submission keeps its order everywhere.
+                    created_at=now + i * 1e-6,
+                ))
+            await self._quotas.reserve(tx, actor, [(j, s.request.n) for j, s in zip(ids, specs,
                                                                                    strict=True)])
         for job_id, spec in zip(ids, specs, strict=True):
             self._enqueue(job_id, scope, spec.provider)
@@ -334,23 +235,14 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         for job_id in running:
-            await self._store.execute(
-                "UPDATE jobs SET state = 'queued', attempts = MAX(0, attempts - 1) "
-                "WHERE id = ? AND state = 'running'",
-                (job_id,),
-            )
+            await self._storage.jobs.requeue(job_id, undo_attempt=True)
 
     async def cancel(self, job_id: str, message: str) -> bool:
         """Cancel a job that has not started: refunded in full. False once it has started."""
-        async with self._store.transaction() as db:
-            cur = await db.execute(
-                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
-                "WHERE id = ? AND state = 'queued'",
-                (message, self._clock(), job_id),
-            )
-            if cur.rowcount == 0:
+        async with self._storage.transaction() as tx:
+            if not await self._storage.jobs.cancel_queued(tx, job_id, message, self._clock()):
                 return False
-            await self._quotas.settle(db, job_id, 0)
+            await self._quotas.settle(tx, job_id, 0)
         user = self._job_owner.get(job_id)
         queue = self._queues.get(user) if user is not None else None
         if user is not None and queue is not None and job_id in queue:
@@ -364,7 +256,7 @@ class JobRunner:
         self._last_positions.pop(job_id, None)
         self._wake.set()
         self._schedule_positions()  # everyone behind it moved up
-        await self._safe_notify(JobEvent(job_id))
+        await self._events.job(JobEvent(job_id))
         return True
 
     async def wait_idle(self, within: float | None = None) -> None:
@@ -373,31 +265,21 @@ class JobRunner:
             await self._idle.wait()
 
     async def _recover(self) -> None:
-        rows = await self._store.fetchall(
-            "SELECT id, attempts FROM jobs WHERE state = 'running'"
-        )
-        for row in rows:
-            if int(row["attempts"]) <= self._settings.retry_interrupted:
-                await self._store.execute(
-                    "UPDATE jobs SET state = 'queued' WHERE id = ? AND state = 'running'",
-                    (row["id"],),
-                )
-                log.info("job %s was interrupted; retrying it", row["id"])
+        for job in await self._storage.jobs.active("running"):
+            if job.attempts <= self._settings.retry_interrupted:
+                await self._storage.jobs.requeue(job.id, undo_attempt=False)
+                log.info("job %s was interrupted; retrying it", job.id)
             else:
                 await self._finish_failed(
-                    row["id"], "The bot restarted while this job was running, and it had "
+                    job.id, "The bot restarted while this job was running, and it had "
                     "already been retried. Your quota was refunded.", notify=False,
                 )
-        rows = await self._store.fetchall(
-            "SELECT id, platform, tenant, owner_id, provider FROM jobs WHERE state = 'queued' "
-            "ORDER BY created_at"
-        )
-        for row in rows:
-            self._enqueue(row["id"], user_scope(row["platform"], row["tenant"], row["owner_id"]),
-                          row["provider"])
-        if rows:
-            log.info("resumed %d queued job(s)", len(rows))
-        if not rows:
+        queued = await self._storage.jobs.active("queued")
+        for job in queued:
+            self._enqueue(job.id, job.payer_scope, job.provider)
+        if queued:
+            log.info("resumed %d queued job(s)", len(queued))
+        if not queued:
             self._idle.set()
 
     # ---------------------------------------------------------------------- dispatching
@@ -452,36 +334,20 @@ class JobRunner:
         for i, job_id in enumerate(order, start=1):
             if self._last_positions.get(job_id) != i:
                 self._last_positions[job_id] = i
-                await self._safe_notify(JobEvent(job_id, position=i))
-
-    async def _safe_notify(self, event: JobEvent) -> None:
-        try:
-            await self._notify(event)
-        except Exception:  # a chat outage must not lose the job
-            log.exception("could not post an update for job %s", event.job_id)
+                await self._events.job(JobEvent(job_id, position=i))
 
     # ---------------------------------------------------------------------- running
     async def load(self, job_id: str) -> Job | None:
-        row = await self._store.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return None if row is None else Job.from_row(row)
+        return await self._storage.jobs.get(job_id)
 
     async def load_images(self, job_id: str) -> list[StoredJobImage]:
-        rows = await self._store.fetchall(
-            "SELECT idx, sha256, ext, seed, width, height FROM images WHERE job_id = ? "
-            "ORDER BY idx", (job_id,))
-        return [StoredJobImage(int(r["idx"]), r["sha256"], r["ext"], r["seed"], int(r["width"]),
-                               int(r["height"])) for r in rows]
+        return await self._storage.images.of_job(job_id)
 
     async def _run(self, job_id: str) -> None:
         user, provider_name = self._job_owner.pop(job_id), self._job_provider.pop(job_id)
         self._last_positions.pop(job_id, None)
         try:
-            changed = await self._store.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
-                "WHERE id = ? AND state = 'queued'",
-                (self._clock(), job_id),
-            )
-            if changed:
+            if await self._storage.jobs.mark_running(job_id, self._clock()):
                 await self._execute(job_id)
         finally:
             self._running_user[user] -= 1
@@ -492,7 +358,7 @@ class JobRunner:
     async def _execute(self, job_id: str) -> None:
         job = await self.load(job_id)
         assert job is not None
-        await self._safe_notify(JobEvent(job_id, progress=0.0))
+        await self._events.job(JobEvent(job_id, progress=0.0))
         last_sent = [0.0]
         loop = asyncio.get_running_loop()
 
@@ -501,7 +367,7 @@ class JobRunner:
             now = loop.time()
             if now - last_sent[0] >= 0.25 or p >= 1.0:
                 last_sent[0] = now
-                task = loop.create_task(self._safe_notify(JobEvent(job_id, progress=min(1.0, p))))
+                task = loop.create_task(self._events.job(JobEvent(job_id, progress=min(1.0, p))))
                 self._side_tasks.add(task)
                 task.add_done_callback(self._side_tasks.discard)
 
@@ -516,7 +382,7 @@ class JobRunner:
                         type(exc).__name__, exc.status)
             await self._finish_failed(job_id, exc.user_message, code=type(exc).__name__)
             if exc.global_failure:
-                await self._alert(job.provider, exc)
+                await self._events.alert(job.provider, exc)
         except UserError as exc:
             await self._finish_failed(job_id, exc.message)
         except Exception:
@@ -529,18 +395,11 @@ class JobRunner:
     async def _build_request(self, job: Job) -> GenerationRequest:
         r = job.request
         init: bytes | None = None
-        if r.get("init_sha"):
-            path = image_path(self._data_dir, r["init_sha"], r["init_ext"] or "png")
+        if r.init_sha:
+            path = image_path(self._data_dir, r.init_sha, r.init_ext or "png")
             data = await asyncio.to_thread(path.read_bytes)
-            init = await images.resize_for_init(data, int(r["width"]), int(r["height"]))
-        return GenerationRequest(
-            prompt=r["prompt"], negative_prompt=r["negative_prompt"],
-            weighted_prompts=tuple(WeightedPrompt(t, float(w)) for t, w in r["weighted_prompts"]),
-            n=int(r["n"]), width=int(r["width"]), height=int(r["height"]), seed=int(r["seed"]),
-            steps=r["steps"], cfg=r["cfg"], sampler=r["sampler"], style=r["style"],
-            model=r["model"], init_image=init, strength=r["strength"],
-            user_ref=job.payer_scope,
-        )
+            init = await images.resize_for_init(data, r.width, r.height)
+        return r.generation(init_image=init, user_ref=job.payer_scope)
 
     def _gated(self, name: str) -> Provider:
         slots = self._call_slots.setdefault(name, asyncio.Semaphore(self._provider_limit(name)))
@@ -565,7 +424,7 @@ class JobRunner:
                 or not (isinstance(error, ProviderUnavailable) or error.global_failure)):
             raise error
         if error.global_failure:
-            await self._alert(job.provider, error)
+            await self._events.alert(job.provider, error)
         backup = self._gated(fallback)
         try:
             fitted = fit_request(req, backup.capabilities, backup.label)
@@ -596,8 +455,8 @@ class JobRunner:
             for i, img in enumerate(kept)]
         outputs = [
             (img.data, {
-                "prompt": job.request["prompt"],
-                "negative_prompt": job.request.get("negative_prompt") or "",
+                "prompt": job.request.prompt,
+                "negative_prompt": job.request.negative_prompt or "",
                 **({"seed": str(seed)} if seed is not None else {}),
                 "provider": provider, "model": str(result.model or ""),
                 "job_id": job.id,
@@ -613,39 +472,30 @@ class JobRunner:
                 f"{filtered} image{'s were' if filtered != 1 else ' was'} removed by the "
                 "provider's content filter and refunded."
             )
-        state = "done" if stored else "filtered"
-        async with self._store.transaction() as db:
-            await db.executemany(
-                "INSERT OR REPLACE INTO images (job_id, idx, sha256, ext, seed, width, height) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(job.id, i, s.sha256, s.path.suffix.lstrip("."), seed, s.width, s.height)
-                 for i, (s, seed) in enumerate(stored, start=1)],
+        async with self._storage.transaction() as tx:
+            await self._storage.images.put(tx, job.id, [
+                StoredJobImage(i, f.sha256, f.path.suffix.lstrip("."), seed, f.width, f.height)
+                for i, (f, seed) in enumerate(stored, start=1)])
+            await self._storage.jobs.finish(
+                tx, job.id, state="done" if stored else "filtered", provider=provider,
+                model=result.model, notice=" ".join(notes),
+                grid_sha=grid.sha256 if grid else None,
+                grid_ext=grid.path.suffix.lstrip(".") if grid else None,
+                error=None if stored else "Every image was removed by the provider's content "
+                "filter.",
+                at=self._clock(),
             )
-            await db.execute(
-                "UPDATE jobs SET state = ?, provider = ?, model = COALESCE(?, model), "
-                "notice = ?, grid_sha = ?, grid_ext = ?, finished_at = ?, error = ? "
-                "WHERE id = ? AND state = 'running'",
-                (state, provider, result.model, " ".join(notes),
-                 grid.sha256 if grid else None, grid.path.suffix.lstrip(".") if grid else None,
-                 self._clock(),
-                 None if stored else "Every image was removed by the provider's content filter.",
-                 job.id),
-            )
-            await self._quotas.settle(db, job.id, len(stored))
-        await self._safe_notify(JobEvent(job.id))
+            await self._quotas.settle(tx, job.id, len(stored))
+        await self._events.job(JobEvent(job.id))
 
     async def _finish_failed(
         self, job_id: str, message: str, *, code: str = "", notify: bool = True
     ) -> None:
-        async with self._store.transaction() as db:
-            await db.execute(
-                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
-                "WHERE id = ? AND state IN ('queued', 'running')",
-                (message, self._clock(), job_id),
-            )
-            await self._quotas.settle(db, job_id, 0)
+        async with self._storage.transaction() as tx:
+            await self._storage.jobs.fail(tx, job_id, message, self._clock())
+            await self._quotas.settle(tx, job_id, 0)
         if notify:
-            await self._safe_notify(JobEvent(job_id))
+            await self._events.job(JobEvent(job_id))
 
 
 class _GatedProvider:
@@ -675,17 +525,16 @@ class _GatedProvider:
 def _a1111_parameters(job: Job, seed: int | None, model: str | None) -> str:
     """The widely read "parameters" text chunk (as AUTOMATIC1111 writes it)."""
     r = job.request
-    parts = [str(r["prompt"])]
-    if r.get("negative_prompt"):
-        parts.append(f"Negative prompt: {r['negative_prompt']}")
-    fields = ([f"Seed: {seed}"] if seed is not None else []) + [
-        f"Size: {r['width']}x{r['height']}"]
-    if r.get("steps"):
-        fields.insert(0, f"Steps: {r['steps']}")
-    if r.get("sampler"):
-        fields.append(f"Sampler: {r['sampler']}")
-    if r.get("cfg") is not None:
-        fields.append(f"CFG scale: {r['cfg']}")
+    parts = [r.prompt]
+    if r.negative_prompt:
+        parts.append(f"Negative prompt: {r.negative_prompt}")
+    fields = ([f"Seed: {seed}"] if seed is not None else []) + [f"Size: {r.width}x{r.height}"]
+    if r.steps:
+        fields.insert(0, f"Steps: {r.steps}")
+    if r.sampler:
+        fields.append(f"Sampler: {r.sampler}")
+    if r.cfg is not None:
+        fields.append(f"CFG scale: {r.cfg}")
     if model:
         fields.append(f"Model: {model}")
     fields.append(f"Provider: {job.provider}")
@@ -693,4 +542,6 @@ def _a1111_parameters(job: Job, seed: int | None, model: str | None) -> str:
     return "\n".join(parts)
 
 
+# Job, StoredJobImage and JobEvent live in bot.storage.records and bot.events; importing them
+# from here keeps working.
 __all__ = ["Job", "JobEvent", "JobRunner", "JobSpec", "StoredJobImage", "image_path"]

@@ -116,16 +116,17 @@ def info_text(job: Job, imgs: Sequence[StoredJobImage], provider_label: str) -> 
         f"Job {job.id} ({job.kind}, {job.state}) by {job.owner_name}",
         f"Prompt: {job.prompt}",
     ]
-    if r.get("prompt") != job.prompt:
-        lines.append(f"Prompt sent: {r['prompt']}")
-    if len(r.get("weighted_prompts", [])) > 1:
-        lines.append("Weights: " + ", ".join(f"{t}::{w:g}" for t, w in r["weighted_prompts"]))
-    for key, name in (("negative_prompt", "Negative"), ("display_style", "Style"),
-                      ("steps", "Steps"), ("cfg", "CFG"), ("sampler", "Sampler"),
-                      ("strength", "Strength")):
-        if r.get(key) not in (None, ""):
-            lines.append(f"{name}: {r[key]}")
-    lines.append(f"Size: {r['width']}x{r['height']}, images: {job.n}, base seed: {job.seed}")
+    if r.prompt != job.prompt:
+        lines.append(f"Prompt sent: {r.prompt}")
+    if len(r.weighted_prompts) > 1:
+        lines.append("Weights: " + ", ".join(f"{w.text}::{w.weight:g}"
+                                             for w in r.weighted_prompts))
+    for name, value in (("Negative", r.negative_prompt), ("Style", r.display.style),
+                        ("Steps", r.steps), ("CFG", r.cfg), ("Sampler", r.sampler),
+                        ("Strength", r.strength)):
+        if value not in (None, ""):
+            lines.append(f"{name}: {value}")
+    lines.append(f"Size: {r.width}x{r.height}, images: {job.n}, base seed: {job.seed}")
     if imgs and all(i.seed is not None for i in imgs):
         lines.append("Seeds: " + ", ".join(f"{i.index}={i.seed}" for i in imgs))
     lines.append(f"Provider: {provider_label}" + (f", model {job.model}" if job.model else ""))

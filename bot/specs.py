@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from bot import grammar
 from bot.errors import UserError
+from bot.job_request import Display
 from bot.jobs import Job, JobSpec
 from bot.providers.base import Capabilities, GenerationRequest, WeightedPrompt, fit_request
 from bot.styles import StyleBook
@@ -69,30 +70,29 @@ def build_spec(
         kind=kind, request=replace(fitted.request, init_image=None), provider=provider_name,
         init_sha=init_sha, init_ext=init_ext, parent_job_id=parent[0] if parent else None,
         parent_index=parent[1] if parent else None, notice=" ".join(fitted.notes),
-        display={"prompt": parsed.prompt, "style": parsed.style or "",
-                 "avatar": parsed.avatar,
-                 "weighted": [[w.text, w.weight] for w in parsed.weighted_prompts]},
+        display=Display(prompt=parsed.prompt, style=parsed.style or "",
+                        avatar=parsed.avatar, weighted=parsed.weighted_prompts),
     )
 
 
 def reparse(job: Job) -> grammar.ImagineRequest:
     """The parent's parameters as a request, for reroll and vary."""
     r = job.request
-    weighted = tuple(WeightedPrompt(t, float(w)) for t, w in r["weighted_prompts"])
-    display = str(r.get("display_prompt") or r["prompt"])
-    style = str(r.get("display_style") or "") or None
-    avatar = bool(r.get("display_avatar"))
-    if r.get("display_weighted"):  # the user's own parts; build_spec re-applies the style
-        weighted = tuple(WeightedPrompt(t, float(w)) for t, w in r["display_weighted"])
+    weighted = r.weighted_prompts
+    display = r.shown_prompt
+    style = r.display.style or None
+    avatar = r.display.avatar
+    if r.display.weighted:  # the user's own parts; build_spec re-applies the style
+        weighted = r.display.weighted
     elif style or avatar:  # older jobs: re-apply from the user's own words
         weighted = tuple(w if w.weight <= 0 else WeightedPrompt(display, w.weight)
                          for w in weighted[:1]) + tuple(w for w in weighted[1:]
                                                        if w.weight <= 0)
     return grammar.ImagineRequest(
-        prompt=display, weighted_prompts=weighted, negative_prompt=r["negative_prompt"],
-        n=job.n, width=int(r["width"]), height=int(r["height"]), size_explicit=True,
-        seed=None, steps=r["steps"], cfg=r["cfg"], sampler=r["sampler"], model=r["model"],
-        style=style, strength=r["strength"], avatar=avatar,
+        prompt=display, weighted_prompts=weighted, negative_prompt=r.negative_prompt,
+        n=job.n, width=r.width, height=r.height, size_explicit=True,
+        seed=None, steps=r.steps, cfg=r.cfg, sampler=r.sampler, model=r.model,
+        style=style, strength=r.strength, avatar=avatar,
     )
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import subprocess
+import sys
 
+from bot.core import AdapterSpec
 from tests.conftest import REPO
 
 FORBIDDEN = {"discord", "slack_bolt", "slack_sdk", "aiohttp"}
+# What an adapter may use of the core: the contract, the vocabulary and the error types.
+CONTRACT = {"bot.core", "bot.types", "bot.errors"}
 
 
 def _imports(path):  # type: ignore[no-untyped-def]
@@ -29,6 +35,44 @@ def test_core_never_imports_adapters_statically() -> None:
     for path in (REPO / "bot").rglob("*.py"):
         for name in _imports(path):
             assert not name.startswith("adapters"), f"{path} imports {name}"
+
+
+def test_adapters_import_only_the_contract_from_bot() -> None:
+    found = []
+    for path in (REPO / "adapters").rglob("*.py"):
+        for name in _imports(path):
+            if (name == "bot" or name.startswith("bot.")) and name not in CONTRACT:
+                found.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not found, "adapters may import only bot.core, bot.types and bot.errors:\n" + "\n".join(
+        found)
+
+
+def test_every_adapter_package_is_registered_with_one_descriptor() -> None:
+    registry = importlib.import_module("adapters").REGISTRY
+    packages = {f"adapters.{p.parent.name}" for p in (REPO / "adapters").glob("*/__init__.py")}
+    assert set(registry) == packages
+    for module_name in registry:
+        spec = importlib.import_module(module_name).ADAPTER
+        assert isinstance(spec, AdapterSpec)
+        assert module_name == f"adapters.{spec.name}"
+
+
+def test_the_registry_loads_without_any_platform_library() -> None:
+    # Each package's descriptor imports no platform library, so one missing library (here:
+    # all of them) stops only the adapter that needs it, and only when it is enabled.
+    code = (
+        "import importlib, sys\n"
+        f"for name in {sorted(FORBIDDEN)!r}: sys.modules[name] = None\n"
+        "from bot.config import load_settings\n"
+        "settings = load_settings(None, env={})\n"
+        "for m in importlib.import_module('adapters').REGISTRY:\n"
+        "    spec = importlib.import_module(m).ADAPTER\n"
+        "    print(spec.name, spec.enabled(settings))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["web", "True", "discord", "False", "slack", "False"]
 
 
 def test_no_blocking_calls_in_async_code() -> None:

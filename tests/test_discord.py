@@ -22,10 +22,12 @@ from typing import Any
 import discord
 import pytest
 
-from adapters.discord import DiscordPoster, ImagineClient, api_base, enabled, serve
+from adapters.discord import ADAPTER, enabled
+from adapters.discord.adapter import DiscordPoster, ImagineClient, api_base
+from adapters.discord.options import command_text, flag_options
 from adapters.discord.render import content, fit_buttons
 from bot.app import App
-from bot.types import Button, Reply, Target
+from bot.types import Button, FlagHelp, Reply, Target
 from tests.conftest import make_settings
 from tests.fakes import make_png
 from tests.fakes.discord_api import (
@@ -305,12 +307,69 @@ async def test_slash_commands_are_synced_with_their_options(tmp_path: Path,
     assert all(0 < len(c["description"]) <= 100 for c in commands.values())
 
 
+async def test_imagine_options_are_the_grammars_flag_table(tmp_path: Path,
+                                                          fake: DiscordFake) -> None:
+    async with running(tmp_path, fake) as (app, _):
+        flags = app.flag_help()
+        [imagine_cmd] = [c for c in fake.commands if c["name"] == "imagine"]
+    opts = imagine_cmd["options"]
+    assert len(opts) <= 25
+    assert [o["name"] for o in opts] == ["prompt", "image", *(f.name[2:] for f in flags)]
+    by_name = {o["name"]: o for o in opts}
+    for f in flags:
+        option = by_name[f.name[2:]]
+        assert option["description"] == f.help
+        assert option["type"] == (5 if not f.value else 3)  # boolean for a switch, else text
+        assert not option.get("required", False)
+    assert all(0 < len(o["description"]) <= 100 for o in opts)
+    # The prompt's own description shows the table's examples, not a hand-written list.
+    assert flags[0].example in by_name["prompt"]["description"]
+
+
+class WithOneFlag(App):
+    """A stand-in core whose grammar knows a single flag: the options follow whatever the
+    core's table says."""
+
+    def flag_help(self) -> tuple[FlagHelp, ...]:
+        return (FlagHelp("--glow", "X", "how much it glows, 0 to 1", "--glow 0.5"),)
+
+
+async def test_options_follow_the_cores_table_not_hand_written_text(
+        tmp_path: Path, fake: DiscordFake) -> None:
+    async with WithOneFlag.open(make_settings(tmp_path, FAST, env_for(fake))) as app:
+        client = ImagineClient(app)
+        try:
+            await client.login(TOKEN)
+            await client.setup_hook()
+        finally:
+            await client.close()
+    [imagine_cmd] = [c for c in fake.commands if c["name"] == "imagine"]
+    assert [(o["name"], o["description"]) for o in imagine_cmd["options"][2:]] == [
+        ("glow", "how much it glows, 0 to 1")]
+    assert "--glow 0.5" in imagine_cmd["options"][0]["description"]
+
+
+async def test_a_typed_option_is_the_flag_typed_in_the_prompt(tmp_path: Path,
+                                                             fake: DiscordFake) -> None:
+    async with running(tmp_path, fake) as (app, client):
+        inject(client, fake.slash("imagine", {"prompt": "a fox", "n": "2",
+                                              "no": "blurry, text", "avatar": False}))
+        posts = await fake.wait_for(lambda: result_posts(fake))
+        assert len([c for c in posts[-1].custom_ids() if c.startswith("pick:")]) == 2
+        row = await app.store.fetchone("SELECT request_json FROM jobs")
+    assert row is not None
+    request = json.loads(row["request_json"])
+    assert (request["prompt"], request["negative_prompt"], request["n"]) == (
+        "a fox", "blurry, text", 2)
+    assert not request["display_avatar"]  # a switch set to False is left out
+
+
 async def test_serve_connects_through_the_gateway_and_closes_on_cancel(
         tmp_path: Path, fake: DiscordFake) -> None:
     original_base = discord.http.Route.BASE
     async with App.open(make_settings(tmp_path, FAST, env_for(fake))) as app:
         ready = asyncio.Event()
-        task = asyncio.create_task(serve(app, ready=ready))
+        task = asyncio.create_task(ADAPTER.serve(app, app.settings, lambda _: ready.set()))
         await asyncio.wait_for(ready.wait(), 10)
         assert fake.identify_tokens == [TOKEN]
         # An interaction delivered the real way, as a gateway dispatch.
@@ -330,7 +389,16 @@ async def test_serve_needs_a_token(tmp_path: Path) -> None:
     assert enabled(make_settings(tmp_path, FAST, {"DISCORD_TOKEN": "x"}))
     async with App.open(settings) as app:
         with pytest.raises(Exception, match="DISCORD_TOKEN"):
-            await serve(app)
+            await ADAPTER.serve(app, app.settings, lambda _: None)
+
+
+async def test_serve_names_a_refused_token(tmp_path: Path, fake: DiscordFake) -> None:
+    from bot.errors import ConfigError
+
+    env = {**env_for(fake), "DISCORD_TOKEN": "not-the-bot-token"}
+    async with App.open(make_settings(tmp_path, FAST, env), start=False) as app:
+        with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
+            await asyncio.wait_for(ADAPTER.serve(app, app.settings, lambda _: None), 10)
 
 
 # ------------------------------------------------------------------------ pure rendering
@@ -367,3 +435,23 @@ def test_text_is_escaped_and_defused() -> None:
     assert r"\*\*bold\*\*" in text and r"\_x\_" in text
     assert re.search(r"\n-# offline", text)
     assert len(content(Reply("x" * 5000))) == 2000
+
+
+@pytest.mark.parametrize(("value", "typed"), [
+    ("2", "--no 2"),
+    ("blurry,   text", '--no "blurry, text"'),
+    ('a "quoted" word', "--no 'a \"quoted\" word'"),
+])
+def test_a_typed_value_is_written_as_it_would_be_typed(value: str, typed: str) -> None:
+    [no, avatar] = flag_options([FlagHelp("--no", "TEXT", "leave out"),
+                                 FlagHelp("--avatar", "", "square")])
+    assert command_text(" a fox ", [(no, value), (avatar, None)]) == f"a fox {typed}"
+    assert command_text("a fox", [(no, None), (avatar, True)]) == "a fox --avatar"
+
+
+def test_only_flags_discord_can_name_become_options() -> None:
+    flags = [FlagHelp("--prompt", "X", "clashes"), FlagHelp("--Bad Name", "X", "spaces")]
+    flags += [FlagHelp(f"--f{i}", "X", f"flag {i}") for i in range(30)]
+    options = flag_options(flags)
+    assert len(options) == 23  # 25 less prompt and image
+    assert options[0].name == "f0" and options[0].param == "flag_0"

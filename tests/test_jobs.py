@@ -15,6 +15,7 @@ import pytest
 
 from bot.app import DB_NAME, App
 from bot.errors import ConfigError
+from bot.events import JobEvent
 from bot.quotas import ledger_balances
 from tests.conftest import REPO, Chat, make_settings, open_chat
 
@@ -182,3 +183,23 @@ async def test_a_queued_job_can_be_cancelled_by_its_owner_and_is_refunded(
         assert "already started" in late.text
         assert "49 of 50" in (await chat.say("alice", "/quota"))[0].text
         assert await ledger_balances(chat.app.store)
+
+
+async def test_a_second_listener_on_the_bus_hears_the_runner_and_a_broken_one_stops_nothing(
+        tmp_path: Path) -> None:
+    async with open_chat(tmp_path) as chat:
+        heard: list[JobEvent] = []
+
+        async def broken(event: JobEvent) -> None:
+            raise RuntimeError("the metrics exporter is down")
+
+        async def record(event: JobEvent) -> None:
+            heard.append(event)
+
+        chat.app.events.on_job(broken)
+        chat.app.events.on_job(record)
+        job = next(r.job_id for r in await chat.say("alice", "/imagine a fox --n 2")
+                   if r.job_id)
+        await chat.settle()
+        assert len(chat.result(job).images) == 1  # the job ran and its result was posted
+        assert JobEvent(job, progress=0.0) in heard and JobEvent(job) in heard

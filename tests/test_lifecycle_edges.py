@@ -202,4 +202,4 @@ async def test_reroll_keeps_every_weighted_part_with_a_style(tmp_path: Path) -> 
         await chat.settle()
         p, c = await chat.app.runner.load(parent), await chat.app.runner.load(child)
         assert p is not None and c is not None
-        assert c.request["weighted_prompts"] == p.request["weighted_prompts"]
+        assert c.request.weighted_prompts == p.request.weighted_prompts

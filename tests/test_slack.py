@@ -24,7 +24,8 @@ import pytest
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from adapters.slack import build_bolt_app, create_web_app, enabled, serve
+from adapters.slack import ADAPTER, enabled
+from adapters.slack.adapter import build_bolt_app, create_web_app
 from adapters.slack.render import (
     FormContext,
     action_blocks,
@@ -413,7 +414,7 @@ async def test_serve_runs_http_mode_until_cancelled(tmp_path: Path, fake: SlackF
     fake.add_user(jo, "jo")
     async with App.open(settings) as app, aiohttp.ClientSession() as http:
         ready = asyncio.Event()
-        task = asyncio.create_task(serve(app, ready=ready))
+        task = asyncio.create_task(ADAPTER.serve(app, app.settings, lambda _: ready.set()))
         await asyncio.wait_for(ready.wait(), 10)
         async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
             assert resp.status == 200
@@ -436,7 +437,7 @@ async def test_serve_runs_socket_mode_and_acks_envelopes(tmp_path: Path,
     fake.add_user("UKIM", "kim")
     async with App.open(settings) as app:
         ready = asyncio.Event()
-        task = asyncio.create_task(serve(app, ready=ready))
+        task = asyncio.create_task(ADAPTER.serve(app, app.settings, lambda _: ready.set()))
         await asyncio.wait_for(ready.wait(), 10)
         w = Workspace(fake, app, "", None)  # type: ignore[arg-type]
         w.names["UKIM"] = "kim"
@@ -461,7 +462,21 @@ async def test_serve_refuses_http_mode_without_a_signing_secret(tmp_path: Path) 
     assert not enabled(make_settings(tmp_path, FAST, {}))
     async with App.open(settings, start=False) as app:
         with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
-            await serve(app)
+            await ADAPTER.serve(app, app.settings, lambda _: None)
+
+
+async def test_serve_names_a_port_in_use(tmp_path: Path, fake: SlackFake) -> None:
+    from bot.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(tmp_path, FAST, slack_env(
+            fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1"))
+        async with App.open(settings, start=False) as app:
+            with pytest.raises(ConfigError, match="SLACK_PORT"):
+                await ADAPTER.serve(app, app.settings, lambda _: None)
 
 
 # ------------------------------------------------------------------------------ rendering

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from importlib import resources
 from pathlib import Path
+
+import pytest
 
 from bot.store import Store, _migrations
 
@@ -32,3 +36,66 @@ async def test_an_old_database_is_upgraded_and_keeps_its_rows(tmp_path: Path) ->
         assert row is not None and (row["id"], row["result_ref"]) == ("j1", "")
     async with Store.open(path) as store:  # opening again applies nothing twice
         assert (await store.fetchone("PRAGMA user_version"))[0] == len(_migrations())  # type: ignore[index]
+
+
+def _version_1_database(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript(_migrations()[0][1])
+        db.execute("PRAGMA user_version=1")
+
+
+async def test_two_processes_opening_a_fresh_data_dir_at_once_both_succeed(
+        tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    # The other process (say `doctor` beside `quota`): it took the write lock first and is
+    # building the schema while we open the same file.
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("BEGIN IMMEDIATE")
+
+        async def open_ours() -> int:
+            async with Store.open(path) as store:
+                row = await store.fetchone("PRAGMA user_version")
+                assert row is not None
+                return int(row[0])
+
+        ours = asyncio.create_task(open_ours())
+        await asyncio.sleep(0.5)  # ours has seen version 0 and waits for the write lock
+        latest = _migrations()[-1][0]
+        for _, sql in _migrations():
+            for statement in sql.split(";\n"):
+                if statement.strip():
+                    other.execute(statement)
+        other.execute(f"PRAGMA user_version={latest}")
+        other.execute("COMMIT")
+        assert await ours == latest  # not "table jobs already exists"
+    finally:
+        other.close()
+
+
+async def test_a_brand_new_database_is_built_without_info_lines(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    async with Store.open(tmp_path / "new.db"):
+        pass
+    ours = [r for r in caplog.records if r.name.startswith("bot.")]
+    assert [r for r in ours if r.levelno >= logging.INFO] == []
+    assert [r.getMessage() for r in ours] == [
+        f"database migrated to version {v}" for v, _ in _migrations()]
+
+
+async def test_an_upgrade_is_one_info_line_and_a_current_database_none(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "old.db"
+    _version_1_database(path)
+    caplog.set_level(logging.INFO, logger="bot")
+    async with Store.open(path):
+        pass
+    latest = _migrations()[-1][0]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("bot.")] == [
+        f"database upgraded from version 1 to {latest}"]
+    caplog.clear()
+    async with Store.open(path):
+        pass
+    assert [r for r in caplog.records if r.name.startswith("bot.")] == []

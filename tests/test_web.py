@@ -6,8 +6,9 @@ No browser here (see test_web_browser.py): routes, live updates, images, and the
 from __future__ import annotations
 
 import asyncio
-import logging
+import dataclasses
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,19 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from adapters.web import create_web_app, serve
-from adapters.web.server import RunningServer, _Subscriber, parse_line, start, web_actor
+from adapters.web import ADAPTER
+from adapters.web.server import (
+    RunningServer,
+    _Subscriber,
+    create_web_app,
+    parse_line,
+    start,
+    web_actor,
+)
 from bot.app import App
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
+from bot.types import FlagHelp
 
 TOKEN = "t0ken-for-tests-only"
 
@@ -35,6 +44,12 @@ def make_settings(tmp_path: Path, **web: Any) -> Settings:
             "web": web,
         },
     )
+
+
+def bound_to(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> Settings:
+    """The settings with another web address (port 0, a free one, is not a valid setting)."""
+    return dataclasses.replace(settings, web=dataclasses.replace(settings.web, host=host,
+                                                                  port=port))
 
 
 @pytest.fixture
@@ -250,6 +265,41 @@ async def test_unknown_command_gets_a_hint(
     assert "/imagine" in body["replies"][0]["text"]
 
 
+async def test_the_hint_is_the_grammars_flag_table(
+    app: App, server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    flags = app.flag_help()
+    async with http.get(f"{server.url}/api/config") as resp:
+        config = await resp.json()
+    assert config["flags"] == [
+        {"name": f.name, "value": f.value, "help": f.help, "example": f.example} for f in flags
+    ]
+    assert all(f.name in config["hint"] for f in flags)
+    body = await command(http, server, "alice", "/dance")
+    assert body["replies"][0]["text"] == f"Unknown command. {config['hint']}"
+
+
+class WithOneFlag(App):
+    """A stand-in core whose grammar knows one flag: the playground shows what the core says."""
+
+    def flag_help(self) -> tuple[FlagHelp, ...]:
+        return (FlagHelp("--glow", "X", "how much it glows, 0 to 1", "--glow 0.5"),)
+
+
+async def test_the_hint_follows_the_cores_table_not_hand_written_text(tmp_path: Path) -> None:
+    async with WithOneFlag.open(make_settings(tmp_path)) as core:
+        running = await start(core, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                f"{running.url}/api/config"
+            ) as resp:
+                config = await resp.json()
+        finally:
+            await running.close()
+    assert [f["name"] for f in config["flags"]] == ["--glow"]
+    assert "[--glow X]" in config["hint"] and "--n" not in config["hint"]
+
+
 async def test_quota_badge_route(server: RunningServer, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{server.url}/api/quota?name=Carol") as resp:
         assert resp.status == 200
@@ -353,7 +403,16 @@ async def test_access_token_guards_every_route_but_healthz(tmp_path: Path) -> No
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "bot.example"])
 async def test_refuses_to_bind_beyond_loopback_without_a_token(app: App, host: str) -> None:
     with pytest.raises(ConfigError, match="access_token"):
-        await serve(app, host, 0)
+        await ADAPTER.serve(app, bound_to(app.settings, host), lambda _: None)
+
+
+async def test_a_port_in_use_is_a_config_error_naming_the_setting(app: App) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = bound_to(app.settings, port=taken.getsockname()[1])
+        with pytest.raises(ConfigError, match=r"web\.port"):
+            await ADAPTER.serve(app, settings, lambda _: None)
 
 
 async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
@@ -368,12 +427,17 @@ async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
             await running.close()
 
 
-async def test_serve_runs_until_cancelled(app: App, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="adapters.web.server")
+async def test_serve_runs_until_cancelled(app: App) -> None:
+    lines: list[str] = []
     ready = asyncio.Event()
-    task = asyncio.create_task(serve(app, "127.0.0.1", 0, ready=ready))
+
+    def on_ready(line: str) -> None:
+        lines.append(line)
+        ready.set()
+
+    task = asyncio.create_task(ADAPTER.serve(app, bound_to(app.settings), on_ready))
     await asyncio.wait_for(ready.wait(), 10)
-    url = re.search(r"http://127\.0\.0\.1:\d+", caplog.text)
+    url = re.search(r"http://127\.0\.0\.1:\d+", lines[0])
     assert url is not None
     async with aiohttp.ClientSession() as http, http.get(f"{url.group(0)}/healthz") as resp:
         assert resp.status == 200

@@ -286,3 +286,18 @@ async def test_info_is_private_and_delete_clears_the_card(
     await bob.reload()
     await expect(bob.get_by_test_id("connection")).to_have_attribute("data-state", "live")
     await expect(bob.get_by_test_id("job-card")).to_have_count(0)
+
+
+async def test_the_hint_lists_every_flag_with_its_help(
+    server: RunningServer, browser: Browser
+) -> None:
+    alice = await open_as(browser, server, "alice")
+    config = await (await alice.request.get(f"{server.url}/api/config")).json()
+    hint = alice.get_by_test_id("hint")
+    flags = hint.locator("code.flag")
+    await expect(flags).to_have_count(len(config["flags"]))
+    for i, flag in enumerate(config["flags"]):
+        await expect(flags.nth(i)).to_have_text(f"{flag['name']} {flag['value']}".strip())
+        await expect(flags.nth(i)).to_have_attribute("title", flag["help"])
+    await expect(hint).to_contain_text("/imagine help")
+    assert not PAGE_ERRORS[id(alice)]

@@ -1,13 +1,17 @@
 """The Discord adapter (discord.py 2.7, gateway): slash commands, buttons and modals on the core.
 
-Entry points (imported lazily by ``imagine-bot serve``)::
+``ADAPTER`` is what ``imagine-bot serve`` sees: enabled when DISCORD_TOKEN is set; discord.py
+is imported only when the adapter starts, so a missing library never stops the others. Inside
+the package::
 
-    enabled(settings) -> bool                  # DISCORD_TOKEN is set
-    ImagineClient(app, ready=None)             # commands, DynamicItem buttons, "discord" poster
-    await serve(app, ready=None)               # gateway client; runs until cancelled
+    adapter.py  ImagineClient(core, ready=None): commands, DynamicItem buttons, the poster;
+                serve(core, settings, ready): the gateway client, until cancelled
+    options.py  the grammar's flag table -> /imagine's typed options, and back to text; pure
+    render.py   Reply -> message parts (text, files, buttons, modals); pure
 
-Commands: ``/imagine prompt:<text with flags> [image:<attachment>]``, ``/quota``,
-``/imagine-admin text:<admin command>`` (Manage Server, checked in code).
+Commands: ``/imagine prompt:<text with flags> [image:<attachment>] [n:..] [ar:..] ...`` (one
+optional option per flag in ``core.flag_help()``), ``/quota``, ``/imagine-admin text:<admin
+command>`` (Manage Server, checked in code).
 
 Environment: DISCORD_TOKEN (required); DISCORD_API_BASE_URL (a proxy or a test fake instead of
 https://discord.com/api/v10; ``/api/v10`` is appended when no version is given);
@@ -18,22 +22,21 @@ guild only, where they appear at once; ``off`` leaves them alone).
 
 from __future__ import annotations
 
-from adapters.discord.adapter import (
-    DiscordPoster,
-    ImagineClient,
-    InteractionResponder,
-    actor_for,
-    api_base,
-    enabled,
-    serve,
-)
+from bot.core import AdapterSpec, Core, Ready, Settings
 
-__all__ = [
-    "DiscordPoster",
-    "ImagineClient",
-    "InteractionResponder",
-    "actor_for",
-    "api_base",
-    "enabled",
-    "serve",
-]
+
+def enabled(settings: Settings) -> bool:
+    """Start this adapter when a bot token is configured."""
+    return bool(settings.secret("DISCORD_TOKEN"))
+
+
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
+    """Connect to the gateway and serve until cancelled."""
+    from adapters.discord import adapter
+
+    await adapter.serve(core, settings, ready)
+
+
+ADAPTER = AdapterSpec(name="discord", enabled=enabled, serve=serve)
+
+__all__ = ["ADAPTER", "enabled", "serve"]

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord.options import command_text, flag_options, prompt_description
 from adapters.discord.render import (
     ACTION_TEMPLATE,
     ActionButton,
@@ -39,9 +41,9 @@ from adapters.discord.render import (
     no_mentions,
     view_for,
 )
-from bot.app import App
+from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError
-from bot.types import Actor, Invocation, Reply, Target
+from bot.types import Action, Actor, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,6 @@ PLATFORM = "discord"
 LAZY_ACK_S = 2.0  # refine clicks: answer with the modal, or defer after this long
 FORM_TOO_LATE = "That took too long to open the form. Please click the button again."
 DEFAULT_API = "https://discord.com/api/v10"
-
-
-def enabled(settings: Any) -> bool:
-    """Start this adapter when a bot token is configured."""
-    return bool(settings.secret("DISCORD_TOKEN"))
 
 
 def api_base(env: Mapping[str, str]) -> str | None:
@@ -231,13 +228,13 @@ class ImagineClient(discord.Client):
     set for the process while this client lives and restored by :meth:`close`.
     """
 
-    def __init__(self, app: App, *, ready: asyncio.Event | None = None) -> None:
+    def __init__(self, core: Core, *, ready: Ready | None = None) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # guild, channel and role cache (role names for quotas)
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
-        self.app = app
-        self._ready_event = ready
-        env = app.settings.env
+        self.core = core
+        self._announce = ready  # not _ready: discord.Client has its own
+        env = core.settings.env
         self._sync = (env.get("DISCORD_SYNC_COMMANDS") or "global").strip().lower()
         self._saved: list[tuple[Any, str, Any]] = []
         base = api_base(env)
@@ -255,7 +252,7 @@ class ImagineClient(discord.Client):
                 logger.setLevel(logging.INFO)
         self.tree: app_commands.CommandTree[ImagineClient] = app_commands.CommandTree(self)
         _register_commands(self)
-        app.handler.register_poster(PLATFORM, DiscordPoster(self))
+        core.register_poster(PLATFORM, DiscordPoster(self))
 
     def _override(self, owner: Any, name: str, value: Any) -> None:
         self._saved.append((owner, name, getattr(owner, name)))
@@ -288,11 +285,14 @@ class ImagineClient(discord.Client):
 
     async def on_ready(self) -> None:
         log.info("Discord adapter ready")
-        if self._ready_event is not None:
-            self._ready_event.set()
+        # on_ready comes again after a reconnect that could not resume; the operator hears of
+        # the first one only.
+        ready, self._announce = self._announce, None
+        if ready is not None:
+            ready(f"connected to the gateway as {self.user}")
         # Results that finished before we could post (jobs resumed at start, or while the
         # gateway was down) go out now.
-        await self.app.handler.deliver_pending(PLATFORM)
+        await self.core.deliver_pending(PLATFORM)
 
     # ---------------------------------------------------------------------------- events
     async def run_command(self, interaction: discord.Interaction[Any], command: str,
@@ -301,7 +301,7 @@ class ImagineClient(discord.Client):
         async def invocation() -> Invocation | None:
             init = None
             if image is not None:
-                limit = self.app.settings.images.max_input_bytes
+                limit = self.core.settings.images.max_input_bytes
                 if image.size > limit:
                     await responder.send(Reply(
                         f"That image is {image.size / 2**20:.1f} MB; the limit is "
@@ -320,7 +320,8 @@ class ImagineClient(discord.Client):
                               command="action", action=action,
                               interaction_id=str(interaction.id))
 
-        if not action.startswith("refine:"):
+        decoded = Action.decode(action)
+        if decoded is None or decoded.verb != "refine":
             await interaction.response.defer()
             await self._guarded(InteractionResponder(interaction), invocation)
             return
@@ -357,12 +358,13 @@ class ImagineClient(discord.Client):
 
         await self._guarded(InteractionResponder(interaction), invocation)
 
-    async def _guarded(self, responder: InteractionResponder, build: Any) -> None:
+    async def _guarded(self, responder: InteractionResponder,
+                       build: Callable[[], Awaitable[Invocation | None]]) -> None:
         """Run the core for one interaction; rendering failures get an apology with a ref."""
         try:
             inv = await build()
             if inv is not None:
-                await self.app.handler.handle(inv, responder)
+                await self.core.handle(inv, responder)
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("Discord interaction failed (ref %s)", ref)
@@ -375,18 +377,35 @@ class ImagineClient(discord.Client):
 
 def _register_commands(client: ImagineClient) -> None:
     tree = client.tree
+    flags = client.core.flag_help()
+    options = flag_options(flags)
 
-    @tree.command(name="imagine")
-    @app_commands.describe(
-        prompt="What to draw, with optional flags: a red fox --n 4 --ar 16:9 --style anime",
-        image="A starting picture to transform (img2img)",
-    )
-    async def imagine(interaction: discord.Interaction[Any], prompt: str,
-                      image: discord.Attachment | None = None) -> None:
+    async def imagine(interaction: discord.Interaction[Any], /, prompt: str,
+                      image: discord.Attachment | None = None,
+                      **chosen: str | bool | None) -> None:
         """Generate images from a prompt. Try "help" for the flags."""
         await interaction.response.defer(thinking=True)
         responder = InteractionResponder(interaction, loading=True)
-        await client.run_command(interaction, "imagine", prompt, image, responder)
+        text = command_text(prompt, [(o, chosen.get(o.param)) for o in options])
+        await client.run_command(interaction, "imagine", text, image, responder)
+
+    # discord.py reads a command's options from its callback's signature, so the flags'
+    # options are written into it: one optional parameter per flag in the grammar's table.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    imagine.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        # (typeshed does not declare __signature__ on functions; inspect.signature reads it)
+        *list(inspect.signature(imagine).parameters.values())[:3],
+        *(inspect.Parameter(o.param, keyword, default=None,
+                            annotation=bool | None if o.switch else str | None)
+          for o in options),
+    ])
+    described = app_commands.describe(
+        prompt=prompt_description(flags),
+        image="A starting picture to transform (img2img)",
+        **{o.param: o.description for o in options},
+    )(imagine)
+    tree.command(name="imagine")(app_commands.rename(**{o.param: o.name for o in options})(
+        described))
 
     @tree.command(name="quota")
     async def quota(interaction: discord.Interaction[Any]) -> None:
@@ -405,11 +424,15 @@ def _register_commands(client: ImagineClient) -> None:
         await client.run_command(interaction, "admin", text, None, responder)
 
 
-async def serve(app: App, *, ready: asyncio.Event | None = None) -> None:
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     """Connect to the gateway and serve until cancelled; the client is closed on the way out."""
-    token = app.settings.secret("DISCORD_TOKEN")
+    token = settings.secret("DISCORD_TOKEN")
     if not token:
         raise ConfigError("DISCORD_TOKEN is not set")
-    client = ImagineClient(app, ready=ready)
+    client = ImagineClient(core, ready=ready)
     async with client:
-        await client.start(token)
+        try:
+            await client.start(token)
+        except discord.LoginFailure:
+            raise ConfigError("Discord refused DISCORD_TOKEN: check that it is the bot token "
+                              "from the Developer Portal (Bot, Reset Token).") from None

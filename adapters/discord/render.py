@@ -20,8 +20,7 @@ from typing import Any
 
 import discord
 
-from bot.handler import ACTION_RE
-from bot.types import Button, Form, ImageFile, Reply
+from bot.types import ACTION_RE, Button, Form, ImageFile, Reply
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,12 @@
 """The Slack adapter (slack-bolt, asyncio): slash commands, buttons and modals on the core.
 
-Entry points (imported lazily by ``imagine-bot serve``)::
+``ADAPTER`` is what ``imagine-bot serve`` sees: enabled when any of the Slack secrets is set
+(a half-configured app is refused with the missing key named, rather than silently skipped);
+slack-bolt is imported only when the adapter starts. Inside the package::
 
-    enabled(settings) -> bool                      # SLACK_BOT_TOKEN is set
-    build_bolt_app(app, client=None) -> AsyncApp   # listeners + the "slack" channel poster
-    await serve(app, ready=None)                   # Socket Mode or HTTP; runs until cancelled
+    adapter.py  build_bolt_app(core, client=None) -> AsyncApp: listeners and the poster;
+                serve(core, settings, ready): Socket Mode or HTTP, until cancelled
+    render.py   Reply / Form -> Block Kit JSON, and modal submissions back; pure
 
 Environment: SLACK_BOT_TOKEN (required), SLACK_SIGNING_SECRET (HTTP mode), SLACK_APP_TOKEN
 (Socket Mode), SLACK_PORT / SLACK_HOST (HTTP mode, default 0.0.0.0:3000), SLACK_API_URL (a
@@ -13,20 +15,23 @@ proxy or a test fake in place of https://slack.com/api/).
 
 from __future__ import annotations
 
-from adapters.slack.adapter import (
-    SlackPoster,
-    SlackResponder,
-    build_bolt_app,
-    create_web_app,
-    enabled,
-    serve,
-)
+from bot.core import AdapterSpec, Core, Ready, Settings
 
-__all__ = [
-    "SlackPoster",
-    "SlackResponder",
-    "build_bolt_app",
-    "create_web_app",
-    "enabled",
-    "serve",
-]
+SECRETS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+
+
+def enabled(settings: Settings) -> bool:
+    """Start this adapter when any of its tokens is configured; ``serve`` names what is missing."""
+    return any(settings.secret(name) for name in SECRETS)
+
+
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
+    """Socket Mode when SLACK_APP_TOKEN is set, else HTTP on SLACK_PORT; until cancelled."""
+    from adapters.slack import adapter
+
+    await adapter.serve(core, settings, ready)
+
+
+ADAPTER = AdapterSpec(name="slack", enabled=enabled, serve=serve)
+
+__all__ = ["ADAPTER", "enabled", "serve"]

@@ -5,9 +5,9 @@ Flow of one slash command::
     Slack --signed POST--> bolt (RequestVerification, auth.test) --> listener
         ack()                                   # first, inside Slack's 3 s window
         users.info (cached 5 min)               # is the user a workspace admin/owner?
-        handler.handle(Invocation, responder)   # the core decides everything
+        core.handle(Invocation, responder)      # the core decides everything
             responder.send(Reply)               # chat.postMessage / postEphemeral / views.open
-    later, the job runner -> handler -> SlackPoster.post/update (files_upload_v2, chat.update)
+    later, the job runner -> core -> SlackPoster.post/update (files_upload_v2, chat.update)
 
 Only translation lives here: no SQL, no provider calls, no quota rules. Buttons carry the
 core's ``verb:job_id:index`` as both ``action_id`` and ``value``; a modal carries its action
@@ -24,10 +24,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -41,11 +41,9 @@ from adapters.slack.render import (
     reply_blocks,
     view_fields,
 )
+from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError
-from bot.types import Actor, ImageFile, Invocation, Reply, Target
-
-if TYPE_CHECKING:
-    from bot.app import App
+from bot.types import ACTION_RE, Actor, ImageFile, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +52,9 @@ EVENTS_PATH = "/slack/events"
 DEFAULT_PORT = 3000
 ADMIN_TTL_S = 300.0  # Slack admins change rarely; five minutes bounds a revoked admin's reach
 ADMIN_CACHE_MAX = 10_000
-# The core's button ids look like "verb:job_id" or "verb:job_id:index"; anything else is not
-# ours and gets bolt's default 404 instead of reaching the handler.
-ACTION_ID_RE = re.compile(r"^[a-z]+:[a-z0-9]+(?::[0-9]+)?$")
+# The core's one button codec, anchored: bolt matches a pattern with re.search. Anything else
+# is not ours and gets bolt's default 404 instead of reaching the core.
+ACTION_ID_RE = re.compile(rf"\A(?:{ACTION_RE.pattern})\Z")
 COMMANDS: Mapping[str, str] = {
     "/imagine": "imagine",
     "/imagine-quota": "quota",
@@ -64,11 +62,6 @@ COMMANDS: Mapping[str, str] = {
 }
 
 Respond = Callable[..., Awaitable[Any]]
-
-
-def enabled(settings: Any) -> bool:
-    """Start this adapter when a bot token is configured."""
-    return bool(settings.secret("SLACK_BOT_TOKEN"))
 
 
 def _api_url(env: Mapping[str, str]) -> str | None:
@@ -80,7 +73,7 @@ def _api_url(env: Mapping[str, str]) -> str | None:
     return url if url.endswith("/") else url + "/"
 
 
-def make_client(settings: Any) -> AsyncWebClient:
+def make_client(settings: Settings) -> AsyncWebClient:
     token = settings.secret("SLACK_BOT_TOKEN")
     if not token:
         raise ConfigError("SLACK_BOT_TOKEN is not set")
@@ -245,9 +238,9 @@ def _interaction_key(team_id: str, *parts: object) -> str | None:
 class SlackAdapter:
     """Turns bolt payloads into invocations; one per bolt app."""
 
-    def __init__(self, app: App, client: AsyncWebClient, *,
+    def __init__(self, core: Core, client: AsyncWebClient, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.app = app
+        self.core = core
         self.client = client
         self.poster = SlackPoster(client)
         self.admins = AdminCache(client, clock=clock)
@@ -273,7 +266,7 @@ class SlackAdapter:
             channel_id=channel, command=name, text=str(command.get("text") or ""),
             interaction_id=_interaction_key(team, trigger),
         )
-        await self.app.handler.handle(
+        await self.core.handle(
             inv, self.responder(team, user, channel, None, trigger, respond))
 
     async def on_action(self, body: Mapping[str, Any], action: Mapping[str, Any],
@@ -296,7 +289,7 @@ class SlackAdapter:
             action=str(action.get("value") or action.get("action_id") or ""),
             thread_id=str(thread) if thread else None, interaction_id=key,
         )
-        await self.app.handler.handle(
+        await self.core.handle(
             inv, self.responder(team, user_id, channel, inv.thread_id, trigger, respond))
 
     async def on_submit(self, body: Mapping[str, Any], view: Mapping[str, Any],
@@ -317,25 +310,25 @@ class SlackAdapter:
             channel_id=context.channel_id, command="action", action=context.action,
             fields=view_fields(view), thread_id=context.thread_id, interaction_id=key,
         )
-        await self.app.handler.handle(
+        await self.core.handle(
             inv, self.responder(team, user_id, context.channel_id, context.thread_id, trigger,
                                 None))
 
 
-def build_bolt_app(app: App, *, client: AsyncWebClient | None = None) -> AsyncApp:
+def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> AsyncApp:
     """A bolt app wired to the core; also registers the ``slack`` channel poster."""
-    settings = app.settings
+    settings = core.settings
     web_client = client if client is not None else make_client(settings)
     # Without a signing secret (Socket Mode needs none) a random one makes every HTTP request
     # fail verification, rather than an empty key that anyone can sign with.
     signing_secret = settings.secret("SLACK_SIGNING_SECRET") or secrets.token_hex(32)
     bolt = AsyncApp(client=web_client, signing_secret=signing_secret, name="imagine-bot")
-    adapter = SlackAdapter(app, web_client)
-    app.handler.register_poster(PLATFORM, adapter.poster)
+    adapter = SlackAdapter(core, web_client)
+    core.register_poster(PLATFORM, adapter.poster)
 
     def command_listener(name: str) -> Callable[..., Awaitable[None]]:
-        async def listener(ack: Any, command: dict[str, Any], body: dict[str, Any],
-                           respond: Any) -> None:
+        async def listener(ack: AsyncAck, command: dict[str, Any], body: dict[str, Any],
+                           respond: AsyncRespond) -> None:
             await ack()  # before any I/O: Slack gives us 3 s
             await adapter.on_command(name, command,
                                      respond if body.get("response_url") else None)
@@ -345,16 +338,16 @@ def build_bolt_app(app: App, *, client: AsyncWebClient | None = None) -> AsyncAp
     for slash, name in COMMANDS.items():
         bolt.command(slash)(command_listener(name))
 
-    async def on_action(ack: Any, body: dict[str, Any], action: dict[str, Any],
-                        context: Any, respond: Any) -> None:
+    async def on_action(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                        context: AsyncBoltContext, respond: AsyncRespond) -> None:
         await ack()
         await adapter.on_action(body, action, context.team_id,
                                 respond if body.get("response_url") else None)
 
     bolt.action(ACTION_ID_RE)(on_action)
 
-    async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any],
-                        context: Any) -> None:
+    async def on_submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                        context: AsyncBoltContext) -> None:
         await ack()  # closes the modal; the core answers in the channel
         await adapter.on_submit(body, view, context.team_id)
 
@@ -373,25 +366,24 @@ def create_web_app(bolt: AsyncApp, *, port: int = DEFAULT_PORT) -> web.Applicati
     return web_app
 
 
-async def serve(app: App, *, ready: asyncio.Event | None = None) -> None:
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     """Run until cancelled: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on SLACK_PORT."""
-    settings = app.settings
-    if not enabled(settings):
+    if not settings.secret("SLACK_BOT_TOKEN"):
         raise ConfigError("SLACK_BOT_TOKEN is not set")
     app_token = settings.secret("SLACK_APP_TOKEN")
     if not app_token and not settings.secret("SLACK_SIGNING_SECRET"):
         raise ConfigError("Slack HTTP mode needs SLACK_SIGNING_SECRET "
                           "(or set SLACK_APP_TOKEN for Socket Mode)")
-    bolt = build_bolt_app(app)
+    bolt = build_bolt_app(core)
     if app_token:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         handler = AsyncSocketModeHandler(bolt, app_token)
+        # bolt's socket-mode handler declares no return types on these two coroutines (as of
+        # slack-bolt 1.30), so strict mypy sees untyped calls; they return None.
         try:
             await handler.connect_async()  # type: ignore[no-untyped-call]
-            log.info("Slack adapter connected (Socket Mode)")
-            if ready is not None:
-                ready.set()
+            ready("connected (Socket Mode)")
             await asyncio.Event().wait()  # until cancelled
         finally:
             await handler.close_async()  # type: ignore[no-untyped-call]
@@ -405,10 +397,12 @@ async def serve(app: App, *, ready: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(create_web_app(bolt, port=port), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
-        log.info("Slack adapter listening on %s:%s%s", host, port, EVENTS_PATH)
-        if ready is not None:
-            ready.set()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError(f"The Slack adapter cannot listen on {host}:{port} "
+                              f"({exc.strerror}). Set SLACK_HOST / SLACK_PORT.") from None
+        ready(f"listening on http://{host}:{port}{EVENTS_PATH}")
         await asyncio.Event().wait()  # until cancelled
     finally:
         await runner.cleanup()

@@ -1,14 +1,35 @@
 """The web playground: a shared channel view in the browser on the same core as chat.
 
-Entry points (imported lazily by ``imagine-bot serve``)::
+``ADAPTER`` is what ``imagine-bot serve`` sees: enabled by ``web.enabled`` (default true); an
+address other machines can reach is refused without an access token, before any data is
+touched. aiohttp is imported only when the playground starts. Inside the package::
 
-    create_web_app(app) -> aiohttp.web.Application
-    await serve(app, host, port, ready=None)     # runs until cancelled
-    check_bind(host, access_token)               # ConfigError when exposed without a token
+    access.py   who may use it and from where (loopback rule, token rule, user names)
+    server.py   create_web_app(core), start(core, host, port), the routes and the sockets
+    static/     the page: plain HTML, CSS and JS, no build step
 """
 
 from __future__ import annotations
 
-from adapters.web.server import check_bind, create_web_app, serve
+from adapters.web.access import check_bind
+from bot.core import AdapterSpec, Core, Ready, Settings
 
-__all__ = ["check_bind", "create_web_app", "serve"]
+
+def enabled(settings: Settings) -> bool:
+    """On unless ``web.enabled = false``; raises ConfigError for an exposed, tokenless bind."""
+    if not settings.web.enabled:
+        return False
+    check_bind(settings.web.host, settings.web.access_token)
+    return True
+
+
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
+    """Serve the playground on ``web.host``:``web.port`` until cancelled."""
+    from adapters.web import server
+
+    await server.serve(core, settings, ready)
+
+
+ADAPTER = AdapterSpec(name="web", enabled=enabled, serve=serve)
+
+__all__ = ["ADAPTER", "enabled", "serve"]

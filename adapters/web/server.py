@@ -27,30 +27,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import itertools
 import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from adapters.web.access import (
+    PLATFORM,
+    TENANT,
+    InputError,
+    check_bind,
+    is_loopback,
+    web_actor,
+    web_admins,
+)
+from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError
-from bot.types import Actor, Form, ImageFile, Invocation, Reply, Target
-
-if TYPE_CHECKING:
-    from bot.app import App
+from bot.types import Actor, FlagHelp, Form, ImageFile, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "web"
-TENANT = "local"
 STATIC_DIR = Path(__file__).parent / "static"
 # An allowlist rather than a static directory route: nothing else in the package is served.
 STATIC_FILES: Mapping[str, str] = {
@@ -58,17 +62,13 @@ STATIC_FILES: Mapping[str, str] = {
     "style.css": "text/css",
 }
 TOKEN_COOKIE = "imagine_token"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_BODY_BYTES = 256 * 1024
-MAX_NAME_CHARS = 64
 MAX_LINE_CHARS = 8000
 # A socket that cannot keep up is dropped rather than buffering without bound; the page
 # reconnects and reloads the channel's history.
 SUBSCRIBER_QUEUE = 1000  # distinct cards waiting to be sent
-USER_ID_RE = re.compile(r"[a-z0-9_.-]{1,32}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 COMMANDS = frozenset({"imagine", "quota", "admin"})
-HINT = "Type /imagine <prompt> [--n 4] [--style name] [--seed 42], or /quota."
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -80,45 +80,6 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 
 Message = dict[str, Any]
-
-
-class InputError(Exception):
-    """A request the page should not have sent (bad name, unknown channel); shown as is."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for names that only ever reach this machine."""
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, access_token: str | None) -> None:
-    """Refuse to expose the playground beyond this machine without an access token."""
-    if not is_loopback(host) and not access_token:
-        raise ConfigError(
-            f"Setting web.host is {host!r}, which other machines can reach: set "
-            "web.access_token (or WEB_ACCESS_TOKEN) first, or bind to 127.0.0.1."
-        )
-
-
-def web_actor(name: str, admins: tuple[str, ...] = ()) -> Actor:
-    """The playground's identity: whatever name the person typed, normalised to a user id."""
-    display = " ".join(str(name).split())[:MAX_NAME_CHARS]
-    user_id = re.sub(r"[^a-z0-9_.-]", "", re.sub(r"\s+", "_", display.lower()))[:32]
-    if not USER_ID_RE.fullmatch(user_id):
-        raise InputError("Type your name first (letters, digits, '.', '_' or '-').")
-    return Actor(
-        platform=PLATFORM,
-        tenant=TENANT,
-        user_id=user_id,
-        display_name=display,
-        is_admin=user_id in admins,
-    )
 
 
 def parse_line(text: str) -> tuple[str, str] | None:
@@ -134,6 +95,16 @@ def parse_line(text: str) -> tuple[str, str] | None:
     if command not in COMMANDS:
         return None
     return command, rest.strip()
+
+
+def hint_text(flags: Sequence[FlagHelp]) -> str:
+    """The one-line hint, from the grammar's flag table (the page draws the same table)."""
+    shown = " ".join(f"[{f'{f.name} {f.value}'.strip()}]" for f in flags)
+    return f"Type /imagine <prompt> {shown}, /imagine help for what each flag does, or /quota."
+
+
+def _flag_json(flag: FlagHelp) -> Message:
+    return {"name": flag.name, "value": flag.value, "help": flag.help, "example": flag.example}
 
 
 def _image_json(image: ImageFile) -> Message:
@@ -202,16 +173,13 @@ class _Subscriber:
 class WebPlayground:
     """Holds the open sockets per channel and renders Replies for them."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.handler = app.handler
-        self.web_settings = app.settings.web
-        self.data_dir = app.settings.data_dir
-        self._admin_ids = tuple(self.web_settings.admins) + tuple(
-            entry.split(":", 1)[1]
-            for entry in app.settings.bot.admins
-            if entry.startswith(f"{PLATFORM}:")
-        )
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.web_settings = core.settings.web
+        self.data_dir = core.settings.data_dir
+        self._admin_ids = web_admins(core.settings)
+        self.flags = tuple(core.flag_help())
+        self.hint = hint_text(self.flags)
         self._subscribers: dict[str, set[_Subscriber]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self._seq = itertools.count(1)
@@ -277,7 +245,7 @@ class WebPlayground:
     async def run(self, inv: Invocation) -> web.Response:
         responder = RequestResponder(self, inv.channel_id, inv.actor.user_id)
         try:
-            await self.handler.handle(inv, responder)
+            await self.core.handle(inv, responder)
         except Exception:
             # The core shows user errors itself; anything reaching here is a bug.
             ref = secrets.token_hex(4)
@@ -317,11 +285,15 @@ class WebPlayground:
         return web.json_response({"status": "ok"})
 
     async def config(self, request: web.Request) -> web.Response:
-        return web.json_response({"channels": list(self.web_settings.channels), "hint": HINT})
+        return web.json_response({
+            "channels": list(self.web_settings.channels),
+            "hint": self.hint,
+            "flags": [_flag_json(f) for f in self.flags],
+        })
 
     async def quota(self, request: web.Request) -> web.Response:
         actor = self.actor_of(request.query.get("name"))
-        return web.json_response({"quota": await self.handler.quota_badge(actor)})
+        return web.json_response({"quota": await self.core.quota_badge(actor)})
 
     async def command(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -330,7 +302,7 @@ class WebPlayground:
         text = str(body.get("text") or "")[:MAX_LINE_CHARS]
         parsed = parse_line(text)
         if parsed is None or not text.strip():
-            hint = Reply(text=f"Unknown command. {HINT}", ephemeral=True)
+            hint = Reply(text=f"Unknown command. {self.hint}", ephemeral=True)
             message = self.reply_json(hint, ref=self.new_ref(hint), owner=actor.user_id)
             return web.json_response({"replies": [message]})
         command, rest = parsed
@@ -356,7 +328,7 @@ class WebPlayground:
     async def image(self, request: web.Request) -> web.StreamResponse:
         sha = request.match_info["sha"].lower()
         # The core resolves the id; the URL never becomes a path here.
-        path = self.handler.image_path(sha) if SHA256_RE.fullmatch(sha) else None
+        path = self.core.image_path(sha) if SHA256_RE.fullmatch(sha) else None
         if path is None or not await asyncio.to_thread(_is_file_within, path, self.data_dir):
             raise web.HTTPNotFound()
         headers = {"Cache-Control": "private, max-age=31536000, immutable"}
@@ -399,7 +371,7 @@ class WebPlayground:
             # history, so a late POST answer (seq below this) cannot roll a card back; every
             # later one is applied on top of it.
             history_seq = next(self._seq)
-            history = await self.handler.history(PLATFORM, TENANT, channel)
+            history = await self.core.history(PLATFORM, TENANT, channel)
             await ws.send_json(
                 {
                     "type": "history",
@@ -549,10 +521,10 @@ def _is_file_within(path: Path, root: Path) -> bool:
         return False
 
 
-def create_web_app(app: App) -> web.Application:
-    """The playground's aiohttp application on an open :class:`App`; registers its poster."""
-    playground = WebPlayground(app)
-    app.handler.register_poster(PLATFORM, ChannelPosterImpl(playground))
+def create_web_app(core: Core) -> web.Application:
+    """The playground's aiohttp application on a running core; registers its poster."""
+    playground = WebPlayground(core)
+    core.register_poster(PLATFORM, ChannelPosterImpl(playground))
     web_app = web.Application(middlewares=[playground.guard], client_max_size=MAX_BODY_BYTES)
     web_app.on_shutdown.append(playground.on_shutdown)
     web_app.router.add_get("/", playground.index)
@@ -580,33 +552,46 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def start(app: App, host: str, port: int) -> RunningServer:
+async def start(core: Core, host: str, port: int) -> RunningServer:
     """Bind and start the playground (used by :func:`serve`, tests and the benchmark)."""
-    check_bind(host, app.settings.web.access_token)
-    runner = web.AppRunner(create_web_app(app), access_log=None, shutdown_timeout=5.0)
+    check_bind(host, core.settings.web.access_token)
+    runner = web.AppRunner(create_web_app(core), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     # A wider accept backlog than the default 128: a burst of people pressing Enter at once
     # must not wait out a dropped SYN (a one-second client retransmit).
     site = web.TCPSite(runner, host, port, backlog=1024)
     try:
         await site.start()
-    except OSError:
+    except OSError as exc:  # in use, a privileged port, an address this machine lacks
         await runner.cleanup()
-        raise
+        raise ConfigError(
+            f"The web playground cannot listen on {host}:{port} ({exc.strerror}). Set "
+            "web.host / web.port (or serve --host / --port), or stop what holds it."
+        ) from None
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host
     return RunningServer(runner=runner, url=f"http://{shown}:{bound}", port=bound)
 
 
-async def serve(
-    app: App, host: str, port: int, *, ready: asyncio.Event | None = None
-) -> None:
-    """Serve the playground until cancelled."""
-    server = await start(app, host, port)
-    log.info("Web playground on %s", server.url)
-    if ready is not None:
-        ready.set()
+def open_hint(server: RunningServer, host: str, access_token: str | None) -> str:
+    """The line ``serve`` shows the operator: where to open the playground. With a token, the
+    address says where it goes (``/?token=...``) without ever showing the token itself."""
+    url = server.url
+    note = ""
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        url = f"http://localhost:{server.port}"
+        note = " (listening on every address)"
+    if access_token:
+        return f"open {url}/?token=<WEB_ACCESS_TOKEN> once (a cookie keeps it){note}"
+    return f"open {url}/{note}"
+
+
+async def serve(core: Core, settings: Settings, ready: Ready) -> None:
+    """Serve the playground on ``web.host``:``web.port`` until cancelled."""
+    host, port = settings.web.host, settings.web.port
+    server = await start(core, host, port)
     try:
+        ready(open_hint(server, host, settings.web.access_token))
         await asyncio.Event().wait()
     finally:
         await server.close()

@@ -396,12 +396,26 @@
     state.stickToBottom = feed.scrollHeight - feed.scrollTop - feed.clientHeight < 80;
   }
 
+  // The hint under the line comes from the grammar's flag table: each flag with its one-line
+  // help as a tooltip, the same text Discord shows for its options.
+  function renderHint(flags) {
+    const hint = $("hint");
+    hint.replaceChildren(el("code", { text: "/imagine <prompt>" }));
+    for (const flag of flags || []) {
+      const shown = flag.value ? `${flag.name} ${flag.value}` : flag.name;
+      hint.append(" ", el("code", { class: "flag", title: flag.help, text: shown }));
+    }
+    hint.append(" · ", el("code", { text: "/imagine help" }), " for every flag · ",
+                el("code", { text: "/quota" }));
+  }
+
   async function start() {
     const saved = localStorage.getItem("imagine-name");
     if (saved) $("name").value = saved;
     $("feed").addEventListener("scroll", trackScroll, { passive: true });
     const config = await (await fetch("/api/config")).json();
     state.channels = config.channels;
+    renderHint(config.flags);
     for (const name of state.channels) {
       const link = el("a", { href: `#${name}`, "data-channel": name, text: `#${name}` });
       $("channels").append(link);

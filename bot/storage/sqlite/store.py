@@ -1,0 +1,31 @@
+"""The SQLite :class:`~bot.storage.protocols.Storage`: the database and its repositories."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from bot.storage.sqlite.database import Database
+from bot.storage.sqlite.repositories import (
+    SqliteAdminLog,
+    SqliteAlerts,
+    SqliteChannels,
+    SqliteImages,
+    SqliteJobs,
+    SqliteLedger,
+    SqliteQuota,
+)
+
+
+class Store(Database):
+    """One SQLite file: ``Store.open(path)``, then the repositories the core uses (``jobs``,
+    ``quota``, ...) and, for tools and tests, raw ``fetchall``/``fetchone``/``execute``."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        super().__init__(db)
+        self.jobs = SqliteJobs(self)
+        self.images = SqliteImages(self)
+        self.quota = SqliteQuota(self)
+        self.ledger = SqliteLedger(self)
+        self.channels = SqliteChannels(self)
+        self.admin_log = SqliteAdminLog(self)
+        self.alerts = SqliteAlerts(self)

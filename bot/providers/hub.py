@@ -32,6 +32,12 @@ class ProviderHub:
     def items(self) -> list[tuple[str, Provider]]:
         return list(self._providers.items())
 
+    def warnings(self) -> list[str]:
+        """What the providers found at start-up that an admin should act on before it breaks
+        (e.g. OpenAI's announced shutdown of the configured model), as "name: text"."""
+        return [f"{name}: {text}" for name, provider in self._providers.items()
+                for text in getattr(provider, "warnings", ())]
+
     @classmethod
     @asynccontextmanager
     async def open(

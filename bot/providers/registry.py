@@ -12,7 +12,7 @@ from bot.errors import ConfigError
 from bot.providers.base import Provider
 
 PROVIDER_NAMES: tuple[str, ...] = (
-    "offline", "stability", "automatic1111", "cerebrium", "openai", "comfyui",
+    "offline", "stability", "automatic1111", "cerebrium", "openai", "comfyui", "horde",
 )
 
 
@@ -49,4 +49,8 @@ def build_provider(name: str, section: Mapping[str, object],
         from bot.providers.comfyui import ComfyUIProvider, ComfyUISettings
 
         return ComfyUIProvider(ComfyUISettings.from_mapping(section, env))
+    if name == "horde":
+        from bot.providers.horde import HordeProvider, HordeSettings
+
+        return HordeProvider(HordeSettings.from_mapping(section, env))
     raise ConfigError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")

@@ -11,6 +11,7 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.providers.base import (
+    CheckFailed,
     GenerationRequest,
     InvalidRequest,
     ModelUnavailable,
@@ -249,3 +250,14 @@ async def test_txt2img_only_without_img2img_workflow(fake: ComfyUIFake,
     facts = await p.check()
     assert facts["version"] == "0.3.40"
     await p.aclose()
+
+
+async def test_check_failures_name_the_url_and_cause(workflows: dict[str, str]) -> None:
+    async with ComfyUIFake() as fake:
+        url = fake.base_url
+    p = ComfyUIProvider(ComfyUISettings.from_mapping(
+        {**workflows, "connect_retries": 0}, {"COMFYUI_BASE_URL": url}))
+    with pytest.raises(CheckFailed) as info:
+        await p.check()
+    await p.aclose()
+    assert info.value.url == f"{url}/system_stats" and "ConnectError" in info.value.cause

@@ -97,3 +97,17 @@ async def test_the_hub_collects_start_up_warnings(tmp_path: Path) -> None:
         async with ProviderHub.open(settings, env) as hub:
             [warning] = hub.warnings()
     assert warning.startswith("openai: ") and "2027-06-01" in warning
+
+
+async def test_build_each_reports_a_missing_key_and_builds_the_rest() -> None:
+    from bot.providers.registry import ENV_SETTINGS, build_each
+
+    built = build_each("openai", "horde", {"automatic1111": {}}, {})
+    names = [n for n, _ in built]
+    assert names == ["openai", "horde", "automatic1111"]
+    assert isinstance(built[0][1], ConfigError) and "OPENAI_API_KEY" in str(built[0][1])
+    for _, provider in built[1:]:
+        assert not isinstance(provider, ConfigError)
+        await provider.aclose()
+    assert set(ENV_SETTINGS) == set(PROVIDER_NAMES)
+    assert ("AUTOMATIC1111_BASE_URL", False) in ENV_SETTINGS["automatic1111"]

@@ -259,7 +259,7 @@ class ComfyUIProvider:
         await self._http.aclose()
 
     async def check(self) -> dict[str, str]:
-        resp = await self._http.request("GET", "/system_stats")
+        resp = await self._http.check("GET", "/system_stats")
         data = await resp.json()
         system = data.get("system", {}) if isinstance(data, dict) else {}
         version = system.get("comfyui_version", "unknown") if isinstance(system, dict) else "?"

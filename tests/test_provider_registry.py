@@ -85,14 +85,16 @@ def test_every_provider_setting_is_documented_in_default_toml() -> None:
             assert f"# {key} =" in section, f"providers.{name}.{key}"
 
 
-async def test_the_hub_collects_start_up_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("default", "fallback"), [("openai", ""), ("offline", "openai")])
+async def test_the_hub_collects_start_up_warnings(default: str, fallback: str) -> None:
     from bot.config import ProviderSettings
     from bot.providers.hub import ProviderHub
     from tests.fakes.openai import OpenAIFake
 
     async with OpenAIFake(api_key="sk-x") as fake:
         fake.shutdown_dates["gpt-image-2.6-flare"] = "2027-06-01"
-        settings = ProviderSettings(default="openai", sections={"openai": {}})
+        settings = ProviderSettings(default=default, fallback=fallback,
+                                    sections={"openai": {}})
         env = {"OPENAI_API_KEY": "sk-x", "OPENAI_API_BASE_URL": fake.api_url}
         async with ProviderHub.open(settings, env) as hub:
             [warning] = hub.warnings()

@@ -71,7 +71,9 @@ class ProviderHub:
             hub = cls(built, default, fallback)
             for name, provider in built.items():
                 refresh = getattr(provider, "refresh", None)
-                if refresh is not None and name == default:
+                # The default and the fallback are the ones that serve jobs: read what they
+                # offer (and what they warn about, e.g. an announced model shutdown) now.
+                if refresh is not None and name in (default, fallback):
                     try:
                         await refresh()
                     except Exception as exc:  # a dead service must not stop the bot starting

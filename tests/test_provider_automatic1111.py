@@ -14,6 +14,7 @@ from bot.providers.base import (
     CheckFailed,
     GenerationRequest,
     InvalidRequest,
+    ModelUnavailable,
     NotSupported,
     ProviderUnavailable,
     fit_request,
@@ -260,3 +261,18 @@ async def test_hang_hits_read_timeout_without_retry(fake: Automatic1111Fake) -> 
         await p.generate(GenerationRequest(prompt="x"))
     await p.aclose()
     assert len(fake.requests) == 1  # the webui may still be rendering it: no second job
+
+
+async def test_a_configured_checkpoint_the_webui_lacks_alerts_with_the_setting(
+        fake: Automatic1111Fake) -> None:
+    env = {"AUTOMATIC1111_USER": USER, "AUTOMATIC1111_PASSWORD": PASSWORD}
+    p = make(fake, env, checkpoint="sd_xl_turbo_1.0")
+    with pytest.raises(ModelUnavailable) as info:
+        await p.generate(GenerationRequest(prompt="x"))
+    assert info.value.setting == "providers.automatic1111.checkpoint"
+    assert fake.requests_to("2img") == []
+    ok = make(fake, env, checkpoint="v1-5-pruned-emaonly.safetensors [6ce0161689]")
+    await ok.generate(GenerationRequest(prompt="x"))
+    await p.aclose()
+    await ok.aclose()
+    assert fake.violations == []

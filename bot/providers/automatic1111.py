@@ -34,6 +34,7 @@ from bot.providers.base import (
     GenerationRequest,
     GenerationResult,
     InvalidRequest,
+    ModelUnavailable,
     NotFound,
     ProgressCallback,
     ProviderError,
@@ -175,6 +176,7 @@ class Automatic1111Provider:
         self._catalog_lock = asyncio.Lock()
         # Scheduler name -> what we send: webui maps both names and labels, we send the name.
         self._scheduler_names: dict[str, str] = {}
+        self._checkpoints: set[str] = set()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -199,6 +201,10 @@ class Automatic1111Provider:
         titles = tuple(str(m.get("model_name") or m.get("title")) for m in models
                        if isinstance(m, dict) and (m.get("model_name") or m.get("title"))) \
             if isinstance(models, list) else ()
+        # sd_model_checkpoint takes a title ("name.safetensors [hash]") or a model name.
+        self._checkpoints = {str(m[k]) for m in models if isinstance(m, dict)
+                             for k in ("title", "model_name") if m.get(k)} \
+            if isinstance(models, list) else set()
         self._caps = replace(self._caps, samplers=names or None, sampler_aliases=aliases,
                              schedulers=schedulers, models=titles)
         self._catalog_at = time.monotonic()
@@ -333,6 +339,13 @@ class Automatic1111Provider:
         if scheduler:
             body["scheduler"] = scheduler
         checkpoint = req.model or self.settings.checkpoint
+        if checkpoint and req.model is None:
+            # The configured checkpoint: if the server no longer has it, every request fails
+            # alike until an admin changes the setting.
+            await self._catalog()
+            if self._checkpoints and checkpoint not in self._checkpoints:
+                raise ModelUnavailable(f"checkpoint {checkpoint!r} is not on the webui",
+                                       model=checkpoint, setting=f"{PREFIX}.checkpoint")
         if checkpoint:
             # Per-request override, restored afterwards, so users do not flip the server's
             # global model under each other.

@@ -33,7 +33,7 @@ from bot.app import DB_NAME, App
 from bot.config import SECRET_ENV, Settings, load_settings
 from bot.core import AdapterSpec
 from bot.errors import AlreadyRunning, ConfigError
-from bot.types import Actor, Invocation, Reply, Target
+from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
 log = logging.getLogger("bot")
 
@@ -125,12 +125,17 @@ class _Collector:
     async def edit(self, ref: str, reply: Reply) -> None:
         self.replies.append(reply)
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         self.replies.append(reply)
         return reply.job_id
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
         self.replies.append(reply)
+
+    async def delete(self, target: Target, ref: str) -> None:
+        self.replies = [r for r in self.replies if r.job_id != ref]
 
 
 def _local_actor(user: str | None) -> Actor:

@@ -11,6 +11,8 @@ Two tiers (see STYLE.md §6)::
     └── Unsupported            the provider cannot do what was asked
     ConfigError                bad settings, raised at start naming the key
     └── AlreadyRunning         another imagine-bot runs jobs on this data dir (bot.app)
+    DeliveryError              a platform refused or failed a post, edit or delete (adapters
+                               raise it from their ChannelPoster; bot.delivery retries it)
 
 Anything else is a bug: it is logged with its traceback and the user gets a short apology with
 a reference id, never ``str(exc)``.
@@ -58,3 +60,20 @@ class ConfigError(Exception):
 class AlreadyRunning(ConfigError):
     """Another process holds this data dir's runner lock. A ConfigError, since a second data
     dir is one way out, but its own class so the CLI can say what to do instead."""
+
+
+class DeliveryError(Exception):
+    """A platform call of a :class:`~bot.types.ChannelPoster` failed.
+
+    ``permanent`` when retrying cannot help (the channel is gone or archived, the bot was
+    removed, a message that no longer exists); else the outbox retries with backoff, no sooner
+    than ``retry_after`` seconds when the platform said so (HTTP 429 ``Retry-After``).
+    ``reason`` is a short, secret-free description for the log, Info and ``doctor``.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after

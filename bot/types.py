@@ -178,10 +178,39 @@ class Responder(Protocol):
     async def edit(self, ref: str, reply: Reply) -> None: ...
 
 
+class PostSteps(Protocol):
+    """What a resumed delivery already did, handed to :meth:`ChannelPoster.post`.
+
+    A post may take several platform calls (Slack: upload the files, then post the message).
+    The poster records each finished step's platform reference (``record("files", ids)``)
+    before the next call, and on a retry skips the steps that :meth:`get` returns: a file
+    already uploaded is shared, not uploaded again. ``key`` is stable across every retry of
+    one delivery: an idempotency key (Discord's message ``nonce``).
+    """
+
+    @property
+    def key(self) -> str: ...
+
+    def get(self, step: str) -> str | None: ...
+
+    async def record(self, step: str, value: str) -> None: ...
+
+
 class ChannelPoster(Protocol):
     """Registered once per platform by its adapter: posts job updates as ordinary messages in a
-    channel, so a result lands even when the original interaction has long expired."""
+    channel, so a result lands even when the original interaction has long expired.
 
-    async def post(self, target: Target, reply: Reply) -> str | None: ...
+    Every method raises :class:`bot.errors.DeliveryError` when the platform refuses or fails
+    (never returns quietly on a failure: the outbox must know, to retry).
+    """
+
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None: ...
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None: ...
+
+    async def delete(self, target: Target, ref: str) -> None:
+        """Take down a message this poster posted, and the bot's own uploads in it (``ref`` as
+        :meth:`post` returned it). A message already gone counts as deleted."""
+        ...

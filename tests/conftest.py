@@ -17,7 +17,7 @@ import pytest
 
 from bot.app import App
 from bot.config import load_settings
-from bot.types import Actor, Invocation, Reply, Target
+from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,12 +29,19 @@ class Channel:
     posted: list[Reply] = field(default_factory=list)
     updated: list[Reply] = field(default_factory=list)
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
+    deleted: list[str] = field(default_factory=list)
+
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         self.posted.append(reply)
         return f"msg-{len(self.posted)}"
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
         self.updated.append(reply)
+
+    async def delete(self, target: Target, ref: str) -> None:
+        self.deleted.append(ref)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from adapters.discord.adapter import DiscordPoster, ImagineClient, api_base
 from adapters.discord.options import command_text, flag_options
 from adapters.discord.render import content, fit_buttons
 from bot.app import App
+from bot.errors import DeliveryError
 from bot.types import Button, FlagHelp, Reply, Target
 from tests.conftest import make_settings
 from tests.fakes import make_png
@@ -174,8 +175,8 @@ async def test_a_button_from_before_a_restart_still_works(tmp_path: Path,
         assert fake.violations == []
 
 
-async def test_the_poster_uses_threads_and_survives_a_refusal(tmp_path: Path,
-                                                             fake: DiscordFake) -> None:
+async def test_the_poster_uses_threads_and_reports_a_refusal(tmp_path: Path,
+                                                            fake: DiscordFake) -> None:
     async with running(tmp_path, fake) as (_, client):
         poster = DiscordPoster(client)
         thread = "1300000000000000077"
@@ -184,10 +185,13 @@ async def test_the_poster_uses_threads_and_survives_a_refusal(tmp_path: Path,
         await poster.update(Target("discord", GUILD_ID, CHANNEL_ID, thread), ref,
                             Reply("edited"))
         assert fake.messages[ref].content == "edited"
-        # The bot lacks access (403): logged, not raised into the job runner.
+        # The bot lacks access (403): the outbox must hear of it (it was swallowed, and the
+        # result lost), as a failure that retrying cannot cure.
         fake.fail_next(403, json={"message": "Missing Access", "code": 50001},
                        path="/channels/")
-        assert await poster.post(Target("discord", GUILD_ID, CHANNEL_ID), Reply("x")) is None
+        with pytest.raises(DeliveryError) as refused:
+            await poster.post(Target("discord", GUILD_ID, CHANNEL_ID), Reply("x"))
+        assert refused.value.permanent and "403" in refused.value.reason
         assert fake.violations == []
 
 

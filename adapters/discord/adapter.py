@@ -23,9 +23,10 @@ import inspect
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, cast
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -42,8 +43,8 @@ from adapters.discord.render import (
     view_for,
 )
 from bot.core import Core, Ready, Settings
-from bot.errors import ConfigError
-from bot.types import Action, Actor, Invocation, Reply, Target
+from bot.errors import ConfigError, DeliveryError
+from bot.types import Action, Actor, Invocation, PostSteps, Reply, Target
 
 log = logging.getLogger(__name__)
 
@@ -194,29 +195,54 @@ class DiscordPoster:
         # A thread is a channel of its own on Discord.
         return self._client.get_partial_messageable(int(target.thread_id or target.channel_id))
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         if reply.ephemeral:
             log.debug("not posting an ephemeral reply to a channel")
             return None
         kwargs = await _message_kwargs(reply)
-        try:
+        if steps is not None:
+            # discord.py sends enforce_nonce with a nonce: a retry of a post whose answer was
+            # lost (a kill, a timeout) returns the message already created, not a second one.
+            kwargs["nonce"] = steps.key[:25]
+        with _delivery_errors(f"post to channel {target.thread_id or target.channel_id}"):
             msg = await self._channel(target).send(**kwargs)
-        except discord.HTTPException as exc:
-            # e.g. the bot is not in that channel (a user-installed app) or lacks permission
-            log.warning("could not post to channel %s: HTTP %s (code %s)",
-                        target.thread_id or target.channel_id, exc.status, exc.code)
-            return None
         return str(msg.id)
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
         kwargs = await _message_kwargs(reply)
         files = kwargs.pop("files", [])
         message = self._channel(target).get_partial_message(int(ref))
-        try:
+        with _delivery_errors(f"edit message {ref}"):
             await message.edit(attachments=files, view=kwargs.pop("view", None), **kwargs)
-        except discord.HTTPException as exc:
-            log.warning("could not edit message %s: HTTP %s (code %s)", ref, exc.status,
-                        exc.code)
+
+    async def delete(self, target: Target, ref: str) -> None:
+        message = self._channel(target).get_partial_message(int(ref))
+        try:
+            with _delivery_errors(f"delete message {ref}"):
+                await message.delete()
+        except DeliveryError as exc:
+            if exc.reason.endswith("HTTP 404"):  # already gone: that is what we wanted
+                return
+            raise
+
+
+@contextlib.contextmanager
+def _delivery_errors(what: str) -> Iterator[None]:
+    """discord.py's failures as the core's :class:`DeliveryError`: 403 and 404 cannot get
+    better by retrying (no access, no such channel or message); 5xx, 429 and the network can."""
+    try:
+        yield
+    except discord.HTTPException as exc:
+        retry_after = getattr(exc, "retry_after", None)
+        if exc.status == 429 and retry_after is None:
+            header = exc.response.headers.get("Retry-After") if exc.response else None
+            retry_after = float(header) if header else None
+        raise DeliveryError(f"{what}: HTTP {exc.status}", permanent=exc.status in (403, 404),
+                            retry_after=retry_after) from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise DeliveryError(f"{what}: {type(exc).__name__}") from exc
 
 
 # --------------------------------------------------------------------------------- client

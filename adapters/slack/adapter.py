@@ -43,7 +43,7 @@ from adapters.slack.render import (
 )
 from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError
-from bot.types import ACTION_RE, Actor, ImageFile, Invocation, Reply, Target
+from bot.types import ACTION_RE, Actor, ImageFile, Invocation, PostSteps, Reply, Target
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ class SlackPoster:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         if reply.ephemeral and target.user_id:
             await self._client.chat_postEphemeral(
                 channel=target.channel_id, user=target.user_id, thread_ts=target.thread_id,
@@ -157,6 +159,9 @@ class SlackPoster:
             channel=target.channel_id, ts=ref, text=fallback_text(reply),
             blocks=reply_blocks(reply),
         )
+
+    async def delete(self, target: Target, ref: str) -> None:
+        await self._client.chat_delete(channel=target.channel_id, ts=ref)
 
     async def _upload(self, target: Target, images: tuple[ImageFile, ...],
                       reply: Reply) -> tuple[PostedFile, ...]:

@@ -51,7 +51,16 @@ from adapters.web.access import (
 )
 from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError
-from bot.types import Actor, FlagHelp, Form, ImageFile, Invocation, Reply, Target
+from bot.types import (
+    Actor,
+    FlagHelp,
+    Form,
+    ImageFile,
+    Invocation,
+    PostSteps,
+    Reply,
+    Target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -487,13 +496,19 @@ class ChannelPosterImpl:
     def __init__(self, playground: WebPlayground) -> None:
         self.playground = playground
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         ref = self.playground.new_ref(reply)
         self.playground.deliver(target.channel_id, reply, ref=ref, owner=target.user_id)
         return ref
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
         self.playground.deliver(target.channel_id, reply, ref=ref, owner=target.user_id)
+
+    async def delete(self, target: Target, ref: str) -> None:
+        gone = Reply("This result was deleted.", state="deleted")
+        self.playground.deliver(target.channel_id, gone, ref=ref, owner=target.user_id)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from bot.providers.base import (
     ProgressCallback,
 )
 from bot.providers.offline import render_sync
-from bot.types import Actor, Invocation, Reply, Target
+from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
 SIDE = 1024
 
@@ -88,7 +88,9 @@ class Surface:
     async def edit(self, ref: str, reply: Reply) -> None:
         return None
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         if reply.job_id and reply.state in ("done", "failed", "filtered"):
             fut = self.done.setdefault(reply.job_id, asyncio.get_running_loop().create_future())
             if not fut.done():
@@ -96,6 +98,9 @@ class Surface:
         return reply.job_id
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
+        return None
+
+    async def delete(self, target: Target, ref: str) -> None:
         return None
 
 

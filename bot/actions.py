@@ -152,6 +152,9 @@ class VerbTable:
 async def _info(c: Call) -> None:
     imgs = await c.ctx.runner.load_images(c.job.id)
     text = render.info_text(c.job, imgs, c.ctx.provider_label(c.job.provider))
+    note = await c.delivery.undelivered_note(c.job.id)
+    if note:
+        text += f"\n{note}"
     await c.responder.send(Reply(text, ephemeral=True))
 
 
@@ -171,7 +174,9 @@ async def _delete(c: Call) -> None:
 async def _pick(c: Call) -> None:
     img = await c.ctx.image(c.job, c.index)
     buttons = c.ctx.verbs.pick_buttons(c.job, img, c.ctx.capabilities)
-    await c.responder.send(render.pick_reply(c.job, img, c.ctx.settings.data_dir, buttons))
+    ref = await c.responder.send(render.pick_reply(c.job, img, c.ctx.settings.data_dir,
+                                                   buttons))
+    await c.delivery.record_post(c.job, ref, "pick")  # Delete takes it down too
 
 
 def _child(c: Call, parsed: grammar.ImagineRequest, kind: str, **kw: object) -> JobSpec:
@@ -243,7 +248,9 @@ VERBS: tuple[Verb, ...] = (
          places={"grid": "secondary", "pick": "secondary"}, help="variations of this image"),
     Verb("reroll", "Reroll", "continue", _CONTINUE, build=_reroll, places={"grid": "secondary"},
          help="the same prompt with new seeds"),
-    Verb("info", "Info", "anyone", run=_info, places={"grid": "secondary", "pick": "secondary"},
+    # Info shows the prompt and seeds: the same rule as every verb that continues a result.
+    Verb("info", "Info", "continue", _CONTINUE, run=_info,
+         places={"grid": "secondary", "pick": "secondary"},
          help="the parameters and seeds, to you only"),
     Verb("delete", "Delete", "owner", "Only the person who made this, or an admin, can delete it.",
          run=_delete, places={"grid": "danger"}, help="take the result down"),

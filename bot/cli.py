@@ -327,6 +327,12 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
         version = await app.store.fetchone("PRAGMA user_version")
         line(row is not None and row[0] == "ok",
              f"database ok (schema version {version[0] if version else '?'})")
+        undelivered = await app.storage.outbox.undelivered()
+        line(not undelivered, "every posted result delivered" if not undelivered else
+             f"{len(undelivered)} undelivered (the outbox gave up on them):")
+        for row in undelivered[:5]:
+            print(f"     {row.kind} of job {row.job_id} to {row.target.platform} channel "
+                  f"{row.target.channel_id}: {row.last_error}")
         for name, provider in app.providers.items():
             try:
                 async with asyncio.timeout(15):

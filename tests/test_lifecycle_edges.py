@@ -17,7 +17,7 @@ from bot.providers.base import (
     ProgressCallback,
 )
 from bot.store import Store
-from bot.types import Invocation, Reply, Target
+from bot.types import Invocation, PostSteps, Reply, Target
 from tests.conftest import Channel, Chat, make_settings, open_chat
 
 
@@ -77,8 +77,10 @@ class NotifyingChannel(Channel):
         super().__init__()
         self.more = asyncio.Event()
 
-    async def post(self, target: Target, reply: Reply) -> str | None:
-        ref = await super().post(target, reply)
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
+        ref = await super().post(target, reply, steps)
         self.more.set()
         return ref
 

@@ -507,7 +507,8 @@ class ChannelPosterImpl:
         self.playground.deliver(target.channel_id, reply, ref=ref, owner=target.user_id)
 
     async def delete(self, target: Target, ref: str) -> None:
-        gone = Reply("This result was deleted.", state="deleted")
+        # A job's card has the job id as its ref; every open page drops it.
+        gone = Reply("This result was deleted.", job_id=ref, state="deleted")
         self.playground.deliver(target.channel_id, gone, ref=ref, owner=target.user_id)
 
 

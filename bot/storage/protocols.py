@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
+from bot.storage.outbox import OutboxRepository, PostRepository
 from bot.storage.records import (
     ActiveJob,
     Job,
@@ -239,6 +240,12 @@ class Storage(Protocol):
 
     @property
     def alerts(self) -> AlertRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def posts(self) -> PostRepository: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A write transaction that holds the write lock from its start (so a read inside it

@@ -172,7 +172,7 @@ class FakeServer:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             rec = await self._record(request)
             self.requests.append(rec)
-            fault = self._take_fault(request.path)
+            fault = self._take_fault(f"{request.method} {request.path}")
             if fault is not None:
                 return await self._apply(fault, request)
             try:
@@ -184,6 +184,7 @@ class FakeServer:
         return wrapped
 
     def _take_fault(self, path: str) -> Fault | None:
+        """``path`` is "METHOD /path": a fault's path may name the method too ("POST /x")."""
         for i, f in enumerate(self._faults):
             if (f.path is None and path not in self.unfaulted_paths) or \
                     (f.path is not None and f.path in path):

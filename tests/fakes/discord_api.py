@@ -47,6 +47,7 @@ CHANNEL_ID = "1300000000000000001"
 MAX_FILE = 10 * 1024 * 1024
 EPHEMERAL = 1 << 6
 MANAGE_GUILD = 1 << 5
+NONCE_WINDOW_S = 300.0  # "the past few minutes"
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Msg:
     files: list[tuple[str, bytes]] = field(default_factory=list)
     via: str = "channel"  # channel | interaction
     edits: int = 0
+    nonce: str | None = None
+    created: float = 0.0
 
     @property
     def ephemeral(self) -> bool:
@@ -131,6 +134,7 @@ class DiscordFake(FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.messages: dict[str, Msg] = {}
+        self.deleted: list[Msg] = []
         self.interactions: dict[str, FakeInteraction] = {}
         self.deprecated: list[str] = []
         self.files: dict[str, bytes] = {}
@@ -302,6 +306,7 @@ class DiscordFake(FakeServer):
             ("DELETE", f"{p}/webhooks/{{app}}/{{token}}/messages/{{mid}}", self._webhook_delete),
             ("POST", f"{p}/channels/{{cid}}/messages", self._channel_post),
             ("PATCH", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_edit),
+            ("DELETE", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_delete),
             ("GET", "/attachments/{name}", self._attachment),
             ("GET", "/gateway", self._gateway),
         ]
@@ -360,6 +365,7 @@ class DiscordFake(FakeServer):
             "mention_roles": [], "mention_everyone": False, "pinned": False, "tts": False,
             "timestamp": dt.datetime.now(dt.UTC).isoformat(), "edited_timestamp": None,
             "flags": m.flags, "components": m.components,
+            **({"nonce": m.nonce} if m.nonce is not None else {}),
             **({"webhook_id": APP_ID, "application_id": APP_ID} if m.via != "channel" else {}),
         }
 
@@ -392,8 +398,31 @@ class DiscordFake(FakeServer):
                             ) -> web.StreamResponse:
         self._bot_auth(request)
         data = payload_of(rec)
+        nonce = data.get("nonce")
+        if nonce is not None:
+            require(isinstance(nonce, (str, int)) and len(str(nonce)) <= 25,
+                    "nonce: at most 25 characters", name="50035")
+            if data.get("enforce_nonce"):
+                # Discord: another message by the same author with this nonce in the past few
+                # minutes is returned, and no new message is created.
+                for old in self.messages.values():
+                    if (old.nonce == str(nonce) and old.via == "channel"
+                            and time.time() - old.created < NONCE_WINDOW_S):
+                        return _response(self.message_json(old))
         m = self._new_message(request.match_info["cid"], data, rec, via="channel")
+        m.nonce = None if nonce is None else str(nonce)
+        m.created = time.time()
         return _response(self.message_json(m))
+
+    async def _channel_delete(self, request: web.Request, rec: RecordedRequest
+                              ) -> web.StreamResponse:
+        self._bot_auth(request)
+        m = self.messages.get(request.match_info["mid"])
+        if m is None or m.ephemeral or m.channel_id != request.match_info["cid"]:
+            return _response({"message": "Unknown Message", "code": 10008}, 404)
+        del self.messages[m.id]
+        self.deleted.append(m)
+        return web.Response(status=204)
 
     async def _channel_edit(self, request: web.Request, rec: RecordedRequest
                             ) -> web.StreamResponse:

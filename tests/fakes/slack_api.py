@@ -2,7 +2,8 @@
 
 Point ``SLACK_API_URL`` at ``fake.api_url`` (``http://127.0.0.1:<port>/api/``). Methods::
 
-    auth.test  users.info  chat.postMessage  chat.postEphemeral  chat.update  views.open
+    auth.test  users.info  chat.postMessage  chat.postEphemeral  chat.update  chat.delete
+    views.open  files.delete  conversations.history  conversations.replies
     files.getUploadURLExternal -> POST /upload/<file_id> -> files.completeUploadExternal
 
 plus ``POST /response/<id>`` as a ``response_url``, and Socket Mode: ``apps.connections.open``
@@ -34,7 +35,7 @@ TEAM_ID = "T0FAKE"
 BOT_USER = "UBOT"
 PERMALINK_BASE = "https://fake-slack.test/files/"
 # Fields slack_sdk sends as JSON-encoded strings when it posts a form.
-JSON_FIELDS = ("blocks", "view", "files", "attachments")
+JSON_FIELDS = ("blocks", "view", "files", "attachments", "metadata")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Upload:
     length: int
     data: bytes | None = None
     alt_txt: str = ""
+    deleted: bool = False
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Message:
     blocks: list[Any]
     thread_ts: str | None = None
     updates: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
 
 ApiHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -203,6 +206,7 @@ class SlackFake(FakeServer):
         self.responses: list[tuple[str, Any]] = []  # (response id, JSON posted to it)
         # method -> gate: calls to it wait until the test sets the event
         self.holds: dict[str, asyncio.Event] = {}
+        self.answer_delay: dict[str, float] = {}
         self._seq = 0
         self._changed = asyncio.Condition()
         self._methods: dict[str, ApiHandler] = {
@@ -214,7 +218,12 @@ class SlackFake(FakeServer):
             "views.open": self.views_open,
             "files.getUploadURLExternal": self.get_upload_url,
             "files.completeUploadExternal": self.complete_upload,
+            "files.delete": self.files_delete,
+            "chat.delete": self.chat_delete,
+            "conversations.history": self.history,
+            "conversations.replies": self.replies,
         }
+        self.deleted_messages: list[Message] = []
 
     # ----------------------------------------------------------------------- scripting
     @property
@@ -321,6 +330,9 @@ class SlackFake(FakeServer):
         finally:
             self.calls.append(ApiCall(method, params, rec.headers))
             await self._notify()
+        # A slow answer after the work is done: the window in which a client that dies has
+        # made a message it never heard about.
+        await asyncio.sleep(self.answer_delay.get(method, 0.0))
         return web.json_response(answer)
 
     # ------------------------------------------------------------------------- methods
@@ -357,9 +369,14 @@ class SlackFake(FakeServer):
         refused = self._in_channel(p["channel"])
         if refused:
             return refused
+        meta = p.get("metadata")
+        if meta is not None:  # Slack's message metadata: an event_type and an object payload
+            require(isinstance(meta, Mapping) and isinstance(meta.get("event_type"), str)
+                    and isinstance(meta.get("event_payload"), Mapping),
+                    "metadata needs event_type and event_payload", name="invalid_metadata")
         ts = self._ts()
         msg = Message(p["channel"], ts, str(p.get("text", "")), list(p.get("blocks") or []),
-                      p.get("thread_ts"))
+                      p.get("thread_ts"), metadata=dict(meta) if meta else None)
         self.messages[ts] = msg
         return {"ok": True, "channel": msg.channel, "ts": ts,
                 "message": {"type": "message", "user": BOT_USER, "text": msg.text, "ts": ts,
@@ -384,6 +401,57 @@ class SlackFake(FakeServer):
         msg.text, msg.blocks = str(p.get("text", "")), list(p.get("blocks") or [])
         msg.updates.append(p)
         return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
+
+    async def chat_delete(self, p: dict[str, Any]) -> dict[str, Any]:
+        msg = self.messages.get(str(p.get("ts", "")))
+        if msg is None or msg.channel != p.get("channel"):
+            return {"ok": False, "error": "message_not_found"}
+        del self.messages[msg.ts]
+        self.deleted_messages.append(msg)
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    async def files_delete(self, p: dict[str, Any]) -> dict[str, Any]:
+        up = self.uploads.get(str(p.get("file", "")))
+        if up is None:
+            return {"ok": False, "error": "file_not_found"}
+        if up.deleted:
+            return {"ok": False, "error": "file_deleted"}
+        up.deleted = True
+        return {"ok": True}
+
+    def _listing(self, p: dict[str, Any], msgs: list[Message]) -> dict[str, Any]:
+        oldest = float(p.get("oldest") or 0)
+        with_meta = str(p.get("include_all_metadata", "")).lower() in ("1", "true")
+        limit = int(p.get("limit") or 100)
+        out = []
+        for m in sorted(msgs, key=lambda m: m.ts, reverse=True):
+            if float(m.ts) <= oldest:
+                continue
+            item: dict[str, Any] = {"type": "message", "user": BOT_USER, "text": m.text,
+                                    "ts": m.ts}
+            if m.thread_ts:
+                item["thread_ts"] = m.thread_ts
+            if with_meta and m.metadata:
+                item["metadata"] = m.metadata
+            out.append(item)
+        return {"ok": True, "messages": out[:limit], "has_more": len(out) > limit}
+
+    async def history(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel = str(p.get("channel", ""))
+        refused = self._in_channel(channel)
+        if refused:
+            return refused
+        return self._listing(p, [m for m in self.messages.values()
+                                 if m.channel == channel and not m.thread_ts])
+
+    async def replies(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel, root = str(p.get("channel", "")), str(p.get("ts", ""))
+        refused = self._in_channel(channel)
+        if refused:
+            return refused
+        return self._listing(p, [m for m in self.messages.values()
+                                 if m.channel == channel and (m.thread_ts == root
+                                                              or m.ts == root)])
 
     async def views_open(self, p: dict[str, Any]) -> dict[str, Any]:
         trigger = p.get("trigger_id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiosqlite
 
 from bot.storage.sqlite.database import Database
+from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
 from bot.storage.sqlite.repositories import (
     SqliteAdminLog,
     SqliteAlerts,
@@ -29,3 +30,5 @@ class Store(Database):
         self.channels = SqliteChannels(self)
         self.admin_log = SqliteAdminLog(self)
         self.alerts = SqliteAlerts(self)
+        self.outbox = SqliteOutbox(self)
+        self.posts = SqlitePosts(self)

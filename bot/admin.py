@@ -7,6 +7,7 @@ Every successful command is written to the admin log.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,11 +49,36 @@ class Command:
         return " ".join([f"/admin {self.name}", *parts])
 
 
-def _user(token: str) -> str:
-    uid = token.strip("<@!>").lstrip("@")
+# Every form a platform writes a user in: Slack <@U123> and <@U123|bob>, Discord <@123> and
+# <@!123>. A plain @name is only a name: the platforms do not say whom it means.
+_MENTION = re.compile(r"<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>")
+_USER_ID = {
+    "slack": re.compile(r"[UW][A-Z0-9]{2,20}"),
+    "discord": re.compile(r"[0-9]{15,21}"),
+}
+_PLATFORM = {"slack": "Slack", "discord": "Discord"}
+
+
+def resolve_user(token: str, platform: str) -> str:
+    """The user id ``token`` names on ``platform``, or a UserError saying how to name them.
+
+    Never a guess: an admin command reports success only for a user it really resolved.
+    """
+    m = _MENTION.fullmatch(token)
+    uid = m.group(1) if m else token.removeprefix("@")
     if not uid:
         raise UserError("Name a user, e.g. /admin grant @alice 10")
-    return uid
+    shape = _USER_ID.get(platform)
+    if shape is None:  # the playground and the CLI: a user is their name
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", uid):
+            raise UserError(f"{token} is not a user name here.")
+        return uid
+    if shape.fullmatch(uid):
+        return uid
+    where = _PLATFORM.get(platform, platform)
+    raise UserError(
+        f"I could not tell who {token} is. Mention them so {where} links the name (type @ and "
+        f"pick them from the list), or give their {where} user ID.")
 
 
 def _int(token: str, what: str) -> int:
@@ -61,7 +87,7 @@ def _int(token: str, what: str) -> int:
     return int(token)
 
 
-def _bind(cmd: Command, words: Sequence[str]) -> list[Value] | None:
+def _bind(cmd: Command, words: Sequence[str], platform: str) -> list[Value] | None:
     """The command's arguments from ``words``, or None when the shape does not fit."""
     required = sum(1 for a in cmd.args if not a.optional)
     rest = bool(cmd.args) and cmd.args[-1].kind == "text"
@@ -83,7 +109,7 @@ def _bind(cmd: Command, words: Sequence[str]) -> list[Value] | None:
         elif arg.kind == "int":
             out.append(_int(word, arg.name))
         else:
-            out.append(_user(word))
+            out.append(resolve_user(word, platform))
     return out
 
 
@@ -170,7 +196,7 @@ async def run(ctx: Context, inv: Invocation, responder: Responder) -> None:
         return
     name, args = words[0].lower(), words[1:]
     cmd = next((c for c in COMMANDS if c.name == name), None)
-    bound = _bind(cmd, args) if cmd is not None else None
+    bound = _bind(cmd, args, inv.actor.platform) if cmd is not None else None
     if cmd is None or bound is None:
         raise UserError("I did not understand that.\n" + usage())
     message = await cmd.run(ctx, inv, bound)

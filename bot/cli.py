@@ -330,9 +330,9 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
         undelivered = await app.storage.outbox.undelivered()
         line(not undelivered, "every posted result delivered" if not undelivered else
              f"{len(undelivered)} undelivered (the outbox gave up on them):")
-        for row in undelivered[:5]:
-            print(f"     {row.kind} of job {row.job_id} to {row.target.platform} channel "
-                  f"{row.target.channel_id}: {row.last_error}")
+        for gone in undelivered[:5]:
+            print(f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
+                  f"{gone.target.channel_id}: {gone.last_error}")
         for name, provider in app.providers.items():
             try:
                 async with asyncio.timeout(15):

@@ -304,3 +304,24 @@ async def test_doctor_lists_what_the_outbox_gave_up_on(tmp_path: Path, slack: Sl
     assert "[FAIL] 1 undelivered" in proc.stdout
     assert f"result of job {job} to slack channel CARCHIVE: " in proc.stdout
     assert "not_in_channel" in proc.stdout
+
+
+async def test_slack_admin_block_resolves_every_mention_form(ws_admin: Any) -> None:
+    """``block <@U123|bob>`` answered "Blocked" and blocked nobody."""
+    ws = ws_admin
+    owner = ws.user("olga", owner=True)
+    bob = ws.user("bob")
+    await ws.slash(owner, "/imagine-admin", f"block <@{bob}|bob> spam")
+    assert await ws.ephemeral(1) == f"Blocked {bob}."
+    await ws.slash(bob, "/imagine", "a fox --n 1")
+    assert "blocked" in (await ws.ephemeral(2)).lower()
+    await ws.slash(owner, "/imagine-admin", "unblock @bob")
+    assert "could not tell who @bob is" in await ws.ephemeral(3)
+    await ws.slash(owner, "/imagine-admin", f"unblock <@{bob}>")
+    assert await ws.ephemeral(4) == f"Unblocked {bob}."
+
+
+@pytest.fixture
+async def ws_admin(tmp_path: Path, slack: SlackFake) -> Any:
+    async with workspace_on(tmp_path, slack) as ws:
+        yield ws

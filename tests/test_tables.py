@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot import admin
 from bot.actions import VERBS, Call, Verb, VerbTable
+from bot.errors import UserError
 from bot.jobs import JobSpec
 from bot.providers.base import Capabilities
 from bot.types import Action, Reply
-from tests.conftest import Chat
+from tests.conftest import Chat, open_chat
 
 
 async def _finished(chat: Chat, line: str = "a red fox --n 2 --seed 3") -> str:
@@ -129,3 +132,40 @@ async def test_admin_refuses_a_shape_that_fits_no_entry(chat: Chat) -> None:
     assert reply.text == "Blocked bob."
     [blocked] = await chat.say("bob", "/quota")
     assert "spamming the channel" in blocked.text
+
+
+@pytest.mark.parametrize("platform, token, uid", [
+    ("slack", "<@U0BOB>", "U0BOB"),
+    ("slack", "<@U0BOB|bob>", "U0BOB"),
+    ("slack", "<@W0BOB|bob.smith>", "W0BOB"),
+    ("slack", "U0BOB", "U0BOB"),
+    ("discord", "<@140000000000000002>", "140000000000000002"),
+    ("discord", "<@!140000000000000002>", "140000000000000002"),
+    ("discord", "140000000000000002", "140000000000000002"),
+    ("web", "bob", "bob"),
+])
+def test_every_mention_form_resolves(platform: str, token: str, uid: str) -> None:
+    assert admin.resolve_user(token, platform) == uid
+
+
+@pytest.mark.parametrize("platform, token", [
+    ("slack", "@bob"), ("slack", "bob"), ("discord", "@bob"), ("discord", "<@bob>"),
+    ("web", "<script>"),
+])
+def test_a_name_that_cannot_be_resolved_is_refused(platform: str, token: str) -> None:
+    with pytest.raises(UserError):
+        admin.resolve_user(token, platform)
+
+
+@pytest.mark.parametrize("line", [
+    "block @bob", "unblock @bob", "grant @bob 5", "limit @bob 3", "reset @bob",
+])
+async def test_no_admin_command_reports_success_for_an_unresolved_user(
+        tmp_path: Path, line: str) -> None:
+    async with open_chat(tmp_path) as chat:
+        slack = Chat(chat.app, platform="slack", tenant="T0FAKE")
+        [reply] = await slack.say("root", f"/admin {line}", admin=True)
+        assert reply.ephemeral and "could not tell who @bob is" in reply.text
+        assert "Blocked" not in reply.text and "Granted" not in reply.text
+        assert await chat.app.store.fetchall("SELECT * FROM admin_log") == []
+        assert await chat.app.store.fetchall("SELECT * FROM blocks") == []

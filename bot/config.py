@@ -9,12 +9,14 @@ overrides (tests, benchmarks). Secrets come from the environment only and are ne
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import os
 import tomllib
 import types
 import typing
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,50 +149,178 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
+class _BadValue(Exception):
+    """A value of the wrong type; the caller names the key and where it was set."""
+
+
+def _coerce(value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"Setting {key} must be true or false (got {value!r}).")
+        raise _BadValue("must be true or false")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"Setting {key} must be a whole number (got {value!r}).")
+        raise _BadValue("must be a whole number")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"Setting {key} must be a number (got {value!r}).")
+        raise _BadValue("must be a number")
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"Setting {key} must be text (got {value!r}).")
+        raise _BadValue("must be text")
     if origin in (types.UnionType, typing.Union):  # str | None
         if value is None or value == "":
             return None
-        return _coerce(key, value, str)
+        return _coerce(value, str)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ConfigError(f"Setting {key} must be a list of text values (got {value!r}).")
+        raise _BadValue("must be a list of text values")
     if isinstance(value, Mapping):
         return dict(value)
-    raise ConfigError(f"Setting {key} must be a table (got {value!r}).")
+    raise _BadValue("must be a table")
 
 
-def _build(section: str, cls: type[Any], raw: Mapping[str, Any]) -> Any:
+def _is_text(hint: Any) -> bool:
+    return hint is str or (
+        typing.get_origin(hint) in (types.UnionType, typing.Union) and str in typing.get_args(hint)
+    )
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest real name to a misspelt one, if any is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+KeyPath = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where one setting was set: an environment variable, a config file, or an override."""
+
+    env_var: str | None = None
+    file: Path | None = None
+
+
+class _Sources:
+    """Remembers which layer set each setting, so that an error can name it (never a value)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        # Insertion-ordered, a later layer's entry moved to the end: the last match wins.
+        self._origins: dict[KeyPath, _Origin] = {}
+
+    def add_layer(self, layer: Mapping[str, Any], origin: _Origin) -> None:
+        for path in _leaves(layer):
+            self._set(path, origin)
+
+    def add_env(self, names: Mapping[KeyPath, str]) -> None:
+        for path, name in names.items():
+            self._set(path, _Origin(env_var=name))
+
+    def _set(self, path: KeyPath, origin: _Origin) -> None:
+        self._origins.pop(path, None)
+        self._origins[path] = origin
+
+    def origin(self, path: KeyPath) -> tuple[KeyPath, _Origin] | None:
+        """The origin of ``path``, or of the last-set setting under it (for a table)."""
+        if path in self._origins:
+            return path, self._origins[path]
+        found = None
+        for leaf, origin in self._origins.items():
+            if leaf[: len(path)] == path:
+                found = (leaf, origin)
+        return found
+
+    def describe(self, path: KeyPath) -> str:
+        """``from the environment variable IMAGINE_X__Y``, ``in FILE: [x] y``, or ``""`` for a
+        default: names only, never a value."""
+        found = self.origin(path)
+        if found is None:
+            return ""
+        leaf, origin = found
+        if origin.env_var is not None:
+            return f"from the environment variable {origin.env_var}"
+        if origin.file is not None:
+            table, key = ".".join(leaf[:-1]), leaf[-1]
+            return f"in {origin.file}: " + (f"[{table}] {key}" if table else f"top-level {key}")
+        return "from a command-line option or program override"
+
+    def where(self, path: KeyPath, *before: str) -> str:
+        """`` (got 5, from the environment variable ...)``: the details in one parenthesis."""
+        parts = [p for p in (*before, self.describe(path)) if p]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def env_text(self, path: KeyPath) -> str | None:
+        """The raw text of the environment variable that set ``path``, if one did."""
+        found = self._origins.get(path)
+        if found is None or found.env_var is None:
+            return None
+        return self._env.get(found.env_var)
+
+
+def _leaves(tree: Mapping[str, Any], prefix: KeyPath = ()) -> Iterator[KeyPath]:
+    """Every setting's path in a nested mapping; an empty table counts as one."""
+    if prefix and not tree:
+        yield prefix
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def _env_name(path: KeyPath) -> str:
+    return ENV_PREFIX + "__".join(p.upper() for p in path)
+
+
+def _unknown(kind: str, path: KeyPath, known: Iterable[str], sources: _Sources,
+             known_label: str) -> ConfigError:
+    """``Unknown setting quota.user_dayly (from ...). Did you mean quota.user_daily? ...``"""
+    known = sorted(known)
+    dotted = ".".join(path)
+    if kind == "section":
+        head = f"Unknown config section [{dotted}]"
+    else:
+        head = f"Unknown setting {dotted}"
+    message = head + sources.where(path) + "."
+    close = _suggest(path[-1], known)
+    if close is not None:
+        real = (*path[:-1], close)
+        shown = f"[{'.'.join(real)}]" if kind == "section" else ".".join(real)
+        found = sources.origin(path)
+        if found is not None and found[1].env_var is not None:
+            leaf = found[0]  # the variable as it should have been spelt
+            shown += f" ({_env_name((*real, *leaf[len(path):]))})"
+        message += f" Did you mean {shown}?"
+    return ConfigError(f"{message} {known_label}: {', '.join(known)}.")
+
+
+def _build(section: str, cls: type[Any], raw: Mapping[str, Any], sources: _Sources) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(
-                f"Unknown setting {section}.{key}. Known keys in [{section}]: "
-                + ", ".join(sorted(known))
-            )
-        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+        path = (section, key)
+        if key not in fields:
+            raise _unknown("setting", path, fields, sources, f"Known keys in [{section}]")
+        hint = hints[key]
+        text = sources.env_text(path)
+        if text is not None and _is_text(hint) and not isinstance(value, str):
+            value = text  # IMAGINE_WEB__ACCESS_TOKEN=123456 is text, not a number
+        try:
+            kwargs[key] = _coerce(value, hint)
+        except _BadValue as exc:
+            # A field kept out of repr (a token) is never echoed back.
+            got = f"got {value!r}" if fields[key].repr else ""
+            raise ConfigError(f"Setting {section}.{key} {exc}{sources.where(path, got)}.") from None
     return cls(**kwargs)
 
 
@@ -204,21 +334,82 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[KeyPath, str]]:
+    """The ``IMAGINE_<SECTION>__<KEY>`` variables as a nested table, and which variable set
+    each path."""
     layer: dict[str, Any] = {}
-    for name, raw in env.items():
+    names: dict[KeyPath, str] = {}
+    for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        path = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
+        if not all(path):
+            raise ConfigError(
+                f"Environment variable {name} is not IMAGINE_<SECTION>__<KEY> "
+                "(e.g. IMAGINE_QUOTA__USER_DAILY)."
+            )
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw  # plain text such as a path
         node = layer
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # IMAGINE_WEB=1 beside IMAGINE_WEB__PORT=2
+                child = node[part] = {}
+            node = child
         node[path[-1]] = value
-    return layer
+        names[path] = name
+    return layer, names
+
+
+def _provider_keys(name: str) -> frozenset[str] | None:
+    """The keys a provider's table takes, read from its module (imported only when its table
+    is present, as building it would); ``None`` where the module does not list them."""
+    if name == "offline":
+        from bot.providers.offline import OfflineSettings
+
+        return frozenset(f.name for f in dataclasses.fields(OfflineSettings))
+    try:
+        module = importlib.import_module(f"bot.providers.{name}")
+        from bot.providers.http import POLICY_KEYS
+    except ImportError:
+        return None
+    keys = getattr(module, "SETTING_KEYS", None)
+    if not isinstance(keys, frozenset):
+        return None
+    # api_key is refused by the provider itself, with a message naming its variable.
+    return frozenset(str(k) for k in keys) | POLICY_KEYS | {"api_key"}
+
+
+def _build_providers(raw: Mapping[str, Any], sources: _Sources) -> ProviderSettings:
+    from bot.providers.registry import PROVIDER_NAMES
+
+    prov_raw = dict(raw)
+    default = prov_raw.pop("default", "auto")
+    fallback = prov_raw.pop("fallback", "")
+    for key, value in (("default", default), ("fallback", fallback)):
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"Setting providers.{key} must be text{sources.where(('providers', key))}."
+            )
+    top_keys = ("default", "fallback", *PROVIDER_NAMES)
+    for name, section in prov_raw.items():
+        path = ("providers", name)
+        if not isinstance(section, Mapping):
+            if name in PROVIDER_NAMES:
+                raise ConfigError(f"Setting providers.{name} must be a table{sources.where(path)}.")
+            raise _unknown("setting", path, top_keys, sources, "Known keys in [providers]")
+        if name not in PROVIDER_NAMES:
+            raise _unknown("section", path, PROVIDER_NAMES, sources, "Known providers")
+        keys = _provider_keys(name)
+        if keys is None:
+            continue  # the provider checks its own table when it is built
+        for key in section:
+            if key not in keys:
+                raise _unknown("setting", (*path, key), keys - {"api_key"}, sources,
+                               f"Known keys in [providers.{name}]")
+    return ProviderSettings(default=default, fallback=fallback, sections=prov_raw)
 
 
 def load_settings(
@@ -226,8 +417,10 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Read and validate settings; raise :class:`ConfigError` naming the bad key."""
+    """Read and validate settings; raise :class:`ConfigError` naming the bad key and where it
+    was set (the environment variable, or the file and its table)."""
     env = dict(os.environ if env is None else env)
+    sources = _Sources(env)
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -236,41 +429,42 @@ def load_settings(
             raise ConfigError(f"Config file {path} does not exist.") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
-    raw = _merge(raw, _env_layer(env))
+        sources.add_layer(raw, _Origin(file=Path(path)))
+    env_layer, env_names = _env_layer(env)
+    raw = _merge(raw, env_layer)
+    sources.add_env(env_names)
     if overrides:
         raw = _merge(raw, overrides)
+        sources.add_layer(overrides, _Origin())
 
-    unknown = set(raw) - set(_SECTIONS) - {"providers", "styles"}
-    if unknown:
-        raise ConfigError(f"Unknown config section [{sorted(unknown)[0]}].")
+    top = {*_SECTIONS, "providers", "styles"}
+    for name in raw:
+        if name not in top:
+            raise _unknown("section", (name,), top, sources, "Known sections")
+        if not isinstance(raw[name], Mapping):
+            raise ConfigError(f"Setting {name} must be a table{sources.where((name,))}.")
     built: dict[str, Any] = {
-        name: _build(name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()
+        name: _build(name, cls, raw.get(name, {}), sources) for name, cls in _SECTIONS.items()
     }
-    prov_raw = dict(raw.get("providers", {}))
-    default = prov_raw.pop("default", "auto")
-    fallback = prov_raw.pop("fallback", "")
-    if not isinstance(default, str) or not isinstance(fallback, str):
-        raise ConfigError("Settings providers.default and providers.fallback must be text.")
-    for name, section in prov_raw.items():
-        if not isinstance(section, Mapping):
-            raise ConfigError(f"Setting providers.{name} must be a table.")
-    built["providers"] = ProviderSettings(default=default, fallback=fallback, sections=prov_raw)
+    built["providers"] = _build_providers(raw.get("providers", {}), sources)
     styles = raw.get("styles", {})
-    if not isinstance(styles, Mapping) or not all(isinstance(v, str) for v in styles.values()):
-        raise ConfigError("Settings under [styles] must be name = \"template with {prompt}\".")
+    if not all(isinstance(v, str) for v in styles.values()):
+        bad = next(k for k, v in styles.items() if not isinstance(v, str))
+        raise ConfigError("Settings under [styles] must be name = \"template with {prompt}\""
+                          f"{sources.where(('styles', bad))}.")
     built["styles"] = dict(styles)
     web: WebSettings = built["web"]
     if web.access_token is None and env.get("WEB_ACCESS_TOKEN"):
         built["web"] = dataclasses.replace(web, access_token=env["WEB_ACCESS_TOKEN"])
     settings = Settings(**built, env=env)
-    _validate(settings)
+    _validate(settings, sources)
     return settings
 
 
-def _validate(s: Settings) -> None:
+def _validate(s: Settings, sources: _Sources) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            raise ConfigError(f"Setting {key} {what}.")
+            raise ConfigError(f"Setting {key} {what}{sources.where(tuple(key.split('.')))}.")
 
     g = s.grammar
     need(1 <= g.max_images <= 10, "grammar.max_images", "must be 1..10")
@@ -282,7 +476,8 @@ def _validate(s: Settings) -> None:
     try:
         zoneinfo.ZoneInfo(q.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"Setting quota.timezone: unknown time zone {q.timezone!r}.") from None
+        raise ConfigError(f"Setting quota.timezone: unknown time zone {q.timezone!r}"
+                          f"{sources.where(('quota', 'timezone'))}.") from None
     for key in ("user_daily", "user_monthly", "workspace_daily", "workspace_monthly"):
         need(getattr(q, key) >= 0, f"quota.{key}", "must be 0 (unlimited) or more")
     for role, limits in q.roles.items():

@@ -109,6 +109,11 @@ def test_total_images_sums_n_over_jobs() -> None:
         ("a cat --negative dogs", "negative_prompt", "dogs"),
         ("a cat --avatar", "avatar", True),
         ("a cat --n=3", "n", 3),
+        ("a cat --n= 3", "n", 3),  # nothing after '=': the value is the next word
+        ('a cat --style " anime "', "style", "anime"),
+        ('a cat --style "pixel art "', "style", "pixel-art"),  # the closing quote stands alone
+        ("a cat --sampler " + "s" * 100, "sampler", "s" * 100),  # exactly at the limit
+        ("a cat --model " + "m" * 100, "model", "m" * 100),
         ("a cat --N 3", "n", 3),
         ("a cat --Style Anime", "style", "anime"),
     ],
@@ -163,6 +168,11 @@ def test_every_flag_at_once() -> None:
         ("a cat --ar 21:9", (1536, 640), True),
         ("a cat --ar 4:1", (2048, 512), True),
         ("a cat --ar 1:4", (512, 2048), True),
+        # 704x1408 and 704x1472 score the same (the ratio error and the area error trade
+        # off exactly); ties go to the smaller area
+        ("a cat --ar 1:2", (704, 1408), True),
+        ("a cat --ar 2:1", (1408, 704), True),
+        ("a cat --ar 1:3", (576, 1728), True),
         ("a cat --aspect 16:9", (1344, 768), True),
         ("a cat --ar 16：9", (1344, 768), True),  # fullwidth colon from a phone keyboard
         ("a cat --size 512x768", (512, 768), True),
@@ -179,6 +189,78 @@ def test_size_resolution(text: str, size: tuple[int, int], explicit: bool) -> No
     req = one(text)
     assert (req.width, req.height) == size
     assert req.size_explicit is explicit
+
+
+_AR_REFUSED = ("--ar must be W:H with whole numbers from 1 to 64, between 1:4 and 4:1, "
+               "e.g. --ar 16:9 (got {}).")
+
+
+@pytest.mark.parametrize(
+    ("ar", "size"),
+    [
+        ("64:64", (1024, 1024)),  # both sides at AR_SIDE_MAX
+        ("1:1", (1024, 1024)),  # both sides at the lower bound
+        ("64:16", (2048, 512)),  # the widest ratio with the widest side
+        ("16:64", (512, 2048)),
+        ("4:1", (2048, 512)),
+        ("1:4", (512, 2048)),
+    ],
+)
+def test_ar_is_accepted_exactly_at_its_limits(ar: str, size: tuple[int, int]) -> None:
+    req = one(f"a cat --ar {ar}")
+    assert (req.width, req.height) == size
+
+
+@pytest.mark.parametrize("ar", ["65:64", "64:65", "0:1", "1:0", "17:4", "4:17", "65:16", "0:0"])
+def test_ar_is_refused_one_past_its_limits(ar: str) -> None:
+    assert error(f"a cat --ar {ar}") == _AR_REFUSED.format(ar)
+
+
+@pytest.mark.parametrize("size", ["256x256", "2048x2048", "256x2048", "2048x256"])
+def test_size_is_accepted_exactly_at_its_limits(size: str) -> None:
+    req = one(f"a cat --size {size}")
+    assert f"{req.width}x{req.height}" == size
+
+
+@pytest.mark.parametrize(
+    "size", ["255x256", "256x255", "2049x2048", "2048x2049", "192x256", "256x2112", "0x0"]
+)
+def test_size_is_refused_one_past_its_limits(size: str) -> None:
+    assert error(f"a cat --size {size}") == (
+        f"--size sides must be from 256 to 2048 pixels (got {size})."
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "nearest"),
+    [
+        ("1000x1024", "1024x1024"),  # only the width is off
+        ("1024x1000", "1024x1024"),  # only the height is off
+        ("1090x300", "1088x320"),
+        ("2040x260", "2048x256"),
+    ],
+)
+def test_size_sides_must_each_be_a_multiple(size: str, nearest: str) -> None:
+    assert error(f"a cat --size {size}") == (
+        f"--size sides must be multiples of 64 (got {size}); the nearest is {nearest}."
+    )
+
+
+def test_size_bounds_and_the_nearest_size_follow_the_limits() -> None:
+    limits = GrammarLimits(min_side=330, max_side=2030)  # multiples of 64: 384 to 1984
+    assert error("a --size 329x512", limits) == (
+        "--size sides must be from 330 to 2030 pixels (got 329x512)."
+    )
+    assert error("a --size 512x2031", limits) == (
+        "--size sides must be from 330 to 2030 pixels (got 512x2031)."
+    )
+    # The nearest size is clamped to the multiples that lie inside the bounds.
+    assert error("a --size 340x2020", limits) == (
+        "--size sides must be multiples of 64 (got 340x2020); the nearest is 384x1984."
+    )
+    assert (one("a --size 384x1984", limits).width, one("a --size 384x1984", limits).height) == (
+        384, 1984,
+    )
 
 
 @given(st.integers(1, 64), st.integers(1, 64))
@@ -213,6 +295,12 @@ def test_size_for_aspect_follows_other_limits() -> None:
         ("a castle ::3", "a castle", (("a castle", 3.0),)),
         ("a (cat:1.2) b", "a (cat:1.2) b", (("a (cat:1.2) b", 1.0),)),
         ("a castle::2 fog::-0.5 --n 1", "a castle", (("a castle", 2.0), ("fog", -0.5))),
+        # a stray "::" separates nothing: skipped, and the text after it still counts
+        ("a cat :: :: dog", "a cat, dog", (("a cat", 1.0), ("dog", 1.0))),
+        (":: a cat", "a cat", (("a cat", 1.0),)),
+        ("a cat ::", "a cat", (("a cat", 1.0),)),
+        ("a cat ::::", "a cat", (("a cat", 1.0),)),
+        (":: a cat::2 :: fog", "a cat, fog", (("a cat", 2.0), ("fog", 1.0))),
     ],
 )
 def test_weights(text: str, prompt: str, weighted: tuple[tuple[str, float], ...]) -> None:
@@ -235,6 +323,16 @@ def test_weights(text: str, prompt: str, weighted: tuple[tuple[str, float], ...]
         ("a red} car", ["a red} car"]),
         ("a {x {red, blue}} car", ["a {x red} car", "a {x blue} car"]),  # no nesting
         ("-- a {red, blue} car --n 2", ["a red car --n 2", "a blue car --n 2"]),
+        # an escape as the very last character is a literal backslash, in or out of a group
+        ("a car \\", ["a car \\"]),
+        ("a {red, blue\\", ["a {red, blue\\"]),
+        ("a {red\\", ["a {red\\"]),
+        ("{a\\", ["{a\\"]),
+        ("a \\{", ["a {"]),
+        ("a {red, blue\\}", ["a {red, blue}"]),  # the escaped brace cannot close the group
+        # a backslash before anything else is kept; \, is an escape only inside a group
+        ("C:\\Xmas\\n, 50\\,", ["C:\\Xmas\\n, 50\\,"]),
+        ("a {\\X, \\n} b", ["a \\X b", "a \\n b"]),
     ],
 )
 def test_permutations(text: str, prompts: list[str]) -> None:
@@ -275,6 +373,36 @@ def test_permutation_cap_is_inclusive() -> None:
         (
             "a" + " {b, c}" * 40,
             "That expands to more than 10000 jobs × 4 images; the limit is 8 jobs per "
+            "command. Use fewer {a, b} options.",
+        ),
+        (  # exactly 10000 is still counted
+            "a" + " {0,1,2,3,4,5,6,7,8,9}" * 4,
+            "That expands to 10000 jobs × 4 images = 40000 images; the limit is 8 jobs per "
+            "command. Use fewer {a, b} options.",
+        ),
+        (  # reaching 10000 part way does not stop the count short
+            "a" + " {0,1,2,3,4,5,6,7,8,9}" * 4 + " {x, y}",
+            "That expands to more than 10000 jobs × 4 images; the limit is 8 jobs per "
+            "command. Use fewer {a, b} options.",
+        ),
+        (  # 73 x 137 = 10001
+            "a {" + ",".join(map(str, range(73))) + "} {" + ",".join(map(str, range(137))) + "}",
+            "That expands to more than 10000 jobs × 4 images; the limit is 8 jobs per "
+            "command. Use fewer {a, b} options.",
+        ),
+        (  # the images per job come from the first option of every group
+            "a {b, c, d} {e, f, g} --n {2, 3}",
+            "That expands to 18 jobs × 2 images = 36 images; the limit is 8 jobs per "
+            "command. Use fewer {a, b} options.",
+        ),
+        (  # a first option that is not a valid job counts the default images
+            "a {b, c, d} {e, f, g} --n 99",
+            "That expands to 9 jobs × 4 images = 36 images; the limit is 8 jobs per "
+            "command. Use fewer {a, b} options.",
+        ),
+        (  # ... and so does one that asks for help
+            "a {b, c, d} {e, f, g} --{help, n}",
+            "That expands to 18 jobs × 4 images = 72 images; the limit is 8 jobs per "
             "command. Use fewer {a, b} options.",
         ),
     ],
@@ -374,6 +502,16 @@ def test_usage_lists_every_flag_range_and_an_example() -> None:
         "1000 characters", EXAMPLE, *BUILTIN_STYLES,
     ]:
         assert piece in text, piece
+
+
+@pytest.mark.parametrize(
+    "text", ["help", "a cat --zzz --help", "{a,b,c} {d,e,f} --help", "a {--help, b}"]
+)
+def test_help_uses_the_limits_it_was_given(text: str) -> None:
+    limits = GrammarLimits(max_images=6, default_n=2, styles=frozenset({"house"}))
+    result = parse(text, limits)
+    assert isinstance(result, HelpRequest)
+    assert result.text == usage(limits)
 
 
 def test_usage_follows_limits() -> None:
@@ -513,6 +651,13 @@ def test_usage_follows_limits() -> None:
         ),
         # names
         ("a cat --sampler " + "s" * 101, "--sampler is 101 characters; the limit is 100."),
+        ("a cat --model " + "m" * 101, "--model is 101 characters; the limit is 100."),
+        # what an error echoes: up to 24 characters whole, longer cut to 23 and an ellipsis
+        ("a cat --n " + "9" * 24, f"--n must be a whole number from 1 to 10 (got {'9' * 24})."),
+        (
+            'a cat --style "',
+            'The quote after --style is never closed. Close it, e.g. --style "value".',
+        ),
         # weights
         (
             "a::0",
@@ -533,6 +678,7 @@ def test_usage_follows_limits() -> None:
         ("::", f"The prompt is empty. Tell me what to draw, e.g. {EXAMPLE}"),
         # lengths
         ("x" * 1001, "Your prompt is 1001 characters; the limit is 1000."),
+        ("a " + " " * 7999, "Your command is 8001 characters; prompts may be up to 1000."),
         ("x" * 1234 + " --n 2", "Your prompt is 1234 characters; the limit is 1000."),
         ("a --no " + "y" * 1001, "Your --no text is 1001 characters; the limit is 1000."),
         ("x " * 5000, "Your command is 10000 characters; prompts may be up to 1000."),
@@ -540,6 +686,43 @@ def test_usage_follows_limits() -> None:
 )
 def test_errors(text: str, message: str) -> None:
     assert error(text) == message
+
+
+def test_limits_are_inclusive() -> None:
+    assert one("a --no " + "y" * 1000).negative_prompt == "y" * 1000
+    assert one("a" + " " * 7999).prompt == "a"  # the whole command may be 8000 characters
+
+
+def test_the_command_cap_grows_with_the_prompt_limit() -> None:
+    limits = GrammarLimits(max_prompt_chars=3000)  # the cap is 4 x 3000 = 12000
+    assert one("a" + " " * 11999, limits).prompt == "a"
+    assert error("a" + " " * 12000, limits) == (
+        "Your command is 12001 characters; prompts may be up to 3000."
+    )
+
+
+def test_prompt_quotes_before_a_quoted_value_do_not_close_it() -> None:
+    req = one('a sign saying "hi" there --style "pixel art" --no "text, logo"')
+    assert (req.prompt, req.style, req.negative_prompt) == (
+        'a sign saying "hi" there', "pixel-art", "text, logo",
+    )
+
+
+def test_n_explicit_says_whether_n_was_typed() -> None:
+    assert one("a cat --n 4").n_explicit is True
+    assert one("a cat").n_explicit is False
+
+
+def test_ar_sizes_follow_the_limits_through_parse() -> None:
+    limits = GrammarLimits(base_side=512, size_multiple=8, min_side=64, max_side=1024)
+    req = one("a cat --ar 16:9", limits)
+    assert (req.width, req.height) == (680, 384)
+
+
+def test_size_for_aspect_never_leaves_the_bounds_with_a_multiple_of_one() -> None:
+    limits = GrammarLimits(size_multiple=1, min_side=1, max_side=100, base_side=100)
+    assert size_for_aspect(1, 4, limits) == (25, 100)
+    assert size_for_aspect(4, 1, limits) == (100, 25)
 
 
 def test_prompt_length_counts_prompt_only() -> None:
@@ -585,21 +768,44 @@ def test_no_styles_configured() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "key"),
+    ("kwargs", "message"),
     [
-        ({"max_images": 0}, "max_images"),
-        ({"default_n": 11}, "default_n"),
-        ({"max_prompt_chars": 0}, "max_prompt_chars"),
-        ({"max_permutations": 0}, "max_permutations"),
-        ({"size_multiple": 0}, "size_multiple"),
-        ({"min_side": 3000}, "min_side"),
-        ({"min_side": 300, "max_side": 310}, "size_multiple"),
-        ({"base_side": 4096}, "base_side"),
+        ({"max_images": 0}, "max_images: must be at least 1"),
+        ({"default_n": 11}, "default_n: must be from 1 to max_images (10)"),
+        ({"default_n": 0}, "default_n: must be from 1 to max_images (10)"),
+        ({"max_prompt_chars": 0}, "max_prompt_chars: must be at least 1"),
+        ({"max_permutations": 0}, "max_permutations: must be at least 1"),
+        ({"size_multiple": 0}, "size_multiple: must be at least 1"),
+        ({"min_side": 3000}, "min_side: must be from 1 to max_side"),
+        ({"min_side": 0}, "min_side: must be from 1 to max_side"),
+        ({"min_side": 300, "max_side": 310},
+         "size_multiple: no multiple of it lies between min_side and max_side"),
+        ({"base_side": 4096}, "base_side: must be from min_side to max_side"),
+        ({"base_side": 255}, "base_side: must be from min_side to max_side"),
     ],
 )
-def test_limits_are_validated(kwargs: dict[str, Any], key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"GrammarLimits\.{key}:"):
+def test_limits_are_validated(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
         GrammarLimits(**kwargs)
+    assert str(info.value) == f"GrammarLimits.{message}"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_images": 1, "default_n": 1},
+        {"max_images": 6, "default_n": 6},
+        {"max_prompt_chars": 1},
+        {"max_permutations": 1},
+        {"size_multiple": 1},
+        {"min_side": 1, "base_side": 1},
+        {"min_side": 1024, "max_side": 1024},  # one side allowed, a multiple of 64
+        {"base_side": 256},
+        {"base_side": 2048},
+    ],
+)
+def test_limits_accept_their_bounds(kwargs: dict[str, Any]) -> None:
+    GrammarLimits(**kwargs)
 
 
 # ------------------------------------------------------------------------------ properties

@@ -588,6 +588,18 @@ async def test_unknown_sampler_is_refused_before_charging(tmp_path: Path) -> Non
         assert r.a1111.requests_to("/txt2img")[0].json["sampler_name"] == "Euler a"
 
 
+async def test_a_combined_sampler_name_reaches_webui_1_9_as_sampler_and_scheduler(
+        tmp_path: Path) -> None:
+    # webui 1.9+ lists "DPM++ 2M" and the schedule "Karras" apart; the old combined name
+    # must still mean both, all the way through the stored job.
+    async with rig(tmp_path, "automatic1111") as r:
+        job = await imagine(r.chat, "a fox --n 1 --sampler 'dpm++ 2m karras'")
+        assert r.chat.result(job).state == "done"
+        [call] = r.a1111.requests_to("/txt2img")
+        assert (call.json["sampler_name"], call.json["scheduler"]) == ("DPM++ 2M", "karras")
+        assert r.a1111.fallbacks == []
+
+
 async def test_a_size_the_provider_cannot_do_is_mapped_and_the_user_told(
         tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-sdxl") as r:

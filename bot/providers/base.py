@@ -398,7 +398,7 @@ def wrap_seed(seed: int, caps: Capabilities) -> int:
 
 def resolve_sampler(name: str, caps: Capabilities) -> tuple[str, str | None] | None:
     """The provider's spelling of a sampler, and the scheduler folded into a combined name
-    ("DPM++ 2M Karras" -> ("DPM++ 2M", "Karras")) where samplers and schedulers are separate.
+    ("dpm++ 2m karras" -> ("DPM++ 2M", "Karras")) where samplers and schedulers are separate.
     None when the name is unknown."""
     samplers = caps.samplers or ()
     by_lower = {s.lower(): s for s in samplers}
@@ -463,9 +463,11 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
                 + did_you_mean(req.sampler, sampler_spellings(caps))
                 + " Available: " + ", ".join(caps.samplers[:20])
             )
-        changes["sampler"] = resolved[0]
-        if resolved[1] is not None and req.scheduler is None:
-            changes["scheduler"] = resolved[1]
+        # A combined name ("DPM++ 2M Karras") stays combined, in the provider's spelling of
+        # both parts: the job stores only the sampler, and the provider splits it when it
+        # calls the service.
+        changes["sampler"] = resolved[0] if resolved[1] is None else \
+            f"{resolved[0]} {resolved[1]}"
     if req.scheduler is not None and caps.schedulers is not None:
         by_lower = {s.lower(): s for s in caps.schedulers}
         if req.scheduler.lower() not in by_lower:

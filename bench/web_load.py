@@ -53,24 +53,37 @@ async def watch(
     ws: aiohttp.ClientWebSocketResponse, finished: dict[str, str], all_done: asyncio.Event,
     expected: int,
 ) -> None:
+    """A page that follows the cards (whole ones and deltas) until every job is final."""
+    states: dict[str, str] = {}
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
         data = json.loads(msg.data)
-        reply = data.get("reply") or {}
-        if reply.get("job_id") and reply.get("state") in FINAL:
-            finished[reply["job_id"]] = reply["state"]
-            if len(finished) >= expected:
-                all_done.set()
+        for item in data.get("items", ()):
+            if item["op"] == "card":
+                ref, state = item["reply"]["ref"], item["reply"].get("state")
+            elif item["op"] == "delta" and "state" in item["set"]:
+                ref, state = item["ref"], item["set"]["state"]
+            else:
+                continue
+            states[ref] = state or ""
+            if state in FINAL:
+                finished[ref] = state
+        if len(finished) >= expected:
+            all_done.set()
 
 
-async def drain(ws: aiohttp.ClientWebSocketResponse) -> int:
-    count = 0
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, int, int]:
+    """(frames, items, bytes) one open page received."""
+    frames = items = size = 0
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
-        count += 1
-    return count
+        frames += 1
+        size += len(msg.data)
+        # Counted without parsing: the clients must not take the server's CPU (2 cores).
+        items += msg.data.count('{"op":')
+    return frames, items, size
 
 
 def make_settings(args: argparse.Namespace, data_dir: str) -> Settings:
@@ -162,7 +175,10 @@ async def run(args: argparse.Namespace) -> None:
 
         for ws in [*sockets, watcher]:
             await ws.close()
-        delivered = sum(await asyncio.gather(*drains))
+        per_page = await asyncio.gather(*drains)
+        frames = sum(f for f, _, _ in per_page)
+        delivered = sum(i for _, i, _ in per_page)
+        sent_bytes = sum(b for _, _, b in per_page)
         watch_task.cancel()
 
     child.stdin.close()
@@ -179,7 +195,8 @@ async def run(args: argparse.Namespace) -> None:
           f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
     print(f"  all jobs finished: {all_finished:.2f} s (final states: {', '.join(states)}; "
           f"ideal {args.users / args.concurrency * args.latency_ms / 1000:.2f} s)")
-    print(f"  live messages:     {delivered} delivered to the open pages")
+    print(f"  live updates:      {delivered} items in {frames} frames "
+          f"({sent_bytes / 2**20:.1f} MiB) delivered to the open pages")
     print(f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
           f"(was {server_figures['rss_before_mib']:.0f} MiB before the load)")
     if server_figures["tracemalloc_peak_mib"] is not None:

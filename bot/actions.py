@@ -172,8 +172,13 @@ async def _delete(c: Call) -> None:
 
 
 async def _pick(c: Call) -> None:
+    from bot.gallery import record_pick  # only Pick records anything in the gallery
+
     img = await c.ctx.image(c.job, c.index)
     buttons = c.ctx.verbs.pick_buttons(c.job, img, c.ctx.capabilities)
+    # Recorded first: a pick is part of the channel's history, shown again after a reload.
+    actor = c.inv.actor
+    await record_pick(c.ctx, c.job, img, actor.user_id, actor.display_name or actor.user_id)
     ref = await c.responder.send(render.pick_reply(c.job, img, c.ctx.settings.data_dir,
                                                    buttons))
     await c.delivery.record_post(c.job, ref, "pick")  # Delete takes it down too

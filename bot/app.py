@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -15,8 +16,10 @@ from pathlib import Path
 from bot import grammar
 from bot.access import Access
 from bot.config import Settings
+from bot.core import GalleryPage, JobDetails, Lineage
 from bot.errors import AlreadyRunning
 from bot.events import EventBus
+from bot.gallery import Gallery
 from bot.handler import Handler
 from bot.jobs import JobRunner
 from bot.providers.base import Provider
@@ -146,3 +149,24 @@ class App:
 
     def flag_help(self) -> Sequence[FlagHelp]:
         return grammar.flag_help(self.handler.limits)
+
+    async def job_details(
+        self, platform: str, tenant: str, job_ids: Sequence[str]
+    ) -> Mapping[str, JobDetails]:
+        return await self._gallery.details(platform, tenant, job_ids)
+
+    async def gallery(
+        self, platform: str, tenant: str, *, channel_id: str | None = None,
+        owner_id: str | None = None, query: str = "", before: str | None = None,
+        limit: int = 30,
+    ) -> GalleryPage:
+        return await self._gallery.page(platform, tenant, channel_id=channel_id,
+                                        owner_id=owner_id, query=query, before=before,
+                                        limit=limit)
+
+    async def lineage(self, platform: str, tenant: str, job_id: str) -> Lineage | None:
+        return await self._gallery.lineage(platform, tenant, job_id)
+
+    @functools.cached_property
+    def _gallery(self) -> Gallery:
+        return Gallery(self.handler.ctx)

@@ -24,6 +24,7 @@ import shutil
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -50,6 +51,7 @@ log = logging.getLogger("bot")
 # serve time: the core never imports a platform library, and never names one here.
 ADAPTERS_PACKAGE = "adapters"
 WEB_ACCESS = "adapters.web.access"  # the playground's user names, for quota --platform web
+WEB_LINKS = "adapters.web.links"  # the playground's personal links, for web-link
 
 
 class Exit(enum.IntEnum):
@@ -390,6 +392,37 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+async def cmd_web_link(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a signed personal link for this data dir's playground."""
+    links = importlib.import_module(WEB_LINKS)
+    access = importlib.import_module(WEB_ACCESS)
+    try:
+        token, identity = await asyncio.to_thread(
+            links.issue, settings.data_dir, args.name, admin=args.admin, days=args.days)
+    except access.InputError as exc:
+        raise CliError(f"{args.name!r}: {exc}", Exit.USAGE, "usage") from None
+    except OSError as exc:
+        raise CliError(f"cannot keep the link's secret in {settings.data_dir}: "
+                       f"{exc.strerror or exc}", Exit.CANT_WRITE, "data_dir") from None
+    base = args.base_url or _playground_url(settings)
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(identity.expires_at))
+    print(links.link_url(base, token))
+    role = " (an admin)" if identity.admin or identity.user_id in {
+        access.user_id_of(a, strict=False) for a in access.web_admins(settings)} else ""
+    print(f"Whoever opens it acts as {identity.display_name} (@{identity.user_id}){role} in the "
+          f"playground until {until}; nobody else can take that name there. Send it to that "
+          "person only. Deleting web-link.key in the data dir cancels every link.",
+          file=sys.stderr)
+    return Exit.OK
+
+
+def _playground_url(settings: Settings) -> str:
+    host, port = settings.web.host, settings.web.port
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def enabled_adapters(settings: Settings) -> list[AdapterSpec]:
     """The registry's adapters whose ``enabled(settings)`` is true, in registry order.
 
@@ -507,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the enabled adapters (the web playground by default)")
     s.add_argument("--host", help="web playground address (web.host)")
     s.add_argument("--port", type=int, help="web playground port (web.port)")
+    w = sub.add_parser("web-link", help="print a personal link into the web playground")
+    w.add_argument("name", help="who the link is for; the playground reserves this name")
+    w.add_argument("--admin", action="store_true", help="the link's holder is an admin")
+    w.add_argument("--days", type=int, default=30, help="how long the link works (default 30)")
+    w.add_argument("--base-url", help="the playground's address as its people reach it "
+                   "(default: from web.host and web.port)")
     return p
 
 
@@ -541,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings)
     command = args.command or "serve"
     runner = {"generate": cmd_generate, "quota": cmd_quota, "doctor": cmd_doctor,
-              "serve": cmd_serve}[command]
+              "serve": cmd_serve, "web-link": cmd_web_link}[command]
     try:
         code = asyncio.run(runner(settings, args))
         sys.stdout.flush()  # here, not at exit, so a closed pipe is handled below

@@ -214,6 +214,19 @@ async def test_a_workspace_monthly_limit_is_shared_by_its_users(store: Store) ->
     assert await limits_of(quotas, BOB) == (0, 0)
 
 
+async def test_the_configured_workspace_monthly_limit_holds_without_an_override(
+    store: Store,
+) -> None:
+    quotas = quotas_for(store, user_daily=0, user_monthly=0, workspace_monthly=3)
+    ledger = Ledger(store, quotas)
+    await ledger.reserve(ALICE, 2)
+    await ledger.reserve(BOB, 1)
+    assert await ledger.refused(Actor("test", "team", "erin")) == (
+        "That needs 1 image, but this workspace's monthly quota has 0 of 3 left. "
+        "It resets at the start of next month."
+    )
+
+
 async def test_a_lowered_limit_shows_nothing_left_never_a_negative(store: Store) -> None:
     quotas = quotas_for(store, user_daily=10, user_monthly=10)
     await Ledger(store, quotas).reserve(ALICE, 6)

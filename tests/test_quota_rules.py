@@ -362,8 +362,6 @@ async def test_a_grant_adds_room_in_the_day_and_the_month(store: Store) -> None:
     assert (st.daily_used, st.monthly_used, st.monthly_left) == (2, 2, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="bot/quotas.py reserve: a reservation larger than the "
-                   "limit is refused before the granted room is looked at")
 async def test_granted_room_holds_one_reservation_larger_than_the_limit(store: Store) -> None:
     quotas = quotas_for(store, user_daily=2, user_monthly=100)
     await quotas.grant(scope_of(ALICE), 4)

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import DB_NAME, App
-from bot.config import SECRET_ENV, Settings, load_settings
+from bot.config import Settings, load_settings
 from bot.core import AdapterSpec
+from bot.doctor import cmd_doctor, secret_env_names  # re-exported: doctor has its own module
 from bot.errors import AlreadyRunning, ConfigError
 from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
@@ -86,7 +87,7 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, env: Mapping[str, str]) -> None:
         super().__init__()
-        values = sorted({env[k] for k in SECRET_ENV if env.get(k) and len(env[k]) >= 6},
+        values = sorted({env[k] for k in secret_env_names() if env.get(k) and len(env[k]) >= 6},
                         key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
 
@@ -301,50 +302,6 @@ async def cmd_quota(settings: Settings, args: argparse.Namespace) -> int:
         text = " ".join(r.text for r in collector.replies)
     print(f"Quota of {actor.display_name or actor.user_id} on {where}: {text}")
     return Exit.OK
-
-
-async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
-    ok = True
-
-    def line(good: bool, text: str) -> None:
-        nonlocal ok
-        ok = ok and good
-        print(f"[{'ok' if good else 'FAIL'}] {text}")
-
-    line(True, f"config valid (providers.default = {settings.providers.default})")
-    for name in SECRET_ENV:
-        print(f"     {name}: {'set' if settings.env.get(name) else 'not set'}")
-    data_dir = settings.data_dir
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        line(True, f"data dir {data_dir.resolve()} is writable")
-    except OSError as exc:
-        line(False, f"data dir {data_dir} is not writable ({exc.strerror})")
-        return 1
-    async with App.open(settings, start=False) as app:
-        row = await app.store.fetchone("PRAGMA integrity_check")
-        version = await app.store.fetchone("PRAGMA user_version")
-        line(row is not None and row[0] == "ok",
-             f"database ok (schema version {version[0] if version else '?'})")
-        undelivered = await app.storage.outbox.undelivered()
-        line(not undelivered, "every posted result delivered" if not undelivered else
-             f"{len(undelivered)} undelivered (the outbox gave up on them):")
-        for gone in undelivered[:5]:
-            print(f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
-                  f"{gone.target.channel_id}: {gone.last_error}")
-        for name, provider in app.providers.items():
-            try:
-                async with asyncio.timeout(15):
-                    facts = await provider.check()
-                detail = ", ".join(f"{k}={v}" for k, v in facts.items())
-                line(True, f"provider {name} ({provider.label}) reachable: {detail}")
-            except Exception as exc:  # report, never crash the doctor
-                line(False, f"provider {name} ({provider.label}): {type(exc).__name__}: "
-                     f"{getattr(exc, 'user_message', '')}".rstrip(": "))
-    return 0 if ok else 1
 
 
 async def cmd_web_link(settings: Settings, args: argparse.Namespace) -> int:

@@ -333,6 +333,8 @@ class Delivery:
         reply = await self._ctx.render(job)
         if event.progress is not None and job.state == "running":
             reply = replace(reply, progress=event.progress)
+            if event.note:
+                reply = replace(reply, text=f"{reply.text} - {event.note}")
         if event.position is not None and job.state == "queued":
             reply = replace(reply, position=event.position)
         await self._best_effort_update(job, reply)

@@ -27,6 +27,7 @@ import os
 import re
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -220,6 +221,52 @@ def _write_content_addressed(data_dir: Path, data: bytes, ext: str) -> tuple[str
             os.unlink(tmp)
         raise
     return sha, path
+
+
+# What tempfile.mkstemp names our temporary files (_write_content_addressed): ".tmp-", eight
+# characters of its alphabet, the extension. Anything else in the store is not ours to remove.
+_TEMP_NAME = re.compile(r"\.tmp-[a-z0-9_]{8}\.(?:png|jpg|webp)")
+_SHARD_NAME = re.compile(r"[0-9a-f]{2}")
+
+
+def remove_stale_temp_files(data_dir: Path, older_than: float) -> int:
+    """Remove the image store's temporary files last written before ``older_than`` (a Unix
+    time): what a process killed in the middle of a write left behind. Only files named the
+    way the store names them, only in its ``images/<xx>/`` folders, never through a link.
+    Returns how many were removed."""
+    removed = 0
+    try:
+        shards = [e for e in os.scandir(data_dir / "images")
+                  if _SHARD_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for shard in shards:
+        with os.scandir(shard.path) as entries:
+            for entry in entries:
+                if not _TEMP_NAME.fullmatch(entry.name):
+                    continue
+                try:
+                    if (not entry.is_file(follow_symlinks=False)
+                            or entry.stat(follow_symlinks=False).st_mtime >= older_than):
+                        continue  # a write that may be going on right now
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    continue
+    return removed
+
+
+def process_start_time() -> float:
+    """When this process started (Unix time, to the kernel's 10 ms tick, rounded down), from
+    ``/proc``; where that cannot be read, now (callers clean up before this process writes)."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            # The command name (field 2) may hold spaces and parentheses: count from the end.
+            started = int(fh.read().rsplit(b")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        # Both counted from boot: the age of the process, then back from now.
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
 
 
 def _check_text_key(key: str) -> None:
@@ -535,7 +582,9 @@ __all__ = [
     "grid_layout",
     "make_grid",
     "normalize_input",
+    "process_start_time",
     "read_png_text",
+    "remove_stale_temp_files",
     "resize_for_init",
     "store_generated",
     "store_job_images",

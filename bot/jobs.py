@@ -45,6 +45,18 @@ from bot.types import Actor
 log = logging.getLogger(__name__)
 
 POSITION_DEBOUNCE_S = 0.5
+# Place-in-line edits per announcement round. A busy queue moves hundreds of people up at
+# every start; editing every message each time kept the platforms (and this process) busy
+# with edits nobody needs that often. The most wrong places (relative to the true one: 5 -> 4
+# before 305 -> 304) are edited first, the rest in the next rounds.
+POSITION_EDITS_PER_ROUND = 10
+# Near the front every step is shown; further back, once the shown place is 10% off.
+POSITION_EXACT_WITHIN = 10
+POSITION_TOLERANCE = 0.1
+# When even recording a job's failure fails (disk full, a read-only database), the job would
+# stay 'running' with its quota held: retried with backoff until writing works again.
+SETTLE_RETRY_FIRST_S = 0.5
+SETTLE_RETRY_MAX_S = 30.0
 # A second identical Vary/Reroll click by the same person within this window is the same
 # wish (a double click, a laggy client), not a second job to pay for.
 DOUBLE_CLICK_S = 5.0
@@ -117,11 +129,15 @@ class JobRunner:
         self._job_provider: dict[str, str] = {}
         self._running_user: Counter[str] = Counter()
         self._running_provider: Counter[str] = Counter()
+        self._queued_provider: Counter[str] = Counter()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._last_positions: dict[str, int] = {}
-        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._order_index: dict[str, int] | None = None  # job -> place in line, cached
+        # Each job's events go out in order, one after the other, without the runner waiting
+        # for the platforms: the newest publishing task per job (it waits for the one before).
+        self._publishing: dict[str, asyncio.Task[None]] = {}
         self._positions_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -180,6 +196,9 @@ class JobRunner:
                                                                                    strict=True)])
         for job_id, spec in zip(ids, specs, strict=True):
             self._enqueue(job_id, scope, spec.provider)
+        for job_id in ids:  # what the status message about to be sent shows
+            if (place := self.position(job_id)) is not None:
+                self._last_positions[job_id] = place
         return ids
 
     def _enqueue(self, job_id: str, user: str, provider: str) -> None:
@@ -187,6 +206,8 @@ class JobRunner:
             self._queues[user] = deque()
             self._arrival[user] = next(self._turns)
         self._queues[user].append(job_id)
+        self._queued_provider[provider] += 1
+        self._order_index = None
         self._job_owner[job_id] = user
         self._job_provider[job_id] = provider
         self._idle.clear()
@@ -210,16 +231,23 @@ class JobRunner:
             depth += 1
 
     def position(self, job_id: str) -> int | None:
-        try:
-            return self._order().index(job_id) + 1
-        except ValueError:
-            return None
+        # Every status message asks: with hundreds queued, computing the order each time was
+        # quadratic. Cached until the queues or the turns change.
+        if self._order_index is None:
+            self._order_index = {j: i for i, j in enumerate(self._order(), start=1)}
+        return self._order_index.get(job_id)
 
     def queued_count(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
     # ---------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        # A SIGKILL mid-write leaves a temporary file beside the image store's files; ours
+        # from before this process started are garbage (nothing of this process writes yet).
+        removed = await asyncio.to_thread(images.remove_stale_temp_files, self._data_dir,
+                                          images.process_start_time())
+        if removed:
+            log.info("removed %d unfinished image file(s) left by an earlier run", removed)
         await self._recover()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="job-dispatcher")
 
@@ -231,11 +259,15 @@ class JobRunner:
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)
         running = list(self._tasks)
-        for task in list(self._tasks.values()):
+        for task in [*self._tasks.values(), *self._publishing.values()]:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), *self._publishing.values(),
+                             return_exceptions=True)
         for job_id in running:
-            await self._storage.jobs.requeue(job_id, undo_attempt=True)
+            try:
+                await self._storage.jobs.requeue(job_id, undo_attempt=True)
+            except Exception:  # the disk is full, say: the next start retries it anyway
+                log.exception("could not put job %s back in the queue", job_id)
 
     async def cancel(self, job_id: str, message: str) -> bool:
         """Cancel a job that has not started: refunded in full. False once it has started."""
@@ -252,7 +284,9 @@ class JobRunner:
             if not queue:
                 del self._queues[user]
                 del self._arrival[user]
-            del self._job_owner[job_id], self._job_provider[job_id]
+            self._queued_provider[self._job_provider.pop(job_id)] -= 1
+            del self._job_owner[job_id]
+            self._order_index = None
         self._last_positions.pop(job_id, None)
         self._wake.set()
         self._schedule_positions()  # everyone behind it moved up
@@ -290,6 +324,12 @@ class JobRunner:
             return 1
 
     def _take_next(self) -> str | None:
+        # Woken at every submission and every finish: with hundreds of people waiting and
+        # every provider busy, sorting them all to find nobody can start was most of the
+        # dispatcher's time.
+        if all(self._running_provider[p] >= self._provider_limit(p)
+               for p, n in self._queued_provider.items() if n):
+            return None
         for user in self._users():
             queue = self._queues[user]
             if self._running_user[user] >= self._settings.max_running_per_user:
@@ -303,6 +343,8 @@ class JobRunner:
                 del self._queues[user]
                 del self._arrival[user]
             self._last_served[user] = next(self._turns)
+            self._order_index = None
+            self._queued_provider[provider] -= 1
             return job_id
         return None
 
@@ -315,7 +357,9 @@ class JobRunner:
                 user, provider = self._job_owner[job_id], self._job_provider[job_id]
                 self._running_user[user] += 1
                 self._running_provider[provider] += 1
-                self._tasks[job_id] = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+                task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+                task.add_done_callback(_log_failure)
+                self._tasks[job_id] = task
                 started = True
             if started:
                 self._schedule_positions()
@@ -329,12 +373,50 @@ class JobRunner:
             self._positions_task = asyncio.create_task(self._announce_positions())
 
     async def _announce_positions(self) -> None:
-        await asyncio.sleep(POSITION_DEBOUNCE_S)
-        order = self._order()
-        for i, job_id in enumerate(order, start=1):
-            if self._last_positions.get(job_id) != i:
+        while True:
+            await asyncio.sleep(POSITION_DEBOUNCE_S)
+            stale: list[tuple[float, int, str]] = []
+            for i, job_id in enumerate(self._order(), start=1):
+                shown = self._last_positions.get(job_id)
+                if shown == i:
+                    continue
+                error = 1.0 if shown is None else abs(shown - i) / i
+                if i <= POSITION_EXACT_WITHIN or error >= POSITION_TOLERANCE:
+                    stale.append((error, i, job_id))
+            if not stale:
+                return
+            stale.sort(key=lambda s: (-s[0], s[1]))
+            sent = []
+            for _, i, job_id in stale[:POSITION_EDITS_PER_ROUND]:
                 self._last_positions[job_id] = i
-                await self._events.job(JobEvent(job_id, position=i))
+                sent.append(self._publish(JobEvent(job_id, position=i)))
+            await asyncio.wait(sent)  # a round at a time: the edits pace themselves
+            if len(stale) <= POSITION_EDITS_PER_ROUND:
+                return
+
+    # ----------------------------------------------------------------------- events
+    def _publish(self, event: JobEvent) -> asyncio.Task[None]:
+        """Tell the listeners (delivery) about ``event`` in the background, after the job's
+        earlier events. An update overtaken by a newer one of the same job before it went out
+        (a progress step, a place in line) is skipped; a job's final event never is."""
+        previous = self._publishing.get(event.job_id)
+        task = asyncio.get_running_loop().create_task(self._deliver(event, previous))
+        self._publishing[event.job_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._publishing.get(event.job_id) is done:
+                del self._publishing[event.job_id]
+
+        task.add_done_callback(forget)
+        return task
+
+    async def _deliver(self, event: JobEvent, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own (the bus logs failures)
+        overtaken = self._publishing.get(event.job_id) is not asyncio.current_task()
+        if overtaken and (event.progress is not None or event.position is not None):
+            return
+        await self._events.job(event)
 
     # ---------------------------------------------------------------------- running
     async def load(self, job_id: str) -> Job | None:
@@ -346,19 +428,40 @@ class JobRunner:
     async def _run(self, job_id: str) -> None:
         user, provider_name = self._job_owner.pop(job_id), self._job_provider.pop(job_id)
         self._last_positions.pop(job_id, None)
+        held = True
+
+        def release() -> None:
+            """Give back the user's and the provider's slot: the next job may start."""
+            nonlocal held
+            if held:
+                held = False
+                self._running_user[user] -= 1
+                self._running_provider[provider_name] -= 1
+                self._wake.set()
+
         try:
-            if await self._storage.jobs.mark_running(job_id, self._clock()):
-                await self._execute(job_id)
+            try:
+                started = await self._storage.jobs.mark_running(job_id, self._clock())
+            except Exception:
+                # Still queued in the database (nothing was written): try again in a while.
+                log.exception("could not start job %s; it stays queued", job_id)
+                release()
+                await asyncio.sleep(SETTLE_RETRY_FIRST_S)
+                self._enqueue(job_id, user, provider_name)
+                return
+            if started:
+                await self._execute(job_id, release)
         finally:
-            self._running_user[user] -= 1
-            self._running_provider[provider_name] -= 1
+            release()
             self._tasks.pop(job_id, None)
             self._wake.set()
 
-    async def _execute(self, job_id: str) -> None:
+    async def _execute(self, job_id: str, release: Callable[[], None]) -> None:
+        """Run the job at its provider and record the outcome, holding the job's slots; then
+        give them back and post the outcome (posting is not the provider's time)."""
         job = await self.load(job_id)
         assert job is not None
-        await self._events.job(JobEvent(job_id, progress=0.0))
+        self._publish(JobEvent(job_id, progress=0.0))
         last_sent = [0.0]
         loop = asyncio.get_running_loop()
 
@@ -367,10 +470,9 @@ class JobRunner:
             now = loop.time()
             if now - last_sent[0] >= 0.25 or p >= 1.0:
                 last_sent[0] = now
-                task = loop.create_task(self._events.job(JobEvent(job_id, progress=min(1.0, p))))
-                self._side_tasks.add(task)
-                task.add_done_callback(self._side_tasks.discard)
+                self._publish(JobEvent(job_id, progress=min(1.0, p)))
 
+        alert: ProviderError | None = None
         try:
             req = await self._build_request(job)
             result, used_provider, notice = await self._generate(job, req, on_progress)
@@ -380,17 +482,37 @@ class JobRunner:
         except ProviderError as exc:
             log.warning("job %s failed at provider %s: %s (%s)", job_id, job.provider,
                         type(exc).__name__, exc.status)
-            await self._finish_failed(job_id, exc.user_message, code=type(exc).__name__)
-            if exc.global_failure:
-                await self._events.alert(job.provider, exc)
+            await self._settle_failed(job_id, exc.user_message, release)
+            alert = exc if exc.global_failure else None
         except UserError as exc:
-            await self._finish_failed(job_id, exc.message)
+            await self._settle_failed(job_id, exc.message, release)
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("job %s failed unexpectedly (ref %s)", job_id, ref)
-            await self._finish_failed(
-                job_id, f"Something went wrong on our side (ref {ref}). Your quota was refunded."
-            )
+            await self._settle_failed(
+                job_id, f"Something went wrong on our side (ref {ref}). Your quota was refunded.",
+                release)
+        release()
+        if alert is not None:
+            await self._events.alert(job.provider, alert)
+        await self._publish(JobEvent(job_id))
+
+    async def _settle_failed(self, job_id: str, message: str, release: Callable[[], None]
+                             ) -> None:
+        """Record the failure and refund, retrying with backoff for as long as that fails
+        (disk full, a read-only database); the job's slots are given back meanwhile."""
+        delay = SETTLE_RETRY_FIRST_S
+        while True:
+            try:
+                await self._finish_failed(job_id, message, notify=False)
+                return
+            except Exception as exc:
+                log.warning("could not record the failure of job %s (%s: %s); its quota is "
+                            "held until that works, next try in %.1f s", job_id,
+                            type(exc).__name__, exc, delay)
+            release()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SETTLE_RETRY_MAX_S)
 
     async def _build_request(self, job: Job) -> GenerationRequest:
         r = job.request
@@ -486,16 +608,20 @@ class JobRunner:
                 at=self._clock(),
             )
             await self._quotas.settle(tx, job.id, len(stored))
-        await self._events.job(JobEvent(job.id))
 
-    async def _finish_failed(
-        self, job_id: str, message: str, *, code: str = "", notify: bool = True
-    ) -> None:
+    async def _finish_failed(self, job_id: str, message: str, *, notify: bool = True) -> None:
         async with self._storage.transaction() as tx:
             await self._storage.jobs.fail(tx, job_id, message, self._clock())
             await self._quotas.settle(tx, job_id, 0)
         if notify:
             await self._events.job(JobEvent(job_id))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A job task never ends in an exception nobody retrieves (asyncio would only mention it
+    when the task is collected, as "Task exception was never retrieved")."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("job task %s failed", task.get_name(), exc_info=exc)
 
 
 class _GatedProvider:

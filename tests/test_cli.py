@@ -107,7 +107,8 @@ async def test_doctor_shows_the_stability_balance_and_engines(tmp_path: Path) ->
     text = out.decode() + err.decode()
     assert proc.returncode == 0, text
     assert "[ok] provider stability" in text and "balance=" in text and "credits" in text
-    assert "engines=stable-diffusion" in text
+    # core is a v2beta model: doctor no longer depends on the legacy v1 engines list.
+    assert "model=core" in text and "engines=" not in text
     assert SENTINEL not in text
 
 

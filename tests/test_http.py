@@ -11,11 +11,12 @@ import pytest
 from aiohttp import web
 
 from bot.errors import ConfigError
-from bot.providers.base import InvalidRequest, ProviderUnavailable, RateLimited
+from bot.providers.base import CheckFailed, InvalidRequest, ProviderUnavailable, RateLimited
 from bot.providers.http import (
     CircuitBreaker,
     HttpClient,
     HttpPolicy,
+    RetryPolicy,
     ServicePaused,
     parse_retry_after,
 )
@@ -273,3 +274,54 @@ async def test_connect_retries_zero_means_one_attempt() -> None:
         await c.request("POST", "/thing", json_body={})
     await c.aclose()
     assert waits == []
+
+
+async def test_each_provider_says_which_5xx_a_post_may_retry(fake: EchoFake) -> None:
+    # The default (Stability, OpenAI): the service failed and did not bill, so once more.
+    default = client(fake.base_url)
+    fake.fail_next(500)
+    assert (await default.request("POST", "/thing", json_body={})).status == 200
+    assert len(fake.requests) == 2
+    await default.aclose()
+    # Cerebrium: a 500 means the function ran and was billed; never sent twice.
+    never = HttpClient(label="Fake", base_url=fake.base_url,
+                       policy=HttpPolicy.from_mapping({}, "providers.x",
+                                                      retry=RetryPolicy.never_post()))
+    fake.requests.clear()
+    fake.fail_next(500)
+    with pytest.raises(ProviderUnavailable):
+        await never.request("POST", "/thing", json_body={})
+    assert len(fake.requests) == 1
+    # ... while a GET is still retried once (it cannot bill).
+    fake.requests.clear()
+    fake.fail_next(500)
+    assert (await never.request("GET", "/thing")).status == 200
+    assert len(fake.requests) == 2
+    await never.aclose()
+
+
+async def test_the_retry_statuses_are_a_setting(fake: EchoFake) -> None:
+    c = client(fake.base_url, retry_post_statuses=[503])
+    fake.fail_next(500)
+    with pytest.raises(ProviderUnavailable):
+        await c.request("POST", "/thing", json_body={})
+    assert len(fake.requests) == 1
+    fake.requests.clear()
+    fake.fail_next(503)
+    assert (await c.request("POST", "/thing", json_body={})).status == 200
+    assert len(fake.requests) == 2
+    await c.aclose()
+    with pytest.raises(ConfigError, match=r"providers\.fake\.retry_post_statuses"):
+        HttpPolicy.from_mapping({"retry_post_statuses": [404]}, "providers.fake")
+
+
+async def test_check_failures_name_the_url_tried_and_the_cause() -> None:
+    c = HttpClient(label="Stable Diffusion webui", base_url="http://127.0.0.1:9",
+                   policy=HttpPolicy.from_mapping({"connect_retries": 0}, "providers.x"))
+    with pytest.raises(CheckFailed) as info:
+        await c.check("GET", "/sdapi/v1/samplers")
+    assert info.value.url == "http://127.0.0.1:9/sdapi/v1/samplers"
+    assert "ConnectError" in info.value.cause
+    assert "unavailable right now" not in info.value.user_message  # not the chat apology
+    assert isinstance(info.value.error, ProviderUnavailable)
+    await c.aclose()

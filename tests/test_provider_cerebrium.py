@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from bot.errors import ConfigError
@@ -18,7 +20,8 @@ from bot.providers.base import (
     fit_request,
     generate_split,
 )
-from bot.providers.cerebrium import CerebriumProvider, CerebriumSettings
+from bot.providers.cerebrium import CerebriumProvider, CerebriumSettings, is_documented_host
+from tests.conftest import REPO
 from tests.fakes.cerebrium import CerebriumFake
 
 KEY = "TEST-SENTINEL-cerebrium-jwt"
@@ -100,7 +103,10 @@ async def test_split_and_single_string_result() -> None:
 
 @pytest.mark.parametrize(("status", "exc", "calls"), [
     (401, AuthFailed, 1), (403, AuthFailed, 1), (404, NotFound, 1),
-    (422, InvalidRequest, 1), (500, ProviderUnavailable, 2),
+    (422, InvalidRequest, 1),
+    # Cerebrium: "errors result in a status code of 500" - the function ran and was billed,
+    # so a generation is never sent twice; other 5xx are undocumented, so neither.
+    (500, ProviderUnavailable, 1), (502, ProviderUnavailable, 1), (503, ProviderUnavailable, 1),
 ])
 async def test_errors(fake: CerebriumFake, cb: CerebriumProvider, status: int,
                       exc: type[Exception], calls: int) -> None:
@@ -124,3 +130,23 @@ async def test_wrong_key(fake: CerebriumFake) -> None:
     with pytest.raises(AuthFailed):
         await p.generate(GenerationRequest(prompt="x"))
     await p.aclose()
+
+
+def test_the_example_endpoint_is_on_a_documented_host() -> None:
+    # The endpoint admins copy from default.toml must be one Cerebrium documents.
+    text = (REPO / "config" / "default.toml").read_text()
+    section = text[text.index("[providers.cerebrium]"):]
+    [url] = re.findall(r'^# url = "([^"]+)"', section, re.M)[:1]
+    host = httpx.URL(url).host
+    assert is_documented_host(host), host
+    assert re.fullmatch(r"/v4/p-[0-9a-z]+/[\w-]+/[\w-]+", httpx.URL(url).path)
+    assert not is_documented_host("api.cerebrium.ai")  # the old example: not in the docs
+    assert is_documented_host("api.aws.eu-west-2.cerebrium.ai")
+
+
+async def test_check_warns_about_an_undocumented_host() -> None:
+    p = CerebriumProvider(CerebriumSettings.from_mapping(
+        {"url": "https://api.cerebrium.ai/v4/p-1/app/predict"}, {}))
+    facts = await p.check()
+    await p.aclose()
+    assert "api.cerebrium.ai" in facts["warning"] and "api.aws.us-east-1" in facts["warning"]

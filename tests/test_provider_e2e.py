@@ -24,7 +24,7 @@ from bot.providers.base import (
     AuthFailed,
     ContentFiltered,
     InvalidRequest,
-    NotFound,
+    ModelUnavailable,
     ProviderError,
     ProviderUnavailable,
     QuotaExhausted,
@@ -37,6 +37,7 @@ from tests.fakes import FakeServer
 from tests.fakes.automatic1111 import Automatic1111Fake
 from tests.fakes.cerebrium import CerebriumFake
 from tests.fakes.comfyui import IMG2IMG_WORKFLOW, TXT2IMG_WORKFLOW, ComfyUIFake
+from tests.fakes.horde import HordeFake
 from tests.fakes.openai import OpenAIFake
 from tests.fakes.stability import StabilityFake
 
@@ -112,6 +113,12 @@ async def rig(tmp_path: Path, kind: str, *, section: Mapping[str, Any] | None = 
             i2i.write_text(json.dumps(IMG2IMG_WORKFLOW))
             sect.update(workflow=str(t2i), img2img_workflow=str(i2i), poll_interval_s=0.01)
             env = {"COMFYUI_BASE_URL": fake.base_url}
+        elif kind == "horde":
+            hfake = HordeFake()
+            fake, name = await stack.enter_async_context(hfake), "horde"
+            # The Horde's check endpoint may be polled once a second at most.
+            sect.update(poll_interval_s=1.0, deadline_s=30.0)
+            env = {"AI_HORDE_BASE_URL": hfake.api_url}  # no key: the anonymous one
         else:
             raise AssertionError(kind)
         sect.update(section or {})
@@ -153,7 +160,8 @@ def labels(reply: Reply) -> list[str]:
 
 def generation_requests(r: Rig) -> list[Any]:
     fragment = {"stability": "/generat", "automatic1111": "2img", "openai": "/images/",
-                "cerebrium": "/predict", "comfyui": "/prompt"}[r.provider]
+                "cerebrium": "/predict", "comfyui": "/prompt",
+                "horde": "/generate/async"}[r.provider]
     return r.fake.requests_to(fragment)
 
 
@@ -301,7 +309,8 @@ ERRORS: list[tuple[str, dict[str, Any], type[ProviderError], int]] = [
     ("401-auth", _v1_err(401, "unauthorized", "bad key"), AuthFailed, 1),
     ("402-credits", _v1_err(402, "payment_required", "no credits"), QuotaExhausted, 1),
     ("403-moderation", _v1_err(403, "content_moderation", "flagged"), ContentFiltered, 1),
-    ("404", _v1_err(404, "not_found", "no such engine"), NotFound, 1),
+    # The configured engine is gone: an admin must change the setting, so it alerts.
+    ("404", _v1_err(404, "not_found", "no such engine"), ModelUnavailable, 1),
     ("429-long-retry-after", {**_v1_err(429, "rate_limit_exceeded", "slow down"),
                               "headers": {"Retry-After": "120"}}, RateLimited, 1),
     ("500-twice", {**_v1_err(500, "server_error", "boom"), "times": 2}, ProviderUnavailable,
@@ -322,10 +331,12 @@ async def test_each_error_class_fails_the_job_and_refunds_it(
         job = await imagine(r.chat, "a fox --n 2")
         result = r.chat.result(job)
         assert result.state == "failed"
-        assert error.user_message in result.text
+        message = (ModelUnavailable(model=SDXL, setting="providers.stability.model").user_message
+                   if error is ModelUnavailable else error.user_message)
+        assert message in result.text
         assert not result.buttons and not result.images
         row = await job_row(r.chat, job)
-        assert (row["state"], row["error"]) == ("failed", error.user_message)
+        assert (row["state"], row["error"]) == ("failed", message)
         # one call, or the single allowed retry of a 500; never more
         assert len(generation_requests(r)) == calls
         assert "50 of 50 images left today" in result.text
@@ -457,6 +468,25 @@ async def test_auth_failure_alerts_the_admins_once(tmp_path: Path) -> None:
         assert await ledger_balances(r.chat.app.store)
 
 
+async def test_a_retired_model_alerts_the_admins_once_with_the_setting(tmp_path: Path) -> None:
+    # The vendor shut the configured model down: every job fails until an admin changes the
+    # setting, so it pages them (once), like a bad key, and tells them which setting.
+    async with rig(tmp_path, "openai",
+                   overrides={"bot": {"alert_channel": "test:team:ops"}}) as r:
+        assert isinstance(r.fake, OpenAIFake)
+        r.fake.retire("gpt-image-2.6-flare")
+        first = await imagine(r.chat, "a fox --n 1")
+        second = await imagine(r.chat, "a cat --n 1", user="bob")
+        for job in (first, second):
+            result = r.chat.result(job)
+            assert result.state == "failed"
+            assert "has retired the model 'gpt-image-2.6-flare'" in result.text
+        [alert] = [p for p in r.chat.channel.posted if "Admin alert" in p.text]
+        assert "ModelRetired" in alert.text and "providers.openai.model" in alert.text
+        assert await ledger(r.chat, first) == {"reserve": 1, "commit": 0, "refund": 1}
+        assert await ledger_balances(r.chat.app.store)
+
+
 # ------------------------------------------------------------------------------ 7. fallback
 async def test_unavailable_provider_falls_back_to_offline_and_says_so(tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-sdxl", section={"breaker_threshold": 1},
@@ -558,6 +588,18 @@ async def test_unknown_sampler_is_refused_before_charging(tmp_path: Path) -> Non
         assert r.a1111.requests_to("/txt2img")[0].json["sampler_name"] == "Euler a"
 
 
+async def test_a_combined_sampler_name_reaches_webui_1_9_as_sampler_and_scheduler(
+        tmp_path: Path) -> None:
+    # webui 1.9+ lists "DPM++ 2M" and the schedule "Karras" apart; the old combined name
+    # must still mean both, all the way through the stored job.
+    async with rig(tmp_path, "automatic1111") as r:
+        job = await imagine(r.chat, "a fox --n 1 --sampler 'dpm++ 2m karras'")
+        assert r.chat.result(job).state == "done"
+        [call] = r.a1111.requests_to("/txt2img")
+        assert (call.json["sampler_name"], call.json["scheduler"]) == ("DPM++ 2M", "karras")
+        assert r.a1111.fallbacks == []
+
+
 async def test_a_size_the_provider_cannot_do_is_mapped_and_the_user_told(
         tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-sdxl") as r:
@@ -616,13 +658,18 @@ OTHER_ERRORS: list[tuple[str, str, dict[str, Any], type[ProviderError], int]] = 
         "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed "
                   "validation", "details": "", "extra_info": {}},
         "node_errors": {"3": {"errors": [{"type": "value_bigger_than_max",
-                                          "message": "Value bigger than max"}]}}}},
+                                          "message": "Value bigger than max",
+                                          "details": "steps"}],
+                              "class_type": "KSampler"}}}},
      InvalidRequest, 1),
     ("comfyui", "500-twice", {"status": 500, "body": b"Internal Server Error", "times": 2},
      ProviderUnavailable, 2),
 ]
 GENERATION_PATH = {"automatic1111": "/sdapi/v1/txt2img", "openai": "/images/generations",
                    "cerebrium": "/predict", "comfyui": "/prompt"}
+# Where the provider says more than its error class does, the user hears that.
+PRECISE_TEXT = {("comfyui", "400-validation"):
+                "ComfyUI rejected the workflow at node 3 (KSampler): steps."}
 
 
 @pytest.mark.parametrize(("kind", "case", "fault", "error", "calls"), OTHER_ERRORS,
@@ -635,11 +682,23 @@ async def test_every_provider_maps_its_errors_and_refunds(
         job = await imagine(r.chat, "a fox --n 1")
         result = r.chat.result(job)
         assert result.state == "failed", result.text
-        assert error.user_message in result.text
+        assert PRECISE_TEXT.get((kind, case), error.user_message) in result.text
         assert len(generation_requests(r)) == calls
         assert await ledger(r.chat, job) == {"reserve": 1, "commit": 0, "refund": 1}
         assert "50 of 50" in await quota(r.chat)
         assert await ledger_balances(r.chat.app.store)
+
+
+async def test_comfyui_progress_over_its_websocket_reaches_the_channel(tmp_path: Path) -> None:
+    async with rig(tmp_path, "comfyui") as r:
+        assert isinstance(r.fake, ComfyUIFake)
+        r.fake.steps, r.fake.step_delay_s = 6, 0.3
+        job = await imagine(r.chat, "a fox --n 1")
+        assert r.chat.result(job).state == "done"
+        seen = [u.progress for u in r.chat.channel.updated
+                if u.job_id == job and u.state == "running" and u.progress]
+        assert any(0.0 < p < 1.0 for p in seen), seen
+        assert r.fake.ws_clients and len(r.fake.requests_to("/history/")) == 1
 
 
 async def test_webui_progress_reaches_the_channel(tmp_path: Path) -> None:
@@ -655,3 +714,121 @@ async def test_webui_progress_reaches_the_channel(tmp_path: Path) -> None:
         r.a1111.fail_next(status=404, path="/sdapi/v1/progress", times=50)
         job = await imagine(r.chat, "a fox --n 1")
         assert r.chat.result(job).state == "done"
+
+
+# -------------------------------------------------------------------------- 10. the AI Horde
+QUICK_PLAN = [{"waiting": 1, "queue_position": 12, "wait_time": 40}, {"done": True}]
+
+
+async def test_horde_makes_real_images_with_the_anonymous_key(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde") as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = QUICK_PLAN
+        job = await imagine(r.chat, "a fox --n 2 --seed 41 --no blur")
+        result = r.chat.result(job)
+        assert result.state == "done", result.text
+        assert "seeds 41, 42" in result.text and "48 of 50" in result.text
+        [submit] = generation_requests(r)
+        assert submit.headers["apikey"] == "0000000000"
+        assert submit.headers["Client-Agent"].startswith("imagine-bot:")
+        assert submit.json["prompt"] == "a fox ### blur" and submit.json["r2"] is False
+        assert submit.json["params"]["seed"] == "41"  # the API types seeds as strings
+        assert r.fake.violations == []
+        assert len(r.fake.requests_to("/generate/status/")) == 1
+        assert await ledger(r.chat, job) == {"reserve": 2, "commit": 2, "refund": 0}
+        imgs = await r.chat.app.runner.load_images(job)
+        assert [i.seed for i in imgs] == [41, 42]
+        [pick] = await r.chat.click("alice", f"pick:{job}:1")
+        assert pick.images
+        assert await ledger_balances(r.chat.app.store)
+
+
+async def test_horde_censored_images_are_refunded_as_filtered(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde") as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = QUICK_PLAN
+        r.fake.censor = {1}
+        some = await imagine(r.chat, "a fox --n 2 --seed 3")
+        assert r.chat.result(some).state == "done"
+        assert await ledger(r.chat, some) == {"reserve": 2, "commit": 1, "refund": 1}
+        r.fake.censor = {0, 1}
+        every = await imagine(r.chat, "a fox --n 2")
+        result = r.chat.result(every)
+        assert result.state == "filtered" and not result.images
+        assert await ledger(r.chat, every) == {"reserve": 2, "commit": 0, "refund": 2}
+        assert "49 of 50" in await quota(r.chat)
+        assert await ledger_balances(r.chat.app.store)
+
+
+@pytest.mark.parametrize(("fault", "text"), [
+    ("faulted", "The AI Horde reported a fault with this request"),
+    ("impossible", "No AI Horde worker can make this right now"),
+    ("too-many", "The AI Horde has as many requests from this bot as it allows"),
+    ("kudos", "The AI Horde asks for kudos up front"),
+])
+async def test_horde_faults_are_clear_and_refunded(tmp_path: Path, fault: str,
+                                                   text: str) -> None:
+    async with rig(tmp_path, "horde",
+                   section={"rate_limit_retries": 0, "max_side": 2048}) as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = QUICK_PLAN
+        if fault in ("faulted", "impossible"):
+            setattr(r.fake, fault, True)
+        elif fault == "too-many":
+            r.fake.max_waiting = 0
+        big = " --size 1536x1536" if fault == "kudos" else ""  # over anonymous limits
+        job = await imagine(r.chat, "a fox --n 2" + big)
+        result = r.chat.result(job)
+        assert result.state == "failed" and text in result.text, result.text
+        assert await ledger(r.chat, job) == {"reserve": 2, "commit": 0, "refund": 2}
+        assert "50 of 50" in await quota(r.chat)
+        # A request the Horde queued and we gave up on is cancelled there.
+        assert len(r.fake.cancelled) == len(r.fake.prompts)
+        assert not [p for p in r.chat.channel.posted if "Admin alert" in p.text]
+
+
+async def test_horde_queue_position_is_the_jobs_progress(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde") as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = [{"waiting": 1, "queue_position": 12, "wait_time": 40},
+                       {"waiting": 0, "processing": 1, "finished": 1, "wait_time": 5},
+                       {"done": True}]
+        job = await imagine(r.chat, "a fox --n 2")
+        assert r.chat.result(job).state == "done"
+        seen = [u.progress for u in r.chat.channel.updated
+                if u.job_id == job and u.state == "running" and u.progress]
+        assert any(0.0 < p < 1.0 for p in seen), seen  # one of two images finished
+
+
+async def test_horde_deadline_fails_refunds_and_cancels_there(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde", overrides={"jobs": {"job_timeout_s": 1.5}}) as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.never_done = True
+        job = await imagine(r.chat, "a fox --n 2")
+        result = r.chat.result(job)
+        assert result.state == "failed"
+        assert ProviderUnavailable.user_message in result.text
+        assert await ledger(r.chat, job) == {"reserve": 2, "commit": 0, "refund": 2}
+        [wp] = r.fake.prompts
+        assert r.fake.cancelled == [wp]  # DELETE /v2/generate/status/{id}
+        assert await ledger_balances(r.chat.app.store)
+
+
+async def test_horde_cancel_and_shutdown(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde",
+                   overrides={"jobs": {"max_running_per_user": 1}}) as r:
+        assert isinstance(r.fake, HordeFake)
+        fake = r.fake
+        fake.never_done = True
+        running = next(x.job_id for x in await r.chat.say("alice", "/imagine a fox --n 1")
+                       if x.job_id)
+        await fake.checked.wait()
+        [queued] = [x for x in await r.chat.say("alice", "/imagine a cat --n 2") if x.job_id]
+        [ok] = await r.chat.click("alice", f"cancel:{queued.job_id}")
+        assert "2 images refunded" in ok.text
+        assert len(fake.prompts) == 1  # the cancelled job never reached the Horde
+        assert running is not None
+    # Shutting down with a job waiting on the Horde cancels it there; it runs again at the
+    # next start.
+    [wp] = fake.prompts
+    assert fake.cancelled == [wp]

@@ -6,14 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from bot.errors import ConfigError
 from bot.providers.base import (
     AuthFailed,
+    CheckFailed,
     ContentFiltered,
     GenerationRequest,
     InvalidRequest,
+    ModelUnavailable,
     NotFound,
     NotSupported,
     ProviderUnavailable,
@@ -343,13 +346,117 @@ async def test_endless_body_hits_deadline(fake: StabilityFake) -> None:
     assert len(fake.requests) == 1
 
 
-async def test_check_reports_balance_and_engines(fake: StabilityFake,
-                                                 core: StabilityProvider) -> None:
-    facts = await core.check()
+async def test_check_reports_balance_and_engines_for_a_v1_user(
+        fake: StabilityFake, sdxl: StabilityProvider) -> None:
+    facts = await sdxl.check()
     assert facts["balance"] == "42.50 credits"
     assert "stable-diffusion-xl-1024-v1-0" in facts["engines"]
-    assert "stable-diffusion-v1-6" in core.capabilities.models
+    assert "stable-diffusion-v1-6" in sdxl.capabilities.models
     assert all(KEY not in v for v in facts.values())
+
+
+async def test_check_for_a_v2beta_user_does_not_depend_on_the_v1_engines_list(
+        fake: StabilityFake, core: StabilityProvider) -> None:
+    fake.engines_list_gone = True  # as if Stability retired /v1/engines/list
+    facts = await core.check()
+    assert facts["balance"] == "42.50 credits" and facts["model"] == "core"
+    assert "engines" not in facts
+    assert fake.requests_to("/v1/engines") == []
+    await core.refresh()  # start-up: nothing to read for a v2beta model
+    assert fake.requests_to("/v1/engines") == []
+
+
+async def test_check_failures_name_the_url_and_cause(fake: StabilityFake) -> None:
+    env = {"STABILITY_API_KEY": "sk-wrong", "STABILITY_API_BASE_URL": fake.base_url}
+    p = StabilityProvider(StabilitySettings.from_mapping({}, env))
+    with pytest.raises(CheckFailed) as info:
+        await p.check()
+    assert info.value.url == f"{fake.base_url}/v1/user/balance"
+    assert "401" in info.value.cause and isinstance(info.value.error, AuthFailed)
+    await p.aclose()
+
+
+# ------------------------------------------------------------------- the vendor's current API
+@pytest.mark.parametrize(("old", "new"), [
+    ("sd3-large", "sd3.5-large"), ("sd3-large-turbo", "sd3.5-large-turbo"),
+    ("sd3-medium", "sd3.5-medium"),
+])
+def test_the_removed_sd3_0_models_are_refused_with_their_successor(old: str, new: str) -> None:
+    with pytest.raises(ConfigError, match=rf"providers\.stability\.model.*{new}"):
+        StabilitySettings.from_mapping({"model": old}, {"STABILITY_API_KEY": KEY})
+
+
+async def test_sd3_0_is_neither_offered_nor_accepted(fake: StabilityFake,
+                                                     core: StabilityProvider) -> None:
+    assert not any(m.startswith("sd3-") for m in core.capabilities.models)
+    assert "sd3.5-flash" in core.capabilities.models
+    with pytest.raises(NotSupported, match=r"no model 'sd3-large'\. Did you mean"):
+        fit_request(GenerationRequest(prompt="x", model="sd3-large"), core.capabilities,
+                    core.label)
+    # ... and the fake refuses it as Stability does now.
+    async with httpx.AsyncClient(base_url=fake.base_url,
+                                 headers={"Authorization": f"Bearer {KEY}"}) as c:
+        r = await c.post("/v2beta/stable-image/generate/sd3",
+                         files={"prompt": (None, "x"), "model": (None, "sd3-large")})
+    assert r.status_code == 400 and r.json()["name"] == "bad_request"
+
+
+@pytest.mark.parametrize("model", ["core", "ultra", "sd3.5-large", "sd3.5-large-turbo",
+                                   "sd3.5-medium", "sd3.5-flash"])
+async def test_style_preset_goes_to_every_generate_model(fake: StabilityFake,
+                                                         model: str) -> None:
+    p = make(fake, model=model)
+    assert "anime" in p.capabilities.native_styles
+    await p.generate(GenerationRequest(prompt="x", style="anime", seed=3))
+    await p.aclose()
+    [call] = fake.requests
+    assert call.form["style_preset"] == "anime" and fake.violations == []
+
+
+async def test_sd3_5_flash_takes_no_negative_prompt(fake: StabilityFake) -> None:
+    p = make(fake, model="sd3.5-flash")
+    assert not p.capabilities.negative_prompt
+    await p.generate(GenerationRequest(prompt="x", negative_prompt="fog", seed=3))
+    await p.aclose()
+    assert "negative_prompt" not in fake.requests[0].form and fake.violations == []
+
+
+@pytest.mark.parametrize("model", ["core", "sd3.5-large"])
+async def test_the_largest_seed_never_becomes_zero_which_means_random(
+        fake: StabilityFake, model: str) -> None:
+    p = make(fake, model=model)
+    fitted = fit_request(GenerationRequest(prompt="x", seed=4294967295), p.capabilities,
+                         p.label)
+    await p.generate(fitted.request)
+    await p.aclose()
+    sent = int(fake.requests[0].form["seed"])
+    assert sent != 0 and sent == fitted.request.seed
+    assert fake.violations == []
+
+
+async def test_a_configured_engine_stability_no_longer_knows_alerts_with_the_setting(
+        fake: StabilityFake) -> None:
+    fake.retire_engine("stable-diffusion-xl-1024-v1-0")
+    p = make(fake, model="stable-diffusion-xl-1024-v1-0")
+    with pytest.raises(ModelUnavailable) as info:
+        await p.generate(GenerationRequest(prompt="x"))
+    assert info.value.setting == "providers.stability.model" and info.value.global_failure
+    # An engine the *user* picked with --model is their own problem, not an admin's.
+    with pytest.raises(NotFound) as user_pick:
+        await p.generate(GenerationRequest(prompt="x", model="stable-diffusion-v1-5",
+                                           width=512, height=512))
+    assert not isinstance(user_pick.value, ModelUnavailable)
+    await p.aclose()
+
+
+async def test_a_v2beta_model_the_vendor_removed_alerts_with_the_setting(
+        fake: StabilityFake) -> None:
+    fake.sd3_models.discard("sd3.5-medium")
+    p = make(fake, model="sd3.5-medium")
+    with pytest.raises(ModelUnavailable) as info:
+        await p.generate(GenerationRequest(prompt="x"))
+    assert "'sd3.5-medium'" in info.value.user_message
+    await p.aclose()
 
 
 async def test_key_never_logged(fake: StabilityFake, sdxl: StabilityProvider,

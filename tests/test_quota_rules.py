@@ -214,6 +214,19 @@ async def test_a_workspace_monthly_limit_is_shared_by_its_users(store: Store) ->
     assert await limits_of(quotas, BOB) == (0, 0)
 
 
+async def test_the_configured_workspace_monthly_limit_holds_without_an_override(
+    store: Store,
+) -> None:
+    quotas = quotas_for(store, user_daily=0, user_monthly=0, workspace_monthly=3)
+    ledger = Ledger(store, quotas)
+    await ledger.reserve(ALICE, 2)
+    await ledger.reserve(BOB, 1)
+    assert await ledger.refused(Actor("test", "team", "erin")) == (
+        "That needs 1 image, but this workspace's monthly quota has 0 of 3 left. "
+        "It resets at the start of next month."
+    )
+
+
 async def test_a_lowered_limit_shows_nothing_left_never_a_negative(store: Store) -> None:
     quotas = quotas_for(store, user_daily=10, user_monthly=10)
     await Ledger(store, quotas).reserve(ALICE, 6)
@@ -349,8 +362,6 @@ async def test_a_grant_adds_room_in_the_day_and_the_month(store: Store) -> None:
     assert (st.daily_used, st.monthly_used, st.monthly_left) == (2, 2, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="bot/quotas.py reserve: a reservation larger than the "
-                   "limit is refused before the granted room is looked at")
 async def test_granted_room_holds_one_reservation_larger_than_the_limit(store: Store) -> None:
     quotas = quotas_for(store, user_daily=2, user_monthly=100)
     await quotas.grant(scope_of(ALICE), 4)

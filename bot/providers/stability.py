@@ -1,10 +1,16 @@
-"""Stability AI: v2beta Stable Image (core, ultra, sd3.x) and v1 ``generation`` engines.
+"""Stability AI: v2beta Stable Image (core, ultra, sd3.5) and v1 ``generation`` engines.
 
-The model name picks the API: ``core``, ``ultra`` and the ``sd3*`` names go to v2beta
+The model name picks the API: ``core``, ``ultra`` and the ``sd3.5-*`` names go to v2beta
 ``stable-image/generate/{core,ultra,sd3}`` (multipart, one image per call, aspect ratios);
 anything else is a v1 engine id (``stable-diffusion-xl-1024-v1-0``, ``stable-diffusion-v1-6``)
 and goes to ``/v1/generation/{engine}/text-to-image`` (JSON) or ``/image-to-image``
 (multipart), up to 10 samples per call, with weighted ``text_prompts``.
+
+Models as Stability serves them today: the SD 3.0 models (``sd3-large``, ``sd3-large-turbo``,
+``sd3-medium``) were removed (Stability-AI/stability-sdk f4ce04c, "Remove SD3.0. Add
+style_preset to generate models."), ``sd3.5-flash`` was added, and ``style_preset`` is taken
+by every generate model (core, ultra, sd3.5). Seed 0 means "random" on both APIs, so a seed
+we wrap never lands on 0. Only v1 users depend on ``/v1/engines/list``.
 
 Strength: our requests use the denoise convention (0 keeps the init image). v2beta
 ``strength`` is the same; v1 ``image_strength`` is the opposite (1 keeps it), so it is
@@ -15,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +36,8 @@ from bot.providers.base import (
     GeneratedImage,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
+    ModelUnavailable,
     NotFound,
     ProgressCallback,
     ProviderError,
@@ -37,11 +46,14 @@ from bot.providers.base import (
     WeightedPrompt,
     nearest_aspect,
     nearest_size,
+    wrap_seed,
 )
 from bot.providers.http import (
     FilePart,
     HttpClient,
     HttpPolicy,
+    HttpResponse,
+    RetryPolicy,
     Sleep,
     b64decode_many,
     error_for_status,
@@ -55,6 +67,7 @@ from bot.providers.http import (
 )
 
 PREFIX = "providers.stability"
+MODEL_SETTING = f"{PREFIX}.model"
 # The keys of this provider's config table (plus the shared HTTP ones).
 SETTING_KEYS = frozenset({
     "accept_json", "base_url", "client_id", "clip_guidance_preset", "max_concurrency", "model",
@@ -80,7 +93,13 @@ SDXL_SIZES: tuple[tuple[int, int], ...] = (
 ASPECT_RATIOS: tuple[str, ...] = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16",
                                   "9:21")
 SD3_MODELS: tuple[str, ...] = ("sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium",
-                               "sd3-large", "sd3-large-turbo", "sd3-medium")
+                               "sd3.5-flash")
+# Removed by Stability in 2025, with their successors.
+REMOVED_MODELS: dict[str, str] = {"sd3-large": "sd3.5-large",
+                                  "sd3-large-turbo": "sd3.5-large-turbo",
+                                  "sd3-medium": "sd3.5-medium"}
+# sd3.5-flash takes no negative prompt (Stability-AI/stability-sdk #314).
+NO_NEGATIVE_PROMPT = frozenset({"sd3.5-flash"})
 V2_ENDPOINTS: dict[str, str] = {
     "core": "/v2beta/stable-image/generate/core",
     "ultra": "/v2beta/stable-image/generate/ultra",
@@ -90,6 +109,8 @@ V2_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
 DEFAULT_V1_ENGINES: tuple[str, ...] = ("stable-diffusion-xl-1024-v1-0", "stable-diffusion-v1-6")
 V2_SEED_MAX = 4294967294  # v2beta documents 0..4294967294, one less than v1
 V1_SEED_MAX = 4294967295
+# Stability charges only for a successful generation, so a 500/502/503 may be sent again.
+RETRY = RetryPolicy(post_statuses=frozenset({500, 502, 503}))
 
 
 @dataclass(frozen=True)
@@ -101,7 +122,7 @@ class StabilitySettings:
     accept_json: bool = False
     clip_guidance_preset: str | None = None
     max_concurrency: int = 2
-    policy: HttpPolicy = field(default_factory=HttpPolicy)
+    policy: HttpPolicy = field(default_factory=lambda: HttpPolicy(retry=RETRY))
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, object],
@@ -112,7 +133,10 @@ class StabilitySettings:
         model = get_str(section, "model", "core", PREFIX).strip()
         model = V2_ALIASES.get(model, model)
         if not model:
-            raise ConfigError(f"{PREFIX}.model must not be empty")
+            raise ConfigError(f"{MODEL_SETTING} must not be empty")
+        if model in REMOVED_MODELS:
+            raise ConfigError(f"{MODEL_SETTING} = {model!r}: Stability removed the SD 3.0 "
+                              f"models; use {REMOVED_MODELS[model]}")
         clip = get_str(section, "clip_guidance_preset", "", PREFIX).strip().upper() or None
         if clip is not None and clip not in CLIP_GUIDANCE_PRESETS:
             raise ConfigError(f"{PREFIX}.clip_guidance_preset must be one of "
@@ -126,7 +150,7 @@ class StabilitySettings:
             accept_json=get_bool(section, "accept_json", False, PREFIX),
             clip_guidance_preset=clip,
             max_concurrency=get_int(section, "max_concurrency", 2, PREFIX, lo=1, hi=64),
-            policy=HttpPolicy.from_mapping(section, PREFIX),
+            policy=HttpPolicy.from_mapping(section, PREFIX, retry=RETRY),
         )
 
 
@@ -172,16 +196,18 @@ def capabilities_for(model: str, models: tuple[str, ...], max_concurrency: int =
             steps_range=None,
             cfg_range=(1.0, 10.0) if sd3 else None,
             seed_max=V2_SEED_MAX,
+            seed_zero_random=True,
             samplers=(),
-            native_styles=STYLE_PRESETS if model == "core" else (),
-            negative_prompt="turbo" not in model,
+            native_styles=STYLE_PRESETS,
+            negative_prompt=model not in NO_NEGATIVE_PROMPT,
             weighted_prompts=True,
             models=models,
             max_concurrency=max_concurrency,
         )
     common: dict[str, Any] = {
         "max_n_per_call": 10, "steps_range": (10, 50), "cfg_range": (0.0, 35.0),
-        "seed_max": V1_SEED_MAX, "samplers": V1_SAMPLERS, "native_styles": STYLE_PRESETS,
+        "seed_max": V1_SEED_MAX, "seed_zero_random": True, "samplers": V1_SAMPLERS,
+        "native_styles": STYLE_PRESETS,
         "weighted_prompts": True, "models": models, "max_concurrency": max_concurrency,
     }
     if is_sdxl_engine(model):
@@ -224,10 +250,18 @@ class StabilityProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def _uses_v1(self) -> bool:
+        return self.settings.model not in V2_ENDPOINTS
+
     async def refresh(self) -> None:
-        """Read the v1 engines this key can use (the v2beta models are fixed routes)."""
-        resp = await self._http.request("GET", "/v1/engines/list",
-                                        headers={"Accept": "application/json"})
+        """Read the v1 engines this key can use. The v2beta models are fixed routes, so a
+        v2beta deployment does not depend on the (legacy) v1 engines list at all."""
+        if self._uses_v1:
+            await self._read_engines(self._http.request)
+
+    async def _read_engines(self, call: Callable[..., Awaitable[HttpResponse]]) -> None:
+        resp = await call("GET", "/v1/engines/list", headers={"Accept": "application/json"})
         data = await resp.json()
         if not isinstance(data, list):
             raise ProviderUnavailable("engines list is not a list")
@@ -240,14 +274,19 @@ class StabilityProvider:
 
     async def check(self) -> dict[str, str]:
         facts = {"provider": self.label, "base_url": self.settings.base_url}
-        resp = await self._http.request("GET", "/v1/user/balance",
-                                        headers={"Accept": "application/json"})
+        # The account balance (and so the key) is the same for both APIs.
+        resp = await self._http.check("GET", "/v1/user/balance",
+                                      headers={"Accept": "application/json"})
         data = await resp.json()
         credits = data.get("credits") if isinstance(data, dict) else None
         facts["balance"] = f"{float(credits):.2f} credits" if isinstance(
             credits, int | float) else "unknown"
-        await self.refresh()
-        facts["engines"] = ", ".join(self._engines)
+        if self._uses_v1:
+            await self._read_engines(self._http.check)
+            facts["engines"] = ", ".join(self._engines)
+            if self.settings.model not in self._engines:
+                facts["warning"] = (f"engine {self.settings.model!r} is not in this key's "
+                                    f"engines list; change {MODEL_SETTING}")
         facts["model"] = self.settings.model
         return facts
 
@@ -256,13 +295,23 @@ class StabilityProvider:
                        ) -> GenerationResult:
         model = V2_ALIASES.get(req.model or self.settings.model,
                                req.model or self.settings.model)
-        if model in V2_ENDPOINTS:
-            # v2beta makes one image per call; the core normally splits already.
-            parts = await asyncio.gather(*(self._v2(req, model, req.seed + i if req.seed else 0)
-                                           for i in range(req.n)))
-            images = tuple(img for img, _ in parts)
-            return GenerationResult(images=images, model=model, request_id=parts[0][1])
-        return await self._v1(req, model)
+        try:
+            if model in V2_ENDPOINTS:
+                # v2beta makes one image per call; the core normally splits already.
+                caps = capabilities_for(model, ())
+                seeds = [wrap_seed(req.seed + i, caps) if req.seed else 0 for i in range(req.n)]
+                parts = await asyncio.gather(*(self._v2(req, model, seed) for seed in seeds))
+                images = tuple(img for img, _ in parts)
+                return GenerationResult(images=images, model=model, request_id=parts[0][1])
+            return await self._v1(req, model)
+        except (NotFound, InvalidRequest) as exc:
+            if model == V2_ALIASES.get(self.settings.model, self.settings.model) \
+                    and _about_the_model(exc):
+                # The configured model itself is gone: every request fails until an admin
+                # changes the setting.
+                raise ModelUnavailable(exc.message, model=model, setting=MODEL_SETTING,
+                                       status=exc.status, code=exc.code) from None
+            raise
 
     def _headers(self, req: GenerationRequest, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -279,13 +328,13 @@ class StabilityProvider:
         fields: list[tuple[str, FilePart]] = [("prompt", (None, prompt))]
         if negative and caps.negative_prompt:
             fields.append(("negative_prompt", (None, negative)))
-        fields.append(("seed", (None, str(min(seed, V2_SEED_MAX)))))
+        fields.append(("seed", (None, str(wrap_seed(seed, caps)))))
         fields.append(("output_format", (None, "png")))
         if model in SD3_MODELS:
             fields.append(("model", (None, model)))
             if req.cfg is not None:
                 fields.append(("cfg_scale", (None, f"{req.cfg:g}")))
-        if model == "core" and req.style in STYLE_PRESETS:
+        if req.style in STYLE_PRESETS:
             fields.append(("style_preset", (None, str(req.style))))
         if req.init_image is not None:
             if model in SD3_MODELS:
@@ -321,7 +370,7 @@ class StabilityProvider:
     async def _v1(self, req: GenerationRequest, engine: str) -> GenerationResult:
         caps = capabilities_for(engine, ())
         prompts = v1_text_prompts(req)
-        seed = min(req.seed, V1_SEED_MAX)
+        seed = wrap_seed(req.seed, caps)
         style = req.style if req.style in STYLE_PRESETS else None
         sampler = req.sampler.upper() if req.sampler else None
         if sampler is not None and sampler not in V1_SAMPLERS:
@@ -381,6 +430,16 @@ class StabilityProvider:
                 filtered=finish == "CONTENT_FILTERED"))
         return GenerationResult(images=tuple(images), model=engine,
                                 request_id=resp.headers.get("x-request-id"))
+
+
+_MODEL_FIELD = re.compile(r"HTTP 400:? (?:[a-z_]+: )?model\b")
+
+
+def _about_the_model(exc: ProviderError) -> bool:
+    """A v1 ``not_found`` (unknown engine) or a v2beta 400 about the ``model`` field."""
+    if isinstance(exc, NotFound):
+        return True
+    return exc.status == 400 and _MODEL_FIELD.match(exc.message) is not None
 
 
 def v1_text_prompts(req: GenerationRequest) -> list[WeightedPrompt]:

@@ -88,7 +88,12 @@ Handler = Callable[[web.Request, RecordedRequest], Awaitable[web.StreamResponse]
 
 
 class FakeServer:
-    """Base: routing, recording, scripted faults. Subclasses add routes in ``routes()``."""
+    """Base: routing, recording, scripted faults. Subclasses add routes in ``routes()``.
+
+    ``unfaulted_paths``: routes a fault without a ``path`` skips (a side channel such as a
+    WebSocket that a test scripting "the next request" does not mean)."""
+
+    unfaulted_paths: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -181,7 +186,8 @@ class FakeServer:
     def _take_fault(self, path: str) -> Fault | None:
         """``path`` is "METHOD /path": a fault's path may name the method too ("POST /x")."""
         for i, f in enumerate(self._faults):
-            if f.path is None or f.path in path:
+            if (f.path is None and path not in self.unfaulted_paths) or \
+                    (f.path is not None and f.path in path):
                 return self._faults.pop(i)
         return None
 

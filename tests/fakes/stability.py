@@ -4,6 +4,10 @@ Bodies follow Stability's OpenAPI: v1 success ``{"artifacts": [{base64, seed, fi
 v1 errors ``{id, name, message}``; v2beta success raw image bytes with ``finish-reason`` and
 ``seed`` headers (``Accept: image/*``) or ``{image, finish_reason, seed}`` (JSON), v2beta errors
 ``{id, name, errors: [...]}``.
+
+Models as Stability serves them today: sd3.5-large, sd3.5-large-turbo, sd3.5-medium and
+sd3.5-flash on ``generate/sd3`` (the SD 3.0 models were removed: Stability-AI/stability-sdk
+f4ce04c), ``style_preset`` on every generate route, no negative prompt on sd3.5-flash.
 """
 
 from __future__ import annotations
@@ -26,8 +30,7 @@ STYLES = {"3d-model", "analog-film", "anime", "cinematic", "comic-book", "digita
           "neon-punk", "origami", "photographic", "pixel-art", "tile-texture"}
 CLIP = {"FAST_BLUE", "FAST_GREEN", "NONE", "SIMPLE", "SLOW", "SLOWER", "SLOWEST"}
 ASPECTS = {"21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"}
-SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3-large",
-              "sd3-large-turbo", "sd3-medium"}
+SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash"}
 ENGINES = [
     {"id": "stable-diffusion-xl-1024-v1-0", "name": "SDXL 1.0", "description": "SDXL",
      "type": "PICTURE"},
@@ -38,8 +41,9 @@ ENGINES = [
 
 
 def v1_error(status: int, name: str, message: str) -> web.Response:
-    return web.json_response({"id": uuid.uuid4().hex, "name": name, "message": message},
-                             status=status)
+    # The v1 spec's Error lists status among the required fields.
+    return web.json_response({"id": uuid.uuid4().hex, "name": name, "message": message,
+                              "status": status}, status=status)
 
 
 def v2_error(status: int, name: str, errors: list[str]) -> web.Response:
@@ -54,6 +58,12 @@ class StabilityFake(FakeServer):
         self.filtered: set[int] = set()  # artifact indexes answered CONTENT_FILTERED
         self.credits = 42.5
         self._random_seeds = itertools.count(900_000_001)
+        self.sd3_models = set(SD3_MODELS)
+        self.engine_list = [dict(e) for e in ENGINES]
+        self.engines_list_gone = False  # True: /v1/engines/list answers 404
+
+    def retire_engine(self, engine_id: str) -> None:
+        self.engine_list = [e for e in self.engine_list if e["id"] != engine_id]
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -76,9 +86,11 @@ class StabilityFake(FakeServer):
 
     # ---------------------------------------------------------------------------- v1
     async def engines(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        if self.engines_list_gone:
+            return v1_error(404, "not_found", "The requested resource was not found.")
         if not self._auth(rec):
             return v1_error(401, "unauthorized", "missing authorization header")
-        return web.json_response(ENGINES)
+        return web.json_response(self.engine_list)
 
     async def balance(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         if not self._auth(rec):
@@ -87,7 +99,7 @@ class StabilityFake(FakeServer):
 
     def _engine(self, request: web.Request) -> str | None:
         engine = request.match_info["engine"]
-        return engine if engine in {e["id"] for e in ENGINES} else None
+        return engine if engine in {e["id"] for e in self.engine_list} else None
 
     def _check_common(self, p: dict[str, Any]) -> None:
         samples = int(p.get("samples", 1))
@@ -188,9 +200,7 @@ class StabilityFake(FakeServer):
         require(0 < len(f.get("prompt", "")) <= 10000, "prompt: is required")
         require(len(f.get("negative_prompt", "")) <= 10000, "negative_prompt: too long")
         allowed = {"prompt", "negative_prompt", "aspect_ratio", "seed", "output_format",
-                   "image", "strength"}
-        if kind == "core":
-            allowed |= {"style_preset"}
+                   "image", "strength", "style_preset"}
         if kind == "sd3":
             allowed |= {"mode", "model", "cfg_scale"}
         for key in rec.form_keys:
@@ -206,7 +216,11 @@ class StabilityFake(FakeServer):
         if kind == "core":
             require(not img2img, "image: not accepted by core")
         if kind == "sd3":
-            require(f.get("model", "sd3.5-large") in SD3_MODELS, "model: invalid value")
+            model = f.get("model", "sd3.5-large")
+            require(model in self.sd3_models,
+                    f"model: must be one of {', '.join(sorted(self.sd3_models))}")
+            require(not (model == "sd3.5-flash" and "negative_prompt" in f),
+                    "negative_prompt: not supported by sd3.5-flash")
             mode = f.get("mode", "text-to-image")
             require(mode in {"text-to-image", "image-to-image"}, "mode: invalid value")
             require((mode == "image-to-image") == img2img,

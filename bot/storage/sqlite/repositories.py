@@ -231,7 +231,11 @@ class SqliteQuota:
 
     async def charge(self, tx: Tx, scope: str, win: str, units: int, limit: int) -> bool:
         if limit and units > limit:
-            return False  # would not fit even an empty window: nothing to try
+            # More than a fresh window holds: only room an admin granted into an existing
+            # window (a negative usage) can take it. Still one conditional write.
+            return bool(await _write(
+                tx, "UPDATE quota_usage SET used = used + ? WHERE scope = ? AND win = ? "
+                "AND used + ? <= ?", (units, scope, win, units, limit)))
         # A new window starts at `units` (fits, checked above); an existing one grows only
         # while it stays within the limit. One statement: the check is the write.
         within = " WHERE quota_usage.used + excluded.used <= ?" if limit else ""

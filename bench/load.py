@@ -9,22 +9,36 @@ signed slash commands to ``/slack/events`` and POSTs to the playground's ``/api/
 one open playground page that watches the results arrive. Everything is on loopback and the run
 stops by itself (``--timeout``, by default twice the ideal plus a minute).
 
+"At once" is a crowd answering an announcement: the commands arrive evenly over
+``--spread-s`` (5 s: 100 a second), Slack and playground interleaved; ``--spread-s 0`` sends
+them all in the same instant. A warm-up command goes first, as a bot that has been up a while
+has bolt's ``auth.test`` answer cached.
+
 Printed:
 
 - ack latency: sending the slash command -> bolt's HTTP answer (Slack's 3 s window); for the
   playground the answer itself carries the queued job, so it is its "queued" reply too;
 - "queued" reply latency: sending the slash command -> the fake receiving the bot's first
   chat.postMessage in that person's channel (the status message with its place in line);
-- event-loop lag in the bot (a 10 ms ticker: how late it woke; max and p99);
-- completion: the first command -> the last result at the fake, against the ideal
-  (users / slots x latency);
-- the bot's peak RSS; the provider fake's peak concurrency;
+- event-loop lag in the bot (a 10 ms ticker: how late it woke; max and p99), from the first
+  command to the last result;
+- completion: the first command -> the last result at the fakes, against the ideal: the
+  provider's slots busy from the moment a job is there for them and nothing else taking any
+  time (for these arrivals; 500 / 8 x 2 s = 125 s and a little);
+- the bot's CPU time (all its threads): unlike the latencies, other work on the machine does
+  not change it, so it is the figure to compare runs on a busy machine by;
+- the bot's peak RSS; the provider fake's peak concurrency and how busy its slots were;
 - lost and duplicated results (each job's result message counted at the fakes: Slack
   chat.postMessage with the result's buttons; playground posts of a finished job), both must be
-  0, and the ledger invariant (``bot.quotas.ledger_balances``), which must hold exactly.
+  0, and the ledger invariant (``bot.quotas.ledger_balances``), which must hold exactly; the
+  Web API calls the bot made.
 
-    python bench/load.py [--users 500] [--web-share 0.2] [--latency-s 2] [--slots 8]
-    python bench/load.py --users 64            # a quick run (~20 s)
+``--slack-session`` gives the bot's Slack client one long-lived HTTP session (slack_sdk opens
+a new one per call unless given one): what the adapter would gain from keeping one.
+
+    python bench/load.py [--users 500] [--web-share 0.2] [--spread-s 5] [--latency-s 2]
+                         [--slots 8] [--slack-session] [--profile FILE]
+    python bench/load.py --users 64            # a quick run (~25 s)
 """
 
 from __future__ import annotations
@@ -83,6 +97,8 @@ class LoadProvider:
     def __init__(self, latency: float, slots: int) -> None:
         self.latency, self.slots = latency, slots
         self.in_flight = self.peak = self.calls = self.over = 0
+        self.busy = 0.0  # seconds of calls, summed
+        self.first = self.last = 0.0  # the first call's start, the last one's end
 
     @property
     def capabilities(self) -> Capabilities:
@@ -95,12 +111,16 @@ class LoadProvider:
         self.peak = max(self.peak, self.in_flight)
         if self.in_flight > self.slots:
             self.over += 1
+        start = time.monotonic()
+        self.first = self.first or start
         try:
             await asyncio.sleep(self.latency)
             return GenerationResult((GeneratedImage(make_png(f"{req.seed}", 64, 64), req.seed),),
                                     model="load-1")
         finally:
             self.in_flight -= 1
+            self.last = time.monotonic()
+            self.busy += self.last - start
 
     async def check(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -132,6 +152,11 @@ class CountingCore:
                 return getattr(poster, name)
 
         self._app.register_poster(platform, Counted())
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the bot process
+    return usage.ru_utime + usage.ru_stime
 
 
 async def lag_probe(lags: list[float], stop: asyncio.Event, every: float = 0.01) -> None:
@@ -186,8 +211,10 @@ async def serve_only(args: argparse.Namespace) -> None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, sys.stdin.readline)  # "go": measure from now
             lags.clear()
+            cpu_before = _cpu_s()
             await loop.run_in_executor(None, sys.stdin.readline)  # the parent saw it all
             stop.set()
+            cpu = _cpu_s() - cpu_before
             await probe
             balanced = await ledger_balances(app.storage)
             totals = await app.storage.ledger.totals()
@@ -196,6 +223,7 @@ async def serve_only(args: argparse.Namespace) -> None:
             figures = {
                 "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "rss_before_mib": rss_before,
+                "cpu_s": cpu,
                 "lag_max_ms": max(lags, default=0.0) * 1000,
                 "lag_p99_ms": pct(lags, 0.99) * 1000,
                 "ledger_balanced": balanced,
@@ -203,7 +231,8 @@ async def serve_only(args: argparse.Namespace) -> None:
                            totals.in_flight],
                 "states": states,
                 "provider": {"calls": provider.calls, "peak": provider.peak,
-                             "over": provider.over},
+                             "over": provider.over, "busy": provider.busy,
+                             "span": provider.last - provider.first},
                 "web_posts": dict(web_posts),
             }
             await playground.close()
@@ -275,8 +304,7 @@ async def run(args: argparse.Namespace) -> None:
 
     n_web = round(args.users * args.web_share)
     n_slack = args.users - n_web
-    ideal = args.users / args.slots * args.latency_s
-    timeout = args.timeout or ideal * 2 + 60
+    timeout = args.timeout or args.users / args.slots * args.latency_s * 2 + 60
     async with make_fake() as fake:
         fake.expected = n_slack
         if not n_slack:
@@ -288,7 +316,8 @@ async def run(args: argparse.Namespace) -> None:
         child = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--serve-only", "--users", str(args.users),
             "--latency-s", str(args.latency_s), "--slots", str(args.slots),
-            "--slack-api-url", fake.api_url, *(["--slack-session"] if args.slack_session else []),
+            "--slack-api-url", fake.api_url,
+            *(["--slack-session"] if args.slack_session else []),
             *(["--profile", args.profile] if args.profile else []),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
         assert child.stdin is not None and child.stdout is not None
@@ -304,6 +333,7 @@ async def run(args: argparse.Namespace) -> None:
         acks: dict[str, float] = {}
         web_acks: list[float] = []
         sent_at: dict[str, float] = {}
+        web_sent: list[float] = []
         failures: list[str] = []
         web_seen: dict[str, float] = {}
         web_all_in = asyncio.Event()
@@ -337,6 +367,7 @@ async def run(args: argparse.Namespace) -> None:
                 await go.wait()
                 await asyncio.sleep(delays[name])
                 t0 = time.perf_counter()
+                web_sent.append(t0)
                 async with http.post(f"{urls['web']}/api/command", json={
                         "name": name, "channel": "general",
                         "text": f"/imagine a lighthouse for {name} --n 1"}) as r:
@@ -393,6 +424,13 @@ async def run(args: argparse.Namespace) -> None:
     ms = [a * 1000 for a in acks.values()]
     wms = [a * 1000 for a in web_acks]
     qms = [q * 1000 for q in queued]
+    # The ideal: every slot busy from the moment a job is there for it, nothing else taking
+    # any time (first come, first served onto the earliest free slot, with these arrivals).
+    free = [0.0] * args.slots
+    for t in sorted(t - started for t in [*sent_at.values(), *web_sent]):
+        i = min(range(args.slots), key=free.__getitem__)
+        free[i] = max(free[i], t) + args.latency_s
+    ideal = max(free)
     over = (finished / ideal - 1) * 100
     print(f"load: {args.users} users at once ({n_slack} Slack HTTP, {n_web} playground), "
           f"provider fake {args.latency_s:g} s per call, {args.slots} at once")
@@ -411,11 +449,16 @@ async def run(args: argparse.Namespace) -> None:
           f"p99 {server['lag_p99_ms']:7.1f} ms   (target max < 50 ms)")
     print(f"  completion:       {finished:7.2f} s against the ideal {ideal:.2f} s "
           f"({over:+.1f}%; target within 5%)")
+    print(f"  bot CPU:          {server['cpu_s']:7.1f} s in all, "
+          f"{server['cpu_s'] / max(1, args.users) * 1000:.1f} ms per job (user + system, all "
+          "threads: the figure other load on the machine does not change)")
     print(f"  peak RSS:         {server['rss_mib']:7.0f} MiB (bot process; "
           f"{server['rss_before_mib']:.0f} MiB before the load; target < 400 MiB)")
     p = server["provider"]
+    use = p["busy"] / (args.slots * p["span"]) * 100 if p["span"] else 0.0
     print(f"  provider:         {p['calls']} calls, peak {p['peak']} at once, "
-          f"{p['over']} beyond {args.slots}")
+          f"{p['over']} beyond {args.slots}; its slots busy {use:.1f}% of the time "
+          "from the first call to the last")
     print(f"  results:          lost {slack_lost + web_lost} (Slack {slack_lost}, playground "
           f"{web_lost}), duplicated {slack_dup + web_dup} (Slack {slack_dup}, playground "
           f"{web_dup}); job states {server['states']}")

@@ -169,53 +169,63 @@ class Database:
     async def _enter(self) -> tuple[_Batch, bool]:
         """Take the write lock and join the open batch, or begin one (``BEGIN IMMEDIATE``);
         True when this call began it. The caller releases the lock."""
-        while True:
-            await self._lock.acquire()
-            batch = self._batch
-            if batch is None or batch.units < MAX_BATCH_UNITS:
-                break
-            # Full: the first units must not wait on an ever longer batch. Let its flusher
-            # (queued behind us) commit it, then begin the next one.
-            self._lock.release()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(batch.done)
-        if batch is not None:
-            return batch, False
+        await self._lock.acquire()
         try:
-            # Inside the try: a cancellation while BEGIN waits on the database thread
-            # (busy_timeout, stop()) still queues the ROLLBACK behind it.
-            await self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
+            batch = self._batch
+            if batch is not None and batch.units >= MAX_BATCH_UNITS:
+                # Full: commit it now, in turn, so that its first units do not wait on an
+                # ever longer batch (and nobody loses their place in the queue).
+                await self._commit(batch)
+                batch = None
+            if batch is not None:
+                return batch, False
             try:
+                # Inside the try: a cancellation while BEGIN waits on the database thread
+                # (busy_timeout, stop()) still queues the ROLLBACK behind it.
+                await self._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
                 with contextlib.suppress(sqlite3.OperationalError):  # BEGIN itself failed
                     await asyncio.shield(self._db.execute("ROLLBACK"))
-            finally:
-                self._lock.release()
+                raise
+            batch = self._batch = _Batch()
+            # The flusher queues for the lock behind the units already waiting for it, so
+            # they join this batch; whoever comes later begins the next one.
+            flusher = asyncio.create_task(self._flush(batch), name="sqlite-group-commit")
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+            return batch, True
+        except BaseException:
+            self._lock.release()
             raise
-        batch = self._batch = _Batch()
-        # The flusher queues for the lock behind the units already waiting for it, so they
-        # join this batch; whoever comes later begins the next one. Only it commits.
-        flusher = asyncio.create_task(self._flush(batch), name="sqlite-group-commit")
-        self._flushers.add(flusher)
-        flusher.add_done_callback(self._flushers.discard)
-        return batch, True
 
     async def _flush(self, batch: _Batch) -> None:
         async with self._lock:
-            if self._batch is not batch:
-                return  # already settled: rolled back after an error
-            self._batch = None
-            try:
-                await asyncio.shield(self._db.execute("COMMIT"))
-            except BaseException as exc:
-                # Disk full, I/O error: the batch is not kept, and each unit hears it.
-                with contextlib.suppress(sqlite3.Error):
-                    if self._db.in_transaction:
-                        await asyncio.shield(self._db.execute("ROLLBACK"))
-                batch.settle(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
+            if self._batch is batch:  # else: committed when full, or lost to an error
+                await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
+        """COMMIT the open batch, with the lock held, and tell its units how it went. A
+        cancellation waits for the outcome: nothing may reach the connection in between."""
+        self._batch = None
+        commit = asyncio.ensure_future(self._commit_now(batch))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            while not commit.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([commit])
+            raise
+
+    async def _commit_now(self, batch: _Batch) -> None:
+        try:
+            await self._db.execute("COMMIT")
+        except Exception as exc:
+            # Disk full, I/O error: the batch is not kept, and each unit hears it.
+            with contextlib.suppress(sqlite3.Error):
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+            batch.settle(exc)
+        else:
             batch.settle(None)
 
     def _lost(self, batch: _Batch, error: BaseException) -> None:

@@ -38,10 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import html
 import itertools
-import json
 import logging
 import re
 import secrets
@@ -49,8 +46,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
@@ -68,47 +63,46 @@ from adapters.web.access import (
     web_admins,
 )
 from adapters.web.live import Hub, Message, Subscriber
-from bot.core import Core, GalleryItem, JobDetails, Ready, Settings
+from adapters.web.posting import ChannelPosterImpl, RequestResponder
+from adapters.web.wire import (
+    FINAL,
+    ID_COOKIE,
+    JOB_ID_RE,
+    MAX_BODY_BYTES,
+    MAX_LINE_CHARS,
+    PUBLIC_PATHS,
+    QUOTA_PUSH_S,
+    SECURITY_HEADERS,
+    SHA256_RE,
+    STATIC_DIR,
+    STATIC_FILES,
+    TOKEN_COOKIE,
+    UPLOAD_HEADER,
+    _alt,
+    _details_json,
+    _flag_json,
+    _form_json,
+    _gallery_json,
+    _image_json,
+    _int,
+    _is_file_within,
+    _json_body,
+    _page,
+    _read_capped,
+    _same_secret,
+    hint_text,
+    parse_line,
+)
+from bot.core import Core, JobDetails, Ready, Settings
 from bot.errors import ConfigError
 from bot.types import (
     Actor,
-    FlagHelp,
-    Form,
-    ImageFile,
     Invocation,
-    PostSteps,
     Reply,
-    Target,
 )
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
-# An allowlist rather than a static directory route: nothing else in the package is served.
-STATIC_FILES: Mapping[str, str] = {
-    "app.js": "text/javascript",
-    "style.css": "text/css",
-}
-PUBLIC_PATHS = frozenset({"/healthz", "/link", "/static/style.css"})  # no access needed
-TOKEN_COOKIE = "imagine_token"
-ID_COOKIE = "imagine_id"
-UPLOAD_HEADER = "X-Imagine-Upload"  # a cross-site form cannot send it
-MAX_BODY_BYTES = 256 * 1024
-MAX_LINE_CHARS = 8000
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
-JOB_ID_RE = re.compile(r"[a-z2-9]{12}")
-COMMANDS = frozenset({"imagine", "quota", "admin"})
-FINAL = frozenset({"done", "failed", "filtered"})
-QUOTA_PUSH_S = 0.25  # coalesce the badge updates of one person's burst of results
-SECURITY_HEADERS: Mapping[str, str] = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
 
 __all__ = [
     "ChannelPosterImpl", "RequestResponder", "RunningServer", "Subscriber", "WebPlayground",
@@ -116,107 +110,6 @@ __all__ = [
 ]
 
 
-def parse_line(text: str) -> tuple[str, str] | None:
-    """Translate a typed line to ``(command, rest)``; ``None`` for an unknown slash command.
-
-    This is the adapter's only parsing: flags are the core grammar's business.
-    """
-    line = text.strip()
-    if not line.startswith("/"):
-        return "imagine", line
-    head, _, rest = line.partition(" ")
-    command = head[1:].lower()
-    if command not in COMMANDS:
-        return None
-    return command, rest.strip()
-
-
-def hint_text(flags: Sequence[FlagHelp]) -> str:
-    """The one-line hint, from the grammar's flag table (the page draws the same table)."""
-    shown = " ".join(f"[{f'{f.name} {f.value}'.strip()}]" for f in flags)
-    return f"Type /imagine <prompt> {shown}, /imagine help for what each flag does, or /quota."
-
-
-def _flag_json(flag: FlagHelp) -> Message:
-    return {"name": flag.name, "value": flag.value, "help": flag.help, "example": flag.example}
-
-
-def _image_url(sha: str) -> str | None:
-    sha = sha.lower()
-    return f"/images/{sha}" if SHA256_RE.fullmatch(sha) else None
-
-
-def _image_json(image: ImageFile, alt: str = "") -> Message:
-    # The page saves an image from url + "?download=1": not repeated in every card.
-    return {
-        "url": _image_url(image.sha256),
-        "filename": image.filename,
-        "width": image.width,
-        "height": image.height,
-        "kind": image.kind,
-        "alt": alt,
-    }
-
-
-def _alt(prompt: str, index: int | None = None, of: int | None = None) -> str:
-    """Alt text from the prompt: what a screen reader says instead of a file name."""
-    what = prompt.strip()
-    if not what:
-        return ""  # the page knows the prompt from the card this belongs to
-    if index is None:
-        return f"Preview grid: {what}"
-    return f"Image {index} of {of}: {what}" if of and of > 1 else what
-
-
-def _form_json(form: Form) -> Message:
-    return {
-        "title": form.title,
-        "action": form.action,
-        "submit_label": form.submit_label,
-        "fields": [
-            {
-                "name": f.name,
-                "label": f.label,
-                "value": f.value,
-                "kind": f.kind,
-                "min": f.min_value,
-                "max": f.max_value,
-            }
-            for f in form.fields
-        ],
-    }
-
-
-def _details_json(d: JobDetails) -> Message:
-    n = len(d.images)
-    return {
-        "job_id": d.job_id,
-        "outcome": d.outcome,
-        "prompt": d.prompt,
-        "owner": d.owner_id,
-        "owner_name": d.owner_name,
-        "kind": d.kind,
-        "channel": d.channel_id,
-        "parent_job_id": d.parent_job_id,
-        "parent_index": d.parent_index,
-        "created_at": d.created_at,
-        "images": [{**_image_json(img, _alt(d.prompt, i, n)), "index": i}
-                   for i, img in enumerate(d.images, 1)],
-    }
-
-
-def _gallery_json(item: GalleryItem) -> Message:
-    return {
-        **_image_json(item.image, _alt(item.prompt)),
-        "job_id": item.job_id,
-        "index": item.index,
-        "prompt": item.prompt,
-        "owner": item.owner_id,
-        "owner_name": item.owner_name,
-        "channel": item.channel_id,
-        "kind": item.kind,
-        "created_at": item.created_at,
-    }
 
 
 class WebPlayground:
@@ -679,118 +572,6 @@ class WebPlayground:
             raise web.HTTPForbidden(text="Cross-site requests are not allowed.")
 
 
-class RequestResponder:
-    """The Responder for one POST: ephemeral replies go back in its answer (or, once it has
-    been answered, to that user's open pages); the rest also go to everyone in the channel."""
-
-    def __init__(self, playground: WebPlayground, channel: str, user_id: str) -> None:
-        self.playground = playground
-        self.channel = channel
-        self.user_id = user_id
-        self.messages: list[Message] = []
-        self.closed = False
-
-    async def send(self, reply: Reply) -> str | None:
-        ref = self.playground.new_ref(reply)
-        await self._show(ref, reply)
-        return ref
-
-    async def edit(self, ref: str, reply: Reply) -> None:
-        await self._show(ref, reply)
-
-    async def _show(self, ref: str, reply: Reply) -> None:
-        if reply.ephemeral and not self.closed:
-            message = self.playground.reply_json(reply, ref=ref, owner=self.user_id)
-        else:
-            message = await self.playground.deliver(self.channel, reply, ref=ref,
-                                                    owner=self.user_id)
-        if not self.closed:
-            self.messages.append(message)
-
-
-class ChannelPosterImpl:
-    """Registered with the core for platform "web": job updates long after the request."""
-
-    def __init__(self, playground: WebPlayground) -> None:
-        self.playground = playground
-
-    async def post(
-        self, target: Target, reply: Reply, steps: PostSteps | None = None
-    ) -> str | None:
-        ref = self.playground.new_ref(reply)
-        await self.playground.deliver(target.channel_id, reply, ref=ref, owner=target.user_id)
-        return ref
-
-    async def update(self, target: Target, ref: str, reply: Reply) -> None:
-        if reply.state == "done" and not reply.images and ref == reply.job_id:
-            # The chat platforms' "done, see below" over a result posted below it: here the
-            # result is the same card, and it follows at once.
-            return
-        await self.playground.deliver(target.channel_id, reply, ref=ref, owner=target.user_id)
-
-    async def delete(self, target: Target, ref: str) -> None:
-        """Take the card off every open page of its channel (a job's card takes its picks)."""
-        self.playground.hub.remove(target.channel_id, ref)
-
-
-async def _read_capped(part: BodyPartReader, limit: int, too_big: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise InputError(too_big)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    # Requiring JSON also means a plain cross-site form cannot post here without a CORS
-    # preflight, which this server never grants.
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(text="Send JSON.")
-    try:
-        body = json.loads(await request.text())
-    except RecursionError:  # [[[[... deeper than the parser goes
-        raise InputError("That request was nested too deeply to read.") from None
-    except ValueError:
-        raise InputError("That request was not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InputError("That request was not a JSON object.")
-    return body
-
-
-def _int(raw: str | None, default: int, low: int, high: int) -> int:
-    try:
-        return max(low, min(high, int(raw or default)))
-    except ValueError:
-        return default
-
-
-def _same_secret(offered: str, token: str) -> bool:
-    return hmac.compare_digest(offered.encode(), token.encode())
-
-
-def _is_file_within(path: Path, root: Path) -> bool:
-    try:
-        return path.resolve().is_relative_to(root.resolve()) and path.is_file()
-    except OSError:
-        return False
-
-
-def _page(title: str, text: str, *, status: int) -> web.Response:
-    """A small page for a browser (a refused link): no script, every word escaped."""
-    body = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{html.escape(title)}</title>"
-        "<link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
-        "<body class=\"plain\"><main class=\"refusal\" data-testid=\"refusal\">"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
-        "<p><a href=\"/\">Go to the playground</a></p></main></body></html>"
-    )
-    return web.Response(text=body, status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
 
 
 PLAYGROUND = web.AppKey("playground", WebPlayground)

@@ -6,9 +6,9 @@ changed since the last state it published: a new card goes out whole, a known on
 the fields that changed (a progress step is ``{"progress": 0.4}``, not the whole card), and an
 update that changes nothing goes nowhere. Each page's pending updates wait a moment
 (:meth:`Hub.flush_s`: 0.1 s, longer with many pages open) and then leave as one frame; a card
-updated twice meanwhile is sent once, in its newest state. So a burst of 200 jobs in front of
-200 pages costs a few frames per page, not
-40 000 messages, and the event loop stays free to accept the next command.
+updated twice meanwhile is sent once, in its newest state (two deltas merge into one). So a
+burst of 200 jobs in front of 200 pages costs a few frames per page, not 40 000 messages, and
+the event loop stays free to accept the next command.
 
 A page knows a card's base when it saw the card whole on its socket. A card it has only from
 the history it loaded (rendered apart from the live stream) gets its next update whole, then

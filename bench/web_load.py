@@ -53,7 +53,9 @@ def rss_mib() -> float:
 
 
 async def watch(
-    ws: aiohttp.ClientWebSocketResponse, finished: dict[str, str], all_done: asyncio.Event,
+    ws: aiohttp.ClientWebSocketResponse,
+    finished: dict[str, str],
+    all_done: asyncio.Event,
     expected: int,
 ) -> None:
     """A page that follows the cards (whole ones and deltas) until every job is final."""
@@ -121,14 +123,31 @@ async def serve_only(args: argparse.Namespace) -> None:
             await server.close()
     peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"rss_mib": rss_mib(), "rss_before_mib": rss_before,
-                      "tracemalloc_peak_mib": peak,
-                      "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+    print(
+        json.dumps(
+            {
+                "rss_mib": rss_mib(),
+                "rss_before_mib": rss_before,
+                "tracemalloc_peak_mib": peak,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        ),
+        flush=True,
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
-    child_args = [sys.executable, __file__, "--serve-only", "--users", str(args.users),
-                  "--latency-ms", str(args.latency_ms), "--concurrency", str(args.concurrency)]
+    child_args = [
+        sys.executable,
+        __file__,
+        "--serve-only",
+        "--users",
+        str(args.users),
+        "--latency-ms",
+        str(args.latency_ms),
+        "--concurrency",
+        str(args.concurrency),
+    ]
     if args.tracemalloc:
         child_args.append("--tracemalloc")
     child = await asyncio.create_subprocess_exec(
@@ -158,8 +177,11 @@ async def run(args: argparse.Namespace) -> None:
 
         async def submit(name: str) -> None:
             await go.wait()
-            body = {"name": name, "channel": "general",
-                    "text": f"/imagine a lighthouse for {name} --n 1"}
+            body = {
+                "name": name,
+                "channel": "general",
+                "text": f"/imagine a lighthouse for {name} --n 1",
+            }
             t0 = time.perf_counter()
             async with http.post(f"{url}/api/command", json=body) as resp:
                 answer = await resp.json()
@@ -192,22 +214,36 @@ async def run(args: argparse.Namespace) -> None:
 
     states = sorted(set(finished.values()))
     ms = [x * 1000 for x in latencies]
-    print(f"web playground load: {args.users} users, offline renderer at {args.latency_ms} ms "
-          f"per call, provider concurrency {args.concurrency}, {len(sockets)} open pages")
-    print(f"  accepted:          {len(latencies) - len(rejected)} of {args.users} "
-          f"(all answered within {accepted_all * 1000:.0f} ms of the start)")
-    print(f"  accept latency:    median {statistics.median(ms):.1f} ms, "
-          f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
-    print(f"  all jobs finished: {all_finished:.2f} s (final states: {', '.join(states)}; "
-          f"ideal {args.users / args.concurrency * args.latency_ms / 1000:.2f} s)")
-    print(f"  live updates:      {delivered} items in {frames} frames "
-          f"({sent_bytes / 2**20:.1f} MiB) delivered to the open pages")
+    print(
+        f"web playground load: {args.users} users, offline renderer at {args.latency_ms} ms "
+        f"per call, provider concurrency {args.concurrency}, {len(sockets)} open pages"
+    )
+    print(
+        f"  accepted:          {len(latencies) - len(rejected)} of {args.users} "
+        f"(all answered within {accepted_all * 1000:.0f} ms of the start)"
+    )
+    print(
+        f"  accept latency:    median {statistics.median(ms):.1f} ms, "
+        f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+    )
+    print(
+        f"  all jobs finished: {all_finished:.2f} s (final states: {', '.join(states)}; "
+        f"ideal {args.users / args.concurrency * args.latency_ms / 1000:.2f} s)"
+    )
+    print(
+        f"  live updates:      {delivered} items in {frames} frames "
+        f"({sent_bytes / 2**20:.1f} MiB) delivered to the open pages"
+    )
     print(f"  server CPU time:   {server_figures['cpu_s']:.1f} s (user + system, the whole run)")
-    print(f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
-          f"(was {server_figures['rss_before_mib']:.0f} MiB before the load)")
+    print(
+        f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
+        f"(was {server_figures['rss_before_mib']:.0f} MiB before the load)"
+    )
     if server_figures["tracemalloc_peak_mib"] is not None:
-        print(f"  tracemalloc peak:  {server_figures['tracemalloc_peak_mib']:.1f} MiB "
-              "of the server's Python allocations")
+        print(
+            f"  tracemalloc peak:  {server_figures['tracemalloc_peak_mib']:.1f} MiB "
+            "of the server's Python allocations"
+        )
 
 
 class _Quiet:
@@ -237,8 +273,11 @@ async def core_only(args: argparse.Namespace) -> None:
             async def submit(i: int) -> None:
                 await go.wait()
                 out = _Quiet()
-                inv = Invocation(Actor("web", "local", f"user{i:03d}"), "general",
-                                 text=f"a lighthouse for user{i:03d} --n 1")
+                inv = Invocation(
+                    Actor("web", "local", f"user{i:03d}"),
+                    "general",
+                    text=f"a lighthouse for user{i:03d} --n 1",
+                )
                 t0 = time.perf_counter()
                 await app.handle(inv, out)
                 latencies.append(time.perf_counter() - t0)
@@ -250,8 +289,10 @@ async def core_only(args: argparse.Namespace) -> None:
             await asyncio.gather(*tasks)
             ms = [x * 1000 for x in latencies]
             print(f"core alone: {args.users} submissions at once, no HTTP, no sockets")
-            print(f"  accept latency:    median {statistics.median(ms):.1f} ms, "
-                  f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
+            print(
+                f"  accept latency:    median {statistics.median(ms):.1f} ms, "
+                f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+            )
             await app.runner.wait_idle(args.timeout)
 
 
@@ -260,12 +301,19 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16, help="offline provider slots")
-    parser.add_argument("--sockets", type=int, default=None,
-                        help="open pages (WebSockets) during the load; default: one per user")
+    parser.add_argument(
+        "--sockets",
+        type=int,
+        default=None,
+        help="open pages (WebSockets) during the load; default: one per user",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--tracemalloc", action="store_true")
-    parser.add_argument("--core-only", action="store_true",
-                        help="the same burst straight into the core (the floor), then exit")
+    parser.add_argument(
+        "--core-only",
+        action="store_true",
+        help="the same burst straight into the core (the floor), then exit",
+    )
     parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only:

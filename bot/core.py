@@ -69,8 +69,14 @@ class Core(Protocol):
         ...
 
     async def gallery(
-        self, platform: str, tenant: str, *, channel_id: str | None = None,
-        owner_id: str | None = None, query: str = "", before: str | None = None,
+        self,
+        platform: str,
+        tenant: str,
+        *,
+        channel_id: str | None = None,
+        owner_id: str | None = None,
+        query: str = "",
+        before: str | None = None,
         limit: int = 30,
     ) -> GalleryPage:
         """Finished images, newest first: a channel's (``channel_id``), someone's
@@ -152,6 +158,15 @@ class Lineage:
 
 
 __all__ = [
-    "AdapterSpec", "Core", "GalleryItem", "GalleryPage", "ImageSettings", "JobDetails",
-    "Lineage", "Outcome", "Ready", "Settings", "WebSettings",
+    "AdapterSpec",
+    "Core",
+    "GalleryItem",
+    "GalleryPage",
+    "ImageSettings",
+    "JobDetails",
+    "Lineage",
+    "Outcome",
+    "Ready",
+    "Settings",
+    "WebSettings",
 ]

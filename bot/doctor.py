@@ -29,10 +29,10 @@ log = logging.getLogger("bot")
 def secret_env_names() -> list[str]:
     """Every secret the bot reads: the platforms' (``SECRET_ENV``) and each provider's."""
     names = list(SECRET_ENV)
-    names += [n for envs in ENV_SETTINGS.values() for n, secret in envs
-              if secret and n not in names]
+    names += [
+        n for envs in ENV_SETTINGS.values() for n, secret in envs if secret and n not in names
+    ]
     return names
-
 
 
 async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
@@ -69,14 +69,22 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     async with App.open(app_settings, start=False) as app:
         row = await app.store.fetchone("PRAGMA integrity_check")
         version = await app.store.fetchone("PRAGMA user_version")
-        line(row is not None and row[0] == "ok",
-             f"database ok (schema version {version[0] if version else '?'})")
+        line(
+            row is not None and row[0] == "ok",
+            f"database ok (schema version {version[0] if version else '?'})",
+        )
         undelivered = await app.storage.outbox.undelivered()
-        line(not undelivered, "every posted result delivered" if not undelivered else
-             f"{len(undelivered)} undelivered (the outbox gave up on them):")
+        line(
+            not undelivered,
+            "every posted result delivered"
+            if not undelivered
+            else f"{len(undelivered)} undelivered (the outbox gave up on them):",
+        )
         for gone in undelivered[:5]:
-            print(f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
-                  f"{gone.target.channel_id}: {gone.last_error}")
+            print(
+                f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
+                f"{gone.target.channel_id}: {gone.last_error}"
+            )
     for name in (default, prov.fallback, *prov.sections):
         if name and name not in PROVIDER_NAMES:
             line(False, f"provider {name}: unknown; known: {', '.join(PROVIDER_NAMES)}")
@@ -95,8 +103,7 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
         except CheckFailed as exc:  # the URL it tried and why
             line(False, f"provider {name} ({built.label}): {exc.url}: {exc.cause}")
         except ProviderError as exc:
-            line(False, f"provider {name} ({built.label}): {type(exc).__name__}: "
-                 f"{exc.message}")
+            line(False, f"provider {name} ({built.label}): {type(exc).__name__}: {exc.message}")
         except TimeoutError:
             line(False, f"provider {name} ({built.label}): no answer within 30 s")
         except Exception as exc:  # report, never crash the doctor

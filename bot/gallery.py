@@ -60,8 +60,9 @@ def decode_cursor(text: str | None) -> GalleryCursor | None:
         return None
 
 
-async def record_pick(ctx: Context, job: Job, img: StoredJobImage, by_id: str,
-                      by_name: str) -> None:
+async def record_pick(
+    ctx: Context, job: Job, img: StoredJobImage, by_id: str, by_name: str
+) -> None:
     """Remember a Pick, so the channel's history shows it again (called by the Pick verb)."""
     await gallery_of(ctx.store).record_pick(job.id, img.index, by_id, by_name, ctx.clock())
 
@@ -73,38 +74,56 @@ class Gallery:
 
     # ---------------------------------------------------------------------------- values
     def _file(self, job: Job, img: StoredJobImage) -> ImageFile:
-        return render.image_file(self._ctx.settings.data_dir, img.sha256, img.ext, img.width,
-                                 img.height, "image", f"{job.id}-{img.index}")
+        return render.image_file(
+            self._ctx.settings.data_dir,
+            img.sha256,
+            img.ext,
+            img.width,
+            img.height,
+            "image",
+            f"{job.id}-{img.index}",
+        )
 
     def _pick_reply(self, job: Job, img: StoredJobImage, pick: PickRecord) -> Reply:
         buttons = self._ctx.verbs.pick_buttons(job, img, self._ctx.capabilities)
         reply = render.pick_reply(job, img, self._ctx.settings.data_dir, buttons)
-        return replace(reply, meta={**reply.meta, "picked_by": pick.by_id,
-                                    "picked_by_name": pick.by_name})
+        return replace(
+            reply, meta={**reply.meta, "picked_by": pick.by_id, "picked_by_name": pick.by_name}
+        )
 
-    def _details(self, job: Job, imgs: Sequence[StoredJobImage],
-                 picks: Sequence[PickRecord] = ()) -> JobDetails:
+    def _details(
+        self, job: Job, imgs: Sequence[StoredJobImage], picks: Sequence[PickRecord] = ()
+    ) -> JobDetails:
         ended = outcome(job)
         hidden = ended == "deleted"  # a deleted job keeps its place in a tree, nothing else
         by_index = {i.index: i for i in imgs}
         return JobDetails(
-            job_id=job.id, outcome=ended, prompt="" if hidden else job.prompt,
-            owner_id=job.owner_id, owner_name=job.owner_name, kind=job.kind,
-            channel_id=job.channel_id, parent_job_id=job.parent_job_id,
-            parent_index=job.parent_index, created_at=job.created_at,
-            images=() if hidden or job.state != "done"
-            else tuple(self._file(job, i) for i in imgs),
-            picks=() if hidden or job.state != "done" else tuple(
-                self._pick_reply(job, by_index[p.index], p) for p in picks
-                if p.index in by_index),
+            job_id=job.id,
+            outcome=ended,
+            prompt="" if hidden else job.prompt,
+            owner_id=job.owner_id,
+            owner_name=job.owner_name,
+            kind=job.kind,
+            channel_id=job.channel_id,
+            parent_job_id=job.parent_job_id,
+            parent_index=job.parent_index,
+            created_at=job.created_at,
+            images=() if hidden or job.state != "done" else tuple(self._file(job, i) for i in imgs),
+            picks=()
+            if hidden or job.state != "done"
+            else tuple(
+                self._pick_reply(job, by_index[p.index], p) for p in picks if p.index in by_index
+            ),
         )
 
     # ---------------------------------------------------------------------------- reads
-    async def details(self, platform: str, tenant: str,
-                      job_ids: Sequence[str]) -> dict[str, JobDetails]:
+    async def details(
+        self, platform: str, tenant: str, job_ids: Sequence[str]
+    ) -> dict[str, JobDetails]:
         wanted = list(dict.fromkeys(j for j in job_ids if j))[:MAX_LINEAGE]
-        jobs = [j for j in await self._repo.jobs(wanted)
-                if (j.platform, j.tenant) == (platform, tenant)]
+        jobs = [
+            j for j in await self._repo.jobs(wanted) if (j.platform, j.tenant) == (platform, tenant)
+        ]
         ids = [j.id for j in jobs]
         imgs = await self._repo.images_of(ids)
         picks: dict[str, list[PickRecord]] = {}
@@ -113,8 +132,14 @@ class Gallery:
         return {j.id: self._details(j, imgs.get(j.id, ()), picks.get(j.id, ())) for j in jobs}
 
     async def page(
-        self, platform: str, tenant: str, *, channel_id: str | None = None,
-        owner_id: str | None = None, query: str = "", before: str | None = None,
+        self,
+        platform: str,
+        tenant: str,
+        *,
+        channel_id: str | None = None,
+        owner_id: str | None = None,
+        query: str = "",
+        before: str | None = None,
         limit: int = 30,
     ) -> GalleryPage:
         limit = max(1, min(limit, MAX_PAGE))
@@ -127,37 +152,53 @@ class Gallery:
         found: list[GalleryItem] = []
         for _ in range(_MAX_SCANS):
             rows = await self._repo.image_page(
-                platform, tenant, channel_id=channel_id, owner_id=owner_id,
-                contains=contains, after=cursor, limit=batch,
+                platform,
+                tenant,
+                channel_id=channel_id,
+                owner_id=owner_id,
+                contains=contains,
+                after=cursor,
+                limit=batch,
             )
             for job, img in rows:
                 cursor = GalleryCursor(job.created_at, job.id, img.index)
                 if needle and needle not in job.prompt.casefold():
                     continue
-                found.append(GalleryItem(
-                    job_id=job.id, index=img.index, image=self._file(job, img),
-                    prompt=job.prompt, owner_id=job.owner_id, owner_name=job.owner_name,
-                    channel_id=job.channel_id, kind=job.kind, created_at=job.created_at,
-                ))
+                found.append(
+                    GalleryItem(
+                        job_id=job.id,
+                        index=img.index,
+                        image=self._file(job, img),
+                        prompt=job.prompt,
+                        owner_id=job.owner_id,
+                        owner_name=job.owner_name,
+                        channel_id=job.channel_id,
+                        kind=job.kind,
+                        created_at=job.created_at,
+                    )
+                )
                 if len(found) > limit:
                     break
             if len(found) > limit or len(rows) < batch:
                 break
         else:
             # Scanned enough for one request: hand back what was found and where to go on.
-            return GalleryPage(items=tuple(found), next=encode_cursor(cursor) if cursor
-                               else None)
+            return GalleryPage(items=tuple(found), next=encode_cursor(cursor) if cursor else None)
         items = found[:limit]
         more = len(found) > limit
         tail = items[-1] if items else None
-        return GalleryPage(items=tuple(items), next=encode_cursor(GalleryCursor(
-            tail.created_at, tail.job_id, tail.index)) if more and tail else None)
+        return GalleryPage(
+            items=tuple(items),
+            next=encode_cursor(GalleryCursor(tail.created_at, tail.job_id, tail.index))
+            if more and tail
+            else None,
+        )
 
     async def lineage(self, platform: str, tenant: str, job_id: str) -> Lineage | None:
         root, jobs = await self._repo.family(job_id, MAX_LINEAGE + 1)
-        if root is None or not any(j.id == job_id and (j.platform, j.tenant) == (platform,
-                                                                                 tenant)
-                                   for j in jobs):
+        if root is None or not any(
+            j.id == job_id and (j.platform, j.tenant) == (platform, tenant) for j in jobs
+        ):
             return None
         truncated = len(jobs) > MAX_LINEAGE
         jobs = [j for j in jobs if (j.platform, j.tenant) == (platform, tenant)][:MAX_LINEAGE]
@@ -165,9 +206,19 @@ class Gallery:
         # A deleted leaf is simply gone; a deleted job with children holds the tree together.
         kept = [j for j in jobs if not j.deleted or j.id in parents or j.id == job_id]
         imgs = await self._repo.images_of([j.id for j in kept if not j.deleted])
-        return Lineage(root_id=root, focus_id=job_id, truncated=truncated,
-                       nodes=tuple(self._details(j, imgs.get(j.id, ())) for j in kept))
+        return Lineage(
+            root_id=root,
+            focus_id=job_id,
+            truncated=truncated,
+            nodes=tuple(self._details(j, imgs.get(j.id, ())) for j in kept),
+        )
 
 
-__all__ = ["CANCELLED_PREFIX", "Gallery", "decode_cursor", "encode_cursor", "outcome",
-           "record_pick"]
+__all__ = [
+    "CANCELLED_PREFIX",
+    "Gallery",
+    "decode_cursor",
+    "encode_cursor",
+    "outcome",
+    "record_pick",
+]

@@ -36,7 +36,9 @@ def test_every_table_flag_is_in_usage_and_in_flag_help_in_table_order() -> None:
 def test_flag_help_carries_name_value_and_example() -> None:
     by_name = {h.name: h for h in flag_help()}
     assert by_name["--ar"] == FlagHelp(
-        name="--ar", value="W:H", example="--ar 16:9",
+        name="--ar",
+        value="W:H",
+        example="--ar 16:9",
         help="aspect ratio from 1:4 to 4:1, sides 1 to 64; about 1024² pixels (alias --aspect)",
     )
     assert by_name["--avatar"].value == ""
@@ -102,8 +104,15 @@ def test_flag_help_lines_fit_discord_and_agree_with_usage(limits: GrammarLimits)
 
 
 def test_flag_help_ranges_come_from_the_limits() -> None:
-    limits = GrammarLimits(max_images=6, default_n=2, base_side=512, size_multiple=8,
-                           min_side=60, max_side=1020, styles=frozenset({"house", "noir"}))
+    limits = GrammarLimits(
+        max_images=6,
+        default_n=2,
+        base_side=512,
+        size_multiple=8,
+        min_side=60,
+        max_side=1020,
+        styles=frozenset({"house", "noir"}),
+    )
     by_name = {h.name: h.help for h in flag_help(limits)}
     assert by_name["--n"] == "images per job, 1 to 6 (default 2)"
     # The sides shown are the multiples actually reachable, not the raw bounds.
@@ -169,8 +178,9 @@ def test_a_help_line_that_only_a_config_could_make_long_is_clipped() -> None:
 def test_a_long_help_line_is_clipped_to_the_maximum(
     monkeypatch: pytest.MonkeyPatch, text: str, shown: str
 ) -> None:
-    monkeypatch.setitem(grammar._FLAGS, "long", grammar._Flag("long", "bool", "", "--long",
-                                                              lambda lim: text))
+    monkeypatch.setitem(
+        grammar._FLAGS, "long", grammar._Flag("long", "bool", "", "--long", lambda lim: text)
+    )
     assert flag_help()[-1].help == shown
 
 
@@ -183,14 +193,21 @@ def test_every_example_in_the_table_parses() -> None:
 def test_a_flag_added_to_the_table_alone_shows_up_everywhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tile = grammar._Flag("tile", "bool", "", "--tile",
-                         lambda lim: f"a seamless texture, {lim.base_side} wide",
-                         aliases=("seamless", "tiling"))
+    tile = grammar._Flag(
+        "tile",
+        "bool",
+        "",
+        "--tile",
+        lambda lim: f"a seamless texture, {lim.base_side} wide",
+        aliases=("seamless", "tiling"),
+    )
     monkeypatch.setitem(grammar._FLAGS, "tile", tile)
-    assert flag_help()[-1] == FlagHelp(name="--tile", value="",
-                                       help="a seamless texture, 1024 wide "
-                                            "(alias --seamless, --tiling)",
-                                       example="--tile")
+    assert flag_help()[-1] == FlagHelp(
+        name="--tile",
+        value="",
+        help="a seamless texture, 1024 wide (alias --seamless, --tiling)",
+        example="--tile",
+    )
     assert usage_line(usage(), "--tile") == (
         "a seamless texture, 1024 wide (alias --seamless, --tiling)"
     )

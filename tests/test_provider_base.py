@@ -37,8 +37,12 @@ def test_an_error_may_carry_its_own_user_message() -> None:
 
 
 def test_model_unavailable_alerts_with_the_setting_to_change() -> None:
-    err = ModelRetired("HTTP 404 model_not_found", model="gpt-image-1",
-                       setting="providers.openai.model", replacement="gpt-image-2.6-flare")
+    err = ModelRetired(
+        "HTTP 404 model_not_found",
+        model="gpt-image-1",
+        setting="providers.openai.model",
+        replacement="gpt-image-2.6-flare",
+    )
     assert isinstance(err, ModelUnavailable) and isinstance(err, NotFound)
     assert err.global_failure and not NotFound.global_failure
     assert "providers.openai.model" in err.user_message
@@ -51,8 +55,9 @@ def test_model_unavailable_alerts_with_the_setting_to_change() -> None:
 def test_check_failed_names_the_url_and_the_cause() -> None:
     err = CheckFailed("http://127.0.0.1:7860/sdapi/v1/samplers", "cannot connect (ConnectError)")
     assert isinstance(err, ProviderError)
-    assert err.user_message == ("http://127.0.0.1:7860/sdapi/v1/samplers: "
-                                "cannot connect (ConnectError)")
+    assert err.user_message == (
+        "http://127.0.0.1:7860/sdapi/v1/samplers: cannot connect (ConnectError)"
+    )
 
 
 def test_progress_is_a_float_with_an_optional_note() -> None:
@@ -79,8 +84,9 @@ class _Noted:
     def capabilities(self) -> Capabilities:
         return Capabilities(max_n_per_call=1, seed_max=4294967294, seed_zero_random=True)
 
-    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
-                       ) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         self.seeds.append(req.seed)
         if progress is not None:
             progress(Progress(0.5, f"#{len(self.seeds)} in line"))
@@ -96,8 +102,9 @@ class _Noted:
 async def test_split_calls_pass_the_note_on_and_never_wrap_a_seed_onto_zero() -> None:
     provider = _Noted()
     seen: list[float] = []
-    await generate_split(provider, GenerationRequest("p", n=3, seed=4294967293), parallel=1,
-                         progress=seen.append)
+    await generate_split(
+        provider, GenerationRequest("p", n=3, seed=4294967293), parallel=1, progress=seen.append
+    )
     # 4294967293, 4294967294, then the wrap: 1, not 0 ("random" on Stability)
     assert provider.seeds == [4294967293, 4294967294, 1]
     assert [progress_note(p) for p in seen if progress_note(p)][:1] == ["#1 in line"]
@@ -116,8 +123,14 @@ def test_wrap_seed() -> None:
 
 
 def test_nearest_size_keeps_area_and_ratio_limits() -> None:
-    caps = Capabilities(size_multiple=16, min_side=16, max_side=3840, max_pixels=2560 * 1440,
-                        min_pixels=655_360, max_aspect=3.0)
+    caps = Capabilities(
+        size_multiple=16,
+        min_side=16,
+        max_side=3840,
+        max_pixels=2560 * 1440,
+        min_pixels=655_360,
+        max_aspect=3.0,
+    )
     for want in ((512, 512), (1024, 1024), (4000, 500), (300, 3000), (1344, 768), (3840, 2160)):
         w, h = nearest_size(*want, caps)
         assert w % 16 == 0 and h % 16 == 0, (want, w, h)
@@ -128,13 +141,17 @@ def test_nearest_size_keeps_area_and_ratio_limits() -> None:
 
 
 def test_fit_offers_a_did_you_mean_and_splits_a_combined_sampler_name() -> None:
-    caps = Capabilities(samplers=("Euler a", "Euler", "DPM++ 2M"),
-                        sampler_aliases=(("k_euler_a", "Euler a"),),
-                        schedulers=("Automatic", "Karras", "Exponential"))
+    caps = Capabilities(
+        samplers=("Euler a", "Euler", "DPM++ 2M"),
+        sampler_aliases=(("k_euler_a", "Euler a"),),
+        schedulers=("Automatic", "Karras", "Exponential"),
+    )
     with pytest.raises(NotSupported, match=r"no sampler 'Eulr a'\. Did you mean 'Euler a'\?"):
         fit_request(GenerationRequest("p", sampler="Eulr a"), caps, "webui")
-    assert fit_request(GenerationRequest("p", sampler="k_euler_a"), caps,
-                       "webui").request.sampler == "Euler a"
+    assert (
+        fit_request(GenerationRequest("p", sampler="k_euler_a"), caps, "webui").request.sampler
+        == "Euler a"
+    )
     fitted = fit_request(GenerationRequest("p", sampler="dpm++ 2m karras"), caps, "webui")
     # Kept combined (the job stores only the sampler), in the provider's spelling.
     assert (fitted.request.sampler, fitted.request.scheduler) == ("DPM++ 2M Karras", None)
@@ -143,5 +160,8 @@ def test_fit_offers_a_did_you_mean_and_splits_a_combined_sampler_name() -> None:
     exact = fit_request(GenerationRequest("p", scheduler="exponential"), caps, "webui")
     assert exact.request.scheduler == "Exponential"
     with pytest.raises(NotSupported, match=r"Did you mean 'sd3\.5-large'\?"):
-        fit_request(GenerationRequest("p", model="sd3.5-larg"),
-                    replace(caps, models=("sd3.5-large", "core")), "Stability")
+        fit_request(
+            GenerationRequest("p", model="sd3.5-larg"),
+            replace(caps, models=("sd3.5-large", "core")),
+            "Stability",
+        )

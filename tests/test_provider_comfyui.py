@@ -49,10 +49,10 @@ async def fake() -> AsyncIterator[ComfyUIFake]:
 
 
 @pytest.fixture
-async def comfy(fake: ComfyUIFake, workflows: dict[str, str]
-                ) -> AsyncIterator[ComfyUIProvider]:
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        workflows, {"COMFYUI_BASE_URL": fake.base_url}), sleep=no_sleep)
+async def comfy(fake: ComfyUIFake, workflows: dict[str, str]) -> AsyncIterator[ComfyUIProvider]:
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping(workflows, {"COMFYUI_BASE_URL": fake.base_url}), sleep=no_sleep
+    )
     yield p
     await p.aclose()
 
@@ -71,10 +71,19 @@ def test_settings(tmp_path: Path) -> None:
 
 
 async def test_txt2img_fills_typed_placeholders_and_follows_the_websocket(
-        fake: ComfyUIFake, comfy: ComfyUIProvider) -> None:
+    fake: ComfyUIFake, comfy: ComfyUIProvider
+) -> None:
     progress: list[float] = []
-    req = GenerationRequest(prompt="a tower", negative_prompt="fog", n=2, width=768,
-                            height=512, seed=99, steps=12, cfg=5.5)
+    req = GenerationRequest(
+        prompt="a tower",
+        negative_prompt="fog",
+        n=2,
+        width=768,
+        height=512,
+        seed=99,
+        steps=12,
+        cfg=5.5,
+    )
     res = await comfy.generate(req, progress.append)
     assert fake.violations == []
     [call] = fake.requests_to("/prompt")
@@ -92,36 +101,39 @@ async def test_txt2img_fills_typed_placeholders_and_follows_the_websocket(
     assert all(i.data.startswith(b"\x89PNG") for i in res.images)
 
 
-async def test_every_call_has_its_own_socket(fake: ComfyUIFake,
-                                             comfy: ComfyUIProvider) -> None:
-    await asyncio.gather(*(comfy.generate(GenerationRequest(prompt="x", seed=i))
-                           for i in range(3)))
+async def test_every_call_has_its_own_socket(fake: ComfyUIFake, comfy: ComfyUIProvider) -> None:
+    await asyncio.gather(*(comfy.generate(GenerationRequest(prompt="x", seed=i)) for i in range(3)))
     ids = [r.json["client_id"] for r in fake.requests_to("/prompt")]
     assert len(set(ids)) == 3 and sorted(fake.ws_clients) == sorted(ids)
 
 
 async def test_without_a_websocket_it_polls_history(workflows: dict[str, str]) -> None:
     async with ComfyUIFake(pending_polls=2, websocket=False) as fake:
-        p = ComfyUIProvider(ComfyUISettings.from_mapping(
-            workflows, {"COMFYUI_BASE_URL": fake.base_url}), sleep=no_sleep)
+        p = ComfyUIProvider(
+            ComfyUISettings.from_mapping(workflows, {"COMFYUI_BASE_URL": fake.base_url}),
+            sleep=no_sleep,
+        )
         progress: list[float] = []
         res = await p.generate(GenerationRequest(prompt="x", seed=1), progress.append)
         await p.aclose()
     assert len(res.images) == 1 and len(fake.requests_to("/history/")) == 3 and progress
 
 
-async def test_the_socket_can_be_turned_off(fake: ComfyUIFake,
-                                            workflows: dict[str, str]) -> None:
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        {**workflows, "websocket": False}, {"COMFYUI_BASE_URL": fake.base_url}),
-        sleep=no_sleep)
+async def test_the_socket_can_be_turned_off(fake: ComfyUIFake, workflows: dict[str, str]) -> None:
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping(
+            {**workflows, "websocket": False}, {"COMFYUI_BASE_URL": fake.base_url}
+        ),
+        sleep=no_sleep,
+    )
     await p.generate(GenerationRequest(prompt="x", seed=1))
     await p.aclose()
     assert fake.ws_clients == [] and len(fake.requests_to("/history/")) == 3
 
 
-async def test_a_dropped_socket_falls_back_to_polling(fake: ComfyUIFake,
-                                                      comfy: ComfyUIProvider) -> None:
+async def test_a_dropped_socket_falls_back_to_polling(
+    fake: ComfyUIFake, comfy: ComfyUIProvider
+) -> None:
     fake.run_gate.clear()
 
     async def drop() -> None:
@@ -137,12 +149,15 @@ async def test_a_dropped_socket_falls_back_to_polling(fake: ComfyUIFake,
     assert len(res.images) == 1 and len(fake.requests_to("/history/")) >= 1
 
 
-async def test_preview_image_outputs_of_type_temp_are_kept(fake: ComfyUIFake,
-                                                           tmp_path: Path) -> None:
+async def test_preview_image_outputs_of_type_temp_are_kept(
+    fake: ComfyUIFake, tmp_path: Path
+) -> None:
     wf = tmp_path / "preview.json"
     wf.write_text(json.dumps(PREVIEW_WORKFLOW))
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        {"workflow": str(wf)}, {"COMFYUI_BASE_URL": fake.base_url}), sleep=no_sleep)
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping({"workflow": str(wf)}, {"COMFYUI_BASE_URL": fake.base_url}),
+        sleep=no_sleep,
+    )
     res = await p.generate(GenerationRequest(prompt="x", n=1, seed=2))
     await p.aclose()
     assert len(res.images) == 1 and res.images[0].data.startswith(b"\x89PNG")
@@ -150,14 +165,17 @@ async def test_preview_image_outputs_of_type_temp_are_kept(fake: ComfyUIFake,
     assert view.query["type"] == "temp" and fake.violations == []
 
 
-async def test_a_missing_checkpoint_names_the_node_and_alerts(fake: ComfyUIFake,
-                                                              tmp_path: Path) -> None:
+async def test_a_missing_checkpoint_names_the_node_and_alerts(
+    fake: ComfyUIFake, tmp_path: Path
+) -> None:
     wf = tmp_path / "wf.json"
     broken = json.loads(json.dumps(TXT2IMG_WORKFLOW))
     broken["4"]["inputs"]["ckpt_name"] = "sdxl_turbo.safetensors"
     wf.write_text(json.dumps(broken))
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        {"workflow": str(wf)}, {"COMFYUI_BASE_URL": fake.base_url}), sleep=no_sleep)
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping({"workflow": str(wf)}, {"COMFYUI_BASE_URL": fake.base_url}),
+        sleep=no_sleep,
+    )
     with pytest.raises(ModelUnavailable) as info:
         await p.generate(GenerationRequest(prompt="x"))
     await p.aclose()
@@ -168,10 +186,10 @@ async def test_a_missing_checkpoint_names_the_node_and_alerts(fake: ComfyUIFake,
     assert "ckpt_name" in err.user_message
 
 
-async def test_img2img_uploads_then_references(fake: ComfyUIFake,
-                                               comfy: ComfyUIProvider) -> None:
-    res = await comfy.generate(GenerationRequest(prompt="x", init_image=b"\x89PNGinit",
-                                                 strength=0.4, seed=3))
+async def test_img2img_uploads_then_references(fake: ComfyUIFake, comfy: ComfyUIProvider) -> None:
+    res = await comfy.generate(
+        GenerationRequest(prompt="x", init_image=b"\x89PNGinit", strength=0.4, seed=3)
+    )
     assert fake.violations == []
     (name,) = fake.uploads
     assert fake.uploads[name] == b"\x89PNGinit"
@@ -181,25 +199,48 @@ async def test_img2img_uploads_then_references(fake: ComfyUIFake,
 
 
 async def test_split_n3_with_batch_limit(fake: ComfyUIFake, workflows: dict[str, str]) -> None:
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        {**workflows, "max_n_per_call": 2}, {"COMFYUI_BASE_URL": fake.base_url}),
-        sleep=no_sleep)
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping(
+            {**workflows, "max_n_per_call": 2}, {"COMFYUI_BASE_URL": fake.base_url}
+        ),
+        sleep=no_sleep,
+    )
     res = await generate_split(p, GenerationRequest(prompt="x", n=3, seed=7), parallel=2)
     await p.aclose()
-    assert sorted(r.json["prompt"]["5"]["inputs"]["batch_size"]
-                  for r in fake.requests_to("/prompt")) == [1, 2]
+    assert sorted(
+        r.json["prompt"]["5"]["inputs"]["batch_size"] for r in fake.requests_to("/prompt")
+    ) == [1, 2]
     assert sorted(i.seed or 0 for i in res.images) == [7, 8, 9]
 
 
 async def test_a_validation_error_names_the_node_and_the_cause(
-        fake: ComfyUIFake, comfy: ComfyUIProvider) -> None:
-    fake.fail_next(400, path="/prompt", json={
-        "error": {"type": "prompt_outputs_failed_validation", "message": "failed",
-                  "details": "", "extra_info": {}},
-        "node_errors": {"3": {"errors": [{"type": "value_bigger_than_max",
-                                          "message": "Value 200 bigger than max of 150",
-                                          "details": "steps"}],
-                              "dependent_outputs": ["9"], "class_type": "KSampler"}}})
+    fake: ComfyUIFake, comfy: ComfyUIProvider
+) -> None:
+    fake.fail_next(
+        400,
+        path="/prompt",
+        json={
+            "error": {
+                "type": "prompt_outputs_failed_validation",
+                "message": "failed",
+                "details": "",
+                "extra_info": {},
+            },
+            "node_errors": {
+                "3": {
+                    "errors": [
+                        {
+                            "type": "value_bigger_than_max",
+                            "message": "Value 200 bigger than max of 150",
+                            "details": "steps",
+                        }
+                    ],
+                    "dependent_outputs": ["9"],
+                    "class_type": "KSampler",
+                }
+            },
+        },
+    )
     with pytest.raises(InvalidRequest) as info:
         await comfy.generate(GenerationRequest(prompt="x"))
     assert "node 3 (KSampler): steps" in info.value.user_message
@@ -208,11 +249,14 @@ async def test_a_validation_error_names_the_node_and_the_cause(
 
 
 @pytest.mark.parametrize("websocket", [True, False])
-async def test_an_execution_error_names_the_node(workflows: dict[str, str],
-                                                 websocket: bool) -> None:
+async def test_an_execution_error_names_the_node(
+    workflows: dict[str, str], websocket: bool
+) -> None:
     async with ComfyUIFake(websocket=websocket) as fake:
-        p = ComfyUIProvider(ComfyUISettings.from_mapping(
-            workflows, {"COMFYUI_BASE_URL": fake.base_url}), sleep=no_sleep)
+        p = ComfyUIProvider(
+            ComfyUISettings.from_mapping(workflows, {"COMFYUI_BASE_URL": fake.base_url}),
+            sleep=no_sleep,
+        )
         fake.fail_execution = "CUDA out of memory"
         with pytest.raises(ProviderUnavailable, match="CUDA") as info:
             await p.generate(GenerationRequest(prompt="x"))
@@ -228,23 +272,31 @@ async def test_history_500_is_retried(fake: ComfyUIFake, comfy: ComfyUIProvider)
 
 
 @pytest.mark.parametrize("websocket", [True, False])
-async def test_never_finishing_job_hits_deadline(workflows: dict[str, str],
-                                                 websocket: bool) -> None:
+async def test_never_finishing_job_hits_deadline(
+    workflows: dict[str, str], websocket: bool
+) -> None:
     async with ComfyUIFake(pending_polls=10**9, websocket=websocket) as fake:
         fake.run_gate.clear()
-        p = ComfyUIProvider(ComfyUISettings.from_mapping(
-            {**workflows, "deadline_s": 0.3, "poll_interval_s": 0.01},
-            {"COMFYUI_BASE_URL": fake.base_url}))
+        p = ComfyUIProvider(
+            ComfyUISettings.from_mapping(
+                {**workflows, "deadline_s": 0.3, "poll_interval_s": 0.01},
+                {"COMFYUI_BASE_URL": fake.base_url},
+            )
+        )
         with pytest.raises(ProviderUnavailable, match="in time"):
             await p.generate(GenerationRequest(prompt="x"))
         await p.aclose()
     assert len(fake.requests_to("/prompt")) == 1
 
 
-async def test_txt2img_only_without_img2img_workflow(fake: ComfyUIFake,
-                                                     workflows: dict[str, str]) -> None:
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        {"workflow": workflows["workflow"]}, {"COMFYUI_BASE_URL": fake.base_url}))
+async def test_txt2img_only_without_img2img_workflow(
+    fake: ComfyUIFake, workflows: dict[str, str]
+) -> None:
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping(
+            {"workflow": workflows["workflow"]}, {"COMFYUI_BASE_URL": fake.base_url}
+        )
+    )
     with pytest.raises(NotSupported):
         fit_request(GenerationRequest(prompt="x", init_image=b"i"), p.capabilities, p.label)
     facts = await p.check()
@@ -255,8 +307,9 @@ async def test_txt2img_only_without_img2img_workflow(fake: ComfyUIFake,
 async def test_check_failures_name_the_url_and_cause(workflows: dict[str, str]) -> None:
     async with ComfyUIFake() as fake:
         url = fake.base_url
-    p = ComfyUIProvider(ComfyUISettings.from_mapping(
-        {**workflows, "connect_retries": 0}, {"COMFYUI_BASE_URL": url}))
+    p = ComfyUIProvider(
+        ComfyUISettings.from_mapping({**workflows, "connect_retries": 0}, {"COMFYUI_BASE_URL": url})
+    )
     with pytest.raises(CheckFailed) as info:
         await p.check()
     await p.aclose()

@@ -23,8 +23,11 @@ def closed_port() -> int:
 
 def test_an_unreachable_webui_is_reported_with_the_url_and_the_cause(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    proc = run(tmp_path, "doctor", env={"IMAGINE_PROVIDERS__DEFAULT": '"automatic1111"',
-                                        "AUTOMATIC1111_BASE_URL": url})
+    proc = run(
+        tmp_path,
+        "doctor",
+        env={"IMAGINE_PROVIDERS__DEFAULT": '"automatic1111"', "AUTOMATIC1111_BASE_URL": url},
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     [failed] = [x for x in out.splitlines() if x.startswith("[FAIL] provider automatic1111")]
@@ -36,8 +39,11 @@ def test_an_unreachable_webui_is_reported_with_the_url_and_the_cause(tmp_path: P
 
 
 def test_a_missing_key_is_a_failed_line_and_the_rest_is_still_checked(tmp_path: Path) -> None:
-    proc = run(tmp_path, "doctor", env={"IMAGINE_PROVIDERS__DEFAULT": '"openai"',
-                                        "IMAGINE_PROVIDERS__FALLBACK": '"offline"'})
+    proc = run(
+        tmp_path,
+        "doctor",
+        env={"IMAGINE_PROVIDERS__DEFAULT": '"openai"', "IMAGINE_PROVIDERS__FALLBACK": '"offline"'},
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "configuration error" not in out
@@ -49,12 +55,25 @@ def test_a_missing_key_is_a_failed_line_and_the_rest_is_still_checked(tmp_path: 
 async def test_an_announced_shutdown_is_a_warning_line(tmp_path: Path) -> None:
     async with OpenAIFake(api_key="sk-doctor") as fake:
         fake.shutdown_dates["gpt-image-2.6-flare"] = "2027-02-01"
-        env = clean_env({"IMAGINE_PROVIDERS__DEFAULT": '"openai"',
-                         "OPENAI_API_KEY": "sk-doctor", "OPENAI_API_BASE_URL": fake.api_url})
+        env = clean_env(
+            {
+                "IMAGINE_PROVIDERS__DEFAULT": '"openai"',
+                "OPENAI_API_KEY": "sk-doctor",
+                "OPENAI_API_BASE_URL": fake.api_url,
+            }
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "doctor",
-            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "doctor",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
     out = out_b.decode() + err_b.decode()
     assert proc.returncode == 0, out  # a warning is not a failure
@@ -68,11 +87,17 @@ def test_the_horde_key_is_listed_and_redacted_like_the_others(tmp_path: Path) ->
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "key %s", (HORDE_KEY,), None)
     assert RedactSecrets({"AI_HORDE_API_KEY": HORDE_KEY}).filter(record)
     assert HORDE_KEY not in record.getMessage()
-    proc = run(tmp_path, "doctor", env={"IMAGINE_PROVIDERS__DEFAULT": '"offline"',
-                                        "IMAGINE_PROVIDERS__FALLBACK": '"horde"',
-                                        "AI_HORDE_API_KEY": HORDE_KEY,
-                                        "AI_HORDE_BASE_URL": f"http://127.0.0.1:{closed_port()}",
-                                        "IMAGINE_PROVIDERS__HORDE": '{connect_retries = 0}'})
+    proc = run(
+        tmp_path,
+        "doctor",
+        env={
+            "IMAGINE_PROVIDERS__DEFAULT": '"offline"',
+            "IMAGINE_PROVIDERS__FALLBACK": '"horde"',
+            "AI_HORDE_API_KEY": HORDE_KEY,
+            "AI_HORDE_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+            "IMAGINE_PROVIDERS__HORDE": "{connect_retries = 0}",
+        },
+    )
     out = proc.stdout + proc.stderr
     assert "AI_HORDE_API_KEY: set" in out and HORDE_KEY not in out
     assert "[FAIL] provider horde" in out and "/v2/find_user" in out

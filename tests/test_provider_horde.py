@@ -47,8 +47,9 @@ async def fake() -> AsyncIterator[HordeFake]:
         yield f
 
 
-def make(fake: HordeFake, key: str | None = None, sleep: Sleeps | None = None,
-         **section: object) -> HordeProvider:
+def make(
+    fake: HordeFake, key: str | None = None, sleep: Sleeps | None = None, **section: object
+) -> HordeProvider:
     env = {"AI_HORDE_BASE_URL": fake.api_url, **({"AI_HORDE_API_KEY": key} if key else {})}
     return HordeProvider(HordeSettings.from_mapping(section, env), sleep=sleep or Sleeps())
 
@@ -79,8 +80,15 @@ def test_settings() -> None:
 
 
 def test_the_prompt_carries_weights_and_the_negative_after_the_separator() -> None:
-    req = GenerationRequest("a fox", negative_prompt="blur", weighted_prompts=(
-        WeightedPrompt("a fox", 1.0), WeightedPrompt("snow", 1.5), WeightedPrompt("dogs", -1)))
+    req = GenerationRequest(
+        "a fox",
+        negative_prompt="blur",
+        weighted_prompts=(
+            WeightedPrompt("a fox", 1.0),
+            WeightedPrompt("snow", 1.5),
+            WeightedPrompt("dogs", -1),
+        ),
+    )
     assert horde_prompt(req) == "a fox, (snow:1.5) ### blur, dogs"
     assert horde_prompt(GenerationRequest("a ### b")) == "a # b"
 
@@ -90,9 +98,21 @@ async def test_a_request_is_submitted_polled_and_read_once(fake: HordeFake) -> N
     sleeps = Sleeps()
     p = make(fake, sleep=sleeps)
     progress: list[float] = []
-    fitted = fit_request(GenerationRequest("a lighthouse", negative_prompt="people", n=2,
-                                           width=768, height=512, seed=41, steps=30, cfg=6.55,
-                                           sampler="euler a"), p.capabilities, p.label)
+    fitted = fit_request(
+        GenerationRequest(
+            "a lighthouse",
+            negative_prompt="people",
+            n=2,
+            width=768,
+            height=512,
+            seed=41,
+            steps=30,
+            cfg=6.55,
+            sampler="euler a",
+        ),
+        p.capabilities,
+        p.label,
+    )
     res = await p.generate(fitted.request, progress.append)
     await p.aclose()
     assert fake.violations == []
@@ -100,9 +120,16 @@ async def test_a_request_is_submitted_polled_and_read_once(fake: HordeFake) -> N
     assert submit.headers["apikey"] == ANONYMOUS_KEY
     assert submit.json["prompt"] == "a lighthouse ### people"
     assert submit.json["r2"] is False and submit.json["shared"] is False
-    assert submit.json["params"] == {"width": 768, "height": 512, "n": 2, "seed": "41",
-                                     "seed_variation": 1, "steps": 30, "cfg_scale": 6.55,
-                                     "sampler_name": "k_euler_a"}
+    assert submit.json["params"] == {
+        "width": 768,
+        "height": 512,
+        "n": 2,
+        "seed": "41",
+        "seed_variation": 1,
+        "steps": 30,
+        "cfg_scale": 6.55,
+        "sampler_name": "k_euler_a",
+    }
     assert "models" not in submit.json  # any model a worker has
     # Polled the light check until done, read the full status once, never faster than 1 s.
     assert len(fake.requests_to("/generate/check/")) == 3
@@ -131,26 +158,26 @@ async def test_a_registered_key_and_chosen_models(fake: HordeFake) -> None:
     assert first.headers["Client-Agent"].endswith(":ops@example.org")
 
 
-async def test_refresh_offers_the_models_workers_serve(fake: HordeFake,
-                                                       horde: HordeProvider) -> None:
+async def test_refresh_offers_the_models_workers_serve(
+    fake: HordeFake, horde: HordeProvider
+) -> None:
     await horde.refresh()
     assert "Deliberate" in horde.capabilities.models
     with pytest.raises(NotSupported, match="Did you mean 'Deliberate'"):
         fit_request(GenerationRequest("x", model="Deliberat"), horde.capabilities, horde.label)
 
 
-async def test_img2img_sends_the_source_image_and_denoise(fake: HordeFake,
-                                                          horde: HordeProvider) -> None:
-    await horde.generate(GenerationRequest("x", init_image=b"\x89PNGinit", strength=0.35,
-                                           seed=9))
+async def test_img2img_sends_the_source_image_and_denoise(
+    fake: HordeFake, horde: HordeProvider
+) -> None:
+    await horde.generate(GenerationRequest("x", init_image=b"\x89PNGinit", strength=0.35, seed=9))
     [submit] = fake.requests_to("/generate/async")
     assert base64.b64decode(submit.json["source_image"]) == b"\x89PNGinit"
     assert submit.json["source_processing"] == "img2img"
     assert submit.json["params"]["denoising_strength"] == 0.35 and fake.violations == []
 
 
-async def test_censored_images_come_back_filtered(fake: HordeFake,
-                                                  horde: HordeProvider) -> None:
+async def test_censored_images_come_back_filtered(fake: HordeFake, horde: HordeProvider) -> None:
     fake.censor = {1}
     res = await horde.generate(GenerationRequest("x", n=3, seed=5))
     assert [i.filtered for i in res.images] == [False, True, False]
@@ -175,8 +202,9 @@ async def test_split_calls_keep_seeds_distinct(fake: HordeFake) -> None:
 
 
 # ---------------------------------------------------------------------------------- failures
-async def test_a_faulted_request_is_a_clear_error_and_is_cancelled(fake: HordeFake,
-                                                                   horde: HordeProvider) -> None:
+async def test_a_faulted_request_is_a_clear_error_and_is_cancelled(
+    fake: HordeFake, horde: HordeProvider
+) -> None:
     fake.faulted = True
     with pytest.raises(ProviderUnavailable) as info:
         await horde.generate(GenerationRequest("x"))
@@ -205,8 +233,11 @@ async def test_configured_models_no_worker_serves_alert_the_admins(fake: HordeFa
 async def test_the_deadline_cancels_the_request_on_the_horde(fake: HordeFake) -> None:
     fake.never_done = True
     # A provider that really sleeps between polls.
-    p = HordeProvider(HordeSettings.from_mapping(
-        {"deadline_s": 0.3, "poll_interval_s": 1.0}, {"AI_HORDE_BASE_URL": fake.api_url}))
+    p = HordeProvider(
+        HordeSettings.from_mapping(
+            {"deadline_s": 0.3, "poll_interval_s": 1.0}, {"AI_HORDE_BASE_URL": fake.api_url}
+        )
+    )
     with pytest.raises(ProviderUnavailable) as info:
         await p.generate(GenerationRequest("x"))
     await p.aclose()
@@ -218,8 +249,9 @@ async def test_the_deadline_cancels_the_request_on_the_horde(fake: HordeFake) ->
 
 async def test_a_cancelled_job_cancels_the_request_on_the_horde(fake: HordeFake) -> None:
     fake.never_done = True
-    p = HordeProvider(HordeSettings.from_mapping(
-        {"poll_interval_s": 1.0}, {"AI_HORDE_BASE_URL": fake.api_url}))
+    p = HordeProvider(
+        HordeSettings.from_mapping({"poll_interval_s": 1.0}, {"AI_HORDE_BASE_URL": fake.api_url})
+    )
     task = asyncio.create_task(p.generate(GenerationRequest("x")))
     await fake.checked.wait()
     task.cancel()
@@ -229,13 +261,20 @@ async def test_a_cancelled_job_cancels_the_request_on_the_horde(fake: HordeFake)
     assert len(fake.cancelled) == 1
 
 
-@pytest.mark.parametrize(("section", "req", "exc", "text"), [
-    ({}, GenerationRequest("x", width=1536, height=1536), InvalidRequest, "kudos up front"),
-    ({}, GenerationRequest("x", steps=80), InvalidRequest, "kudos up front"),
-])
-async def test_anonymous_limits_are_explained(fake: HordeFake, section: dict[str, object],
-                                              req: GenerationRequest, exc: type[Exception],
-                                              text: str) -> None:
+@pytest.mark.parametrize(
+    ("section", "req", "exc", "text"),
+    [
+        ({}, GenerationRequest("x", width=1536, height=1536), InvalidRequest, "kudos up front"),
+        ({}, GenerationRequest("x", steps=80), InvalidRequest, "kudos up front"),
+    ],
+)
+async def test_anonymous_limits_are_explained(
+    fake: HordeFake,
+    section: dict[str, object],
+    req: GenerationRequest,
+    exc: type[Exception],
+    text: str,
+) -> None:
     p = make(fake, max_side=2048, max_steps=100, **section)
     with pytest.raises(InvalidRequest) as info:
         await p.generate(req)
@@ -245,12 +284,13 @@ async def test_anonymous_limits_are_explained(fake: HordeFake, section: dict[str
 
 
 async def test_the_default_capabilities_keep_anonymous_requests_acceptable(
-        fake: HordeFake, horde: HordeProvider) -> None:
-    fitted = fit_request(GenerationRequest("x", width=1536, height=1536, steps=80),
-                         horde.capabilities, horde.label)
+    fake: HordeFake, horde: HordeProvider
+) -> None:
+    fitted = fit_request(
+        GenerationRequest("x", width=1536, height=1536, steps=80), horde.capabilities, horde.label
+    )
     await horde.generate(fitted.request)
-    assert (fitted.request.width, fitted.request.height, fitted.request.steps) == (1024, 1024,
-                                                                                 50)
+    assert (fitted.request.width, fitted.request.height, fitted.request.steps) == (1024, 1024, 50)
     assert fake.violations == [] and len(fake.prompts) == 1
 
 
@@ -268,13 +308,19 @@ async def test_too_many_requests_is_rate_limited(fake: HordeFake) -> None:
     await p.aclose()
 
 
-@pytest.mark.parametrize(("status", "rc", "exc"), [
-    (401, "InvalidAPIKey", AuthFailed), (400, "CorruptPrompt", ContentFiltered),
-    (400, "MaintenanceMode", ProviderUnavailable), (403, "TimeoutIP", ProviderUnavailable),
-    (500, "InternalServerError", ProviderUnavailable),
-])
-async def test_error_codes(fake: HordeFake, horde: HordeProvider, status: int, rc: str,
-                           exc: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("status", "rc", "exc"),
+    [
+        (401, "InvalidAPIKey", AuthFailed),
+        (400, "CorruptPrompt", ContentFiltered),
+        (400, "MaintenanceMode", ProviderUnavailable),
+        (403, "TimeoutIP", ProviderUnavailable),
+        (500, "InternalServerError", ProviderUnavailable),
+    ],
+)
+async def test_error_codes(
+    fake: HordeFake, horde: HordeProvider, status: int, rc: str, exc: type[Exception]
+) -> None:
     fake.fail_next(status, path="/generate/async", json={"message": "no", "rc": rc}, times=2)
     with pytest.raises(exc):
         await horde.generate(GenerationRequest("x"))
@@ -289,9 +335,9 @@ async def test_a_wrong_key_is_auth_failed(fake: HordeFake) -> None:
     await p.aclose()
 
 
-async def test_check_reports_account_models_and_failures(fake: HordeFake,
-                                                         caplog: pytest.LogCaptureFixture
-                                                         ) -> None:
+async def test_check_reports_account_models_and_failures(
+    fake: HordeFake, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     p = make(fake, key=KEY, models=["Deliberate", "Gone XL"])
     facts = await p.check()
@@ -305,8 +351,9 @@ async def test_check_reports_account_models_and_failures(fake: HordeFake,
     await anon.aclose()
     async with HordeFake() as gone:
         url = gone.api_url
-    dead = HordeProvider(HordeSettings.from_mapping({"connect_retries": 0},
-                                                    {"AI_HORDE_BASE_URL": url}))
+    dead = HordeProvider(
+        HordeSettings.from_mapping({"connect_retries": 0}, {"AI_HORDE_BASE_URL": url})
+    )
     with pytest.raises(CheckFailed) as info:
         await dead.check()
     await dead.aclose()

@@ -47,8 +47,9 @@ def make_settings(tmp_path: Path, **web: Any) -> Settings:
 
 def bound_to(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> Settings:
     """The settings with another web address (port 0, a free one, is not a valid setting)."""
-    return dataclasses.replace(settings, web=dataclasses.replace(settings.web, host=host,
-                                                                  port=port))
+    return dataclasses.replace(
+        settings, web=dataclasses.replace(settings.web, host=host, port=port)
+    )
 
 
 @pytest.fixture
@@ -71,7 +72,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def command(
-    http: aiohttp.ClientSession, server: RunningServer, name: str, text: str,
+    http: aiohttp.ClientSession,
+    server: RunningServer,
+    name: str,
+    text: str,
     channel: str = "general",
 ) -> dict[str, Any]:
     async with http.post(
@@ -84,9 +88,21 @@ async def command(
 
 # A whole card leaves its empty fields out; the page reads a missing field as empty.
 EMPTY_CARD: dict[str, Any] = {
-    "owner": "", "text": "", "images": [], "tiles": [], "buttons": [], "ephemeral": False,
-    "form": None, "job_id": None, "parent_job_id": None, "state": None, "outcome": None,
-    "position": None, "progress": None, "notice": None, "meta": {},
+    "owner": "",
+    "text": "",
+    "images": [],
+    "tiles": [],
+    "buttons": [],
+    "ephemeral": False,
+    "form": None,
+    "job_id": None,
+    "parent_job_id": None,
+    "state": None,
+    "outcome": None,
+    "position": None,
+    "progress": None,
+    "notice": None,
+    "meta": {},
 }
 
 
@@ -142,9 +158,12 @@ class LivePage:
 
     async def reply(self, **want: Any) -> dict[str, Any]:
         """The first card state seen (from now on or already) whose fields match ``want``."""
+
         def match(page: LivePage) -> dict[str, Any] | None:
-            return next((r for r in page.replies
-                         if all(r.get(k) == v for k, v in want.items())), None)
+            return next(
+                (r for r in page.replies if all(r.get(k) == v for k, v in want.items())), None
+            )
+
         found: dict[str, Any] = await self.until(match)
         return found
 
@@ -154,7 +173,9 @@ async def next_reply(page: LivePage, **want: Any) -> dict[str, Any]:
 
 
 async def open_socket(
-    http: aiohttp.ClientSession, server: RunningServer, name: str = "watcher",
+    http: aiohttp.ClientSession,
+    server: RunningServer,
+    name: str = "watcher",
     channel: str = "general",
 ) -> tuple[LivePage, list[dict[str, Any]]]:
     ws = await http.ws_connect(f"{server.url}/ws?channel={channel}&name={name}")
@@ -348,9 +369,10 @@ async def test_the_hint_follows_the_cores_table_not_hand_written_text(tmp_path: 
     async with WithOneFlag.open(make_settings(tmp_path)) as core:
         running = await start(core, "127.0.0.1", 0)
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                f"{running.url}/api/config"
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{running.url}/api/config") as resp,
+            ):
                 config = await resp.json()
         finally:
             await running.close()
@@ -477,9 +499,10 @@ async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
     async with App.open(make_settings(tmp_path, access_token=TOKEN)) as app:
         running = await start(app, "0.0.0.0", 0)
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                f"http://127.0.0.1:{running.port}/healthz"
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{running.port}/healthz") as resp,
+            ):
                 assert resp.status == 200
         finally:
             await running.close()
@@ -510,5 +533,15 @@ async def test_serve_runs_until_cancelled(app: App) -> None:
 async def test_create_web_app_has_the_documented_routes(app: App) -> None:
     web_app = create_web_app(app)
     paths = {r.resource.canonical for r in web_app.router.routes() if r.resource is not None}
-    assert {"/", "/healthz", "/ws", "/images/{sha}", "/api/command", "/api/action",
-            "/api/imagine", "/api/gallery", "/api/lineage", "/link"} <= paths
+    assert {
+        "/",
+        "/healthz",
+        "/ws",
+        "/images/{sha}",
+        "/api/command",
+        "/api/action",
+        "/api/imagine",
+        "/api/gallery",
+        "/api/lineage",
+        "/link",
+    } <= paths

@@ -47,8 +47,12 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 TIMEOUT_MS = 30_000
-PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "has_touch": True,
-                         "is_mobile": True, "device_scale_factor": 2}
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "has_touch": True,
+    "is_mobile": True,
+    "device_scale_factor": 2,
+}
 # Script errors and native dialogs seen per page (keyed by id(page)); filled by open_page.
 PAGE_ERRORS: dict[int, list[str]] = {}
 
@@ -105,8 +109,13 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def open_page(
-    browser: Browser, server: RunningServer, name: str | None = None, *, path: str = "/",
-    scheme: str = "light", **context: Any,
+    browser: Browser,
+    server: RunningServer,
+    name: str | None = None,
+    *,
+    path: str = "/",
+    scheme: str = "light",
+    **context: Any,
 ) -> Page:
     """A fresh browser context (its own storage); ``name`` typed in the name box, else the
     suggested guest name is kept."""
@@ -144,8 +153,9 @@ def card(page: Page, job_id: str) -> Locator:
 
 def own(card_: Locator, testid: str) -> Locator:
     """An element of this card itself, not of a child card nested in it."""
-    return card_.locator(f':scope > .card-head [data-testid="{testid}"], '
-                         f':scope > [data-testid="{testid}"]')
+    return card_.locator(
+        f':scope > .card-head [data-testid="{testid}"], :scope > [data-testid="{testid}"]'
+    )
 
 
 async def menu(card_: Locator, verb: str) -> None:
@@ -172,7 +182,8 @@ async def done_job(page: Page, line: str) -> tuple[Locator, str]:
 
 async def scroll_to_end(gallery: Locator) -> None:
     await gallery.get_by_test_id("gallery-grid").evaluate(
-        "g => g.lastElementChild.scrollIntoView()")
+        "g => g.lastElementChild.scrollIntoView()"
+    )
 
 
 def no_errors(*pages: Page) -> None:
@@ -258,7 +269,8 @@ async def test_the_first_command_just_works_and_two_people_iterate_together(
 
     # Bob continues Alice's refinement on his own quota; Alice watches it appear.
     bob_child = card(bob, fox_id).locator(
-        f':scope > [data-testid="children"] > [data-job-id="{child_id}"]')
+        f':scope > [data-testid="children"] > [data-job-id="{child_id}"]'
+    )
     await expect(bob_child).to_have_attribute("data-state", "done")
     alice_quota = await alice.get_by_test_id("quota").text_content()
     bob_quota = await bob.get_by_test_id("quota").text_content()
@@ -269,7 +281,8 @@ async def test_the_first_command_just_works_and_two_people_iterate_together(
     await expect(grandchild.locator(":scope > .card-head .owner")).to_have_text("@bob")
     grandchild_id = await grandchild.get_attribute("data-job-id")
     await expect(child.locator(f'[data-job-id="{grandchild_id}"]')).to_have_attribute(
-        "data-state", "done")
+        "data-state", "done"
+    )
     await expect(bob.get_by_test_id("quota")).not_to_have_text(bob_quota or "")
     await expect(alice.get_by_test_id("quota")).to_have_text(alice_quota or "")
 
@@ -277,9 +290,11 @@ async def test_the_first_command_just_works_and_two_people_iterate_together(
     await alice.reload()
     await expect(alice.get_by_test_id("connection")).to_have_attribute("data-state", "live")
     assert await alice.input_value("#name") == suggested
-    await expect(alice.locator(
-        f'[data-job-id="{fox_id}"] [data-job-id="{child_id}"] [data-job-id="{grandchild_id}"]'
-    )).to_have_count(1)
+    await expect(
+        alice.locator(
+            f'[data-job-id="{fox_id}"] [data-job-id="{child_id}"] [data-job-id="{grandchild_id}"]'
+        )
+    ).to_have_count(1)
     await alice.screenshot(path=str(OUT / "desktop-thread.png"))
     no_errors(alice, bob)
 
@@ -321,7 +336,8 @@ async def test_a_pick_persists_and_the_lightbox_steps_through_the_images(
     await expect(picked).to_have_count(1)
     await expect(picked.get_by_test_id("full-image")).to_be_visible()
     await expect(picked.get_by_test_id("full-image")).to_have_attribute(
-        "alt", "Image 3 of 3: a lighthouse")
+        "alt", "Image 3 of 3: a lighthouse"
+    )
     await expect(card(bob, job_id).locator('[data-testid="attachment"]')).to_have_count(1)
 
     # A pick is part of the channel's history: it is still there after a reload.
@@ -343,8 +359,7 @@ async def test_prompt_and_name_with_html_are_shown_as_text(
     job, _ = await done_job(alice, f"/imagine {hostile} --n 1")
     await expect(own(job, "caption")).to_contain_text(hostile)
     assert await alice.locator('img[src="x"]').count() == 0
-    await expect(own(job, "images").get_by_test_id("tile-image")).to_have_attribute(
-        "alt", hostile)
+    await expect(own(job, "images").get_by_test_id("tile-image")).to_have_attribute("alt", hostile)
     mallory = await open_page(browser, server, "<b>mallory</b>")
     await imagine(mallory, "/imagine a teapot --n 1")
     await expect(mallory.get_by_test_id("job-card")).to_have_count(2)
@@ -447,18 +462,21 @@ class Moody:
     def capabilities(self) -> Capabilities:
         return Capabilities(max_n_per_call=4, max_concurrency=1, min_side=64)
 
-    async def generate(self, req: GenerationRequest,
-                       progress: ProgressCallback | None = None) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         import asyncio
 
         await asyncio.sleep(1.0)
         if "forbidden" in req.prompt:
-            return GenerationResult(tuple(GeneratedImage(self._png, req.seed + i, filtered=True)
-                                          for i in range(req.n)))
+            return GenerationResult(
+                tuple(GeneratedImage(self._png, req.seed + i, filtered=True) for i in range(req.n))
+            )
         if "broken" in req.prompt:
             raise InvalidRequest("refused by the test")
-        return GenerationResult(tuple(GeneratedImage(self._png, req.seed + i)
-                                      for i in range(req.n)))
+        return GenerationResult(
+            tuple(GeneratedImage(self._png, req.seed + i) for i in range(req.n))
+        )
 
     async def check(self) -> dict[str, str]:
         return {}
@@ -468,12 +486,17 @@ class Moody:
 
 
 async def test_states_say_what_happened(tmp_path: Path, browser: Browser) -> None:
-    settings = settings_for(tmp_path, providers={"default": "moody"},
-                            jobs={"max_running_per_user": 1})
+    settings = settings_for(
+        tmp_path, providers={"default": "moody"}, jobs={"max_running_per_user": 1}
+    )
     async with serving(settings, extra_providers={"moody": Moody()}) as server:
         alice = await open_page(browser, server, "alice")
-        for line in ("/imagine a kite --n 1", "/imagine a second kite --n 1",
-                     "/imagine something forbidden --n 1", "/imagine something broken --n 1"):
+        for line in (
+            "/imagine a kite --n 1",
+            "/imagine a second kite --n 1",
+            "/imagine something forbidden --n 1",
+            "/imagine something broken --n 1",
+        ):
             await imagine(alice, line)
             await expect(alice.locator("#line")).to_have_value("")
         cards = alice.locator('#feed > [data-testid="job-card"]')
@@ -482,14 +505,20 @@ async def test_states_say_what_happened(tmp_path: Path, browser: Browser) -> Non
         await expect(second).to_have_attribute("data-state", "queued")
         await expect(own(second, "status")).to_contain_text("in line")
         await own(second, "buttons").locator('button[data-action^="cancel:"]').click()
-        expected = {0: ("done", "Done"), 1: ("cancelled", "Cancelled"),
-                    2: ("filtered", "Filtered"), 3: ("failed", "Failed")}
+        expected = {
+            0: ("done", "Done"),
+            1: ("cancelled", "Cancelled"),
+            2: ("filtered", "Filtered"),
+            3: ("failed", "Failed"),
+        }
         for i, (outcome, label) in expected.items():
             await expect(cards.nth(i)).to_have_attribute("data-outcome", outcome, timeout=20_000)
             await expect(own(cards.nth(i), "state")).to_have_text(label)
         # A cancelled job is not a red failure.
-        colors = [await own(cards.nth(i), "state").evaluate("e => getComputedStyle(e).color")
-                  for i in (1, 3)]
+        colors = [
+            await own(cards.nth(i), "state").evaluate("e => getComputedStyle(e).color")
+            for i in (1, 3)
+        ]
         assert colors[0] != colors[1]
         await expect(own(cards.nth(1), "caption")).to_contain_text("Cancelled by alice")
         await expect(own(cards.nth(2), "caption")).to_contain_text("filter")
@@ -508,7 +537,8 @@ async def test_an_image_goes_in_by_picker_drop_or_paste(
     data = png_bytes()
     # 1. The picker.
     await alice.get_by_test_id("file").set_input_files(
-        {"name": "sketch.png", "mimeType": "image/png", "buffer": data})
+        {"name": "sketch.png", "mimeType": "image/png", "buffer": data}
+    )
     chip = alice.get_by_test_id("attachment-chip")
     await expect(chip).to_be_visible()
     await expect(chip).to_contain_text("sketch.png")
@@ -519,16 +549,20 @@ async def test_an_image_goes_in_by_picker_drop_or_paste(
     await expect(alice.get_by_test_id("notice").first).to_contain_text("Strength")
 
     encoded = base64.b64encode(data).decode()
-    make_file = ("(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
-                 " const dt = new DataTransfer();"
-                 " dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));"
-                 " return dt; }")
+    make_file = (
+        "(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
+        " const dt = new DataTransfer();"
+        " dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));"
+        " return dt; }"
+    )
     # 2. Drag and drop anywhere on the page.
     await alice.evaluate(
         f"(b64) => {{ const dt = ({make_file})(b64);"
         " for (const type of ['dragenter', 'dragover', 'drop'])"
         "   window.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true,"
-        "     cancelable: true})); }", encoded)
+        "     cancelable: true})); }",
+        encoded,
+    )
     await expect(chip).to_contain_text("dropped.png")
     await expect(alice.get_by_test_id("drop-zone")).to_be_hidden()
     await done_job(alice, "/imagine as charcoal --n 1")
@@ -536,13 +570,16 @@ async def test_an_image_goes_in_by_picker_drop_or_paste(
     await alice.evaluate(
         f"(b64) => {{ const dt = ({make_file})(b64);"
         " document.getElementById('line').dispatchEvent(new ClipboardEvent('paste',"
-        "   {clipboardData: dt, bubbles: true, cancelable: true})); }", encoded)
+        "   {clipboardData: dt, bubbles: true, cancelable: true})); }",
+        encoded,
+    )
     await expect(chip).to_be_visible()
     await alice.get_by_test_id("chip-remove").click()
     await expect(chip).to_be_hidden()
     # Something that is not an image is refused on the page, before any upload.
     await alice.get_by_test_id("file").set_input_files(
-        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"})
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}
+    )
     await expect(alice.get_by_test_id("notice").first).to_contain_text("not a PNG")
     await expect(chip).to_be_hidden()
     assert await alice.locator('#feed > [data-testid="job-card"]').count() == 2
@@ -555,8 +592,11 @@ async def test_the_gallery_mine_the_channels_search_and_infinite_scroll(
     # A window small enough that one page of the gallery fills it.
     alice = await open_page(browser, server, "alice", viewport={"width": 800, "height": 600})
     bob = await open_page(browser, server, "bob")
-    for line in ("/imagine a red barn --n 10", "/imagine a blue boat --n 10",
-                 "/imagine a red kite --n 10"):
+    for line in (
+        "/imagine a red barn --n 10",
+        "/imagine a blue boat --n 10",
+        "/imagine a red kite --n 10",
+    ):
         await done_job(alice, line)
     await done_job(bob, "/imagine a green owl --n 2")
     await alice.get_by_test_id("gallery-open").click()
@@ -603,10 +643,12 @@ async def test_lineage_shows_the_family_and_who_made_each(
     await expect(first_child).to_have_attribute("data-state", "done")
     child = card(alice, await first_child.get_attribute("data-job-id") or "")
     await menu(root, "reroll")
-    await expect(root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]')
-                 ).to_have_count(2)
-    await expect(root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]').nth(1)
-                 ).to_have_attribute("data-state", "done")
+    await expect(
+        root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]')
+    ).to_have_count(2)
+    await expect(
+        root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]').nth(1)
+    ).to_have_attribute("data-state", "done")
 
     await menu(child, "lineage")
     tree = alice.get_by_test_id("lineage")
@@ -683,8 +725,10 @@ async def test_dark_mode_follows_the_system(server: RunningServer, browser: Brow
         r, g, b = (int(x) for x in re.findall(r"\d+", rgb)[:3])
         return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
-    backgrounds = [await p.evaluate("getComputedStyle(document.documentElement).backgroundColor")
-                   for p in (light, dark)]
+    backgrounds = [
+        await p.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+        for p in (light, dark)
+    ]
     assert luminance(backgrounds[0]) > 200 > 60 > luminance(backgrounds[1])
     ink = await dark.evaluate("getComputedStyle(document.body).color")
     assert luminance(ink) > 180
@@ -699,7 +743,8 @@ async def fits(page: Page, selector: str) -> None:
     """Every element matching ``selector`` is inside the 390 px viewport and not clipped."""
     boxes = await page.locator(selector).evaluate_all(
         "els => els.map(e => { const r = e.getBoundingClientRect();"
-        " return [r.left, r.right, e.scrollWidth, e.clientWidth, e.offsetParent !== null]; })")
+        " return [r.left, r.right, e.scrollWidth, e.clientWidth, e.offsetParent !== null]; })"
+    )
     assert boxes, selector
     for left, right, scroll_w, client_w, shown in boxes:
         if not shown:
@@ -716,12 +761,21 @@ async def test_on_a_phone_nothing_is_clipped_and_everything_is_a_tap_away(
     await done_job(phone, "/imagine a lighthouse at dusk, long exposure --n 10")
     await expect(phone.get_by_test_id("quota")).to_contain_text("left")
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
-    assert await phone.evaluate("document.getElementById('feed').scrollWidth <= "
-                                "document.getElementById('feed').clientWidth")
-    for selector in ("#send", "#line", "#attach", '[data-testid="quota"]',
-                     '[data-testid="connection"]', '[data-testid="nav-toggle"]',
-                     '[data-testid="state"]', '[data-testid="tile-image"]',
-                     '[data-testid="tile-actions"]', '[data-testid="gallery-open"]'):
+    assert await phone.evaluate(
+        "document.getElementById('feed').scrollWidth <= document.getElementById('feed').clientWidth"
+    )
+    for selector in (
+        "#send",
+        "#line",
+        "#attach",
+        '[data-testid="quota"]',
+        '[data-testid="connection"]',
+        '[data-testid="nav-toggle"]',
+        '[data-testid="state"]',
+        '[data-testid="tile-image"]',
+        '[data-testid="tile-actions"]',
+        '[data-testid="gallery-open"]',
+    ):
         await fits(phone, selector)
     # The composer is full width; Send is on screen.
     line = await phone.locator("#composer").bounding_box()
@@ -734,8 +788,10 @@ async def test_on_a_phone_nothing_is_clipped_and_everything_is_a_tap_away(
     # The channel list is a drawer.
     channels = phone.get_by_test_id("channels")
     assert not await channels.locator('a[data-channel="sandbox"]').is_visible() or (
-        (await channels.bounding_box() or {"x": 0, "width": 0})["x"] +
-        (await channels.bounding_box() or {"x": 0, "width": 0})["width"] <= 0)
+        (await channels.bounding_box() or {"x": 0, "width": 0})["x"]
+        + (await channels.bounding_box() or {"x": 0, "width": 0})["width"]
+        <= 0
+    )
     await phone.get_by_test_id("nav-toggle").tap()
     await expect(phone.get_by_test_id("nav-toggle")).to_have_attribute("aria-expanded", "true")
     await phone.wait_for_timeout(300)
@@ -772,15 +828,19 @@ async def test_the_readme_screenshot(tmp_path: Path, browser: Browser) -> None:
     token, _ = links.issue(settings.data_dir, "Alice")
     async with serving(settings) as server:
         bob = await open_page(browser, server, "Bob")
-        alice = await open_page(browser, server, path=f"/link?t={token}",
-                                viewport={"width": 1200, "height": 860})
+        alice = await open_page(
+            browser, server, path=f"/link?t={token}", viewport={"width": 1200, "height": 860}
+        )
         root, root_id = await done_job(alice, "/imagine a lighthouse at dusk, oil painting --n 4")
         bob_root = card(bob, root_id)
         await expect(bob_root).to_have_attribute("data-state", "done")
         await own(bob_root, "images").get_by_test_id("tile").nth(1).hover()
         await bob_root.locator(f'button[data-action="refine:{root_id}:2"]').click()
-        await bob.get_by_test_id("dialog").locator("textarea").first.fill(
-            "a lighthouse at dusk, oil painting, stormy sea")
+        await (
+            bob.get_by_test_id("dialog")
+            .locator("textarea")
+            .first.fill("a lighthouse at dusk, oil painting, stormy sea")
+        )
         await bob.get_by_test_id("dialog-submit").click()
         child = root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]')
         await expect(child).to_have_attribute("data-state", "done")

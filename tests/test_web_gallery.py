@@ -12,8 +12,10 @@ from bot.gallery import decode_cursor, encode_cursor
 from bot.storage.gallery import GalleryCursor
 from tests.conftest import Chat, open_chat
 
-SLOW = {"providers": {"offline": {"latency_ms": 150, "concurrency": 1}},
-        "jobs": {"max_running_per_user": 1}}
+SLOW = {
+    "providers": {"offline": {"latency_ms": 150, "concurrency": 1}},
+    "jobs": {"max_running_per_user": 1},
+}
 
 
 async def imagine(chat: Chat, user: str, line: str, channel: str = "general") -> str:
@@ -49,13 +51,10 @@ async def test_a_pick_is_part_of_the_channels_history(chat: Chat) -> None:
     assert len((await chat.app.job_details("test", "team", [job]))[job].picks) == 1
 
 
-async def test_details_tell_cancelled_from_failed_and_keep_to_the_tenant(
-        tmp_path: Path) -> None:
+async def test_details_tell_cancelled_from_failed_and_keep_to_the_tenant(tmp_path: Path) -> None:
     async with open_chat(tmp_path, SLOW) as chat:
-        first = next(r.job_id for r in await chat.say("alice", "/imagine one --n 1")
-                     if r.job_id)
-        second = next(r.job_id for r in await chat.say("alice", "/imagine two --n 1")
-                      if r.job_id)
+        first = next(r.job_id for r in await chat.say("alice", "/imagine one --n 1") if r.job_id)
+        second = next(r.job_id for r in await chat.say("alice", "/imagine two --n 1") if r.job_id)
         assert first and second
         await chat.click("alice", f"cancel:{second}")
         await chat.settle()
@@ -88,7 +87,8 @@ async def test_gallery_mine_the_channels_search_and_pages(chat: Chat) -> None:
 
     found = await app.gallery("test", "team", channel_id="general", query="LIGHTHOUSE")
     assert {i.job_id for i in found.items} == {a1} | {
-        i.job_id for i in channel.items if "elsewhere" in i.prompt}
+        i.job_id for i in channel.items if "elsewhere" in i.prompt
+    }
     literal = await app.gallery("test", "team", query="100% _cotton_")
     assert [i.job_id for i in literal.items] == [a2]
     assert (await app.gallery("test", "team", query="10% cotton")).items == ()
@@ -126,8 +126,9 @@ def test_a_malformed_cursor_starts_from_the_top() -> None:
 
 async def test_lineage_is_the_whole_family_with_who_made_each(chat: Chat) -> None:
     root = await imagine(chat, "alice", "a castle --n 2")
-    refine = await child_of(chat, "bob", f"refine:{root}:2", prompt="a castle in snow",
-                            strength="0.5")
+    refine = await child_of(
+        chat, "bob", f"refine:{root}:2", prompt="a castle in snow", strength="0.5"
+    )
     vary = await child_of(chat, "carol", f"vary:{refine}:1")
     reroll = await child_of(chat, "alice", f"reroll:{root}")
     unrelated = await imagine(chat, "alice", "a boat --n 1")
@@ -138,10 +139,17 @@ async def test_lineage_is_the_whole_family_with_who_made_each(chat: Chat) -> Non
     nodes = {n.job_id: n for n in tree.nodes}
     assert set(nodes) == {root, refine, vary, reroll} and unrelated not in nodes
     assert tree.nodes[0].job_id == root  # oldest first
-    assert (nodes[refine].kind, nodes[refine].parent_job_id, nodes[refine].parent_index,
-            nodes[refine].owner_id) == ("refine", root, 2, "bob")
+    assert (
+        nodes[refine].kind,
+        nodes[refine].parent_job_id,
+        nodes[refine].parent_index,
+        nodes[refine].owner_id,
+    ) == ("refine", root, 2, "bob")
     assert (nodes[vary].kind, nodes[vary].parent_job_id, nodes[vary].owner_name) == (
-        "vary", refine, "Carol")
+        "vary",
+        refine,
+        "Carol",
+    )
     assert nodes[reroll].kind == "reroll" and nodes[reroll].parent_index is None
     assert nodes[refine].prompt == "a castle in snow" and len(nodes[root].images) == 2
 

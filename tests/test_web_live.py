@@ -15,8 +15,15 @@ from adapters.web.live import Hub, Subscriber
 
 
 def card(ref: str, seq: int, **fields: Any) -> dict[str, Any]:
-    return {"ref": ref, "seq": seq, "state": "queued", "position": None, "progress": None,
-            "text": f"job {ref}", **fields}
+    return {
+        "ref": ref,
+        "seq": seq,
+        "state": "queued",
+        "position": None,
+        "progress": None,
+        "text": f"job {ref}",
+        **fields,
+    }
 
 
 async def frame(sub: Subscriber) -> list[dict[str, Any]]:
@@ -35,12 +42,18 @@ async def test_a_new_card_goes_whole_then_only_what_changed() -> None:
     hub.publish("general", card("a", 1, position=3))
     [whole] = await frame(page)
     # Whole, less its empty fields (a page reads a missing field as empty).
-    assert whole == {"op": "card", "reply": {"ref": "a", "seq": 1, "state": "queued",
-                                             "position": 3, "text": "job a"}}
+    assert whole == {
+        "op": "card",
+        "reply": {"ref": "a", "seq": 1, "state": "queued", "position": 3, "text": "job a"},
+    }
     hub.publish("general", card("a", 2, state="running", progress=0.4))
     [delta] = await frame(page)
-    assert delta == {"op": "delta", "ref": "a", "seq": 2,
-                     "set": {"state": "running", "progress": 0.4, "position": None}}
+    assert delta == {
+        "op": "delta",
+        "ref": "a",
+        "seq": 2,
+        "set": {"state": "running", "progress": 0.4, "position": None},
+    }
     # An update that changes nothing is not sent at all.
     hub.publish("general", card("a", 3, state="running", progress=0.4))
     assert not page.pending
@@ -106,8 +119,10 @@ async def test_remove_private_items_and_the_badge() -> None:
     hub.send_to("general", "alice", "p:9", {"op": "card", "reply": {"text": "only you"}})
     hub.send_to_user("alice", "quota", {"op": "quota", "quota": "49 of 50 images left"})
     items = await frame(alice)
-    assert items[-2:] == [{"op": "card", "reply": {"text": "only you"}},
-                          {"op": "quota", "quota": "49 of 50 images left"}]
+    assert items[-2:] == [
+        {"op": "card", "reply": {"text": "only you"}},
+        {"op": "quota", "quota": "49 of 50 images left"},
+    ]
     assert not bob.pending
 
 
@@ -146,10 +161,21 @@ async def test_two_changes_while_waiting_leave_as_one_delta() -> None:
         await frame(page)
     hub.publish("general", card("a", 2, position=4, text="job a, #4"))
     hub.publish("general", card("a", 3, position=3, text="job a, #3"))
-    hub.publish("general", card("a", 4, position=3, text="job a, #3", progress=0.0,
-                                state="running"))
+    hub.publish(
+        "general", card("a", 4, position=3, text="job a, #3", progress=0.0, state="running")
+    )
     first, second = [await frame(page) for page in pages]
-    assert first == second == [{"op": "delta", "ref": "a", "seq": 4, "set": {
-        "position": 3, "text": "job a, #3", "state": "running", "progress": 0.0}}]
+    assert (
+        first
+        == second
+        == [
+            {
+                "op": "delta",
+                "ref": "a",
+                "seq": 4,
+                "set": {"position": 3, "text": "job a, #3", "state": "running", "progress": 0.0},
+            }
+        ]
+    )
     # One encoding for both pages.
     assert pages[0].pending == pages[1].pending == {}

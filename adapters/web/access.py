@@ -77,8 +77,13 @@ def web_actor(name: str, admins: tuple[str, ...] = ()) -> Actor:
     display = clean_display(name)
     user_id = user_id_of(display)
     listed = {user_id_of(a, strict=False) for a in admins}
-    return Actor(platform=PLATFORM, tenant=TENANT, user_id=user_id, display_name=display,
-                 is_admin=user_id in listed)
+    return Actor(
+        platform=PLATFORM,
+        tenant=TENANT,
+        user_id=user_id,
+        display_name=display,
+        is_admin=user_id in listed,
+    )
 
 
 def guest_actor(name: str, reserved: Container[str] = ()) -> Actor:
@@ -88,15 +93,23 @@ def guest_actor(name: str, reserved: Container[str] = ()) -> Actor:
     display = clean_display(name)
     user_id = user_id_of(display)
     if user_id in reserved:
-        raise InputError(f"The name {display!r} belongs to someone with a personal link; "
-                         "choose another name (or open your own personal link).")
+        raise InputError(
+            f"The name {display!r} belongs to someone with a personal link; "
+            "choose another name (or open your own personal link)."
+        )
     return Actor(platform=PLATFORM, tenant=TENANT, user_id=user_id, display_name=display)
 
 
-def linked_actor(user_id: str, display_name: str, *, admin: bool,
-                 admins: tuple[str, ...] = ()) -> Actor:
+def linked_actor(
+    user_id: str, display_name: str, *, admin: bool, admins: tuple[str, ...] = ()
+) -> Actor:
     """Someone who opened a personal link: an admin when the link says so or ``web.admins``
     names them."""
     listed = {user_id_of(a, strict=False) for a in admins}
-    return Actor(platform=PLATFORM, tenant=TENANT, user_id=user_id,
-                 display_name=display_name or user_id, is_admin=admin or user_id in listed)
+    return Actor(
+        platform=PLATFORM,
+        tenant=TENANT,
+        user_id=user_id,
+        display_name=display_name or user_id,
+        is_admin=admin or user_id in listed,
+    )

@@ -95,8 +95,13 @@ def _mac(secret: bytes, payload: str) -> str:
 
 
 def sign(secret: bytes, identity: Identity) -> str:
-    body = {"u": identity.user_id, "n": identity.display_name, "a": identity.admin,
-            "i": identity.issued_at, "e": identity.expires_at}
+    body = {
+        "u": identity.user_id,
+        "n": identity.display_name,
+        "a": identity.admin,
+        "i": identity.issued_at,
+        "e": identity.expires_at,
+    }
     payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
     return f"{VERSION}.{payload}.{_mac(secret, payload)}"
 
@@ -105,17 +110,25 @@ def verify(secret: bytes, token: str, now: float | None = None) -> Identity:
     """The identity in ``token``; raises :class:`LinkRefused` saying why it is not honoured."""
     parts = token.split(".") if len(token) <= MAX_TOKEN_CHARS else []
     if len(parts) != 3 or parts[0] != VERSION:
-        raise LinkRefused("This is not a personal link of this playground (it is incomplete "
-                          "or was changed). Ask for a new one.")
+        raise LinkRefused(
+            "This is not a personal link of this playground (it is incomplete "
+            "or was changed). Ask for a new one."
+        )
     payload, mac = parts[1], parts[2]
     if not hmac.compare_digest(_mac(secret, payload), mac):
-        raise LinkRefused("This link was changed after it was made, or it belongs to another "
-                          "playground, so it cannot be used. Ask for a new one.")
+        raise LinkRefused(
+            "This link was changed after it was made, or it belongs to another "
+            "playground, so it cannot be used. Ask for a new one."
+        )
     try:
         body = json.loads(_unb64(payload))
-        identity = Identity(user_id=str(body["u"]), display_name=str(body["n"]),
-                            admin=bool(body["a"]), issued_at=int(body["i"]),
-                            expires_at=int(body["e"]))
+        identity = Identity(
+            user_id=str(body["u"]),
+            display_name=str(body["n"]),
+            admin=bool(body["a"]),
+            issued_at=int(body["i"]),
+            expires_at=int(body["e"]),
+        )
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise LinkRefused("This link cannot be read. Ask for a new one.") from None
     if (time.time() if now is None else now) >= identity.expires_at:
@@ -140,31 +153,50 @@ def _read_names(path: Path) -> dict[str, dict[str, object]]:
     except FileNotFoundError:
         return {}
     except ValueError:
-        raise OSError(f"{path} is damaged; fix or delete it (linked names are then free "
-                      "again)") from None
+        raise OSError(
+            f"{path} is damaged; fix or delete it (linked names are then free again)"
+        ) from None
     names = data.get("names", {}) if isinstance(data, dict) else {}
     return {str(k): dict(v) for k, v in names.items() if isinstance(v, dict)}
 
 
-def issue(data_dir: Path, name: str, *, admin: bool = False, days: int = DEFAULT_DAYS,
-          now: float | None = None) -> tuple[str, Identity]:
+def issue(
+    data_dir: Path,
+    name: str,
+    *,
+    admin: bool = False,
+    days: int = DEFAULT_DAYS,
+    now: float | None = None,
+) -> tuple[str, Identity]:
     """Sign a link token for ``name`` and reserve the name; raises InputError for a bad one."""
     if not 1 <= days <= MAX_DAYS:
         raise InputError(f"--days must be 1 to {MAX_DAYS}.")
     display = clean_display(name)
     user_id = user_id_of(display)
     at = int(time.time() if now is None else now)
-    identity = Identity(user_id=user_id, display_name=display, admin=admin,
-                        issued_at=at, expires_at=at + days * 86400)
+    identity = Identity(
+        user_id=user_id,
+        display_name=display,
+        admin=admin,
+        issued_at=at,
+        expires_at=at + days * 86400,
+    )
     secret = load_or_create_secret(data_dir)
     path = data_dir / NAMES_FILE
     with _names_lock(data_dir):
         names = _read_names(path)
-        names[user_id] = {"name": display, "admin": admin, "issued": at,
-                          "expires": identity.expires_at}
+        names[user_id] = {
+            "name": display,
+            "admin": admin,
+            "issued": at,
+            "expires": identity.expires_at,
+        }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": 1, "names": names}, indent=1, sort_keys=True,
-                                  ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"version": 1, "names": names}, indent=1, sort_keys=True, ensure_ascii=False)
+            + "\n",
+            encoding="utf-8",
+        )
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)  # readers see the old file or the new one, never half of one
     return sign(secret, identity), identity
@@ -201,5 +233,14 @@ def link_url(base: str, token: str) -> str:
     return f"{base.rstrip('/')}/link?t={token}"
 
 
-__all__ = ["DEFAULT_DAYS", "Identity", "LinkRefused", "ReservedNames", "issue", "link_url",
-           "load_or_create_secret", "sign", "verify"]
+__all__ = [
+    "DEFAULT_DAYS",
+    "Identity",
+    "LinkRefused",
+    "ReservedNames",
+    "issue",
+    "link_url",
+    "load_or_create_secret",
+    "sign",
+    "verify",
+]

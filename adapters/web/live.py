@@ -49,8 +49,15 @@ class Entry:
 
     __slots__ = ("_encoded", "_next", "delta", "message", "ref", "seq")
 
-    def __init__(self, *, message: Message | None = None, delta: Message | None = None,
-                 ref: str = "", seq: int = 0, encoded: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        message: Message | None = None,
+        delta: Message | None = None,
+        ref: str = "",
+        seq: int = 0,
+        encoded: str | None = None,
+    ) -> None:
         self.message = message
         self.delta = delta
         self.ref = ref
@@ -60,8 +67,11 @@ class Entry:
 
     def encoded(self) -> str:
         if self._encoded is None:
-            body = ({"op": "card", "reply": _compact(self.message)} if self.message is not None
-                    else {"op": "delta", "ref": self.ref, "seq": self.seq, "set": self.delta})
+            body = (
+                {"op": "card", "reply": _compact(self.message)}
+                if self.message is not None
+                else {"op": "delta", "ref": self.ref, "seq": self.seq, "set": self.delta}
+            )
             self._encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         return self._encoded
 
@@ -164,8 +174,9 @@ class Hub:
             return  # an older state arriving late (a POST answer after the socket's news)
         delta: Message | None = None
         if known is not None:
-            delta = {k: v for k, v in message.items()
-                     if k not in _SKIP and known.message.get(k) != v}
+            delta = {
+                k: v for k, v in message.items() if k not in _SKIP and known.message.get(k) != v
+            }
             delta.update({k: None for k in known.message if k not in message})
             if not delta:
                 return  # nothing changed: nothing to send
@@ -220,8 +231,11 @@ class Hub:
             self._subscribers.get(channel, set()).discard(sub)
 
     def users_of(self, channel: str | None = None) -> set[str]:
-        subs = self.subscribers(channel) if channel else [
-            s for group in self._subscribers.values() for s in group]
+        subs = (
+            self.subscribers(channel)
+            if channel
+            else [s for group in self._subscribers.values() for s in group]
+        )
         return {s.user_id for s in subs if s.user_id}
 
 

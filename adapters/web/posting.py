@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from adapters.web.server import WebPlayground
 
 
-
-
 class RequestResponder:
     """The Responder for one POST: ephemeral replies go back in its answer (or, once it has
     been answered, to that user's open pages); the rest also go to everyone in the channel."""
@@ -44,8 +42,9 @@ class RequestResponder:
         if reply.ephemeral and not self.closed:
             message = self.playground.reply_json(reply, ref=ref, owner=self.user_id)
         else:
-            message = await self.playground.deliver(self.channel, reply, ref=ref,
-                                                    owner=self.user_id)
+            message = await self.playground.deliver(
+                self.channel, reply, ref=ref, owner=self.user_id
+            )
         if not self.closed:
             self.messages.append(message)
 

@@ -105,11 +105,19 @@ log = logging.getLogger(__name__)
 
 
 __all__ = [
-    "ChannelPosterImpl", "RequestResponder", "RunningServer", "Subscriber", "WebPlayground",
-    "create_web_app", "hint_text", "open_hint", "parse_line", "serve", "start", "web_actor",
+    "ChannelPosterImpl",
+    "RequestResponder",
+    "RunningServer",
+    "Subscriber",
+    "WebPlayground",
+    "create_web_app",
+    "hint_text",
+    "open_hint",
+    "parse_line",
+    "serve",
+    "start",
+    "web_actor",
 ]
-
-
 
 
 class WebPlayground:
@@ -135,8 +143,9 @@ class WebPlayground:
 
     # -- rendering and delivery -------------------------------------------------------------
 
-    def reply_json(self, reply: Reply, *, ref: str, owner: str = "",
-                   details: JobDetails | None = None) -> Message:
+    def reply_json(
+        self, reply: Reply, *, ref: str, owner: str = "", details: JobDetails | None = None
+    ) -> Message:
         """A Reply as the page sees it. ``seq`` lets the page keep the newest state of a card
         when the same update arrives both in a POST answer and on the socket. With the job's
         ``details``, a finished card carries each image on its own and how the job ended."""
@@ -148,10 +157,16 @@ class WebPlayground:
             # History replies come without a target; the core names the owner in meta.
             "owner": owner or str(reply.meta.get("owner", "")),
             "text": reply.text,
-            "images": [_image_json(i, _alt(prompt) if i.kind == "grid" else _alt(prompt, 1))
-                       for i in reply.images],
-            "tiles": [{**_image_json(img, _alt(prompt, i, n)), "index": i}
-                      for i, img in enumerate(details.images, 1)] if details else [],
+            "images": [
+                _image_json(i, _alt(prompt) if i.kind == "grid" else _alt(prompt, 1))
+                for i in reply.images
+            ],
+            "tiles": [
+                {**_image_json(img, _alt(prompt, i, n)), "index": i}
+                for i, img in enumerate(details.images, 1)
+            ]
+            if details
+            else [],
             "buttons": [
                 {"label": b.label, "action": b.action, "style": b.style} for b in reply.buttons
             ],
@@ -192,8 +207,9 @@ class WebPlayground:
             details = (await self.details([reply.job_id])).get(reply.job_id)
         message = self.reply_json(reply, ref=ref, owner=owner, details=details)
         if reply.ephemeral:
-            self.hub.send_to(channel, owner, f"p:{message['seq']}",
-                             {"op": "card", "reply": message})
+            self.hub.send_to(
+                channel, owner, f"p:{message['seq']}", {"op": "card", "reply": message}
+            )
         else:
             self.hub.publish(channel, message)
         if reply.job_id and reply.state in FINAL:
@@ -245,8 +261,12 @@ class WebPlayground:
     def actor_of(self, request: web.Request, name: object) -> Actor:
         identity = self.identity_of(request)
         if identity is not None:
-            actor = linked_actor(identity.user_id, identity.display_name,
-                                 admin=identity.admin, admins=self._admin_ids)
+            actor = linked_actor(
+                identity.user_id,
+                identity.display_name,
+                admin=identity.admin,
+                admins=self._admin_ids,
+            )
         else:
             actor = guest_actor(str(name or ""), self.reserved)
         self.seen(actor)
@@ -311,8 +331,14 @@ class WebPlayground:
         # file or the expiry ends it. Lax: a link opened from a chat message is a navigation
         # from another site; Lax cookies still never go with cross-site POSTs or sockets.
         token = request.query["t"]
-        found.set_cookie(ID_COOKIE, token, httponly=True, samesite="Lax", path="/",
-                         max_age=max(60, identity.expires_at - int(time.time())))
+        found.set_cookie(
+            ID_COOKIE,
+            token,
+            httponly=True,
+            samesite="Lax",
+            path="/",
+            max_age=max(60, identity.expires_at - int(time.time())),
+        )
         found.headers.update(SECURITY_HEADERS)
         raise found
 
@@ -320,17 +346,27 @@ class WebPlayground:
         identity = self.identity_of(request)
         me: Message | None = None
         if identity is not None:
-            actor = linked_actor(identity.user_id, identity.display_name, admin=identity.admin,
-                                 admins=self._admin_ids)
-            me = {"name": actor.display_name, "user_id": actor.user_id, "admin": actor.is_admin,
-                  "expires_at": identity.expires_at}
-        return web.json_response({
-            "channels": list(self.web_settings.channels),
-            "hint": self.hint,
-            "flags": [_flag_json(f) for f in self.flags],
-            "linked": me,
-            "max_upload_bytes": self.core.settings.images.max_input_bytes,
-        })
+            actor = linked_actor(
+                identity.user_id,
+                identity.display_name,
+                admin=identity.admin,
+                admins=self._admin_ids,
+            )
+            me = {
+                "name": actor.display_name,
+                "user_id": actor.user_id,
+                "admin": actor.is_admin,
+                "expires_at": identity.expires_at,
+            }
+        return web.json_response(
+            {
+                "channels": list(self.web_settings.channels),
+                "hint": self.hint,
+                "flags": [_flag_json(f) for f in self.flags],
+                "linked": me,
+                "max_upload_bytes": self.core.settings.images.max_input_bytes,
+            }
+        )
 
     async def quota(self, request: web.Request) -> web.Response:
         actor = self.actor_of(request, request.query.get("name"))
@@ -345,8 +381,9 @@ class WebPlayground:
         text = str(body.get("text") or "")[:MAX_LINE_CHARS]
         return await self._line(actor, channel, text, None)
 
-    async def _line(self, actor: Actor, channel: str, text: str,
-                    init_image: bytes | None) -> web.Response:
+    async def _line(
+        self, actor: Actor, channel: str, text: str, init_image: bytes | None
+    ) -> web.Response:
         parsed = parse_line(text)
         if parsed is None or not text.strip():
             hint = Reply(text=f"Unknown command. {self.hint}", ephemeral=True)
@@ -355,8 +392,11 @@ class WebPlayground:
         command, rest = parsed
         if init_image is not None and command != "imagine":
             raise InputError("An image goes with /imagine: describe what to make of it.")
-        return await self.run(Invocation(actor=actor, channel_id=channel, command=command,
-                                         text=rest, init_image=init_image))
+        return await self.run(
+            Invocation(
+                actor=actor, channel_id=channel, command=command, text=rest, init_image=init_image
+            )
+        )
 
     async def imagine_image(self, request: web.Request) -> web.Response:
         """An /imagine with an image (uploaded, dropped or pasted): the core's image gate
@@ -373,8 +413,9 @@ class WebPlayground:
             if not isinstance(part, BodyPartReader):
                 raise InputError("That upload was not understood.")
             if part.name == "image":
-                image = await _read_capped(part, limit, "That image is larger than "
-                                           f"{limit // (1024 * 1024)} MB.")
+                image = await _read_capped(
+                    part, limit, f"That image is larger than {limit // (1024 * 1024)} MB."
+                )
             elif part.name in ("name", "channel", "text"):
                 raw = await _read_capped(part, MAX_LINE_CHARS * 4, "That line is too long.")
                 fields[part.name] = raw.decode("utf-8", "replace")
@@ -413,24 +454,36 @@ class WebPlayground:
         if channel is None and owner is None:
             raise InputError("Ask for a channel's images or your own.")
         page = await self.core.gallery(
-            PLATFORM, TENANT, channel_id=channel, owner_id=owner,
-            query=q.get("q", "")[:200], before=q.get("before") or None,
+            PLATFORM,
+            TENANT,
+            channel_id=channel,
+            owner_id=owner,
+            query=q.get("q", "")[:200],
+            before=q.get("before") or None,
             limit=_int(q.get("limit"), 30, 1, 60),
         )
-        return web.json_response({"items": [_gallery_json(i) for i in page.items],
-                                  "next": page.next})
+        return web.json_response(
+            {"items": [_gallery_json(i) for i in page.items], "next": page.next}
+        )
 
     async def lineage(self, request: web.Request) -> web.Response:
         job_id = request.query.get("job", "")
-        tree = (await self.core.lineage(PLATFORM, TENANT, job_id)
-                if JOB_ID_RE.fullmatch(job_id) else None)
+        tree = (
+            await self.core.lineage(PLATFORM, TENANT, job_id)
+            if JOB_ID_RE.fullmatch(job_id)
+            else None
+        )
         if tree is None:
             raise web.HTTPNotFound(text="No such job here.")
         # Only this playground's channels are shown; a node elsewhere keeps its place.
-        return web.json_response({
-            "root": tree.root_id, "focus": tree.focus_id, "truncated": tree.truncated,
-            "nodes": [_details_json(n) for n in tree.nodes],
-        })
+        return web.json_response(
+            {
+                "root": tree.root_id,
+                "focus": tree.focus_id,
+                "truncated": tree.truncated,
+                "nodes": [_details_json(n) for n in tree.nodes],
+            }
+        )
 
     async def image(self, request: web.Request) -> web.StreamResponse:
         sha = request.match_info["sha"].lower()
@@ -486,8 +539,7 @@ class WebPlayground:
         picks: list[Message] = []
         for reply in history:
             d = details.get(reply.job_id or "")
-            out.append({**self.reply_json(reply, ref=self.new_ref(reply), details=d),
-                        "seq": seq})
+            out.append({**self.reply_json(reply, ref=self.new_ref(reply), details=d), "seq": seq})
             for pick in d.picks if d else ():
                 picks.append({**self.reply_json(pick, ref=self.new_ref(pick)), "seq": seq})
         return out + picks  # picks after the cards they belong under
@@ -572,8 +624,6 @@ class WebPlayground:
             raise web.HTTPForbidden(text="Cross-site requests are not allowed.")
 
 
-
-
 PLAYGROUND = web.AppKey("playground", WebPlayground)
 
 
@@ -643,8 +693,10 @@ def open_hint(server: RunningServer, host: str, access_token: str | None) -> str
         url = f"http://localhost:{server.port}"
         note = " (listening on every address)"
     if access_token:
-        return (f"open {url}/?token=<WEB_ACCESS_TOKEN> once for a guest (a cookie keeps it), "
-                f"or a personal link from `imagine-bot web-link NAME`{note}")
+        return (
+            f"open {url}/?token=<WEB_ACCESS_TOKEN> once for a guest (a cookie keeps it), "
+            f"or a personal link from `imagine-bot web-link NAME`{note}"
+        )
     return f"open {url}/{note}"
 
 

@@ -55,7 +55,6 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 
 
-
 def parse_line(text: str) -> tuple[str, str] | None:
     """Translate a typed line to ``(command, rest)``; ``None`` for an unknown slash command.
 
@@ -140,8 +139,10 @@ def _details_json(d: JobDetails) -> Message:
         "parent_job_id": d.parent_job_id,
         "parent_index": d.parent_index,
         "created_at": d.created_at,
-        "images": [{**_image_json(img, _alt(d.prompt, i, n)), "index": i}
-                   for i, img in enumerate(d.images, 1)],
+        "images": [
+            {**_image_json(img, _alt(d.prompt, i, n)), "index": i}
+            for i, img in enumerate(d.images, 1)
+        ],
     }
 
 
@@ -157,8 +158,6 @@ def _gallery_json(item: GalleryItem) -> Message:
         "kind": item.kind,
         "created_at": item.created_at,
     }
-
-
 
 
 async def _read_capped(part: BodyPartReader, limit: int, too_big: str) -> bytes:
@@ -209,14 +208,14 @@ def _is_file_within(path: Path, root: Path) -> bool:
 def _page(title: str, text: str, *, status: int) -> web.Response:
     """A small page for a browser (a refused link): no script, every word escaped."""
     body = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
-        "<link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
-        "<body class=\"plain\"><main class=\"refusal\" data-testid=\"refusal\">"
+        '<link rel="stylesheet" href="/static/style.css"></head>'
+        '<body class="plain"><main class="refusal" data-testid="refusal">'
         f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
-        "<p><a href=\"/\">Go to the playground</a></p></main></body></html>"
+        '<p><a href="/">Go to the playground</a></p></main></body></html>'
     )
-    return web.Response(text=body, status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
-
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers={"Cache-Control": "no-store"}
+    )

@@ -59,10 +59,19 @@ from bot.providers.http import (
 
 PREFIX = "providers.automatic1111"
 # The keys of this provider's config table (plus the shared HTTP ones).
-SETTING_KEYS = frozenset({
-    "base_url", "catalog_ttl_s", "checkpoint", "max_concurrency", "max_n_per_call",
-    "max_side", "progress_interval_s", "sampler", "scheduler",
-})
+SETTING_KEYS = frozenset(
+    {
+        "base_url",
+        "catalog_ttl_s",
+        "checkpoint",
+        "max_concurrency",
+        "max_n_per_call",
+        "max_side",
+        "progress_interval_s",
+        "sampler",
+        "scheduler",
+    }
+)
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
 
 
@@ -82,33 +91,37 @@ class Automatic1111Settings:
     policy: HttpPolicy = field(default_factory=HttpPolicy)
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object],
-                     env: Mapping[str, str]) -> Automatic1111Settings:
+    def from_mapping(
+        cls, section: Mapping[str, object], env: Mapping[str, str]
+    ) -> Automatic1111Settings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
         user = env.get("AUTOMATIC1111_USER") or None
         password = env.get("AUTOMATIC1111_PASSWORD") or None
         if (user is None) != (password is None):
-            raise ConfigError("AUTOMATIC1111_USER and AUTOMATIC1111_PASSWORD must be set "
-                              f"together (for {PREFIX})")
+            raise ConfigError(
+                f"AUTOMATIC1111_USER and AUTOMATIC1111_PASSWORD must be set together (for {PREFIX})"
+            )
         if "password" in section:
-            raise ConfigError(f"{PREFIX}.password: secrets come from the environment "
-                              "(AUTOMATIC1111_PASSWORD)")
+            raise ConfigError(
+                f"{PREFIX}.password: secrets come from the environment (AUTOMATIC1111_PASSWORD)"
+            )
         return cls(
-            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
-                             "AUTOMATIC1111_BASE_URL"),
+            base_url=get_url(
+                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "AUTOMATIC1111_BASE_URL"
+            ),
             username=user,
             password=password,
             checkpoint=get_str(section, "checkpoint", "", PREFIX).strip() or None,
             default_sampler=get_str(section, "sampler", "", PREFIX).strip() or None,
             default_scheduler=get_str(section, "scheduler", "", PREFIX).strip() or None,
-            catalog_ttl_s=get_float(section, "catalog_ttl_s", 600.0, PREFIX, lo=0.0,
-                                    hi=86400.0),
+            catalog_ttl_s=get_float(section, "catalog_ttl_s", 600.0, PREFIX, lo=0.0, hi=86400.0),
             max_n_per_call=get_int(section, "max_n_per_call", 4, PREFIX, lo=1, hi=16),
             max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
             # The webui serialises generations behind one lock; more only queues there.
             max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
-            progress_interval_s=get_float(section, "progress_interval_s", 1.0, PREFIX,
-                                          lo=0.0, hi=60.0),
+            progress_interval_s=get_float(
+                section, "progress_interval_s", 1.0, PREFIX, lo=0.0, hi=60.0
+            ),
             policy=HttpPolicy.from_mapping(section, PREFIX),
         )
 
@@ -124,15 +137,15 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
         if isinstance(d, str):
             detail = d
         elif isinstance(d, list):
-            detail = "; ".join(str(x.get("msg", x)) if isinstance(x, dict) else str(x)
-                               for x in d)
+            detail = "; ".join(str(x.get("msg", x)) if isinstance(x, dict) else str(x) for x in d)
         if not detail and isinstance(data.get("errors"), str):
             detail = data["errors"]
     text = f"HTTP {status} {kind}: {detail[:300]}"
     if status == 401:
         return AuthFailed(text, status=status, code=kind or None)
-    if "not found" in detail.lower() and ("sampler" in detail.lower()
-                                          or "script" in detail.lower()):
+    if "not found" in detail.lower() and (
+        "sampler" in detail.lower() or "script" in detail.lower()
+    ):
         return InvalidRequest(text, status=status, code=kind or None)
     if status == 404:
         return NotFound(text, status=status, code=kind or None)
@@ -146,16 +159,29 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
 class Automatic1111Provider:
     name = "automatic1111"
 
-    def __init__(self, settings: Automatic1111Settings, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: Automatic1111Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.settings = settings
         self.label = "Stable Diffusion webui"
-        auth = (httpx.BasicAuth(settings.username, settings.password)
-                if settings.username and settings.password else None)
-        self._http = HttpClient(label=self.label, base_url=settings.base_url,
-                                policy=settings.policy, auth=auth, classify=classify,
-                                transport=transport, sleep=sleep)
+        auth = (
+            httpx.BasicAuth(settings.username, settings.password)
+            if settings.username and settings.password
+            else None
+        )
+        self._http = HttpClient(
+            label=self.label,
+            base_url=settings.base_url,
+            policy=settings.policy,
+            auth=auth,
+            classify=classify,
+            transport=transport,
+            sleep=sleep,
+        )
         self._caps = Capabilities(
             max_n_per_call=settings.max_n_per_call,
             size_mode="exact",
@@ -189,31 +215,59 @@ class Automatic1111Provider:
         """Read samplers, schedulers (webui 1.9+) and checkpoints into the capabilities."""
         call = self._http.check if check else self._http.request
         samplers_resp, models_resp = await asyncio.gather(
-            call("GET", "/sdapi/v1/samplers"), call("GET", "/sdapi/v1/sd-models"))
+            call("GET", "/sdapi/v1/samplers"), call("GET", "/sdapi/v1/sd-models")
+        )
         samplers = await samplers_resp.json()
         models = await models_resp.json()
         schedulers = await self._read_schedulers(check=check)
-        entries = [x for x in samplers if isinstance(x, dict) and x.get("name")] \
-            if isinstance(samplers, list) else []
+        entries = (
+            [x for x in samplers if isinstance(x, dict) and x.get("name")]
+            if isinstance(samplers, list)
+            else []
+        )
         names = tuple(str(x["name"]) for x in entries)
-        aliases = tuple((str(a), str(x["name"])) for x in entries
-                        for a in (x.get("aliases") or []) if isinstance(a, str))
-        titles = tuple(str(m.get("model_name") or m.get("title")) for m in models
-                       if isinstance(m, dict) and (m.get("model_name") or m.get("title"))) \
-            if isinstance(models, list) else ()
+        aliases = tuple(
+            (str(a), str(x["name"]))
+            for x in entries
+            for a in (x.get("aliases") or [])
+            if isinstance(a, str)
+        )
+        titles = (
+            tuple(
+                str(m.get("model_name") or m.get("title"))
+                for m in models
+                if isinstance(m, dict) and (m.get("model_name") or m.get("title"))
+            )
+            if isinstance(models, list)
+            else ()
+        )
         # sd_model_checkpoint takes a title ("name.safetensors [hash]") or a model name.
-        self._checkpoints = {str(m[k]) for m in models if isinstance(m, dict)
-                             for k in ("title", "model_name") if m.get(k)} \
-            if isinstance(models, list) else set()
-        self._caps = replace(self._caps, samplers=names or None, sampler_aliases=aliases,
-                             schedulers=schedulers, models=titles)
+        self._checkpoints = (
+            {
+                str(m[k])
+                for m in models
+                if isinstance(m, dict)
+                for k in ("title", "model_name")
+                if m.get(k)
+            }
+            if isinstance(models, list)
+            else set()
+        )
+        self._caps = replace(
+            self._caps,
+            samplers=names or None,
+            sampler_aliases=aliases,
+            schedulers=schedulers,
+            models=titles,
+        )
         self._catalog_at = time.monotonic()
 
     async def _read_schedulers(self, *, check: bool) -> tuple[str, ...] | None:
         """Labels first (what people type), then names and aliases; None before webui 1.9."""
         try:
             resp = await (self._http.check if check else self._http.request)(
-                "GET", "/sdapi/v1/schedulers")
+                "GET", "/sdapi/v1/schedulers"
+            )
         except NotFound:
             return None
         except CheckFailed as exc:
@@ -241,8 +295,10 @@ class Automatic1111Provider:
     async def _catalog(self) -> Capabilities:
         """The capabilities with a sampler list no older than ``catalog_ttl_s``."""
         async with self._catalog_lock:
-            fresh = self._catalog_at is not None and \
-                time.monotonic() - self._catalog_at < self.settings.catalog_ttl_s
+            fresh = (
+                self._catalog_at is not None
+                and time.monotonic() - self._catalog_at < self.settings.catalog_ttl_s
+            )
             if not fresh or self._caps.samplers is None:
                 await self.refresh()
         return self._caps
@@ -262,7 +318,9 @@ class Automatic1111Provider:
                 raise InvalidRequest(
                     f"unknown sampler {sampler!r}",
                     user_message=f"The webui has no sampler '{sampler}'.{hint} Available: "
-                                 + ", ".join(caps.samplers[:20]) + ". Your quota was refunded.")
+                    + ", ".join(caps.samplers[:20])
+                    + ". Your quota was refunded.",
+                )
             sampler = resolved[0]
             scheduler = scheduler or resolved[1]
         if scheduler is not None:
@@ -271,15 +329,16 @@ class Automatic1111Provider:
                 raise InvalidRequest(
                     "this webui has no schedulers",
                     user_message="This webui is older than 1.9 and takes no separate "
-                                 "scheduler. Your quota was refunded.")
+                    "scheduler. Your quota was refunded.",
+                )
             name = self._scheduler_names.get(scheduler.lower())
             if name is None:
                 hint = did_you_mean(scheduler, caps.schedulers)
                 raise InvalidRequest(
                     f"unknown scheduler {scheduler!r}",
                     user_message=f"The webui has no scheduler '{scheduler}'.{hint} "
-                                 "Available: " + ", ".join(caps.schedulers[:20])
-                                 + ". Your quota was refunded.")
+                    "Available: " + ", ".join(caps.schedulers[:20]) + ". Your quota was refunded.",
+                )
             scheduler = name
         return sampler, scheduler
 
@@ -296,8 +355,9 @@ class Automatic1111Provider:
         try:
             await self._names(GenerationRequest(prompt=""))
         except InvalidRequest as exc:
-            facts["warning"] = (f"{PREFIX}.sampler/.scheduler: {exc.user_message}"
-                                .replace(" Your quota was refunded.", ""))
+            facts["warning"] = f"{PREFIX}.sampler/.scheduler: {exc.user_message}".replace(
+                " Your quota was refunded.", ""
+            )
         return facts
 
     async def _poll_progress(self, progress: ProgressCallback) -> None:
@@ -307,8 +367,11 @@ class Automatic1111Provider:
             await asyncio.sleep(self.settings.progress_interval_s)
             try:
                 resp = await self._http.request(
-                    "GET", "/sdapi/v1/progress", params={"skip_current_image": "true"},
-                    side_channel=True)
+                    "GET",
+                    "/sdapi/v1/progress",
+                    params={"skip_current_image": "true"},
+                    side_channel=True,
+                )
                 data = await resp.json()
             except ProviderError:
                 return
@@ -316,8 +379,9 @@ class Automatic1111Provider:
             if isinstance(value, int | float) and 0.0 <= value <= 1.0:
                 progress(float(value))
 
-    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
-                       ) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         body: dict[str, Any] = {
             "prompt": req.prompt,
             "negative_prompt": req.negative_prompt or "",
@@ -344,8 +408,11 @@ class Automatic1111Provider:
             # alike until an admin changes the setting.
             await self._catalog()
             if self._checkpoints and checkpoint not in self._checkpoints:
-                raise ModelUnavailable(f"checkpoint {checkpoint!r} is not on the webui",
-                                       model=checkpoint, setting=f"{PREFIX}.checkpoint")
+                raise ModelUnavailable(
+                    f"checkpoint {checkpoint!r} is not on the webui",
+                    model=checkpoint,
+                    setting=f"{PREFIX}.checkpoint",
+                )
         if checkpoint:
             # Per-request override, restored afterwards, so users do not flip the server's
             # global model under each other.
@@ -359,8 +426,11 @@ class Automatic1111Provider:
             path = "/sdapi/v1/img2img"
         else:
             path = "/sdapi/v1/txt2img"
-        poller = (asyncio.create_task(self._poll_progress(progress))
-                  if progress is not None and self.settings.progress_interval_s > 0 else None)
+        poller = (
+            asyncio.create_task(self._poll_progress(progress))
+            if progress is not None and self.settings.progress_interval_s > 0
+            else None
+        )
         try:
             resp = await self._http.request("POST", path, json_body=body, idempotent=False)
         finally:
@@ -383,8 +453,7 @@ class Automatic1111Provider:
             for i, blob in enumerate(blobs)
         )
         model = info.get("sd_model_name")
-        return GenerationResult(images=images,
-                                model=str(model) if model else checkpoint)
+        return GenerationResult(images=images, model=str(model) if model else checkpoint)
 
 
 def _parse_info(raw: object) -> dict[str, Any]:

@@ -71,8 +71,14 @@ class ProviderError(Exception):
     user_message = "The image service failed. Your quota was refunded."
     global_failure = False  # true when every request will fail until an admin acts
 
-    def __init__(self, message: str = "", *, status: int | None = None, code: str | None = None,
-                 user_message: str | None = None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        user_message: str | None = None,
+    ):
         if user_message is not None:
             self.user_message = user_message  # this instance's more precise wording
         super().__init__(message or self.user_message)
@@ -125,15 +131,27 @@ class ModelUnavailable(NotFound):
     global_failure = True
     _verb = "does not offer"
 
-    def __init__(self, message: str = "", *, model: str, setting: str,
-                 replacement: str | None = None, status: int | None = None,
-                 code: str | None = None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        model: str,
+        setting: str,
+        replacement: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ):
         hint = f"; try {replacement}" if replacement else ""
         super().__init__(
-            message or f"model {model!r} is unavailable", status=status, code=code,
-            user_message=(f"The image service {self._verb} the model '{model}'. The admins "
-                          f"have been told to change the setting {setting}{hint}. Your quota "
-                          "was refunded."))
+            message or f"model {model!r} is unavailable",
+            status=status,
+            code=code,
+            user_message=(
+                f"The image service {self._verb} the model '{model}'. The admins "
+                f"have been told to change the setting {setting}{hint}. Your quota "
+                "was refunded."
+            ),
+        )
         self.model = model
         self.setting = setting
         self.replacement = replacement
@@ -183,8 +201,12 @@ class CheckFailed(ProviderError):
     user_message = "The image service check failed."
 
     def __init__(self, url: str, cause: str, *, error: ProviderError | None = None):
-        super().__init__(f"{url}: {cause}", status=error.status if error else None,
-                         code=error.code if error else None, user_message=f"{url}: {cause}")
+        super().__init__(
+            f"{url}: {cause}",
+            status=error.status if error else None,
+            code=error.code if error else None,
+            user_message=f"{url}: {cause}",
+        )
         self.url = url
         self.cause = cause
         self.error = error
@@ -322,8 +344,10 @@ def nearest_size(width: int, height: int, caps: Capabilities) -> tuple[int, int]
     if caps.size_mode == "preset" and caps.sizes:
         return min(
             caps.sizes,
-            key=lambda s: (abs(math.log((s[0] / s[1]) / want_ratio)),
-                           abs(s[0] * s[1] - width * height)),
+            key=lambda s: (
+                abs(math.log((s[0] / s[1]) / want_ratio)),
+                abs(s[0] * s[1] - width * height),
+            ),
         )
     m = max(1, caps.size_multiple)
     w, h = float(width), float(height)
@@ -434,8 +458,10 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
     else:
         w, h = nearest_size(req.width, req.height, caps)
         if (w, h) != (req.width, req.height):
-            notes.append(f"Size {req.width}x{req.height} is not available on {provider_label}; "
-                         f"using {w}x{h}.")
+            notes.append(
+                f"Size {req.width}x{req.height} is not available on {provider_label}; "
+                f"using {w}x{h}."
+            )
             changes["width"], changes["height"] = w, h
     if req.steps is not None:
         if caps.steps_range is None:
@@ -444,8 +470,9 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
         elif not caps.steps_range[0] <= req.steps <= caps.steps_range[1]:
             lo, hi = caps.steps_range
             changes["steps"] = min(hi, max(lo, req.steps))
-            notes.append(f"--steps must be {lo}..{hi} on {provider_label}; "
-                         f"using {changes['steps']}.")
+            notes.append(
+                f"--steps must be {lo}..{hi} on {provider_label}; using {changes['steps']}."
+            )
     if req.cfg is not None:
         if caps.cfg_range is None:
             notes.append(f"{provider_label} does not take --cfg; ignored.")
@@ -453,28 +480,30 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
         elif not caps.cfg_range[0] <= req.cfg <= caps.cfg_range[1]:
             lo_c, hi_c = caps.cfg_range
             changes["cfg"] = min(hi_c, max(lo_c, req.cfg))
-            notes.append(f"--cfg must be {lo_c:g}..{hi_c:g} on {provider_label}; "
-                         f"using {changes['cfg']:g}.")
+            notes.append(
+                f"--cfg must be {lo_c:g}..{hi_c:g} on {provider_label}; using {changes['cfg']:g}."
+            )
     if req.sampler is not None and caps.samplers is not None:
         resolved = resolve_sampler(req.sampler, caps)
         if resolved is None:
             raise NotSupported(
                 f"{provider_label} has no sampler '{req.sampler}'."
                 + did_you_mean(req.sampler, sampler_spellings(caps))
-                + " Available: " + ", ".join(caps.samplers[:20])
+                + " Available: "
+                + ", ".join(caps.samplers[:20])
             )
         # A combined name ("DPM++ 2M Karras") stays combined, in the provider's spelling of
         # both parts: the job stores only the sampler, and the provider splits it when it
         # calls the service.
-        changes["sampler"] = resolved[0] if resolved[1] is None else \
-            f"{resolved[0]} {resolved[1]}"
+        changes["sampler"] = resolved[0] if resolved[1] is None else f"{resolved[0]} {resolved[1]}"
     if req.scheduler is not None and caps.schedulers is not None:
         by_lower = {s.lower(): s for s in caps.schedulers}
         if req.scheduler.lower() not in by_lower:
             raise NotSupported(
                 f"{provider_label} has no scheduler '{req.scheduler}'."
                 + did_you_mean(req.scheduler, caps.schedulers)
-                + " Available: " + ", ".join(caps.schedulers[:20])
+                + " Available: "
+                + ", ".join(caps.schedulers[:20])
             )
         changes["scheduler"] = by_lower[req.scheduler.lower()]
     seed = wrap_seed(req.seed, caps)
@@ -485,8 +514,10 @@ def fit_request(req: GenerationRequest, caps: Capabilities, provider_label: str)
         changes["negative_prompt"] = None
     if req.model and caps.models and req.model not in caps.models:
         raise NotSupported(
-            f"{provider_label} has no model '{req.model}'." + did_you_mean(req.model, caps.models)
-            + " Available: " + ", ".join(caps.models)
+            f"{provider_label} has no model '{req.model}'."
+            + did_you_mean(req.model, caps.models)
+            + " Available: "
+            + ", ".join(caps.models)
         )
     return Fitted(replace(req, **changes) if changes else req, tuple(notes))  # type: ignore[arg-type]
 

@@ -72,14 +72,32 @@ log = logging.getLogger(__name__)
 PREFIX = "providers.comfyui"
 WORKFLOW_SETTING = f"{PREFIX}.workflow"
 # The keys of this provider's config table (plus the shared HTTP ones).
-SETTING_KEYS = frozenset({
-    "base_url", "img2img_workflow", "max_concurrency", "max_n_per_call", "max_side",
-    "poll_interval_s", "websocket", "workflow",
-})
+SETTING_KEYS = frozenset(
+    {
+        "base_url",
+        "img2img_workflow",
+        "max_concurrency",
+        "max_n_per_call",
+        "max_side",
+        "poll_interval_s",
+        "websocket",
+        "workflow",
+    }
+)
 IMAGE_TYPES = ("output", "temp")  # SaveImage writes "output", PreviewImage "temp"
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
-PLACEHOLDERS = ("prompt", "negative", "seed", "steps", "cfg", "width", "height", "denoise",
-                "init_image", "batch_size")
+PLACEHOLDERS = (
+    "prompt",
+    "negative",
+    "seed",
+    "steps",
+    "cfg",
+    "width",
+    "height",
+    "denoise",
+    "init_image",
+    "batch_size",
+)
 _PH = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -94,10 +112,14 @@ def _load_workflow(section: Mapping[str, object], key: str) -> str | None:
         raise ConfigError(f"{PREFIX}.{key}: cannot read {path}: {exc.strerror}") from exc
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}.{key}: {path} is not JSON") from exc
-    if not isinstance(data, dict) or not data or not all(
-            isinstance(v, dict) and "class_type" in v for v in data.values()):
-        raise ConfigError(f"{PREFIX}.{key}: {path} is not an API-format workflow "
-                          "(use 'Save (API Format)')")
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(v, dict) and "class_type" in v for v in data.values())
+    ):
+        raise ConfigError(
+            f"{PREFIX}.{key}: {path} is not an API-format workflow (use 'Save (API Format)')"
+        )
     unknown = set(_PH.findall(text)) - set(PLACEHOLDERS)
     if unknown:
         raise ConfigError(f"{PREFIX}.{key}: unknown placeholders {sorted(unknown)}")
@@ -120,24 +142,26 @@ class ComfyUISettings:
     policy: HttpPolicy = field(default_factory=HttpPolicy)
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object],
-                     env: Mapping[str, str]) -> ComfyUISettings:
+    def from_mapping(cls, section: Mapping[str, object], env: Mapping[str, str]) -> ComfyUISettings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
         workflow = _load_workflow(section, "workflow")
         if workflow is None:
-            raise ConfigError(f"{PREFIX}.workflow is required: the path of an API-format "
-                              "workflow JSON with placeholders")
+            raise ConfigError(
+                f"{PREFIX}.workflow is required: the path of an API-format "
+                "workflow JSON with placeholders"
+            )
         batch = "{{batch_size}}" in workflow
         return cls(
             workflow=workflow,
             img2img_workflow=_load_workflow(section, "img2img_workflow"),
-            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
-                             "COMFYUI_BASE_URL"),
+            base_url=get_url(
+                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"
+            ),
             api_key=env.get("COMFYUI_API_KEY", "").strip() or None,
-            max_n_per_call=get_int(section, "max_n_per_call", 4 if batch else 1, PREFIX,
-                                   lo=1, hi=16 if batch else 1),
-            poll_interval_s=get_float(section, "poll_interval_s", 0.5, PREFIX, lo=0.0,
-                                      hi=10.0),
+            max_n_per_call=get_int(
+                section, "max_n_per_call", 4 if batch else 1, PREFIX, lo=1, hi=16 if batch else 1
+            ),
+            poll_interval_s=get_float(section, "poll_interval_s", 0.5, PREFIX, lo=0.0, hi=10.0),
             websocket=get_bool(section, "websocket", True, PREFIX),
             max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
             max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
@@ -145,8 +169,10 @@ class ComfyUISettings:
         )
 
 
-_MODEL_INPUT = re.compile(r"(ckpt|unet|vae|lora|clip\d?|control_net|model|upscale_model|"
-                          r"style_model|gligen)_name$")
+_MODEL_INPUT = re.compile(
+    r"(ckpt|unet|vae|lora|clip\d?|control_net|model|upscale_model|"
+    r"style_model|gligen)_name$"
+)
 
 
 def _node_problem(nodes: object) -> tuple[str, str, dict[str, Any]] | None:
@@ -197,12 +223,20 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
         if not isinstance(received, str):
             found = re.search(r"'([^']+)' not in", details)
             received = found.group(1) if found else "?"
-        return ModelUnavailable(text, model=received, status=status, code="value_not_in_list",
-                                setting=f"{WORKFLOW_SETTING} ({where}, {input_name})")
+        return ModelUnavailable(
+            text,
+            model=received,
+            status=status,
+            code="value_not_in_list",
+            setting=f"{WORKFLOW_SETTING} ({where}, {input_name})",
+        )
     cause = re.sub(r" not in \[.*", " is not one the server has", details)[:200]
-    return InvalidRequest(text, status=status, code=str(err.get("type") or "") or None,
-                          user_message=f"ComfyUI rejected the workflow at {where}: {cause}. "
-                                       "Your quota was refunded.")
+    return InvalidRequest(
+        text,
+        status=status,
+        code=str(err.get("type") or "") or None,
+        user_message=f"ComfyUI rejected the workflow at {where}: {cause}. Your quota was refunded.",
+    )
 
 
 def fill(template: str, values: Mapping[str, object]) -> Any:
@@ -224,17 +258,27 @@ def fill(template: str, values: Mapping[str, object]) -> Any:
 class ComfyUIProvider:
     name = "comfyui"
 
-    def __init__(self, settings: ComfyUISettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: ComfyUISettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.settings = settings
         self.label = "ComfyUI"
         self._sleep = sleep
         self._client_id = uuid.uuid4().hex
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        self._http = HttpClient(label=self.label, base_url=settings.base_url,
-                                policy=settings.policy, headers=headers, classify=classify,
-                                transport=transport, sleep=sleep)
+        self._http = HttpClient(
+            label=self.label,
+            base_url=settings.base_url,
+            policy=settings.policy,
+            headers=headers,
+            classify=classify,
+            transport=transport,
+            sleep=sleep,
+        )
         self._caps = Capabilities(
             img2img=settings.img2img_workflow is not None,
             max_n_per_call=settings.max_n_per_call,
@@ -263,9 +307,12 @@ class ComfyUIProvider:
         data = await resp.json()
         system = data.get("system", {}) if isinstance(data, dict) else {}
         version = system.get("comfyui_version", "unknown") if isinstance(system, dict) else "?"
-        return {"provider": self.label, "base_url": self.settings.base_url,
-                "version": str(version),
-                "img2img": "yes" if self.settings.img2img_workflow else "no"}
+        return {
+            "provider": self.label,
+            "base_url": self.settings.base_url,
+            "version": str(version),
+            "img2img": "yes" if self.settings.img2img_workflow else "no",
+        }
 
     async def _upload(self, image: bytes) -> str:
         files: list[tuple[str, FilePart]] = [
@@ -281,22 +328,28 @@ class ComfyUIProvider:
         sub = data.get("subfolder") or ""
         return f"{sub}/{data['name']}" if sub else str(data["name"])
 
-    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
-                       ) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         try:
             async with asyncio.timeout(self.settings.policy.deadline_s):
                 return await self._generate(req, progress)
         except TimeoutError:
             raise ProviderUnavailable("ComfyUI did not finish in time") from None
 
-    async def _generate(self, req: GenerationRequest, progress: ProgressCallback | None
-                        ) -> GenerationResult:
+    async def _generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None
+    ) -> GenerationResult:
         template = self.settings.workflow
         values: dict[str, object] = {
-            "prompt": req.prompt, "negative": req.negative_prompt or "", "seed": req.seed,
+            "prompt": req.prompt,
+            "negative": req.negative_prompt or "",
+            "seed": req.seed,
             "steps": req.steps if req.steps is not None else 20,
             "cfg": req.cfg if req.cfg is not None else 7.0,
-            "width": req.width, "height": req.height, "denoise": 1.0,
+            "width": req.width,
+            "height": req.height,
+            "denoise": 1.0,
             "batch_size": max(1, req.n),
         }
         if req.init_image is not None:
@@ -311,15 +364,17 @@ class ComfyUIProvider:
         ws = await self._open_socket(client_id) if self.settings.websocket else None
         try:
             resp = await self._http.request(
-                "POST", "/prompt", json_body={"prompt": workflow, "client_id": client_id},
-                idempotent=False)
+                "POST",
+                "/prompt",
+                json_body={"prompt": workflow, "client_id": client_id},
+                idempotent=False,
+            )
             data = await resp.json()
             prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
             if not isinstance(prompt_id, str) or not prompt_id:
                 raise ProviderUnavailable("ComfyUI did not return a prompt_id")
             if ws is not None and await self._follow(ws, prompt_id, len(workflow), progress):
-                entry = await self._history_once(prompt_id) or await self._wait(prompt_id,
-                                                                                progress)
+                entry = await self._history_once(prompt_id) or await self._wait(prompt_id, progress)
             else:
                 entry = await self._wait(prompt_id, progress)
         finally:
@@ -331,30 +386,41 @@ class ComfyUIProvider:
         blobs = await asyncio.gather(*(self._view(r) for r in refs[: max(1, req.n)]))
         return GenerationResult(
             images=tuple(GeneratedImage(data=b, seed=req.seed + i) for i, b in enumerate(blobs)),
-            request_id=prompt_id)
+            request_id=prompt_id,
+        )
 
     def _ws_url(self, client_id: str) -> str:
         url = httpx.URL(self.settings.base_url)
         scheme = "wss" if url.scheme == "https" else "ws"
-        return str(url.copy_with(scheme=scheme, path=url.path.rstrip("/") + "/ws",
-                                 params={"clientId": client_id}))
+        return str(
+            url.copy_with(
+                scheme=scheme, path=url.path.rstrip("/") + "/ws", params={"clientId": client_id}
+            )
+        )
 
     async def _open_socket(self, client_id: str) -> ClientConnection | None:
         """The progress socket, or None (then /history is polled): a proxy that does not
         pass upgrades, or an old server, must not stop the generation."""
-        headers = {"Authorization": f"Bearer {self.settings.api_key}"} \
-            if self.settings.api_key else None
+        headers = (
+            {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else None
+        )
         try:
-            return await connect(self._ws_url(client_id), additional_headers=headers,
-                                 open_timeout=self.settings.policy.connect_timeout_s,
-                                 max_size=16 * 1024 * 1024)
+            return await connect(
+                self._ws_url(client_id),
+                additional_headers=headers,
+                open_timeout=self.settings.policy.connect_timeout_s,
+                max_size=16 * 1024 * 1024,
+            )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            log.info("ComfyUI progress socket unavailable (%s); polling /history instead",
-                     type(exc).__name__)
+            log.info(
+                "ComfyUI progress socket unavailable (%s); polling /history instead",
+                type(exc).__name__,
+            )
             return None
 
-    async def _follow(self, ws: ClientConnection, prompt_id: str, nodes: int,
-                      progress: ProgressCallback | None) -> bool:
+    async def _follow(
+        self, ws: ClientConnection, prompt_id: str, nodes: int, progress: ProgressCallback | None
+    ) -> bool:
         """Follow the run over the socket until it is done (True) or the socket drops
         (False: the caller polls). An ``execution_error`` raises, naming the node."""
         done: set[str] = set()
@@ -374,8 +440,11 @@ class ComfyUIProvider:
                     continue
                 if kind == "status" and not started and progress is not None:
                     info = data.get("status", {})
-                    queue = info.get("exec_info", {}).get("queue_remaining") \
-                        if isinstance(info, dict) else None
+                    queue = (
+                        info.get("exec_info", {}).get("queue_remaining")
+                        if isinstance(info, dict)
+                        else None
+                    )
                     if isinstance(queue, int) and queue > 1:
                         progress(Progress(0.0, f"{queue - 1} ahead in ComfyUI's queue"))
                     continue
@@ -398,11 +467,13 @@ class ComfyUIProvider:
                     raise _socket_error(data)
                 elif kind == "execution_interrupted":
                     raise ProviderUnavailable("ComfyUI interrupted the run")
-                if progress is not None and kind in ("executing", "execution_cached",
-                                                     "progress"):
+                if progress is not None and kind in ("executing", "execution_cached", "progress"):
                     step = 0.0
-                    if kind == "progress" and isinstance(data.get("max"), int | float) \
-                            and data["max"]:
+                    if (
+                        kind == "progress"
+                        and isinstance(data.get("max"), int | float)
+                        and data["max"]
+                    ):
                         step = min(1.0, float(data.get("value") or 0) / float(data["max"]))
                     progress(min(0.95, (len(done) + step) / max(1, nodes)))
         except ConnectionClosed:
@@ -439,9 +510,15 @@ class ComfyUIProvider:
             await self._sleep(self.settings.poll_interval_s)
 
     async def _view(self, ref: Mapping[str, str]) -> bytes:
-        resp = await self._http.request("GET", "/view", params={
-            "filename": ref["filename"], "subfolder": ref.get("subfolder", ""),
-            "type": ref.get("type", "output")})
+        resp = await self._http.request(
+            "GET",
+            "/view",
+            params={
+                "filename": ref["filename"],
+                "subfolder": ref.get("subfolder", ""),
+                "type": ref.get("type", "output"),
+            },
+        )
         if not resp.content:
             raise ProviderUnavailable("ComfyUI returned an empty image")
         return resp.content
@@ -457,33 +534,50 @@ def _output_images(entry: Mapping[str, Any]) -> list[dict[str, str]]:
     for node in outputs.values():
         for img in (node.get("images") or []) if isinstance(node, dict) else []:
             kind = img.get("type", "output") if isinstance(img, dict) else None
-            if isinstance(img, dict) and isinstance(img.get("filename"), str) \
-                    and kind in IMAGE_TYPES:
-                refs.append({"filename": img["filename"],
-                             "subfolder": str(img.get("subfolder") or ""),
-                             "type": str(kind)})
+            if (
+                isinstance(img, dict)
+                and isinstance(img.get("filename"), str)
+                and kind in IMAGE_TYPES
+            ):
+                refs.append(
+                    {
+                        "filename": img["filename"],
+                        "subfolder": str(img.get("subfolder") or ""),
+                        "type": str(kind),
+                    }
+                )
     return refs
 
 
-def _failed_at(node_id: object, node_type: object, exc_type: object, exc_message: object
-               ) -> ProviderUnavailable:
+def _failed_at(
+    node_id: object, node_type: object, exc_type: object, exc_message: object
+) -> ProviderUnavailable:
     where = f"node {node_id} ({node_type})" if node_type else f"node {node_id}"
     # A node that fails while running (missing file, OOM) is the server's problem, not the
     # user's wording; the exception text is for the logs.
     return ProviderUnavailable(
         f"ComfyUI execution failed at {where}: {exc_type}: {str(exc_message)[:300]}",
         user_message=f"ComfyUI failed while running {where}. Your quota was refunded; the "
-                     "admins can find the cause in the bot's log.")
+        "admins can find the cause in the bot's log.",
+    )
 
 
 def _socket_error(data: Mapping[str, Any]) -> ProviderUnavailable:
-    return _failed_at(data.get("node_id", "?"), data.get("node_type"),
-                      data.get("exception_type", ""), data.get("exception_message", ""))
+    return _failed_at(
+        data.get("node_id", "?"),
+        data.get("node_type"),
+        data.get("exception_type", ""),
+        data.get("exception_message", ""),
+    )
 
 
 def _execution_error(status: Mapping[str, Any]) -> ProviderError:
     for msg in status.get("messages") or []:
-        if isinstance(msg, list) and len(msg) == 2 and msg[0] == "execution_error" \
-                and isinstance(msg[1], dict):
+        if (
+            isinstance(msg, list)
+            and len(msg) == 2
+            and msg[0] == "execution_error"
+            and isinstance(msg[1], dict)
+        ):
             return _socket_error(msg[1])
     return ProviderUnavailable("ComfyUI execution failed")

@@ -74,19 +74,49 @@ PREFIX = "providers.horde"
 MODELS_SETTING = f"{PREFIX}.models"
 ANONYMOUS_KEY = "0000000000"
 DEFAULT_BASE_URL = "https://aihorde.net/api"
-SETTING_KEYS = frozenset({
-    "base_url", "censor_nsfw", "contact", "max_concurrency", "max_n_per_call", "max_side",
-    "max_steps", "models", "nsfw", "poll_interval_s", "slow_workers", "trusted_workers",
-})
+SETTING_KEYS = frozenset(
+    {
+        "base_url",
+        "censor_nsfw",
+        "contact",
+        "max_concurrency",
+        "max_n_per_call",
+        "max_side",
+        "max_steps",
+        "models",
+        "nsfw",
+        "poll_interval_s",
+        "slow_workers",
+        "trusted_workers",
+    }
+)
 # horde/consts.py KNOWN_SAMPLERS
 SAMPLERS: tuple[str, ...] = (
-    "k_euler_a", "k_euler", "k_lms", "k_heun", "k_dpm_2", "k_dpm_2_a", "k_dpm_fast",
-    "k_dpm_adaptive", "k_dpmpp_2s_a", "k_dpmpp_2m", "k_dpmpp_sde", "dpmsolver", "DDIM", "lcm",
+    "k_euler_a",
+    "k_euler",
+    "k_lms",
+    "k_heun",
+    "k_dpm_2",
+    "k_dpm_2_a",
+    "k_dpm_fast",
+    "k_dpm_adaptive",
+    "k_dpmpp_2s_a",
+    "k_dpmpp_2m",
+    "k_dpmpp_sde",
+    "dpmsolver",
+    "DDIM",
+    "lcm",
 )
 SAMPLER_ALIASES: tuple[tuple[str, str], ...] = (
-    ("euler a", "k_euler_a"), ("euler_a", "k_euler_a"), ("euler", "k_euler"),
-    ("lms", "k_lms"), ("heun", "k_heun"), ("dpm++ 2m", "k_dpmpp_2m"),
-    ("dpm++ sde", "k_dpmpp_sde"), ("dpm++ 2s a", "k_dpmpp_2s_a"), ("ddim", "DDIM"),
+    ("euler a", "k_euler_a"),
+    ("euler_a", "k_euler_a"),
+    ("euler", "k_euler"),
+    ("lms", "k_lms"),
+    ("heun", "k_heun"),
+    ("dpm++ 2m", "k_dpmpp_2m"),
+    ("dpm++ sde", "k_dpmpp_sde"),
+    ("dpm++ 2s a", "k_dpmpp_2s_a"),
+    ("ddim", "DDIM"),
 )
 MIN_POLL_S = 1.0  # the check endpoint is cached for one second: polling faster learns nothing
 # A 500 may have queued the request (and reserved kudos); 502/503 come from the Horde's edge
@@ -104,8 +134,10 @@ def _version() -> str:
 def get_models(section: Mapping[str, object]) -> tuple[str, ...]:
     value = section.get("models", [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{MODELS_SETTING} must be a list of Horde model names, e.g. "
-                          '["AlbedoBase XL (SDXL)"] (empty: any model a worker has)')
+        raise ConfigError(
+            f"{MODELS_SETTING} must be a list of Horde model names, e.g. "
+            '["AlbedoBase XL (SDXL)"] (empty: any model a worker has)'
+        )
     return tuple(v.strip() for v in value)
 
 
@@ -135,27 +167,31 @@ class HordeSettings:
         return f"imagine-bot:{_version()}:{self.contact}"
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object],
-                     env: Mapping[str, str]) -> HordeSettings:
+    def from_mapping(cls, section: Mapping[str, object], env: Mapping[str, str]) -> HordeSettings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
         if "api_key" in section:
-            raise ConfigError(f"{PREFIX}.api_key: keys come from the environment "
-                              "(AI_HORDE_API_KEY), never from the config file")
+            raise ConfigError(
+                f"{PREFIX}.api_key: keys come from the environment "
+                "(AI_HORDE_API_KEY), never from the config file"
+            )
         contact = get_str(section, "contact", "self-hosted", PREFIX).strip() or "self-hosted"
         if ":" in contact:
-            raise ConfigError(f"{PREFIX}.contact must not contain ':' (the Client-Agent is "
-                              "name:version:contact)")
+            raise ConfigError(
+                f"{PREFIX}.contact must not contain ':' (the Client-Agent is name:version:contact)"
+            )
         max_side = get_int(section, "max_side", 1024, PREFIX, lo=64, hi=3072)
         if max_side % 64:
             raise ConfigError(f"{PREFIX}.max_side must be a multiple of 64")
         return cls(
             api_key=env.get("AI_HORDE_API_KEY", "").strip() or ANONYMOUS_KEY,
-            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
-                             "AI_HORDE_BASE_URL"),
+            base_url=get_url(
+                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "AI_HORDE_BASE_URL"
+            ),
             models=get_models(section),
             contact=contact,
-            poll_interval_s=get_float(section, "poll_interval_s", 3.0, PREFIX, lo=MIN_POLL_S,
-                                      hi=60.0),
+            poll_interval_s=get_float(
+                section, "poll_interval_s", 3.0, PREFIX, lo=MIN_POLL_S, hi=60.0
+            ),
             max_n_per_call=get_int(section, "max_n_per_call", 4, PREFIX, lo=1, hi=20),
             max_side=max_side,
             # Above 50 steps (or large sizes) the Horde wants kudos up front.
@@ -187,25 +223,49 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
     if status == 401 or rc == "InvalidAPIKey":
         return AuthFailed(text, status=status, code=tag)
     if rc == "KudosUpfront":
-        return InvalidRequest(text, status=status, code=tag, user_message=(
-            "The AI Horde asks for kudos up front for a request this large (big sizes or "
-            "many steps). Try a smaller size or fewer steps; an admin can "
-            f"{_KEY_HINT}. Your quota was refunded."))
+        return InvalidRequest(
+            text,
+            status=status,
+            code=tag,
+            user_message=(
+                "The AI Horde asks for kudos up front for a request this large (big sizes or "
+                "many steps). Try a smaller size or fewer steps; an admin can "
+                f"{_KEY_HINT}. Your quota was refunded."
+            ),
+        )
     if rc in ("CorruptPrompt", "Profanity"):
         return ContentFiltered(text, status=status, code=tag)
     if rc == "TooManyPrompts" or status == 429:
-        return RateLimited(text, status=status, code=tag, user_message=(
-            "The AI Horde has as many requests from this bot as it allows at once. Your "
-            "quota was refunded; try again when the others are done."))
+        return RateLimited(
+            text,
+            status=status,
+            code=tag,
+            user_message=(
+                "The AI Horde has as many requests from this bot as it allows at once. Your "
+                "quota was refunded; try again when the others are done."
+            ),
+        )
     if rc in ("TimeoutIP", "TooManyNewIPs", "UnsafeIP", "NotTrusted", "UntrustedUnsafeIP"):
         # A block for a while, not a rate: waiting seconds and retrying would not help.
-        return ProviderUnavailable(text, status=status, code=tag, user_message=(
-            "The AI Horde is not taking requests from this bot's address for a while. Your "
-            "quota was refunded; try again later."))
+        return ProviderUnavailable(
+            text,
+            status=status,
+            code=tag,
+            user_message=(
+                "The AI Horde is not taking requests from this bot's address for a while. Your "
+                "quota was refunded; try again later."
+            ),
+        )
     if rc in ("MaintenanceMode", "NoValidWorkers"):
-        return ProviderUnavailable(text, status=status, code=tag, user_message=(
-            "The AI Horde is in maintenance or has no workers right now. Your quota was "
-            "refunded; try again later."))
+        return ProviderUnavailable(
+            text,
+            status=status,
+            code=tag,
+            user_message=(
+                "The AI Horde is in maintenance or has no workers right now. Your quota was "
+                "refunded; try again later."
+            ),
+        )
     if rc in ("UnsupportedModel", "UnexpectedModelName"):
         return NotFound(text, status=status, code=tag)
     if rc == "RequestNotFound":
@@ -247,16 +307,25 @@ def queue_note(status: Mapping[str, Any]) -> str | None:
 class HordeProvider:
     name = "horde"
 
-    def __init__(self, settings: HordeSettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: HordeSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.settings = settings
         self.label = "the AI Horde" + (" (anonymous)" if settings.anonymous else "")
         self._sleep = sleep
         self._http = HttpClient(
-            label="AI Horde", base_url=settings.base_url, policy=settings.policy,
+            label="AI Horde",
+            base_url=settings.base_url,
+            policy=settings.policy,
             headers={"apikey": settings.api_key, "Client-Agent": settings.client_agent},
-            classify=classify, transport=transport, sleep=sleep)
+            classify=classify,
+            transport=transport,
+            sleep=sleep,
+        )
         self._cancels: set[asyncio.Task[None]] = set()
         side = settings.max_side
         self._caps = Capabilities(
@@ -293,8 +362,11 @@ class HordeProvider:
         call = self._http.check if check else self._http.request
         resp = await call("GET", "/v2/status/models", params={"type": "image", "min_count": "1"})
         data = await resp.json()
-        rows = [m for m in data if isinstance(m, dict) and isinstance(m.get("name"), str)] \
-            if isinstance(data, list) else []
+        rows = (
+            [m for m in data if isinstance(m, dict) and isinstance(m.get("name"), str)]
+            if isinstance(data, list)
+            else []
+        )
         return sorted(rows, key=lambda m: -float(m.get("count") or 0))
 
     async def refresh(self) -> None:
@@ -307,33 +379,44 @@ class HordeProvider:
             self._caps = Capabilities(**{**self._caps.__dict__, "models": names})
 
     async def check(self) -> dict[str, str]:
-        facts = {"provider": self.label, "base_url": self.settings.base_url,
-                 "client_agent": self.settings.client_agent}
+        facts = {
+            "provider": self.label,
+            "base_url": self.settings.base_url,
+            "client_agent": self.settings.client_agent,
+        }
         resp = await self._http.check("GET", "/v2/find_user")
         user = await resp.json()
         if isinstance(user, dict):
             kudos = user.get("kudos")
-            facts["account"] = (f"{user.get('username', '?')}, "
-                                f"{kudos:g} kudos" if isinstance(kudos, int | float)
-                                else str(user.get("username", "?")))
+            facts["account"] = (
+                f"{user.get('username', '?')}, {kudos:g} kudos"
+                if isinstance(kudos, int | float)
+                else str(user.get("username", "?"))
+            )
         if self.settings.anonymous:
             facts["key"] = f"anonymous ({ANONYMOUS_KEY}): lowest priority; {_KEY_HINT}"
         active = await self._active_models(check=True)
-        facts["models"] = ", ".join(f"{m['name']} ({m.get('count', 0)} workers)"
-                                    for m in active[:8]) or "none served right now"
+        facts["models"] = (
+            ", ".join(f"{m['name']} ({m.get('count', 0)} workers)" for m in active[:8])
+            or "none served right now"
+        )
         served = {m["name"] for m in active}
         missing = [m for m in self.settings.models if m not in served]
         if missing:
-            facts["warning"] = (f"no worker serves {', '.join(missing)} right now; check "
-                                f"{MODELS_SETTING}")
+            facts["warning"] = (
+                f"no worker serves {', '.join(missing)} right now; check {MODELS_SETTING}"
+            )
         return facts
 
     # --------------------------------------------------------------------------- generate
     def _body(self, req: GenerationRequest) -> dict[str, Any]:
         n = max(1, min(req.n, self._caps.max_n_per_call))
         params: dict[str, Any] = {
-            "width": req.width, "height": req.height, "n": n,
-            "seed": str(req.seed), "seed_variation": 1,
+            "width": req.width,
+            "height": req.height,
+            "n": n,
+            "seed": str(req.seed),
+            "seed_variation": 1,
         }
         if req.steps is not None:
             params["steps"] = req.steps
@@ -362,19 +445,23 @@ class HordeProvider:
             body["source_image"] = base64.b64encode(req.init_image).decode("ascii")
             body["source_processing"] = "img2img"
             params["denoising_strength"] = round(
-                min(1.0, max(0.01, 0.75 if req.strength is None else req.strength)), 2)
+                min(1.0, max(0.01, 0.75 if req.strength is None else req.strength)), 2
+            )
         return body
 
     def _configured_models_gone(self, message: str) -> ModelUnavailable:
-        return ModelUnavailable(message, model=", ".join(self.settings.models),
-                                setting=MODELS_SETTING)
+        return ModelUnavailable(
+            message, model=", ".join(self.settings.models), setting=MODELS_SETTING
+        )
 
-    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
-                       ) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         body = self._body(req)
         try:
-            resp = await self._http.request("POST", "/v2/generate/async", json_body=body,
-                                            idempotent=False)
+            resp = await self._http.request(
+                "POST", "/v2/generate/async", json_body=body, idempotent=False
+            )
         except NotFound as exc:
             if req.model is None and self.settings.models:
                 raise self._configured_models_gone(exc.message) from None
@@ -386,14 +473,16 @@ class HordeProvider:
         try:
             async with asyncio.timeout(self.settings.policy.deadline_s):
                 await self._wait(request_id, req, progress)
-            full = await (await self._http.request(
-                "GET", f"/v2/generate/status/{request_id}")).json()
+            full = await (
+                await self._http.request("GET", f"/v2/generate/status/{request_id}")
+            ).json()
         except TimeoutError:
             await self._cancel(request_id)
             raise ProviderUnavailable(
                 f"the Horde did not finish {request_id} in {self.settings.policy.deadline_s:g}s",
                 user_message="The AI Horde did not finish in time (its queue is long right "
-                             "now). Your quota was refunded; try again later.") from None
+                "now). Your quota was refunded; try again later.",
+            ) from None
         except BaseException:
             # Cancelled (the job's deadline, shutdown) or failed: do not leave the request
             # queued on the Horde, where it would still use workers and kudos.
@@ -401,8 +490,9 @@ class HordeProvider:
             raise
         return await self._result(full, req, request_id)
 
-    async def _wait(self, request_id: str, req: GenerationRequest,
-                    progress: ProgressCallback | None) -> None:
+    async def _wait(
+        self, request_id: str, req: GenerationRequest, progress: ProgressCallback | None
+    ) -> None:
         n = max(1, min(req.n, self._caps.max_n_per_call))
         while True:
             resp = await self._http.request("GET", f"/v2/generate/check/{request_id}")
@@ -413,7 +503,8 @@ class HordeProvider:
                 raise ProviderUnavailable(
                     f"the Horde reports request {request_id} faulted",
                     user_message="The AI Horde reported a fault with this request. Your quota "
-                                 "was refunded; try again.")
+                    "was refunded; try again.",
+                )
             if status.get("is_possible") is False:
                 if req.model is None and self.settings.models:
                     served = {m["name"] for m in await self._active_models()}
@@ -421,13 +512,17 @@ class HordeProvider:
                         # No worker has any configured model: every request would fail
                         # alike until an admin changes the setting.
                         raise self._configured_models_gone(
-                            f"no Horde worker serves {', '.join(self.settings.models)}")
+                            f"no Horde worker serves {', '.join(self.settings.models)}"
+                        )
                 models = ", ".join(self._body(req).get("models", [])) or "any model"
                 raise ProviderUnavailable(
                     f"no Horde worker can serve {request_id}",
-                    user_message=("No AI Horde worker can make this right now "
-                                  f"({models}, {req.width}x{req.height}). Your quota was "
-                                  "refunded; try a smaller size or another model."))
+                    user_message=(
+                        "No AI Horde worker can make this right now "
+                        f"({models}, {req.width}x{req.height}). Your quota was "
+                        "refunded; try a smaller size or another model."
+                    ),
+                )
             if status.get("done"):
                 return
             if progress is not None:
@@ -438,13 +533,18 @@ class HordeProvider:
 
     async def _cancel(self, request_id: str) -> None:
         """Best effort, and never cut short by the cancellation that caused it."""
+
         async def delete() -> None:
             try:
-                await self._http.request("DELETE", f"/v2/generate/status/{request_id}",
-                                         idempotent=True, side_channel=True, deadline_s=10)
+                await self._http.request(
+                    "DELETE",
+                    f"/v2/generate/status/{request_id}",
+                    idempotent=True,
+                    side_channel=True,
+                    deadline_s=10,
+                )
             except ProviderError as exc:
-                log.info("could not cancel Horde request %s: %s", request_id,
-                         type(exc).__name__)
+                log.info("could not cancel Horde request %s: %s", request_id, type(exc).__name__)
 
         task = asyncio.ensure_future(delete())
         self._cancels.add(task)
@@ -453,8 +553,9 @@ class HordeProvider:
         # waits for it) and the cancellation propagates.
         await asyncio.shield(task)
 
-    async def _result(self, full: object, req: GenerationRequest,
-                      request_id: str) -> GenerationResult:
+    async def _result(
+        self, full: object, req: GenerationRequest, request_id: str
+    ) -> GenerationResult:
         gens = full.get("generations") if isinstance(full, dict) else None
         if not isinstance(gens, list) or not gens:
             raise ProviderUnavailable(f"the Horde finished {request_id} without images")
@@ -471,8 +572,11 @@ class HordeProvider:
         decoded = await b64decode_many(blobs)
         images: list[GeneratedImage] = []
         for i, (g, data) in enumerate(zip(gens, decoded, strict=True)):
-            images.append(GeneratedImage(data=data, seed=_seed(g.get("seed"), req.seed + i),
-                                         filtered=_censored(g)))
+            images.append(
+                GeneratedImage(
+                    data=data, seed=_seed(g.get("seed"), req.seed + i), filtered=_censored(g)
+                )
+            )
         model = next((str(g["model"]) for g in gens if isinstance(g.get("model"), str)), None)
         return GenerationResult(images=tuple(images), model=model, request_id=request_id)
 
@@ -491,8 +595,15 @@ def _censored(gen: Mapping[str, Any]) -> bool:
         return True
     meta = gen.get("gen_metadata")
     return isinstance(meta, Sequence) and any(
-        isinstance(m, dict) and m.get("type") == "censorship" for m in meta)
+        isinstance(m, dict) and m.get("type") == "censorship" for m in meta
+    )
 
 
-__all__ = ["ANONYMOUS_KEY", "HordeProvider", "HordeSettings", "classify", "horde_prompt",
-           "queue_note"]
+__all__ = [
+    "ANONYMOUS_KEY",
+    "HordeProvider",
+    "HordeSettings",
+    "classify",
+    "horde_prompt",
+    "queue_note",
+]

@@ -231,14 +231,20 @@ class HttpResponse:
             raise ProviderUnavailable(f"malformed JSON answer (HTTP {self.status})") from exc
 
 
-def build_async_client(base_url: str, policy: HttpPolicy, *, headers: Mapping[str, str],
-                       auth: httpx.Auth | None = None,
-                       transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def build_async_client(
+    base_url: str,
+    policy: HttpPolicy,
+    *,
+    headers: Mapping[str, str],
+    auth: httpx.Auth | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
     # httpx logs every request URL at INFO; keep it quiet so nothing sensitive can leak there.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    timeout = httpx.Timeout(policy.read_timeout_s, connect=policy.connect_timeout_s,
-                            pool=policy.connect_timeout_s)
+    timeout = httpx.Timeout(
+        policy.read_timeout_s, connect=policy.connect_timeout_s, pool=policy.connect_timeout_s
+    )
     return httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers),
@@ -258,8 +264,7 @@ def b64decode_strict(data: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ProviderUnavailable("the service returned an image that is not valid base64") \
-            from exc
+        raise ProviderUnavailable("the service returned an image that is not valid base64") from exc
 
 
 async def b64decode_many(items: Sequence[str]) -> list[bytes]:
@@ -289,8 +294,9 @@ class HttpClient:
         self.policy = policy
         self._classify = classify
         self._sleep = sleep
-        self._client = build_async_client(base_url, policy, headers=headers or {}, auth=auth,
-                                          transport=transport)
+        self._client = build_async_client(
+            base_url, policy, headers=headers or {}, auth=auth, transport=transport
+        )
         self.breaker = CircuitBreaker(policy.breaker_threshold, policy.breaker_reset_s, clock)
 
     async def aclose(self) -> None:
@@ -333,12 +339,14 @@ class HttpClient:
         safe = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
         try:
             async with asyncio.timeout(deadline_s or self.policy.deadline_s) as scope:
-                resp = await self._attempts(method, path, json_body, files, params, headers,
-                                            safe, scope)
+                resp = await self._attempts(
+                    method, path, json_body, files, params, headers, safe, scope
+                )
         except TimeoutError:
             breaker.failure()
-            raise ProviderUnavailable(f"{self.label} did not answer in time "
-                                      f"({method} {path})") from None
+            raise ProviderUnavailable(
+                f"{self.label} did not answer in time ({method} {path})"
+            ) from None
         except ProviderUnavailable:
             breaker.failure()
             raise
@@ -352,10 +360,17 @@ class HttpClient:
         breaker.success()
         return resp
 
-    async def _attempts(self, method: str, path: str, json_body: object | None,
-                        files: Sequence[tuple[str, FilePart]] | None,
-                        params: Mapping[str, str] | None, headers: Mapping[str, str] | None,
-                        safe: bool, scope: asyncio.Timeout) -> HttpResponse:
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        json_body: object | None,
+        files: Sequence[tuple[str, FilePart]] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        safe: bool,
+        scope: asyncio.Timeout,
+    ) -> HttpResponse:
         retried_5xx = False
         rate_limit_retries = 0
         connect_retries = 0
@@ -369,24 +384,33 @@ class HttpClient:
                     connect_retries += 1
                     await self._sleep(min(0.5 * connect_retries, 2.0))
                     continue
-                raise ProviderUnavailable(f"cannot reach {self.label}: "
-                                          f"{type(exc).__name__}") from None
+                raise ProviderUnavailable(
+                    f"cannot reach {self.label}: {type(exc).__name__}"
+                ) from None
             except httpx.TimeoutException as exc:
                 # The request was sent: the service may be working on it (and billing it).
                 if safe and not retried_5xx:
                     retried_5xx = True
                     continue
-                raise ProviderUnavailable(f"{self.label} timed out "
-                                          f"({type(exc).__name__})") from None
+                raise ProviderUnavailable(
+                    f"{self.label} timed out ({type(exc).__name__})"
+                ) from None
             except httpx.TransportError as exc:
                 # Connection dropped mid-answer, truncated body, protocol error.
                 if safe and not retried_5xx:
                     retried_5xx = True
                     continue
-                raise ProviderUnavailable(f"{self.label} connection failed "
-                                          f"({type(exc).__name__})") from None
-            log.debug("%s %s %s -> %d in %.3fs", self.label, method, path, resp.status,
-                      time.perf_counter() - started)
+                raise ProviderUnavailable(
+                    f"{self.label} connection failed ({type(exc).__name__})"
+                ) from None
+            log.debug(
+                "%s %s %s -> %d in %.3fs",
+                self.label,
+                method,
+                path,
+                resp.status,
+                time.perf_counter() - started,
+            )
             if 200 <= resp.status < 300:
                 return resp
             err = self._classify(resp.status, resp.content, resp.headers)
@@ -400,32 +424,43 @@ class HttpClient:
                 left = math.inf if when is None else when - asyncio.get_running_loop().time()
                 # A wait the deadline would cut short is a rate limit now, not a timeout later
                 # (which would read as an outage and count against the breaker).
-                if (wait > self.policy.retry_after_cap_s or wait >= left
-                        or rate_limit_retries >= self.policy.max_rate_limit_retries):
+                if (
+                    wait > self.policy.retry_after_cap_s
+                    or wait >= left
+                    or rate_limit_retries >= self.policy.max_rate_limit_retries
+                ):
                     raise err
                 rate_limit_retries += 1
                 await self._sleep(wait)
                 continue
             retry = self.policy.retry
-            if isinstance(err, ProviderUnavailable) and not retried_5xx and (
-                (safe and retry.idempotent_5xx and resp.status >= 500)
-                or (not safe and resp.status in retry.post_statuses)
+            if (
+                isinstance(err, ProviderUnavailable)
+                and not retried_5xx
+                and (
+                    (safe and retry.idempotent_5xx and resp.status >= 500)
+                    or (not safe and resp.status in retry.post_statuses)
+                )
             ):
                 retried_5xx = True
                 continue
             raise err
 
-    async def _once(self, method: str, path: str, json_body: object | None,
-                    files: Sequence[tuple[str, FilePart]] | None,
-                    params: Mapping[str, str] | None,
-                    headers: Mapping[str, str] | None) -> HttpResponse:
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        json_body: object | None,
+        files: Sequence[tuple[str, FilePart]] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> HttpResponse:
         kwargs: dict[str, Any] = {}
         if json_body is not None:
             kwargs["json"] = json_body
         if files is not None:
             kwargs["files"] = list(files)
-        req = self._client.build_request(method, path, params=params, headers=headers,
-                                         **kwargs)
+        req = self._client.build_request(method, path, params=params, headers=headers, **kwargs)
         resp = await self._client.send(req, stream=True)
         try:
             declared = resp.headers.get("content-length")
@@ -437,8 +472,9 @@ class HttpClient:
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
                 if size > self.policy.max_body_bytes:
-                    raise ProviderUnavailable(f"{self.label} answer exceeded "
-                                              f"{self.policy.max_body_bytes} bytes")
+                    raise ProviderUnavailable(
+                        f"{self.label} answer exceeded {self.policy.max_body_bytes} bytes"
+                    )
                 chunks.append(chunk)
         finally:
             await resp.aclose()

@@ -35,8 +35,11 @@ class ProviderHub:
     def warnings(self) -> list[str]:
         """What the providers found at start-up that an admin should act on before it breaks
         (e.g. OpenAI's announced shutdown of the configured model), as "name: text"."""
-        return [f"{name}: {text}" for name, provider in self._providers.items()
-                for text in getattr(provider, "warnings", ())]
+        return [
+            f"{name}: {text}"
+            for name, provider in self._providers.items()
+            for text in getattr(provider, "warnings", ())
+        ]
 
     @classmethod
     @asynccontextmanager
@@ -77,8 +80,11 @@ class ProviderHub:
                     try:
                         await refresh()
                     except Exception as exc:  # a dead service must not stop the bot starting
-                        log.warning("provider %s: could not read its capabilities (%s)", name,
-                                    type(exc).__name__)
+                        log.warning(
+                            "provider %s: could not read its capabilities (%s)",
+                            name,
+                            type(exc).__name__,
+                        )
             yield hub
         finally:
             for provider in built.values():

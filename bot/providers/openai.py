@@ -67,20 +67,34 @@ log = logging.getLogger(__name__)
 PREFIX = "providers.openai"
 MODEL_SETTING = f"{PREFIX}.model"
 # The keys of this provider's config table (plus the shared HTTP ones).
-SETTING_KEYS = frozenset({
-    "base_url", "max_concurrency", "max_n_per_call", "model", "organization", "quality",
-})
+SETTING_KEYS = frozenset(
+    {
+        "base_url",
+        "max_concurrency",
+        "max_n_per_call",
+        "model",
+        "organization",
+        "quality",
+    }
+)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-image-2.6-flare"
 CURRENT_MODELS: tuple[str, ...] = (
-    "gpt-image-2.6-flare", "gpt-image-2.6-sunburst", "gpt-image-2.5-flare",
-    "gpt-image-2.5-sunburst", "gpt-image-2",
+    "gpt-image-2.6-flare",
+    "gpt-image-2.6-sunburst",
+    "gpt-image-2.5-flare",
+    "gpt-image-2.5-sunburst",
+    "gpt-image-2",
 )
 # Shut down, with the date from OpenAI's deprecations page.
 RETIRED_MODELS: Mapping[str, str] = {
-    "dall-e-2": "2026-05-12", "dall-e-3": "2026-05-12", "gpt-image-1": "2026-10-23",
-    "gpt-image-1-mini": "2026-12-01", "gpt-image-1.5": "2026-12-01",
-    "gpt-image-1.5-2025-12-16": "2026-12-01", "chatgpt-image-latest": "2026-12-01",
+    "dall-e-2": "2026-05-12",
+    "dall-e-3": "2026-05-12",
+    "gpt-image-1": "2026-10-23",
+    "gpt-image-1-mini": "2026-12-01",
+    "gpt-image-1.5": "2026-12-01",
+    "gpt-image-1.5-2025-12-16": "2026-12-01",
+    "chatgpt-image-latest": "2026-12-01",
 }
 BASE_QUALITIES = ("low", "medium", "high", "auto")
 EXTENDED_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
@@ -99,8 +113,11 @@ def is_gpt_image(model: str) -> bool:
 
 def qualities_for(model: str) -> tuple[str, ...]:
     """gpt-image-2 stops at ``high``; 2.5, 2.6 (and later) add ``xhigh`` and ``max``."""
-    return BASE_QUALITIES if model == "gpt-image-2" or model.startswith("gpt-image-2-") \
+    return (
+        BASE_QUALITIES
+        if model == "gpt-image-2" or model.startswith("gpt-image-2-")
         else EXTENDED_QUALITIES
+    )
 
 
 @dataclass(frozen=True)
@@ -115,8 +132,7 @@ class OpenAISettings:
     policy: HttpPolicy = field(default_factory=lambda: HttpPolicy(retry=RETRY))
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object],
-                     env: Mapping[str, str]) -> OpenAISettings:
+    def from_mapping(cls, section: Mapping[str, object], env: Mapping[str, str]) -> OpenAISettings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
         key = get_secret(section, env, "OPENAI_API_KEY", PREFIX, required=True)
         assert key is not None
@@ -125,19 +141,21 @@ class OpenAISettings:
             raise ConfigError(
                 f"{MODEL_SETTING} = {model!r}: OpenAI shut this model down on "
                 f"{RETIRED_MODELS[model]}. Use {DEFAULT_MODEL} (fast) or one of "
-                + ", ".join(m for m in CURRENT_MODELS if m != DEFAULT_MODEL))
+                + ", ".join(m for m in CURRENT_MODELS if m != DEFAULT_MODEL)
+            )
         if not is_gpt_image(model):
-            raise ConfigError(f"{MODEL_SETTING} must be a GPT Image model, e.g. "
-                              + ", ".join(CURRENT_MODELS))
+            raise ConfigError(
+                f"{MODEL_SETTING} must be a GPT Image model, e.g. " + ", ".join(CURRENT_MODELS)
+            )
         qualities = qualities_for(model)
         quality = get_str(section, "quality", "auto", PREFIX).strip()
         if quality not in qualities:
-            raise ConfigError(f"{PREFIX}.quality must be one of {', '.join(qualities)} "
-                              f"for {model}")
+            raise ConfigError(f"{PREFIX}.quality must be one of {', '.join(qualities)} for {model}")
         return cls(
             api_key=key,
-            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
-                             "OPENAI_API_BASE_URL"),
+            base_url=get_url(
+                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "OPENAI_API_BASE_URL"
+            ),
             model=model,
             quality=quality,
             organization=get_str(section, "organization", "", PREFIX).strip() or None,
@@ -158,11 +176,14 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
         message = str(err.get("message") or "")
     text = f"HTTP {status} {code or kind}: {message[:300]}"
     tag = code or kind or None
-    if code in ("moderation_blocked", "content_policy_violation") \
-            or (kind == "image_generation_user_error" and "safety" in message.lower()):
+    if code in ("moderation_blocked", "content_policy_violation") or (
+        kind == "image_generation_user_error" and "safety" in message.lower()
+    ):
         return ContentFiltered(text, status=status, code=tag)
-    if code in ("insufficient_quota", "billing_hard_limit_reached", "billing_not_active") \
-            or kind == "insufficient_quota":
+    if (
+        code in ("insufficient_quota", "billing_hard_limit_reached", "billing_not_active")
+        or kind == "insufficient_quota"
+    ):
         return QuotaExhausted(text, status=status, code=tag)
     if status == 401 or code == "invalid_api_key":
         return AuthFailed(text, status=status, code=tag)
@@ -176,14 +197,22 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
 def _model_gone(err: NotFound, model: str) -> ModelUnavailable:
     """A ``model_not_found`` for the configured model: retired or unknown, with the setting."""
     text = err.message.lower()
-    cls = ModelRetired if any(w in text for w in ("deprecated", "shut down", "retired")) \
+    cls = (
+        ModelRetired
+        if any(w in text for w in ("deprecated", "shut down", "retired"))
         else ModelUnavailable
-    return cls(err.message, model=model, setting=MODEL_SETTING, replacement=DEFAULT_MODEL
-               if model != DEFAULT_MODEL else None, status=err.status, code=err.code)
+    )
+    return cls(
+        err.message,
+        model=model,
+        setting=MODEL_SETTING,
+        replacement=DEFAULT_MODEL if model != DEFAULT_MODEL else None,
+        status=err.status,
+        code=err.code,
+    )
 
 
-def capabilities_for(model: str, max_n_per_call: int = 4,
-                     max_concurrency: int = 2) -> Capabilities:
+def capabilities_for(model: str, max_n_per_call: int = 4, max_concurrency: int = 2) -> Capabilities:
     return Capabilities(
         txt2img=True,
         img2img=True,
@@ -208,11 +237,14 @@ def capabilities_for(model: str, max_n_per_call: int = 4,
 class OpenAIProvider:
     name = "openai"
 
-    def __init__(self, settings: OpenAISettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Sleep = asyncio.sleep,
-                 today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()
-                 ) -> None:
+    def __init__(
+        self,
+        settings: OpenAISettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
+    ) -> None:
         self.settings = settings
         self.label = f"OpenAI ({settings.model})"
         self._today = today
@@ -220,11 +252,18 @@ class OpenAIProvider:
         headers = {"Authorization": f"Bearer {settings.api_key}"}
         if settings.organization:
             headers["OpenAI-Organization"] = settings.organization
-        self._http = HttpClient(label="OpenAI", base_url=settings.base_url,
-                                policy=settings.policy, headers=headers, classify=classify,
-                                transport=transport, sleep=sleep)
-        self._caps = capabilities_for(settings.model, settings.max_n_per_call,
-                                      settings.max_concurrency)
+        self._http = HttpClient(
+            label="OpenAI",
+            base_url=settings.base_url,
+            policy=settings.policy,
+            headers=headers,
+            classify=classify,
+            transport=transport,
+            sleep=sleep,
+        )
+        self._caps = capabilities_for(
+            settings.model, settings.max_n_per_call, settings.max_concurrency
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -244,8 +283,10 @@ class OpenAIProvider:
         days = (when - self._today()).days
         others = ", ".join(m for m in CURRENT_MODELS if m != self.settings.model)
         span = f"in {days} days" if days > 0 else "today" if days == 0 else "already past"
-        return (f"OpenAI shuts {self.settings.model} down on {when.isoformat()} ({span}); "
-                f"change {MODEL_SETTING} before then (current models: {others}).")
+        return (
+            f"OpenAI shuts {self.settings.model} down on {when.isoformat()} ({span}); "
+            f"change {MODEL_SETTING} before then (current models: {others})."
+        )
 
     async def _model_info(self) -> object:
         path = f"/models/{self.settings.model}"
@@ -253,10 +294,13 @@ class OpenAIProvider:
             resp = await self._http.check("GET", path)
         except CheckFailed as exc:
             if isinstance(exc.error, NotFound):
-                raise CheckFailed(exc.url, f"OpenAI does not know the model "
-                                  f"{self.settings.model!r} (retired?); change "
-                                  f"{MODEL_SETTING}, e.g. to {DEFAULT_MODEL}",
-                                  error=exc.error) from None
+                raise CheckFailed(
+                    exc.url,
+                    f"OpenAI does not know the model "
+                    f"{self.settings.model!r} (retired?); change "
+                    f"{MODEL_SETTING}, e.g. to {DEFAULT_MODEL}",
+                    error=exc.error,
+                ) from None
             raise
         return await resp.json()
 
@@ -270,17 +314,21 @@ class OpenAIProvider:
     async def check(self) -> dict[str, str]:
         data = await self._model_info()
         found = isinstance(data, dict) and data.get("id") == self.settings.model
-        facts = {"provider": self.label, "base_url": self.settings.base_url,
-                 "model": self.settings.model + (" (available)" if found else " (unknown)"),
-                 "quality": self.settings.quality}
+        facts = {
+            "provider": self.label,
+            "base_url": self.settings.base_url,
+            "model": self.settings.model + (" (available)" if found else " (unknown)"),
+            "quality": self.settings.quality,
+        }
         warning = self._shutdown_warning(data)
         self.warnings = (warning,) if warning else ()
         if warning:
             facts["warning"] = warning
         return facts
 
-    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
-                       ) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         try:
             return await self._generate(req)
         except ModelUnavailable:
@@ -295,12 +343,18 @@ class OpenAIProvider:
         user = hashlib.sha256(req.user_ref.encode()).hexdigest()[:32] if req.user_ref else None
         size = f"{width}x{height}"
         if req.init_image is None:
-            body: dict[str, object] = {"model": model, "prompt": req.prompt, "n": n,
-                                       "size": size, "quality": self.settings.quality}
+            body: dict[str, object] = {
+                "model": model,
+                "prompt": req.prompt,
+                "n": n,
+                "size": size,
+                "quality": self.settings.quality,
+            }
             if user:
                 body["user"] = user
-            resp = await self._http.request("POST", "/images/generations", json_body=body,
-                                            idempotent=False)
+            resp = await self._http.request(
+                "POST", "/images/generations", json_body=body, idempotent=False
+            )
         else:
             fields: list[tuple[str, FilePart]] = [
                 ("model", (None, model)),
@@ -312,8 +366,7 @@ class OpenAIProvider:
             ]
             if user:
                 fields.append(("user", (None, user)))
-            resp = await self._http.request("POST", "/images/edits", files=fields,
-                                            idempotent=False)
+            resp = await self._http.request("POST", "/images/edits", files=fields, idempotent=False)
         data = await resp.json()
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list) or not items:
@@ -322,5 +375,8 @@ class OpenAIProvider:
         if len(b64s) != len(items) or not all(isinstance(s, str) for s in b64s):
             raise ProviderUnavailable("OpenAI answer has no b64_json image")
         blobs = await b64decode_many([s for s in b64s if isinstance(s, str)])
-        return GenerationResult(images=tuple(GeneratedImage(data=b, seed=None) for b in blobs),
-                                model=model, request_id=resp.headers.get("x-request-id"))
+        return GenerationResult(
+            images=tuple(GeneratedImage(data=b, seed=None) for b in blobs),
+            model=model,
+            request_id=resp.headers.get("x-request-id"),
+        )

@@ -54,46 +54,61 @@ class HttpPolicy:
     retry: RetryPolicy = DEFAULT_RETRY
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object], prefix: str, *,
-                     retry: RetryPolicy = DEFAULT_RETRY,
-                     deadline_s: float | None = None) -> HttpPolicy:
+    def from_mapping(
+        cls,
+        section: Mapping[str, object],
+        prefix: str,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        deadline_s: float | None = None,
+    ) -> HttpPolicy:
         """``retry`` and ``deadline_s`` are the provider's own defaults; the section's
         ``retry_post_statuses`` and ``deadline_s`` keys override them."""
         d = cls(deadline_s=deadline_s if deadline_s is not None else cls.deadline_s)
         return cls(
-            connect_timeout_s=get_float(section, "connect_timeout_s", d.connect_timeout_s,
-                                        prefix, lo=0.1),
+            connect_timeout_s=get_float(
+                section, "connect_timeout_s", d.connect_timeout_s, prefix, lo=0.1
+            ),
             read_timeout_s=get_float(section, "timeout_s", d.read_timeout_s, prefix, lo=0.1),
             deadline_s=get_float(section, "deadline_s", d.deadline_s, prefix, lo=0.1),
-            connect_retries=get_int(section, "connect_retries", d.connect_retries, prefix,
-                                    lo=0, hi=10),
-            max_rate_limit_retries=get_int(section, "rate_limit_retries",
-                                           d.max_rate_limit_retries, prefix, lo=0, hi=10),
-            retry_after_cap_s=get_float(section, "retry_after_cap_s", d.retry_after_cap_s,
-                                        prefix, lo=0.0),
+            connect_retries=get_int(
+                section, "connect_retries", d.connect_retries, prefix, lo=0, hi=10
+            ),
+            max_rate_limit_retries=get_int(
+                section, "rate_limit_retries", d.max_rate_limit_retries, prefix, lo=0, hi=10
+            ),
+            retry_after_cap_s=get_float(
+                section, "retry_after_cap_s", d.retry_after_cap_s, prefix, lo=0.0
+            ),
             default_retry_after_s=d.default_retry_after_s,
-            max_body_bytes=get_int(section, "max_body_bytes", d.max_body_bytes, prefix,
-                                   lo=1024),
-            breaker_threshold=get_int(section, "breaker_threshold", d.breaker_threshold,
-                                      prefix, lo=1, hi=1000),
-            breaker_reset_s=get_float(section, "breaker_reset_s", d.breaker_reset_s, prefix,
-                                      lo=0.0),
+            max_body_bytes=get_int(section, "max_body_bytes", d.max_body_bytes, prefix, lo=1024),
+            breaker_threshold=get_int(
+                section, "breaker_threshold", d.breaker_threshold, prefix, lo=1, hi=1000
+            ),
+            breaker_reset_s=get_float(
+                section, "breaker_reset_s", d.breaker_reset_s, prefix, lo=0.0
+            ),
             retry=RetryPolicy(
-                post_statuses=get_statuses(section, "retry_post_statuses",
-                                           retry.post_statuses, prefix),
-                idempotent_5xx=retry.idempotent_5xx),
+                post_statuses=get_statuses(
+                    section, "retry_post_statuses", retry.post_statuses, prefix
+                ),
+                idempotent_5xx=retry.idempotent_5xx,
+            ),
         )
 
 
-def get_statuses(section: Mapping[str, object], key: str, default: frozenset[int],
-                 prefix: str) -> frozenset[int]:
+def get_statuses(
+    section: Mapping[str, object], key: str, default: frozenset[int], prefix: str
+) -> frozenset[int]:
     value = section.get(key)
     if value is None:
         return default
     if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 500 <= v <= 599 for v in value):
-        raise ConfigError(f"{_key(prefix, key)} must be a list of 5xx status codes, "
-                          "e.g. [502, 503]")
+        isinstance(v, int) and not isinstance(v, bool) and 500 <= v <= 599 for v in value
+    ):
+        raise ConfigError(
+            f"{_key(prefix, key)} must be a list of 5xx status codes, e.g. [502, 503]"
+        )
     return frozenset(value)
 
 
@@ -115,8 +130,15 @@ def get_bool(section: Mapping[str, object], key: str, default: bool, prefix: str
     return value
 
 
-def get_int(section: Mapping[str, object], key: str, default: int, prefix: str, *,
-            lo: int | None = None, hi: int | None = None) -> int:
+def get_int(
+    section: Mapping[str, object],
+    key: str,
+    default: int,
+    prefix: str,
+    *,
+    lo: int | None = None,
+    hi: int | None = None,
+) -> int:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{_key(prefix, key)} must be an integer")
@@ -125,8 +147,15 @@ def get_int(section: Mapping[str, object], key: str, default: int, prefix: str, 
     return value
 
 
-def get_float(section: Mapping[str, object], key: str, default: float, prefix: str, *,
-              lo: float | None = None, hi: float | None = None) -> float:
+def get_float(
+    section: Mapping[str, object],
+    key: str,
+    default: float,
+    prefix: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> float:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{_key(prefix, key)} must be a number")
@@ -136,8 +165,14 @@ def get_float(section: Mapping[str, object], key: str, default: float, prefix: s
     return f
 
 
-def get_url(section: Mapping[str, object], key: str, default: str, prefix: str,
-            env: Mapping[str, str], env_name: str | None) -> str:
+def get_url(
+    section: Mapping[str, object],
+    key: str,
+    default: str,
+    prefix: str,
+    env: Mapping[str, str],
+    env_name: str | None,
+) -> str:
     """A base URL: the environment wins over the file, so a proxy or fake can stand in."""
     value = (env.get(env_name) if env_name else None) or get_str(section, key, default, prefix)
     try:
@@ -152,15 +187,23 @@ def get_url(section: Mapping[str, object], key: str, default: str, prefix: str,
     return value.rstrip("/")
 
 
-POLICY_KEYS = frozenset({
-    "connect_timeout_s", "timeout_s", "deadline_s", "connect_retries", "rate_limit_retries",
-    "retry_after_cap_s", "max_body_bytes", "breaker_threshold", "breaker_reset_s",
-    "retry_post_statuses",
-})
+POLICY_KEYS = frozenset(
+    {
+        "connect_timeout_s",
+        "timeout_s",
+        "deadline_s",
+        "connect_retries",
+        "rate_limit_retries",
+        "retry_after_cap_s",
+        "max_body_bytes",
+        "breaker_threshold",
+        "breaker_reset_s",
+        "retry_post_statuses",
+    }
+)
 
 
-def reject_unknown(section: Mapping[str, object], prefix: str,
-                   keys: frozenset[str]) -> None:
+def reject_unknown(section: Mapping[str, object], prefix: str, keys: frozenset[str]) -> None:
     """A typo in a provider table is an error naming the key, not a silently kept default."""
     unknown = sorted(set(section) - keys - POLICY_KEYS - {"api_key"})
     if unknown:
@@ -168,13 +211,21 @@ def reject_unknown(section: Mapping[str, object], prefix: str,
         raise ConfigError(f"Unknown setting {prefix}.{unknown[0]}. Known keys: {known}")
 
 
-def get_secret(section: Mapping[str, object], env: Mapping[str, str], env_name: str,
-               prefix: str, *, required: bool) -> str | None:
+def get_secret(
+    section: Mapping[str, object],
+    env: Mapping[str, str],
+    env_name: str,
+    prefix: str,
+    *,
+    required: bool,
+) -> str | None:
     """An API key: from the environment only (a key in a config file ends up in backups and
     screenshots); ``None`` when optional and unset."""
     if "api_key" in section:
-        raise ConfigError(f"{prefix}.api_key: keys come from the environment ({env_name}), "
-                          "never from the config file")
+        raise ConfigError(
+            f"{prefix}.api_key: keys come from the environment ({env_name}), "
+            "never from the config file"
+        )
     value = env.get(env_name, "").strip()
     if required and not value:
         raise ConfigError(f"{env_name} is not set (needed by {prefix})")

@@ -69,35 +69,77 @@ from bot.providers.http import (
 PREFIX = "providers.stability"
 MODEL_SETTING = f"{PREFIX}.model"
 # The keys of this provider's config table (plus the shared HTTP ones).
-SETTING_KEYS = frozenset({
-    "accept_json", "base_url", "client_id", "clip_guidance_preset", "max_concurrency", "model",
-})
+SETTING_KEYS = frozenset(
+    {
+        "accept_json",
+        "base_url",
+        "client_id",
+        "clip_guidance_preset",
+        "max_concurrency",
+        "model",
+    }
+)
 DEFAULT_BASE_URL = "https://api.stability.ai"
 
 STYLE_PRESETS: tuple[str, ...] = (
-    "3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
-    "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk",
-    "origami", "photographic", "pixel-art", "tile-texture",
+    "3d-model",
+    "analog-film",
+    "anime",
+    "cinematic",
+    "comic-book",
+    "digital-art",
+    "enhance",
+    "fantasy-art",
+    "isometric",
+    "line-art",
+    "low-poly",
+    "modeling-compound",
+    "neon-punk",
+    "origami",
+    "photographic",
+    "pixel-art",
+    "tile-texture",
 )
 V1_SAMPLERS: tuple[str, ...] = (
-    "DDIM", "DDPM", "K_DPMPP_2M", "K_DPMPP_2S_ANCESTRAL", "K_DPM_2", "K_DPM_2_ANCESTRAL",
-    "K_EULER", "K_EULER_ANCESTRAL", "K_HEUN", "K_LMS",
+    "DDIM",
+    "DDPM",
+    "K_DPMPP_2M",
+    "K_DPMPP_2S_ANCESTRAL",
+    "K_DPM_2",
+    "K_DPM_2_ANCESTRAL",
+    "K_EULER",
+    "K_EULER_ANCESTRAL",
+    "K_HEUN",
+    "K_LMS",
 )
 CLIP_GUIDANCE_PRESETS: tuple[str, ...] = (
-    "NONE", "FAST_BLUE", "FAST_GREEN", "SIMPLE", "SLOW", "SLOWER", "SLOWEST",
+    "NONE",
+    "FAST_BLUE",
+    "FAST_GREEN",
+    "SIMPLE",
+    "SLOW",
+    "SLOWER",
+    "SLOWEST",
 )
 SDXL_SIZES: tuple[tuple[int, int], ...] = (
-    (1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768),
-    (768, 1344), (1536, 640), (640, 1536),
+    (1024, 1024),
+    (1152, 896),
+    (896, 1152),
+    (1216, 832),
+    (832, 1216),
+    (1344, 768),
+    (768, 1344),
+    (1536, 640),
+    (640, 1536),
 )
-ASPECT_RATIOS: tuple[str, ...] = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16",
-                                  "9:21")
-SD3_MODELS: tuple[str, ...] = ("sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium",
-                               "sd3.5-flash")
+ASPECT_RATIOS: tuple[str, ...] = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
+SD3_MODELS: tuple[str, ...] = ("sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash")
 # Removed by Stability in 2025, with their successors.
-REMOVED_MODELS: dict[str, str] = {"sd3-large": "sd3.5-large",
-                                  "sd3-large-turbo": "sd3.5-large-turbo",
-                                  "sd3-medium": "sd3.5-medium"}
+REMOVED_MODELS: dict[str, str] = {
+    "sd3-large": "sd3.5-large",
+    "sd3-large-turbo": "sd3.5-large-turbo",
+    "sd3-medium": "sd3.5-medium",
+}
 # sd3.5-flash takes no negative prompt (Stability-AI/stability-sdk #314).
 NO_NEGATIVE_PROMPT = frozenset({"sd3.5-flash"})
 V2_ENDPOINTS: dict[str, str] = {
@@ -125,8 +167,9 @@ class StabilitySettings:
     policy: HttpPolicy = field(default_factory=lambda: HttpPolicy(retry=RETRY))
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, object],
-                     env: Mapping[str, str]) -> StabilitySettings:
+    def from_mapping(
+        cls, section: Mapping[str, object], env: Mapping[str, str]
+    ) -> StabilitySettings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
         key = get_secret(section, env, "STABILITY_API_KEY", PREFIX, required=True)
         assert key is not None
@@ -135,16 +178,20 @@ class StabilitySettings:
         if not model:
             raise ConfigError(f"{MODEL_SETTING} must not be empty")
         if model in REMOVED_MODELS:
-            raise ConfigError(f"{MODEL_SETTING} = {model!r}: Stability removed the SD 3.0 "
-                              f"models; use {REMOVED_MODELS[model]}")
+            raise ConfigError(
+                f"{MODEL_SETTING} = {model!r}: Stability removed the SD 3.0 "
+                f"models; use {REMOVED_MODELS[model]}"
+            )
         clip = get_str(section, "clip_guidance_preset", "", PREFIX).strip().upper() or None
         if clip is not None and clip not in CLIP_GUIDANCE_PRESETS:
-            raise ConfigError(f"{PREFIX}.clip_guidance_preset must be one of "
-                              + ", ".join(CLIP_GUIDANCE_PRESETS))
+            raise ConfigError(
+                f"{PREFIX}.clip_guidance_preset must be one of " + ", ".join(CLIP_GUIDANCE_PRESETS)
+            )
         return cls(
             api_key=key,
-            base_url=get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env,
-                             "STABILITY_API_BASE_URL"),
+            base_url=get_url(
+                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "STABILITY_API_BASE_URL"
+            ),
             model=model,
             client_id=get_str(section, "client_id", "imagine-bot", PREFIX)[:256],
             accept_json=get_bool(section, "accept_json", False, PREFIX),
@@ -182,8 +229,7 @@ def is_sdxl_engine(engine: str) -> bool:
     return "xl-1024" in engine
 
 
-def capabilities_for(model: str, models: tuple[str, ...], max_concurrency: int = 2
-                     ) -> Capabilities:
+def capabilities_for(model: str, models: tuple[str, ...], max_concurrency: int = 2) -> Capabilities:
     model = V2_ALIASES.get(model, model)
     if model in V2_ENDPOINTS:
         sd3 = model in SD3_MODELS
@@ -205,25 +251,41 @@ def capabilities_for(model: str, models: tuple[str, ...], max_concurrency: int =
             max_concurrency=max_concurrency,
         )
     common: dict[str, Any] = {
-        "max_n_per_call": 10, "steps_range": (10, 50), "cfg_range": (0.0, 35.0),
-        "seed_max": V1_SEED_MAX, "seed_zero_random": True, "samplers": V1_SAMPLERS,
+        "max_n_per_call": 10,
+        "steps_range": (10, 50),
+        "cfg_range": (0.0, 35.0),
+        "seed_max": V1_SEED_MAX,
+        "seed_zero_random": True,
+        "samplers": V1_SAMPLERS,
         "native_styles": STYLE_PRESETS,
-        "weighted_prompts": True, "models": models, "max_concurrency": max_concurrency,
+        "weighted_prompts": True,
+        "models": models,
+        "max_concurrency": max_concurrency,
     }
     if is_sdxl_engine(model):
         return Capabilities(size_mode="preset", sizes=SDXL_SIZES, **common)
     # SD 1.6 and older engines: multiples of 64, each side 320..1536.
-    return Capabilities(size_mode="exact", size_multiple=64, min_side=320, max_side=1536,
-                        max_pixels=1536 * 1536, **common)
+    return Capabilities(
+        size_mode="exact",
+        size_multiple=64,
+        min_side=320,
+        max_side=1536,
+        max_pixels=1536 * 1536,
+        **common,
+    )
 
 
 # ---------------------------------------------------------------------------------- provider
 class StabilityProvider:
     name = "stability"
 
-    def __init__(self, settings: StabilitySettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: StabilitySettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.settings = settings
         self.label = f"Stability AI ({settings.model})"
         self._engines: tuple[str, ...] = DEFAULT_V1_ENGINES
@@ -231,8 +293,10 @@ class StabilityProvider:
             label="Stability AI",
             base_url=settings.base_url,
             policy=settings.policy,
-            headers={"Authorization": f"Bearer {settings.api_key}",
-                     "Stability-Client-ID": settings.client_id},
+            headers={
+                "Authorization": f"Bearer {settings.api_key}",
+                "Stability-Client-ID": settings.client_id,
+            },
             classify=classify,
             transport=transport,
             sleep=sleep,
@@ -265,9 +329,13 @@ class StabilityProvider:
         data = await resp.json()
         if not isinstance(data, list):
             raise ProviderUnavailable("engines list is not a list")
-        engines = tuple(str(e["id"]) for e in data
-                        if isinstance(e, dict) and e.get("id")
-                        and str(e.get("type", "PICTURE")).upper() == "PICTURE")
+        engines = tuple(
+            str(e["id"])
+            for e in data
+            if isinstance(e, dict)
+            and e.get("id")
+            and str(e.get("type", "PICTURE")).upper() == "PICTURE"
+        )
         if engines:
             self._engines = engines
             self._caps = self._compute_caps()
@@ -275,26 +343,30 @@ class StabilityProvider:
     async def check(self) -> dict[str, str]:
         facts = {"provider": self.label, "base_url": self.settings.base_url}
         # The account balance (and so the key) is the same for both APIs.
-        resp = await self._http.check("GET", "/v1/user/balance",
-                                      headers={"Accept": "application/json"})
+        resp = await self._http.check(
+            "GET", "/v1/user/balance", headers={"Accept": "application/json"}
+        )
         data = await resp.json()
         credits = data.get("credits") if isinstance(data, dict) else None
-        facts["balance"] = f"{float(credits):.2f} credits" if isinstance(
-            credits, int | float) else "unknown"
+        facts["balance"] = (
+            f"{float(credits):.2f} credits" if isinstance(credits, int | float) else "unknown"
+        )
         if self._uses_v1:
             await self._read_engines(self._http.check)
             facts["engines"] = ", ".join(self._engines)
             if self.settings.model not in self._engines:
-                facts["warning"] = (f"engine {self.settings.model!r} is not in this key's "
-                                    f"engines list; change {MODEL_SETTING}")
+                facts["warning"] = (
+                    f"engine {self.settings.model!r} is not in this key's "
+                    f"engines list; change {MODEL_SETTING}"
+                )
         facts["model"] = self.settings.model
         return facts
 
     # ------------------------------------------------------------------------- generate
-    async def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None
-                       ) -> GenerationResult:
-        model = V2_ALIASES.get(req.model or self.settings.model,
-                               req.model or self.settings.model)
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        model = V2_ALIASES.get(req.model or self.settings.model, req.model or self.settings.model)
         try:
             if model in V2_ENDPOINTS:
                 # v2beta makes one image per call; the core normally splits already.
@@ -305,12 +377,18 @@ class StabilityProvider:
                 return GenerationResult(images=images, model=model, request_id=parts[0][1])
             return await self._v1(req, model)
         except (NotFound, InvalidRequest) as exc:
-            if model == V2_ALIASES.get(self.settings.model, self.settings.model) \
-                    and _about_the_model(exc):
+            if model == V2_ALIASES.get(
+                self.settings.model, self.settings.model
+            ) and _about_the_model(exc):
                 # The configured model itself is gone: every request fails until an admin
                 # changes the setting.
-                raise ModelUnavailable(exc.message, model=model, setting=MODEL_SETTING,
-                                       status=exc.status, code=exc.code) from None
+                raise ModelUnavailable(
+                    exc.message,
+                    model=model,
+                    setting=MODEL_SETTING,
+                    status=exc.status,
+                    code=exc.code,
+                ) from None
             raise
 
     def _headers(self, req: GenerationRequest, accept: str) -> dict[str, str]:
@@ -321,8 +399,9 @@ class StabilityProvider:
             headers["Stability-Client-User-ID"] = digest
         return headers
 
-    async def _v2(self, req: GenerationRequest, model: str, seed: int
-                  ) -> tuple[GeneratedImage, str | None]:
+    async def _v2(
+        self, req: GenerationRequest, model: str, seed: int
+    ) -> tuple[GeneratedImage, str | None]:
         caps = capabilities_for(model, ())
         prompt, negative = v2_prompt(req)
         fields: list[tuple[str, FilePart]] = [("prompt", (None, prompt))]
@@ -346,8 +425,13 @@ class StabilityProvider:
             # aspect_ratio is text-to-image only; with an image the output follows it.
             fields.append(("aspect_ratio", (None, nearest_aspect(req.width, req.height, caps))))
         accept = "application/json" if self.settings.accept_json else "image/*"
-        resp = await self._http.request("POST", V2_ENDPOINTS[model], files=fields,
-                                        headers=self._headers(req, accept), idempotent=False)
+        resp = await self._http.request(
+            "POST",
+            V2_ENDPOINTS[model],
+            files=fields,
+            headers=self._headers(req, accept),
+            idempotent=False,
+        )
         request_id = resp.headers.get("x-request-id")
         if resp.content_type.startswith("image/"):
             finish = resp.headers.get("finish-reason", "SUCCESS").upper()
@@ -364,8 +448,14 @@ class StabilityProvider:
             raise ProviderUnavailable("Stability reported a generation error")
         if not data:
             raise ProviderUnavailable("v2beta answer has an empty image")
-        return (GeneratedImage(data=data, seed=seed_out if seed_out is not None else seed,
-                               filtered=finish == "CONTENT_FILTERED"), request_id)
+        return (
+            GeneratedImage(
+                data=data,
+                seed=seed_out if seed_out is not None else seed,
+                filtered=finish == "CONTENT_FILTERED",
+            ),
+            request_id,
+        )
 
     async def _v1(self, req: GenerationRequest, engine: str) -> GenerationResult:
         caps = capabilities_for(engine, ())
@@ -391,11 +481,19 @@ class StabilityProvider:
             # The core already fitted the size for the configured model; this only matters
             # when --model picked another engine (SDXL takes nine fixed sizes).
             width, height = nearest_size(req.width, req.height, caps)
-            body = {"text_prompts": [{"text": p.text, "weight": p.weight} for p in prompts],
-                    "width": width, "height": height, **common}
+            body = {
+                "text_prompts": [{"text": p.text, "weight": p.weight} for p in prompts],
+                "width": width,
+                "height": height,
+                **common,
+            }
             resp = await self._http.request(
-                "POST", f"/v1/generation/{engine}/text-to-image", json_body=body,
-                headers=headers, idempotent=False)
+                "POST",
+                f"/v1/generation/{engine}/text-to-image",
+                json_body=body,
+                headers=headers,
+                idempotent=False,
+            )
         else:
             strength = 0.65 if req.strength is None else min(1.0, max(0.0, req.strength))
             fields: list[tuple[str, FilePart]] = []
@@ -407,8 +505,12 @@ class StabilityProvider:
             fields.append(("image_strength", (None, f"{1.0 - strength:.4g}")))
             fields.extend((k, (None, str(v))) for k, v in common.items())
             resp = await self._http.request(
-                "POST", f"/v1/generation/{engine}/image-to-image", files=fields,
-                headers=headers, idempotent=False)
+                "POST",
+                f"/v1/generation/{engine}/image-to-image",
+                files=fields,
+                headers=headers,
+                idempotent=False,
+            )
         data = await resp.json()
         artifacts = data.get("artifacts") if isinstance(data, dict) else None
         if not isinstance(artifacts, list) or not artifacts:
@@ -425,11 +527,16 @@ class StabilityProvider:
             if finish == "ERROR":
                 raise ProviderUnavailable("Stability reported a generation error")
             seed_out = _int_or_none(art.get("seed"))
-            images.append(GeneratedImage(
-                data=blob, seed=seed_out if seed_out is not None else (seed + i if seed else None),
-                filtered=finish == "CONTENT_FILTERED"))
-        return GenerationResult(images=tuple(images), model=engine,
-                                request_id=resp.headers.get("x-request-id"))
+            images.append(
+                GeneratedImage(
+                    data=blob,
+                    seed=seed_out if seed_out is not None else (seed + i if seed else None),
+                    filtered=finish == "CONTENT_FILTERED",
+                )
+            )
+        return GenerationResult(
+            images=tuple(images), model=engine, request_id=resp.headers.get("x-request-id")
+        )
 
 
 _MODEL_FIELD = re.compile(r"HTTP 400:? (?:[a-z_]+: )?model\b")
@@ -445,7 +552,8 @@ def _about_the_model(exc: ProviderError) -> bool:
 def v1_text_prompts(req: GenerationRequest) -> list[WeightedPrompt]:
     """Our ``::`` weights map to ``text_prompts`` weights; ``--no`` is a negative weight."""
     prompts = [p for p in req.weighted_prompts if p.text.strip()] or [
-        WeightedPrompt(req.prompt, 1.0)]
+        WeightedPrompt(req.prompt, 1.0)
+    ]
     if req.negative_prompt:
         prompts.append(WeightedPrompt(req.negative_prompt, -1.0))
     return [WeightedPrompt(p.text[:2000], p.weight) for p in prompts]

@@ -50,8 +50,15 @@ class GalleryRepository(Protocol):
         ...
 
     async def image_page(
-        self, platform: str, tenant: str, *, channel_id: str | None, owner_id: str | None,
-        contains: str, after: GalleryCursor | None, limit: int,
+        self,
+        platform: str,
+        tenant: str,
+        *,
+        channel_id: str | None,
+        owner_id: str | None,
+        contains: str,
+        after: GalleryCursor | None,
+        limit: int,
     ) -> list[tuple[Job, StoredJobImage]]:
         """Images of finished, not deleted jobs, newest job first, after ``after``; when
         ``contains`` is given, only jobs whose stored request mentions it (a prefilter: the

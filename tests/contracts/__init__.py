@@ -18,8 +18,9 @@ def _document(name: str) -> dict[str, Any]:
     return data
 
 
-def errors(document: str, schema: str, instance: object,
-           patch: dict[str, dict[str, Any]] | None = None) -> list[str]:
+def errors(
+    document: str, schema: str, instance: object, patch: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
     """Why ``instance`` breaks ``#/components/schemas/<schema>`` of a vendored excerpt (empty
     when it is valid). ``patch`` maps a schema name to properties that replace or add to its
     own, where the vendor's current docs are ahead of the excerpt; the README explains each."""
@@ -28,5 +29,7 @@ def errors(document: str, schema: str, instance: object,
         doc["components"]["schemas"][name].setdefault("properties", {}).update(props)
     root = {"$ref": f"#/components/schemas/{schema}", "components": doc["components"]}
     validator = Draft202012Validator(root)
-    return sorted(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                  for e in validator.iter_errors(instance))
+    return sorted(
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(instance)
+    )

@@ -26,16 +26,31 @@ async def fake() -> AsyncIterator[HordeFake]:
         yield f
 
 
-@pytest.mark.parametrize("req", [
-    GenerationRequest("a fox", negative_prompt="blur", n=3, width=700, height=500, seed=7,
-                      steps=25, cfg=7.123, sampler="DPM++ 2M", scheduler="karras"),
-    GenerationRequest("a", weighted_prompts=(WeightedPrompt("red", 1.5),), seed=4294967295,
-                      model="Deliberate"),
-    GenerationRequest("x", init_image=b"\x89PNG", strength=0.0, seed=0),
-])
+@pytest.mark.parametrize(
+    "req",
+    [
+        GenerationRequest(
+            "a fox",
+            negative_prompt="blur",
+            n=3,
+            width=700,
+            height=500,
+            seed=7,
+            steps=25,
+            cfg=7.123,
+            sampler="DPM++ 2M",
+            scheduler="karras",
+        ),
+        GenerationRequest(
+            "a", weighted_prompts=(WeightedPrompt("red", 1.5),), seed=4294967295, model="Deliberate"
+        ),
+        GenerationRequest("x", init_image=b"\x89PNG", strength=0.0, seed=0),
+    ],
+)
 async def test_generation_bodies_validate(fake: HordeFake, req: GenerationRequest) -> None:
-    p = HordeProvider(HordeSettings.from_mapping({}, {"AI_HORDE_BASE_URL": fake.api_url}),
-                      sleep=_quick)
+    p = HordeProvider(
+        HordeSettings.from_mapping({}, {"AI_HORDE_BASE_URL": fake.api_url}), sleep=_quick
+    )
     await p.refresh()
     await p.generate(fit_request(req, p.capabilities, p.label).request)
     await p.aclose()
@@ -51,11 +66,13 @@ def test_the_validator_does_catch_a_broken_body() -> None:
 
 
 async def test_the_fakes_answers_follow_the_models(fake: HordeFake) -> None:
-    async with httpx.AsyncClient(base_url=fake.api_url,
-                                 headers={"apikey": ANONYMOUS_KEY,
-                                          "Client-Agent": "contract-test:1:none"}) as c:
-        queued = await c.post("/v2/generate/async",
-                              json={"prompt": "x", "params": {"n": 2}, "r2": False})
+    async with httpx.AsyncClient(
+        base_url=fake.api_url,
+        headers={"apikey": ANONYMOUS_KEY, "Client-Agent": "contract-test:1:none"},
+    ) as c:
+        queued = await c.post(
+            "/v2/generate/async", json={"prompt": "x", "params": {"n": 2}, "r2": False}
+        )
         assert queued.status_code == 202 and errors(DOC, "RequestAsync", queued.json()) == []
         wp = queued.json()["id"]
         for _ in range(3):
@@ -66,9 +83,9 @@ async def test_the_fakes_answers_follow_the_models(fake: HordeFake) -> None:
         assert len(full.json()["generations"]) == 2
         models = (await c.get("/v2/status/models", params={"type": "image"})).json()
         assert all(errors(DOC, "ActiveModel", m) == [] for m in models)
-        for bad in (await c.post("/v2/generate/async", json={"prompt": "x",
-                                                            "params": {"width": 500}}),
-                    await c.get("/v2/generate/check/nope"),
-                    await c.post("/v2/generate/async", json={"prompt": "x"},
-                                 headers={"apikey": "wrong"})):
+        for bad in (
+            await c.post("/v2/generate/async", json={"prompt": "x", "params": {"width": 500}}),
+            await c.get("/v2/generate/check/nope"),
+            await c.post("/v2/generate/async", json={"prompt": "x"}, headers={"apikey": "wrong"}),
+        ):
             assert bad.status_code >= 400 and errors(DOC, "RequestError", bad.json()) == []

@@ -16,8 +16,9 @@ from tests.fakes.openai import OpenAIFake
 KEY = "sk-TEST-contract-openai"
 DOC = "openai/images.openapi.json"
 # OpenAI's docs are ahead of the snapshot here; see README.md.
-_QUALITY: dict[str, Any] = {"quality": {"type": "string",
-                                         "enum": ["standard", "hd", *EXTENDED_QUALITIES]}}
+_QUALITY: dict[str, Any] = {
+    "quality": {"type": "string", "enum": ["standard", "hd", *EXTENDED_QUALITIES]}
+}
 QUALITY_PATCH = {"CreateImageRequest": _QUALITY, "CreateImageEditRequest": _QUALITY}
 
 
@@ -34,20 +35,27 @@ def provider(fake: OpenAIFake, **section: object) -> OpenAIProvider:
 
 def form_instance(form: dict[str, str], files: dict[str, Any]) -> dict[str, object]:
     """A multipart form as the typed object the schema describes."""
-    out: dict[str, object] = {k: int(v) if k in ("n", "output_compression") else v
-                              for k, v in form.items()}
+    out: dict[str, object] = {
+        k: int(v) if k in ("n", "output_compression") else v for k, v in form.items()
+    }
     out.update({k: "<binary>" for k in files})
     return out
 
 
-@pytest.mark.parametrize(("section", "req"), [
-    ({}, GenerationRequest("a lighthouse", n=3, width=1600, height=1000, user_ref="web:u1")),
-    ({"model": "gpt-image-2.6-sunburst", "quality": "max"},
-     GenerationRequest("a fox", width=512, height=2048)),
-    ({"model": "gpt-image-2", "quality": "high"}, GenerationRequest("a fox", n=2)),
-])
-async def test_generation_bodies_validate(fake: OpenAIFake, section: dict[str, object],
-                                          req: GenerationRequest) -> None:
+@pytest.mark.parametrize(
+    ("section", "req"),
+    [
+        ({}, GenerationRequest("a lighthouse", n=3, width=1600, height=1000, user_ref="web:u1")),
+        (
+            {"model": "gpt-image-2.6-sunburst", "quality": "max"},
+            GenerationRequest("a fox", width=512, height=2048),
+        ),
+        ({"model": "gpt-image-2", "quality": "high"}, GenerationRequest("a fox", n=2)),
+    ],
+)
+async def test_generation_bodies_validate(
+    fake: OpenAIFake, section: dict[str, object], req: GenerationRequest
+) -> None:
     p = provider(fake, **section)
     await p.generate(fit_request(req, p.capabilities, p.label).request)
     await p.aclose()
@@ -72,17 +80,20 @@ def test_the_validator_does_catch_a_broken_body() -> None:
 
 async def test_the_fakes_answers_follow_the_schema(fake: OpenAIFake) -> None:
     fake.shutdown_dates["gpt-image-2"] = "2027-04-21"
-    async with httpx.AsyncClient(base_url=fake.api_url,
-                                 headers={"Authorization": f"Bearer {KEY}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=fake.api_url, headers={"Authorization": f"Bearer {KEY}"}
+    ) as c:
         ok = await c.post("/images/generations", json={"model": "gpt-image-2", "prompt": "x"})
         assert errors(DOC, "ImagesResponse", ok.json()) == []
         model = await c.get("/models/gpt-image-2")
         assert errors(DOC, "Model", model.json()) == []
         assert model.json()["shutdown_date"] == "2027-04-21"
-        for bad in (await c.post("/images/generations", json={"model": "dall-e-3",
-                                                              "prompt": "x"}),
-                    await c.post("/images/generations", json={"prompt": "x", "n": 99,
-                                                              "model": "gpt-image-2"}),
-                    await c.get("/models/gpt-image-1")):
+        for bad in (
+            await c.post("/images/generations", json={"model": "dall-e-3", "prompt": "x"}),
+            await c.post(
+                "/images/generations", json={"prompt": "x", "n": 99, "model": "gpt-image-2"}
+            ),
+            await c.get("/models/gpt-image-1"),
+        ):
             assert bad.status_code >= 400
             assert errors(DOC, "ErrorResponse", bad.json()) == []

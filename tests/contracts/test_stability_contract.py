@@ -18,10 +18,12 @@ KEY = "sk-TEST-contract-stability"
 DOC = "stability/v1.openapi.json"
 SDXL = "stable-diffusion-xl-1024-v1-0"
 # Later official v1 specs added style_preset and narrowed steps (README.md).
-LATER_SPEC: dict[str, dict[str, Any]] = {"GenerationRequestOptionalParams": {
-    "style_preset": {"type": "string", "enum": list(STYLE_PRESETS)},
-    "steps": {"type": "integer", "minimum": 10, "maximum": 50},
-}}
+LATER_SPEC: dict[str, dict[str, Any]] = {
+    "GenerationRequestOptionalParams": {
+        "style_preset": {"type": "string", "enum": list(STYLE_PRESETS)},
+        "steps": {"type": "integer", "minimum": 10, "maximum": 50},
+    }
+}
 
 
 @pytest.fixture
@@ -41,9 +43,8 @@ def typed_form(form: dict[str, str], files: dict[str, Any]) -> dict[str, object]
     prompts: dict[int, dict[str, object]] = {}
     for key, value in form.items():
         if key.startswith("text_prompts["):
-            index, field = key[len("text_prompts["):].rstrip("]").split("][")
-            prompts.setdefault(int(index), {})[field] = (
-                float(value) if field == "weight" else value)
+            index, field = key[len("text_prompts[") :].rstrip("]").split("][")
+            prompts.setdefault(int(index), {})[field] = float(value) if field == "weight" else value
         elif key in ("samples", "seed", "steps"):
             out[key] = int(value)
         elif key in ("cfg_scale", "image_strength"):
@@ -55,16 +56,38 @@ def typed_form(form: dict[str, str], files: dict[str, Any]) -> dict[str, object]
     return out
 
 
-@pytest.mark.parametrize(("model", "req"), [
-    (SDXL, GenerationRequest("castle", negative_prompt="fog", n=3, width=1000, height=600,
-                             seed=4294967295, steps=30, cfg=8.0, sampler="k_euler",
-                             style="cinematic")),
-    ("stable-diffusion-v1-6", GenerationRequest(
-        "a", weighted_prompts=(WeightedPrompt("red", 1.5), WeightedPrompt("blue", -0.5)),
-        width=700, height=500)),
-])
-async def test_text_to_image_bodies_validate(fake: StabilityFake, model: str,
-                                             req: GenerationRequest) -> None:
+@pytest.mark.parametrize(
+    ("model", "req"),
+    [
+        (
+            SDXL,
+            GenerationRequest(
+                "castle",
+                negative_prompt="fog",
+                n=3,
+                width=1000,
+                height=600,
+                seed=4294967295,
+                steps=30,
+                cfg=8.0,
+                sampler="k_euler",
+                style="cinematic",
+            ),
+        ),
+        (
+            "stable-diffusion-v1-6",
+            GenerationRequest(
+                "a",
+                weighted_prompts=(WeightedPrompt("red", 1.5), WeightedPrompt("blue", -0.5)),
+                width=700,
+                height=500,
+            ),
+        ),
+    ],
+)
+async def test_text_to_image_bodies_validate(
+    fake: StabilityFake, model: str, req: GenerationRequest
+) -> None:
     p = provider(fake, model)
     await p.generate(fit_request(req, p.capabilities, p.label).request)
     await p.aclose()
@@ -74,33 +97,62 @@ async def test_text_to_image_bodies_validate(fake: StabilityFake, model: str,
 
 async def test_image_to_image_forms_validate(fake: StabilityFake) -> None:
     p = provider(fake, SDXL)
-    await p.generate(GenerationRequest("castle", negative_prompt="fog", n=2, seed=11,
-                                       init_image=b"\x89PNG\r\n\x1a\nrest", strength=0.3,
-                                       style="anime"))
+    await p.generate(
+        GenerationRequest(
+            "castle",
+            negative_prompt="fog",
+            n=2,
+            seed=11,
+            init_image=b"\x89PNG\r\n\x1a\nrest",
+            strength=0.3,
+            style="anime",
+        )
+    )
     await p.aclose()
     [call] = fake.requests
-    assert errors(DOC, "ImageToImageUsingImageStrengthRequestBody",
-                  typed_form(call.form, call.files), LATER_SPEC) == []
+    assert (
+        errors(
+            DOC,
+            "ImageToImageUsingImageStrengthRequestBody",
+            typed_form(call.form, call.files),
+            LATER_SPEC,
+        )
+        == []
+    )
 
 
 def test_the_validator_does_catch_a_broken_body() -> None:
     assert errors(DOC, "TextToImageRequestBody", {"text_prompts": []}, LATER_SPEC)
-    assert errors(DOC, "TextToImageRequestBody",
-                  {"text_prompts": [{"text": "x"}], "seed": 4294967296}, LATER_SPEC)
-    assert errors(DOC, "TextToImageRequestBody",
-                  {"text_prompts": [{"text": "x"}], "style_preset": "watercolor"}, LATER_SPEC)
+    assert errors(
+        DOC,
+        "TextToImageRequestBody",
+        {"text_prompts": [{"text": "x"}], "seed": 4294967296},
+        LATER_SPEC,
+    )
+    assert errors(
+        DOC,
+        "TextToImageRequestBody",
+        {"text_prompts": [{"text": "x"}], "style_preset": "watercolor"},
+        LATER_SPEC,
+    )
 
 
 async def test_the_fakes_v1_answers_follow_the_schema(fake: StabilityFake) -> None:
-    async with httpx.AsyncClient(base_url=fake.base_url,
-                                 headers={"Authorization": f"Bearer {KEY}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=fake.base_url, headers={"Authorization": f"Bearer {KEY}"}
+    ) as c:
         engines = (await c.get("/v1/engines/list")).json()
         assert errors(DOC, "ListEnginesResponseBody", engines) == []
         balance = (await c.get("/v1/user/balance")).json()
         assert errors(DOC, "BalanceResponseBody", balance) == []
-        ok = (await c.post(f"/v1/generation/{SDXL}/text-to-image",
-                           json={"text_prompts": [{"text": "x"}]})).json()
+        ok = (
+            await c.post(
+                f"/v1/generation/{SDXL}/text-to-image", json={"text_prompts": [{"text": "x"}]}
+            )
+        ).json()
         assert all(errors(DOC, "Image", art) == [] for art in ok["artifacts"])
-        bad = await c.post(f"/v1/generation/{SDXL}/text-to-image",
-                           json={"text_prompts": [{"text": "x"}], "width": 1000})
+        bad = await c.post(
+            f"/v1/generation/{SDXL}/text-to-image",
+            json={"text_prompts": [{"text": "x"}], "width": 1000},
+        )
         assert bad.status_code == 400 and errors(DOC, "Error", bad.json()) == []

@@ -32,18 +32,48 @@ SAMPLERS = [  # webui >= 1.9: no scheduler in the names; options name the defaul
     {"name": "DDIM", "aliases": ["ddim"], "options": {}},
 ]
 SCHEDULERS = [
-    {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1,
-     "need_inner_model": False},
-    {"name": "uniform", "label": "Uniform", "aliases": None, "default_rho": -1,
-     "need_inner_model": True},
-    {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0,
-     "need_inner_model": False},
-    {"name": "exponential", "label": "Exponential", "aliases": None, "default_rho": -1,
-     "need_inner_model": False},
-    {"name": "sgm_uniform", "label": "SGM Uniform", "aliases": ["SGMUniform"],
-     "default_rho": -1, "need_inner_model": True},
-    {"name": "align_your_steps", "label": "Align Your Steps", "aliases": None,
-     "default_rho": -1, "need_inner_model": False},
+    {
+        "name": "automatic",
+        "label": "Automatic",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": False,
+    },
+    {
+        "name": "uniform",
+        "label": "Uniform",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": True,
+    },
+    {
+        "name": "karras",
+        "label": "Karras",
+        "aliases": None,
+        "default_rho": 7.0,
+        "need_inner_model": False,
+    },
+    {
+        "name": "exponential",
+        "label": "Exponential",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": False,
+    },
+    {
+        "name": "sgm_uniform",
+        "label": "SGM Uniform",
+        "aliases": ["SGMUniform"],
+        "default_rho": -1,
+        "need_inner_model": True,
+    },
+    {
+        "name": "align_your_steps",
+        "label": "Align Your Steps",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": False,
+    },
 ]
 LEGACY_SAMPLERS = [  # webui <= 1.8: the schedule is part of the name
     {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {}},
@@ -52,29 +82,67 @@ LEGACY_SAMPLERS = [  # webui <= 1.8: the schedule is part of the name
     {"name": "DPM++ 2M Karras", "aliases": ["k_dpmpp_2m_ka"], "options": {"scheduler": "karras"}},
 ]
 MODELS = [
-    {"title": "sd_xl_base_1.0.safetensors [31e35c80fc]", "model_name": "sd_xl_base_1.0",
-     "hash": "31e35c80fc", "sha256": "31e35c80fc" * 6, "filename": "/models/sd_xl_base_1.0"
-     ".safetensors", "config": None},
-    {"title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
-     "model_name": "v1-5-pruned-emaonly", "hash": "6ce0161689", "sha256": "6ce0161689" * 6,
-     "filename": "/models/v1-5.safetensors", "config": None},
+    {
+        "title": "sd_xl_base_1.0.safetensors [31e35c80fc]",
+        "model_name": "sd_xl_base_1.0",
+        "hash": "31e35c80fc",
+        "sha256": "31e35c80fc" * 6,
+        "filename": "/models/sd_xl_base_1.0.safetensors",
+        "config": None,
+    },
+    {
+        "title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+        "model_name": "v1-5-pruned-emaonly",
+        "hash": "6ce0161689",
+        "sha256": "6ce0161689" * 6,
+        "filename": "/models/v1-5.safetensors",
+        "config": None,
+    },
 ]
-KNOWN = {"prompt", "negative_prompt", "styles", "seed", "subseed", "subseed_strength",
-         "sampler_name", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width",
-         "height", "denoising_strength", "override_settings",
-         "override_settings_restore_afterwards", "restore_faces", "tiling", "send_images",
-         "save_images", "sampler_index", "init_images", "mask", "resize_mode",
-         "include_init_images", "alwayson_scripts", "script_name", "script_args"}
+KNOWN = {
+    "prompt",
+    "negative_prompt",
+    "styles",
+    "seed",
+    "subseed",
+    "subseed_strength",
+    "sampler_name",
+    "scheduler",
+    "batch_size",
+    "n_iter",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "denoising_strength",
+    "override_settings",
+    "override_settings_restore_afterwards",
+    "restore_faces",
+    "tiling",
+    "send_images",
+    "save_images",
+    "sampler_index",
+    "init_images",
+    "mask",
+    "resize_mode",
+    "include_init_images",
+    "alwayson_scripts",
+    "script_name",
+    "script_args",
+}
 
 
 def webui_error(status: int, kind: str, detail: str) -> web.Response:
-    return web.json_response({"error": kind, "detail": detail, "body": "",
-                              "errors": f"{status}: {detail}"}, status=status)
+    return web.json_response(
+        {"error": kind, "detail": detail, "body": "", "errors": f"{status}: {detail}"},
+        status=status,
+    )
 
 
 class Automatic1111Fake(FakeServer):
-    def __init__(self, auth: tuple[str, str] | None = None, return_grid: bool = False,
-                 webui: str = "1.10") -> None:
+    def __init__(
+        self, auth: tuple[str, str] | None = None, return_grid: bool = False, webui: str = "1.10"
+    ) -> None:
         super().__init__()
         self.auth = auth
         self.return_grid = return_grid
@@ -97,11 +165,14 @@ class Automatic1111Fake(FakeServer):
             routes.append(("GET", "/sdapi/v1/schedulers", self.schedulers))
         return routes
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         if exc.status == 422:
-            return web.json_response({"detail": [{"loc": ["body"], "msg": exc.message,
-                                                  "type": "value_error"}]}, status=422)
+            return web.json_response(
+                {"detail": [{"loc": ["body"], "msg": exc.message, "type": "value_error"}]},
+                status=422,
+            )
         return webui_error(exc.status, "HTTPException", exc.message)
 
     def _auth_failure(self, rec: RecordedRequest) -> web.Response | None:
@@ -121,8 +192,7 @@ class Automatic1111Fake(FakeServer):
     async def samplers(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         return self._auth_failure(rec) or web.json_response(self.sampler_list)
 
-    async def schedulers(self, request: web.Request, rec: RecordedRequest
-                         ) -> web.StreamResponse:
+    async def schedulers(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         return self._auth_failure(rec) or web.json_response(SCHEDULERS)
 
     def _sampler_and_scheduler(self, p: dict[str, Any]) -> tuple[str, str]:
@@ -158,21 +228,31 @@ class Automatic1111Fake(FakeServer):
         require(isinstance(p.get("prompt", ""), str), "prompt: str type expected", 422)
         for k in ("seed", "batch_size", "n_iter", "steps", "width", "height"):
             if k in p:
-                require(isinstance(p[k], int) and not isinstance(p[k], bool),
-                        f"{k}: value is not a valid integer", 422)
+                require(
+                    isinstance(p[k], int) and not isinstance(p[k], bool),
+                    f"{k}: value is not a valid integer",
+                    422,
+                )
         require(1 <= p.get("batch_size", 1) <= 16, "batch_size out of range")
-        require(p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
-                "width and height must be multiples of 8")
+        require(
+            p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
+            "width and height must be multiples of 8",
+        )
         if "sampler_name" in p and self.legacy:
-            require(p["sampler_name"] in {s["name"] for s in self.sampler_list},
-                    "Sampler not found", 404)
+            require(
+                p["sampler_name"] in {s["name"] for s in self.sampler_list},
+                "Sampler not found",
+                404,
+            )
         if "scheduler" in p:
             require(not self.legacy, "extra field scheduler", 422)
             require(isinstance(p["scheduler"], str), "scheduler: str type expected", 422)
         ckpt = (p.get("override_settings") or {}).get("sd_model_checkpoint")
         if ckpt is not None:
-            require(ckpt in {m["title"] for m in MODELS} | {m["model_name"] for m in MODELS},
-                    f"model '{ckpt}' not found")
+            require(
+                ckpt in {m["title"] for m in MODELS} | {m["model_name"] for m in MODELS},
+                f"model '{ckpt}' not found",
+            )
         return p
 
     def _answer(self, p: dict[str, Any]) -> web.Response:
@@ -186,14 +266,21 @@ class Automatic1111Fake(FakeServer):
         if self.return_grid and n > 1:
             images.insert(0, base64.b64encode(make_png("grid")).decode())
             first = 1
-        info = {"prompt": p.get("prompt", ""), "all_prompts": [p.get("prompt", "")] * n,
-                "seed": seeds[0], "all_seeds": seeds, "subseed": 1, "all_subseeds": [1] * n,
-                "width": p.get("width", 512), "height": p.get("height", 512),
-                **self._ran_with(p),
-                "sd_model_name": "sd_xl_base_1.0", "index_of_first_image": first,
-                "infotexts": ["..."] * n}
-        return web.json_response({"images": images, "parameters": p,
-                                  "info": json.dumps(info)})
+        info = {
+            "prompt": p.get("prompt", ""),
+            "all_prompts": [p.get("prompt", "")] * n,
+            "seed": seeds[0],
+            "all_seeds": seeds,
+            "subseed": 1,
+            "all_subseeds": [1] * n,
+            "width": p.get("width", 512),
+            "height": p.get("height", 512),
+            **self._ran_with(p),
+            "sd_model_name": "sd_xl_base_1.0",
+            "index_of_first_image": first,
+            "infotexts": ["..."] * n,
+        }
+        return web.json_response({"images": images, "parameters": p, "info": json.dumps(info)})
 
     def _ran_with(self, p: dict[str, Any]) -> dict[str, str]:
         if self.legacy:
@@ -205,9 +292,15 @@ class Automatic1111Fake(FakeServer):
         fail = self._auth_failure(rec)
         if fail:
             return fail
-        return web.json_response({"progress": self.current_progress, "eta_relative": 1.0,
-                                  "state": {"job_count": 1 if self.current_progress else 0},
-                                  "current_image": None, "textinfo": None})
+        return web.json_response(
+            {
+                "progress": self.current_progress,
+                "eta_relative": 1.0,
+                "state": {"job_count": 1 if self.current_progress else 0},
+                "current_image": None,
+                "textinfo": None,
+            }
+        )
 
     async def _work(self) -> None:
         """Like the webui, answer only when done; ``work_s`` > 0 makes it take that long,

@@ -40,24 +40,86 @@ from PIL import Image
 from tests.fakes import FakeServer, Handler, RecordedRequest
 
 ANONYMOUS_KEY = "0000000000"
-KNOWN_SAMPLERS = {"k_lms", "k_heun", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
-                  "k_dpm_fast", "k_dpm_adaptive", "k_dpmpp_2s_a", "k_dpmpp_2m", "dpmsolver",
-                  "k_dpmpp_sde", "DDIM", "lcm"}
+KNOWN_SAMPLERS = {
+    "k_lms",
+    "k_heun",
+    "k_euler",
+    "k_euler_a",
+    "k_dpm_2",
+    "k_dpm_2_a",
+    "k_dpm_fast",
+    "k_dpm_adaptive",
+    "k_dpmpp_2s_a",
+    "k_dpmpp_2m",
+    "dpmsolver",
+    "k_dpmpp_sde",
+    "DDIM",
+    "lcm",
+}
 ACTIVE_MODELS = [
-    {"name": "AlbedoBase XL (SDXL)", "count": 14, "performance": 1.9e6, "queued": 4.1e6,
-     "jobs": 11.0, "eta": 38, "type": "image"},
-    {"name": "Deliberate", "count": 9, "performance": 1.1e6, "queued": 1.3e6, "jobs": 6.0,
-     "eta": 21, "type": "image"},
-    {"name": "Flux.1-Schnell fp8 (Compact)", "count": 4, "performance": 4.2e5,
-     "queued": 2.8e6, "jobs": 5.0, "eta": 95, "type": "image"},
-    {"name": "stable_diffusion", "count": 3, "performance": 3.0e5, "queued": 2.0e5,
-     "jobs": 2.0, "eta": 12, "type": "image"},
+    {
+        "name": "AlbedoBase XL (SDXL)",
+        "count": 14,
+        "performance": 1.9e6,
+        "queued": 4.1e6,
+        "jobs": 11.0,
+        "eta": 38,
+        "type": "image",
+    },
+    {
+        "name": "Deliberate",
+        "count": 9,
+        "performance": 1.1e6,
+        "queued": 1.3e6,
+        "jobs": 6.0,
+        "eta": 21,
+        "type": "image",
+    },
+    {
+        "name": "Flux.1-Schnell fp8 (Compact)",
+        "count": 4,
+        "performance": 4.2e5,
+        "queued": 2.8e6,
+        "jobs": 5.0,
+        "eta": 95,
+        "type": "image",
+    },
+    {
+        "name": "stable_diffusion",
+        "count": 3,
+        "performance": 3.0e5,
+        "queued": 2.0e5,
+        "jobs": 2.0,
+        "eta": 12,
+        "type": "image",
+    },
 ]
-TOP_LEVEL = {"prompt", "params", "nsfw", "trusted_workers", "validated_backends",
-             "slow_workers", "extra_slow_workers", "censor_nsfw", "workers",
-             "worker_blacklist", "models", "source_image", "source_processing", "source_mask",
-             "extra_source_images", "r2", "shared", "replacement_filter", "dry_run",
-             "proxied_account", "disable_batching", "allow_downgrade", "webhook", "style"}
+TOP_LEVEL = {
+    "prompt",
+    "params",
+    "nsfw",
+    "trusted_workers",
+    "validated_backends",
+    "slow_workers",
+    "extra_slow_workers",
+    "censor_nsfw",
+    "workers",
+    "worker_blacklist",
+    "models",
+    "source_image",
+    "source_processing",
+    "source_mask",
+    "extra_source_images",
+    "r2",
+    "shared",
+    "replacement_filter",
+    "dry_run",
+    "proxied_account",
+    "disable_batching",
+    "allow_downgrade",
+    "webhook",
+    "style",
+}
 DEFAULT_PLAN: list[dict[str, Any]] = [
     {"waiting": 1, "processing": 0, "queue_position": 12, "wait_time": 40},
     {"waiting": 0, "processing": 1, "queue_position": 0, "wait_time": 8},
@@ -74,8 +136,9 @@ def webp(seed: str, index: int) -> bytes:
     return buf.getvalue()
 
 
-def horde_error(status: int, rc: str, message: str,
-                errors: dict[str, str] | None = None) -> web.Response:
+def horde_error(
+    status: int, rc: str, message: str, errors: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"message": message, "rc": rc}
     if errors is not None:
         body["errors"] = errors
@@ -101,12 +164,18 @@ class WaitingPrompt:
         step = dict(self.plan[min(self.checks, len(self.plan) - 1)])
         done = bool(step.get("done")) and not self.faulted and not self.cancelled
         finished = self.n if done else int(step.get("finished", 0))
-        return {"finished": finished, "processing": int(step.get("processing", 0)),
-                "restarted": 0, "waiting": 0 if done else int(step.get("waiting", 0)),
-                "done": done or self.cancelled, "faulted": self.faulted,
-                "wait_time": 0 if done else int(step.get("wait_time", 0)),
-                "queue_position": 0 if done else int(step.get("queue_position", 0)),
-                "kudos": 10.0 * self.n, "is_possible": not self.impossible}
+        return {
+            "finished": finished,
+            "processing": int(step.get("processing", 0)),
+            "restarted": 0,
+            "waiting": 0 if done else int(step.get("waiting", 0)),
+            "done": done or self.cancelled,
+            "faulted": self.faulted,
+            "wait_time": 0 if done else int(step.get("wait_time", 0)),
+            "queue_position": 0 if done else int(step.get("queue_position", 0)),
+            "kudos": 10.0 * self.n,
+            "is_possible": not self.impossible,
+        }
 
 
 class HordeFake(FakeServer):
@@ -161,17 +230,25 @@ class HordeFake(FakeServer):
         return key if key in self.keys else None
 
     def waiting_for(self, key: str) -> int:
-        return sum(1 for wp in self.prompts.values()
-                   if wp.key == key and not wp.cancelled and not wp.lite()["done"])
+        return sum(
+            1
+            for wp in self.prompts.values()
+            if wp.key == key and not wp.cancelled and not wp.lite()["done"]
+        )
 
     # ----------------------------------------------------------------------------- routes
-    async def generate_async(self, request: web.Request, rec: RecordedRequest
-                             ) -> web.StreamResponse:
+    async def generate_async(
+        self, request: web.Request, rec: RecordedRequest
+    ) -> web.StreamResponse:
         self._agent(rec)
         key = self._user(rec)
         if key is None:
-            return horde_error(401, "InvalidAPIKey", "No user matching sent API Key. Have "
-                               "you remembered to register at https://stablehorde.net/register ?")
+            return horde_error(
+                401,
+                "InvalidAPIKey",
+                "No user matching sent API Key. Have "
+                "you remembered to register at https://stablehorde.net/register ?",
+            )
         body = rec.json
         errors = validate_payload(body)
         if errors:
@@ -181,19 +258,28 @@ class HordeFake(FakeServer):
         params = body.get("params") or {}
         cfg = params.get("cfg_scale")
         if cfg is not None and round(cfg, 2) != cfg:
-            return horde_error(400, "BadCFGDecimals", "cfg_scale must be rounded to 2 decimal "
-                               "places")
+            return horde_error(
+                400, "BadCFGDecimals", "cfg_scale must be rounded to 2 decimal places"
+            )
         steps = int(params.get("steps", 30))
         pixels = int(params.get("width", 512)) * int(params.get("height", 512))
         if key == ANONYMOUS_KEY and (pixels > 1024 * 1024 or steps > 50):
-            return horde_error(403, "KudosUpfront", "Due to heavy demand, for requests over "
-                               "1024x1024 or over 50 steps the client needs to already have "
-                               "the required kudos. This request requires 28 kudos to fulfil.")
+            return horde_error(
+                403,
+                "KudosUpfront",
+                "Due to heavy demand, for requests over "
+                "1024x1024 or over 50 steps the client needs to already have "
+                "the required kudos. This request requires 28 kudos to fulfil.",
+            )
         n = int(params.get("n", 1))
         if self.waiting_for(key) + 1 > self.max_waiting:
-            return horde_error(429, "TooManyPrompts", f"Parallel requests "
-                               f"({self.waiting_for(key) + 1}) exceeded user limit "
-                               f"({self.max_waiting}).")
+            return horde_error(
+                429,
+                "TooManyPrompts",
+                f"Parallel requests "
+                f"({self.waiting_for(key) + 1}) exceeded user limit "
+                f"({self.max_waiting}).",
+            )
         seed = params.get("seed")
         variation = int(params.get("seed_variation", 1))
         base = int(seed) if isinstance(seed, str) and seed.isdigit() else 1_000_000_007
@@ -204,15 +290,26 @@ class HordeFake(FakeServer):
         plan = [dict(s) for s in self.plan]
         if self.never_done:
             plan = [{"waiting": 1, "queue_position": 40, "wait_time": 600}]
-        wp = WaitingPrompt(str(uuid.uuid4()), key, n, seeds, models,
-                           r2=bool(body.get("r2", True)), plan=plan, censor=set(self.censor),
-                           faulted=self.faulted, impossible=impossible)
+        wp = WaitingPrompt(
+            str(uuid.uuid4()),
+            key,
+            n,
+            seeds,
+            models,
+            r2=bool(body.get("r2", True)),
+            plan=plan,
+            censor=set(self.censor),
+            faulted=self.faulted,
+            impossible=impossible,
+        )
         self.prompts[wp.id] = wp
         self.submitted.set()
         answer: dict[str, Any] = {"id": wp.id, "kudos": 10.0 * n}
         if impossible:
-            answer["message"] = ("Warning: No available workers can fulfill this request. It "
-                                 "will expire in 20 minutes unless a worker appears.")
+            answer["message"] = (
+                "Warning: No available workers can fulfill this request. It "
+                "will expire in 20 minutes unless a worker appears."
+            )
             answer["warnings"] = [{"code": "NoAvailableWorker", "message": answer["message"]}]
         return web.json_response(answer, status=202)
 
@@ -222,8 +319,11 @@ class HordeFake(FakeServer):
             return horde_error(429, "TooManyRequests", "10 per 1 second")
         wp = self.prompts.get(request.match_info["id"])
         if wp is None:
-            return horde_error(404, "RequestNotFound", "Image Waiting Prompt (Check) with ID "
-                               f"'{request.match_info['id']}' not found.")
+            return horde_error(
+                404,
+                "RequestNotFound",
+                f"Image Waiting Prompt (Check) with ID '{request.match_info['id']}' not found.",
+            )
         status = wp.lite()
         wp.checks += 1
         self.checked.set()
@@ -237,16 +337,26 @@ class HordeFake(FakeServer):
 
             for i in range(status["finished"]):
                 censored = i in wp.censor
-                img = (f"https://r2.example.invalid/{wp.id}/{i}.webp" if wp.r2
-                       else base64.b64encode(webp(wp.seeds[i], i)).decode())
-                gens.append({
-                    "img": img, "seed": wp.seeds[i], "id": str(uuid.uuid4()),
-                    "censored": censored, "worker_id": str(uuid.UUID(int=i + 1)),
-                    "worker_name": f"worker-{i}", "model": (wp.models or
-                                                            ["AlbedoBase XL (SDXL)"])[0],
-                    "state": "censored" if censored else "ok",
-                    "gen_metadata": ([{"type": "censorship", "value": "nsfw"}]
-                                     if censored else [])})
+                img = (
+                    f"https://r2.example.invalid/{wp.id}/{i}.webp"
+                    if wp.r2
+                    else base64.b64encode(webp(wp.seeds[i], i)).decode()
+                )
+                gens.append(
+                    {
+                        "img": img,
+                        "seed": wp.seeds[i],
+                        "id": str(uuid.uuid4()),
+                        "censored": censored,
+                        "worker_id": str(uuid.UUID(int=i + 1)),
+                        "worker_name": f"worker-{i}",
+                        "model": (wp.models or ["AlbedoBase XL (SDXL)"])[0],
+                        "state": "censored" if censored else "ok",
+                        "gen_metadata": (
+                            [{"type": "censorship", "value": "nsfw"}] if censored else []
+                        ),
+                    }
+                )
         return {**status, "generations": gens, "shared": False}
 
     async def status(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
@@ -255,8 +365,11 @@ class HordeFake(FakeServer):
             return horde_error(429, "TooManyRequests", "10 per 1 minute")
         wp = self.prompts.get(request.match_info["id"])
         if wp is None:
-            return horde_error(404, "RequestNotFound", "Image Waiting Prompt (Status) with ID "
-                               f"'{request.match_info['id']}' not found.")
+            return horde_error(
+                404,
+                "RequestNotFound",
+                f"Image Waiting Prompt (Status) with ID '{request.match_info['id']}' not found.",
+            )
         return web.json_response(self._full(wp))
 
     async def cancel(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
@@ -265,8 +378,11 @@ class HordeFake(FakeServer):
             return horde_error(429, "TooManyRequests", "10 per 1 minute")
         wp = self.prompts.get(request.match_info["id"])
         if wp is None:
-            return horde_error(404, "RequestNotFound", "Image Waiting Prompt (Delete) with ID "
-                               f"'{request.match_info['id']}' not found.")
+            return horde_error(
+                404,
+                "RequestNotFound",
+                f"Image Waiting Prompt (Delete) with ID '{request.match_info['id']}' not found.",
+            )
         full = self._full(wp)
         wp.cancelled = True
         self.cancelled.append(wp.id)
@@ -279,17 +395,20 @@ class HordeFake(FakeServer):
         least = int(rec.query.get("min_count", "0") or 0)
         return web.json_response([m for m in self.active_models if m["count"] >= least])
 
-    async def find_user(self, request: web.Request, rec: RecordedRequest
-                        ) -> web.StreamResponse:
+    async def find_user(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._agent(rec)
         key = self._user(rec)
         if key is None:
             return horde_error(404, "UserNotFound", "User with API Key not found.")
-        return web.json_response({"username": self.keys[key], "id": 0 if key == ANONYMOUS_KEY
-                                  else 4242, "kudos": 0.0 if key == ANONYMOUS_KEY else 1234.5})
+        return web.json_response(
+            {
+                "username": self.keys[key],
+                "id": 0 if key == ANONYMOUS_KEY else 4242,
+                "kudos": 0.0 if key == ANONYMOUS_KEY else 1234.5,
+            }
+        )
 
-    async def heartbeat(self, request: web.Request, rec: RecordedRequest
-                        ) -> web.StreamResponse:
+    async def heartbeat(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         return web.json_response({"message": "OK", "version": "5.1.5"})
 
 

@@ -30,25 +30,59 @@ CURRENT_MODELS: dict[str, dict[str, Any]] = {
     "gpt-image-2": {"quality": _GPT2_QUALITY, "created": 1776729600},
 }
 RETIRED_MODELS: dict[str, str] = {
-    "dall-e-2": "2026-05-12", "dall-e-3": "2026-05-12", "gpt-image-1": "2026-10-23",
-    "gpt-image-1-mini": "2026-12-01", "gpt-image-1.5": "2026-12-01",
-    "gpt-image-1.5-2025-12-16": "2026-12-01", "chatgpt-image-latest": "2026-12-01",
+    "dall-e-2": "2026-05-12",
+    "dall-e-3": "2026-05-12",
+    "gpt-image-1": "2026-10-23",
+    "gpt-image-1-mini": "2026-12-01",
+    "gpt-image-1.5": "2026-12-01",
+    "gpt-image-1.5-2025-12-16": "2026-12-01",
+    "chatgpt-image-latest": "2026-12-01",
 }
 MIN_PIXELS, MAX_PIXELS, MAX_EDGE = 655_360, 8_294_400, 3840
-GENERATION_FIELDS = frozenset({
-    "model", "prompt", "n", "size", "quality", "user", "background", "moderation",
-    "output_format", "output_compression", "stream", "partial_images",
-})
-EDIT_FIELDS = frozenset({
-    "model", "prompt", "n", "size", "quality", "user", "background", "input_fidelity",
-    "output_format", "output_compression", "stream", "partial_images",
-})
+GENERATION_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "quality",
+        "user",
+        "background",
+        "moderation",
+        "output_format",
+        "output_compression",
+        "stream",
+        "partial_images",
+    }
+)
+EDIT_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "quality",
+        "user",
+        "background",
+        "input_fidelity",
+        "output_format",
+        "output_compression",
+        "stream",
+        "partial_images",
+    }
+)
 
 
-def openai_error(status: int, message: str, kind: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "param": param,
-                                        "code": code}}, status=status)
+def openai_error(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status
+    )
 
 
 def size_problem(size: str) -> str | None:
@@ -64,8 +98,10 @@ def size_problem(size: str) -> str | None:
     if not 1 / 3 <= w / h <= 3:
         return f"Invalid size '{size}': the aspect ratio must be between 1:3 and 3:1."
     if not MIN_PIXELS <= w * h <= MAX_PIXELS or max(w, h) > MAX_EDGE:
-        return (f"Invalid size '{size}': the image must have {MIN_PIXELS}..{MAX_PIXELS} "
-                f"pixels and edges of at most {MAX_EDGE}.")
+        return (
+            f"Invalid size '{size}': the image must have {MIN_PIXELS}..{MAX_PIXELS} "
+            f"pixels and edges of at most {MAX_EDGE}."
+        )
     return None
 
 
@@ -97,27 +133,34 @@ class OpenAIFake(FakeServer):
             ("GET", "/v1/models/{model}", self.model),
         ]
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         return openai_error(exc.status, exc.message)
 
     def _auth(self, rec: RecordedRequest) -> web.Response | None:
         if rec.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return openai_error(401, "Incorrect API key provided: sk-te***.",
-                                code="invalid_api_key")
+            return openai_error(
+                401, "Incorrect API key provided: sk-te***.", code="invalid_api_key"
+            )
         return None
 
     def _model_object(self, model: str) -> dict[str, Any]:
-        return {"id": model, "object": "model", "created": self.models[model]["created"],
-                "owned_by": "system", "shutdown_date": self.shutdown_dates.get(model)}
+        return {
+            "id": model,
+            "object": "model",
+            "created": self.models[model]["created"],
+            "owned_by": "system",
+            "shutdown_date": self.shutdown_dates.get(model),
+        }
 
-    async def list_models(self, request: web.Request, rec: RecordedRequest
-                          ) -> web.StreamResponse:
+    async def list_models(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth(rec)
         if fail:
             return fail
-        return web.json_response({"object": "list",
-                                  "data": [self._model_object(m) for m in self.models]})
+        return web.json_response(
+            {"object": "list", "data": [self._model_object(m) for m in self.models]}
+        )
 
     async def model(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth(rec)
@@ -125,18 +168,27 @@ class OpenAIFake(FakeServer):
             return fail
         model = request.match_info["model"]
         if model not in self.models:
-            return openai_error(404, f"The model '{model}' does not exist",
-                                code="model_not_found", param="model")
+            return openai_error(
+                404, f"The model '{model}' does not exist", code="model_not_found", param="model"
+            )
         return web.json_response(self._model_object(model))
 
     def _unknown_model(self, model: str) -> web.Response | None:
         if model in self.retired:
-            return openai_error(404, f"The model `{model}` has been deprecated. Learn more: "
-                                "https://platform.openai.com/docs/deprecations",
-                                code="model_not_found", param="model")
+            return openai_error(
+                404,
+                f"The model `{model}` has been deprecated. Learn more: "
+                "https://platform.openai.com/docs/deprecations",
+                code="model_not_found",
+                param="model",
+            )
         if model not in self.models:
-            return openai_error(404, f"The model `{model}` does not exist or you do not have "
-                                "access to it.", code="model_not_found", param="model")
+            return openai_error(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
         return None
 
     def _check(self, model: str, n: int, size: str, quality: str | None) -> None:
@@ -144,27 +196,36 @@ class OpenAIFake(FakeServer):
         problem = size_problem(size)
         require(problem is None, problem or "")
         if quality is not None:
-            require(quality in self.models[model]["quality"],
-                    f"Invalid quality '{quality}' for {model}.")
+            require(
+                quality in self.models[model]["quality"],
+                f"Invalid quality '{quality}' for {model}.",
+            )
 
     def _answer(self, n: int, size: str, quality: str | None) -> web.Response:
-        data = [{"b64_json": base64.b64encode(make_png(f"openai:{i}")).decode()}
-                for i in range(n)]
+        data = [{"b64_json": base64.b64encode(make_png(f"openai:{i}")).decode()} for i in range(n)]
         body: dict[str, Any] = {
-            "created": int(time.time()), "data": data, "output_format": "png",
-            "usage": {"total_tokens": 100, "input_tokens": 50, "output_tokens": 50,
-                      "input_tokens_details": {"text_tokens": 10, "image_tokens": 40}}}
+            "created": int(time.time()),
+            "data": data,
+            "output_format": "png",
+            "usage": {
+                "total_tokens": 100,
+                "input_tokens": 50,
+                "output_tokens": 50,
+                "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+            },
+        }
         return web.json_response(body, headers={"x-request-id": "req_123"})
 
-    async def generations(self, request: web.Request, rec: RecordedRequest
-                          ) -> web.StreamResponse:
+    async def generations(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth(rec)
         if fail:
             return fail
         require(rec.content_type == "application/json", "Content-Type must be JSON")
         p = rec.json
-        require(isinstance(p, dict) and isinstance(p.get("prompt"), str) and p["prompt"],
-                "Missing required parameter: 'prompt'.")
+        require(
+            isinstance(p, dict) and isinstance(p.get("prompt"), str) and p["prompt"],
+            "Missing required parameter: 'prompt'.",
+        )
         assert isinstance(p, dict)
         for k in p:
             require(k in GENERATION_FIELDS, f"Unknown parameter: '{k}'.")
@@ -182,8 +243,9 @@ class OpenAIFake(FakeServer):
         if fail:
             return fail
         require(rec.content_type == "multipart/form-data", "edits need multipart/form-data")
-        require("image" in rec.files or "image[]" in rec.files,
-                "Missing required parameter: 'image'.")
+        require(
+            "image" in rec.files or "image[]" in rec.files, "Missing required parameter: 'image'."
+        )
         require(bool(rec.form.get("prompt")), "Missing required parameter: 'prompt'.")
         for k in rec.form:
             require(k in EDIT_FIELDS, f"Unknown parameter: '{k}'.")

@@ -13,8 +13,10 @@ from bot.storage.sqlite.repositories import _job, _marks
 
 # Deep enough for any real iteration; a bound so that a corrupted cycle cannot loop forever.
 MAX_DEPTH = 200
-_IMAGE_COLUMNS = ("i.idx AS i_idx, i.sha256 AS i_sha256, i.ext AS i_ext, i.seed AS i_seed, "
-                  "i.width AS i_width, i.height AS i_height")
+_IMAGE_COLUMNS = (
+    "i.idx AS i_idx, i.sha256 AS i_sha256, i.ext AS i_ext, i.seed AS i_seed, "
+    "i.width AS i_width, i.height AS i_height"
+)
 
 
 def _like(text: str) -> str:
@@ -45,14 +47,23 @@ class SqliteGallery:
             f"WHERE job_id IN ({_marks(len(job_ids))}) ORDER BY created_at, job_id, idx",
             job_ids,
         )
-        return [PickRecord(str(r["job_id"]), int(r["idx"]), str(r["picked_by"]),
-                           str(r["picked_by_name"]), float(r["created_at"])) for r in rows]
+        return [
+            PickRecord(
+                str(r["job_id"]),
+                int(r["idx"]),
+                str(r["picked_by"]),
+                str(r["picked_by_name"]),
+                float(r["created_at"]),
+            )
+            for r in rows
+        ]
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job]:
         if not job_ids:
             return []
         rows = await self._db.fetchall(
-            f"SELECT * FROM jobs WHERE id IN ({_marks(len(job_ids))})", job_ids)
+            f"SELECT * FROM jobs WHERE id IN ({_marks(len(job_ids))})", job_ids
+        )
         return [_job(r) for r in rows]
 
     async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[StoredJobImage]]:
@@ -60,17 +71,33 @@ class SqliteGallery:
             return {}
         rows = await self._db.fetchall(
             "SELECT job_id, idx, sha256, ext, seed, width, height FROM images "
-            f"WHERE job_id IN ({_marks(len(job_ids))}) ORDER BY job_id, idx", job_ids)
+            f"WHERE job_id IN ({_marks(len(job_ids))}) ORDER BY job_id, idx",
+            job_ids,
+        )
         out: dict[str, list[StoredJobImage]] = {}
         for r in rows:
-            out.setdefault(str(r["job_id"]), []).append(StoredJobImage(
-                int(r["idx"]), r["sha256"], r["ext"], r["seed"], int(r["width"]),
-                int(r["height"])))
+            out.setdefault(str(r["job_id"]), []).append(
+                StoredJobImage(
+                    int(r["idx"]),
+                    r["sha256"],
+                    r["ext"],
+                    r["seed"],
+                    int(r["width"]),
+                    int(r["height"]),
+                )
+            )
         return out
 
     async def image_page(
-        self, platform: str, tenant: str, *, channel_id: str | None, owner_id: str | None,
-        contains: str, after: GalleryCursor | None, limit: int,
+        self,
+        platform: str,
+        tenant: str,
+        *,
+        channel_id: str | None,
+        owner_id: str | None,
+        contains: str,
+        after: GalleryCursor | None,
+        limit: int,
     ) -> list[tuple[Job, StoredJobImage]]:
         where = ["j.platform = ?", "j.tenant = ?", "j.state = 'done'", "j.deleted = 0"]
         params: list[Any] = [platform, tenant]
@@ -86,19 +113,31 @@ class SqliteGallery:
             params.append(_like(json.dumps(contains, ensure_ascii=False)[1:-1]))
         if after is not None:
             # Newest job first, then the job's images in order: the rows after the cursor.
-            where.append("(j.created_at < ? OR (j.created_at = ? AND (j.id < ? OR "
-                         "(j.id = ? AND i.idx > ?))))")
-            params += [after.created_at, after.created_at, after.job_id, after.job_id,
-                       after.index]
+            where.append(
+                "(j.created_at < ? OR (j.created_at = ? AND (j.id < ? OR "
+                "(j.id = ? AND i.idx > ?))))"
+            )
+            params += [after.created_at, after.created_at, after.job_id, after.job_id, after.index]
         rows = await self._db.fetchall(
             f"SELECT j.*, {_IMAGE_COLUMNS} FROM jobs j JOIN images i ON i.job_id = j.id "
             f"WHERE {' AND '.join(where)} ORDER BY j.created_at DESC, j.id DESC, i.idx "
             "LIMIT ?",
             (*params, limit),
         )
-        return [(_job(r), StoredJobImage(int(r["i_idx"]), r["i_sha256"], r["i_ext"],
-                                         r["i_seed"], int(r["i_width"]), int(r["i_height"])))
-                for r in rows]
+        return [
+            (
+                _job(r),
+                StoredJobImage(
+                    int(r["i_idx"]),
+                    r["i_sha256"],
+                    r["i_ext"],
+                    r["i_seed"],
+                    int(r["i_width"]),
+                    int(r["i_height"]),
+                ),
+            )
+            for r in rows
+        ]
 
     async def family(self, job_id: str, max_nodes: int) -> tuple[str | None, list[Job]]:
         up = await self._db.fetchall(

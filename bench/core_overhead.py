@@ -58,11 +58,14 @@ class InstantProvider:
     def capabilities(self) -> Capabilities:
         return Capabilities(max_n_per_call=10, max_concurrency=4, seed_max=4294967295)
 
-    async def generate(self, req: GenerationRequest,
-                       progress: ProgressCallback | None = None) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         t = time.perf_counter()
-        out = tuple(GeneratedImage(self._images[i % len(self._images)], seed=req.seed + i)
-                    for i in range(req.n))
+        out = tuple(
+            GeneratedImage(self._images[i % len(self._images)], seed=req.seed + i)
+            for i in range(req.n)
+        )
         self.spent += time.perf_counter() - t
         return GenerationResult(out, model="instant")
 
@@ -110,8 +113,19 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(jobs: int) -> None:
-    sources = [render_sync(f"a lighthouse at dusk, view {i}", seed=i, width=SIDE, height=SIDE,
-                           style="", negative="", init=None, strength=None) for i in range(4)]
+    sources = [
+        render_sync(
+            f"a lighthouse at dusk, view {i}",
+            seed=i,
+            width=SIDE,
+            height=SIDE,
+            style="",
+            negative="",
+            init=None,
+            strength=None,
+        )
+        for i in range(4)
+    ]
     decoded = []
     for data in sources:
         with Image.open(io.BytesIO(data)) as im:
@@ -125,12 +139,16 @@ async def main(jobs: int) -> None:
 
     provider = InstantProvider(sources)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(None, env={}, overrides={
-            "bot": {"data_dir": tmp, "log_level": "WARNING"},
-            "quota": {"user_daily": 0, "user_monthly": 0},
-            "jobs": {"max_queued_per_user": 1000},
-            "providers": {"default": "instant"},
-        })
+        settings = load_settings(
+            None,
+            env={},
+            overrides={
+                "bot": {"data_dir": tmp, "log_level": "WARNING"},
+                "quota": {"user_daily": 0, "user_monthly": 0},
+                "jobs": {"max_queued_per_user": 1000},
+                "providers": {"default": "instant"},
+            },
+        )
         async with App.open(settings, extra_providers={"instant": provider}) as app:
             surface = Surface()
             app.handler.register_poster("bench", surface)
@@ -141,11 +159,16 @@ async def main(jobs: int) -> None:
             for i in range(jobs):
                 spent_before = provider.spent
                 t0 = time.perf_counter()
-                await app.handler.handle(Invocation(actor, "general", text=(
-                    f"a lighthouse at dusk --n 4 --seed {i} --size {SIDE}x{SIDE}")), surface)
+                await app.handler.handle(
+                    Invocation(
+                        actor,
+                        "general",
+                        text=(f"a lighthouse at dusk --n 4 --seed {i} --size {SIDE}x{SIDE}"),
+                    ),
+                    surface,
+                )
                 job_id = next(j for j in surface.queued_at if j not in surface.done)
-                fut = surface.done.setdefault(job_id,
-                                              asyncio.get_running_loop().create_future())
+                fut = surface.done.setdefault(job_id, asyncio.get_running_loop().create_future())
                 t_done = await asyncio.wait_for(fut, 60)
                 accept.append(surface.queued_at[job_id] - t0)
                 own.append(t_done - t0 - (provider.spent - spent_before))
@@ -157,12 +180,16 @@ async def main(jobs: int) -> None:
     med, p99 = statistics.median(own), pct(own, 0.99)
     print(f"core overhead: {jobs} jobs x 4 images at {SIDE}x{SIDE}, instant provider")
     print(f"  job states: {dict((r['state'], r['c']) for r in rows)}")
-    print(f"  accept -> queued:   median {statistics.median(accept) * 1000:7.2f} ms   "
-          f"p99 {pct(accept, 0.99) * 1000:7.2f} ms   (target p99 < 20 ms)")
+    print(
+        f"  accept -> queued:   median {statistics.median(accept) * 1000:7.2f} ms   "
+        f"p99 {pct(accept, 0.99) * 1000:7.2f} ms   (target p99 < 20 ms)"
+    )
     print(f"  bot's own time/job: median {med * 1000:7.2f} ms   p99 {p99 * 1000:7.2f} ms")
     print(f"  floor (encode the 4 PNGs once): median {floor * 1000:7.2f} ms")
-    print(f"  ratio own/floor:    median {med / floor:5.2f}   p99 {p99 / floor:5.2f}   "
-          f"(target <= 1.5)")
+    print(
+        f"  ratio own/floor:    median {med / floor:5.2f}   p99 {p99 / floor:5.2f}   "
+        f"(target <= 1.5)"
+    )
 
 
 if __name__ == "__main__":

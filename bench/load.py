@@ -104,8 +104,9 @@ class LoadProvider:
     def capabilities(self) -> Capabilities:
         return Capabilities(max_n_per_call=1, max_concurrency=self.slots, min_side=64)
 
-    async def generate(self, req: GenerationRequest,
-                       progress: ProgressCallback | None = None) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         self.in_flight += 1
         self.calls += 1
         self.peak = max(self.peak, self.in_flight)
@@ -115,8 +116,9 @@ class LoadProvider:
         self.first = self.first or start
         try:
             await asyncio.sleep(self.latency)
-            return GenerationResult((GeneratedImage(make_png(f"{req.seed}", 64, 64), req.seed),),
-                                    model="load-1")
+            return GenerationResult(
+                (GeneratedImage(make_png(f"{req.seed}", 64, 64), req.seed),), model="load-1"
+            )
         finally:
             self.in_flight -= 1
             self.last = time.monotonic()
@@ -180,23 +182,36 @@ async def serve_only(args: argparse.Namespace) -> None:
 
     provider = LoadProvider(args.latency_s, args.slots)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(None, env={
-            "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_API_URL": args.slack_api_url,
-        }, overrides={
-            "bot": {"data_dir": tmp, "log_level": "WARNING"},
-            "grammar": {"base_side": 256},
-            "quota": {"user_daily": 50, "user_monthly": 1000, "workspace_daily": 0,
-                      "workspace_monthly": 0},
-            "jobs": {"max_queue": max(500, args.users * 2), "max_queued_per_user": 10},
-            "providers": {"default": "load"},
-        })
+        settings = load_settings(
+            None,
+            env={
+                "SLACK_BOT_TOKEN": TOKEN,
+                "SLACK_SIGNING_SECRET": SECRET,
+                "SLACK_API_URL": args.slack_api_url,
+            },
+            overrides={
+                "bot": {"data_dir": tmp, "log_level": "WARNING"},
+                "grammar": {"base_side": 256},
+                "quota": {
+                    "user_daily": 50,
+                    "user_monthly": 1000,
+                    "workspace_daily": 0,
+                    "workspace_monthly": 0,
+                },
+                "jobs": {"max_queue": max(500, args.users * 2), "max_queued_per_user": 10},
+                "providers": {"default": "load"},
+            },
+        )
         async with App.open(settings, extra_providers={"load": provider}) as app:
             session = aiohttp.ClientSession() if args.slack_session else None
             # As the adapter builds it (a new HTTP session per Web API call), unless asked
             # to keep one session open.
-            bolt = build_bolt_app(app, client=AsyncWebClient(
-                token=TOKEN, base_url=args.slack_api_url, session=session) if session else None)
+            bolt = build_bolt_app(
+                app,
+                client=AsyncWebClient(token=TOKEN, base_url=args.slack_api_url, session=session)
+                if session
+                else None,
+            )
             runner = web.AppRunner(slack_web_app(bolt), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0, backlog=2048).start()
@@ -218,8 +233,12 @@ async def serve_only(args: argparse.Namespace) -> None:
             await probe
             balanced = await ledger_balances(app.storage)
             totals = await app.storage.ledger.totals()
-            states = {r["state"]: r["c"] for r in await app.store.fetchall(
-                "SELECT state, COUNT(*) AS c FROM jobs GROUP BY state")}
+            states = {
+                r["state"]: r["c"]
+                for r in await app.store.fetchall(
+                    "SELECT state, COUNT(*) AS c FROM jobs GROUP BY state"
+                )
+            }
             figures = {
                 "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "rss_before_mib": rss_before,
@@ -227,12 +246,15 @@ async def serve_only(args: argparse.Namespace) -> None:
                 "lag_max_ms": max(lags, default=0.0) * 1000,
                 "lag_p99_ms": pct(lags, 0.99) * 1000,
                 "ledger_balanced": balanced,
-                "ledger": [totals.reserved, totals.refunded, totals.committed,
-                           totals.in_flight],
+                "ledger": [totals.reserved, totals.refunded, totals.committed, totals.in_flight],
                 "states": states,
-                "provider": {"calls": provider.calls, "peak": provider.peak,
-                             "over": provider.over, "busy": provider.busy,
-                             "span": provider.last - provider.first},
+                "provider": {
+                    "calls": provider.calls,
+                    "peak": provider.peak,
+                    "over": provider.over,
+                    "busy": provider.busy,
+                    "span": provider.last - provider.first,
+                },
                 "web_posts": dict(web_posts),
             }
             await playground.close()
@@ -262,9 +284,13 @@ def make_fake() -> Any:
             answer: dict[str, Any] = await super().post_message(p)
             channel = str(p.get("channel"))
             self.first_at.setdefault(channel, now)
-            jobs = {m.group(1) for b in p.get("blocks") or [] if b.get("type") == "actions"
-                    for el in b.get("elements", [])
-                    if (m := RESULT_VERBS.match(str(el.get("action_id", ""))))}
+            jobs = {
+                m.group(1)
+                for b in p.get("blocks") or []
+                if b.get("type") == "actions"
+                for el in b.get("elements", [])
+                if (m := RESULT_VERBS.match(str(el.get("action_id", ""))))
+            }
             for job in jobs:
                 self.results.setdefault(channel, []).append(job)
                 self.last_result_at = now
@@ -275,28 +301,45 @@ def make_fake() -> Any:
     return TimedSlack()
 
 
-async def watch_web(ws: aiohttp.ClientWebSocketResponse, seen: dict[str, float],
-                    all_in: asyncio.Event, expected: int) -> None:
+async def watch_web(
+    ws: aiohttp.ClientWebSocketResponse,
+    seen: dict[str, float],
+    all_in: asyncio.Event,
+    expected: int,
+) -> None:
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
         reply = json.loads(msg.data).get("reply") or {}
         job = reply.get("job_id")
-        if job and reply.get("state") in FINAL and (reply.get("images") or
-                                                   reply.get("state") != "done"):
+        if (
+            job
+            and reply.get("state") in FINAL
+            and (reply.get("images") or reply.get("state") != "done")
+        ):
             seen.setdefault(job, time.perf_counter())
             if len(seen) >= expected:
                 all_in.set()
 
 
 def slash_body(fake: Any, uid: str, channel: str, text: str) -> str:
-    return urlencode({
-        "token": "legacy-unused", "team_id": TEAM, "team_domain": "load",
-        "channel_id": channel, "channel_name": channel.lower(), "user_id": uid,
-        "user_name": uid.lower(), "command": "/imagine", "text": text,
-        "api_app_id": "A0IMAGINE", "is_enterprise_install": "false",
-        "response_url": fake.response_url(uid), "trigger_id": fake.new_trigger(),
-    })
+    return urlencode(
+        {
+            "token": "legacy-unused",
+            "team_id": TEAM,
+            "team_domain": "load",
+            "channel_id": channel,
+            "channel_name": channel.lower(),
+            "user_id": uid,
+            "user_name": uid.lower(),
+            "command": "/imagine",
+            "text": text,
+            "api_app_id": "A0IMAGINE",
+            "is_enterprise_install": "false",
+            "response_url": fake.response_url(uid),
+            "trigger_id": fake.new_trigger(),
+        }
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -314,18 +357,30 @@ async def run(args: argparse.Namespace) -> None:
             fake.add_user(uid, uid.lower())
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "SLACK_"))}
         child = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--serve-only", "--users", str(args.users),
-            "--latency-s", str(args.latency_s), "--slots", str(args.slots),
-            "--slack-api-url", fake.api_url,
+            sys.executable,
+            __file__,
+            "--serve-only",
+            "--users",
+            str(args.users),
+            "--latency-s",
+            str(args.latency_s),
+            "--slots",
+            str(args.slots),
+            "--slack-api-url",
+            fake.api_url,
             *(["--slack-session"] if args.slack_session else []),
             *(["--profile", args.profile] if args.profile else []),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
         assert child.stdin is not None and child.stdout is not None
         urls = json.loads(await asyncio.wait_for(child.stdout.readline(), 60))
         signer = SignatureVerifier(SECRET)
-        bodies = {uid: slash_body(fake, uid, "C" + uid[1:],
-                                  f"a lighthouse for {uid.lower()} --n 1")
-                  for uid in slack_users}
+        bodies = {
+            uid: slash_body(fake, uid, "C" + uid[1:], f"a lighthouse for {uid.lower()} --n 1")
+            for uid in slack_users
+        }
         # Arrivals spread evenly over --spread-s, Slack and playground interleaved.
         everyone = [*slack_users, *(f"web{i:04d}" for i in range(n_web))]
         random.Random(8).shuffle(everyone)
@@ -349,10 +404,11 @@ async def run(args: argparse.Namespace) -> None:
             async def slack_user(uid: str) -> None:
                 body = bodies[uid]
                 ts = str(int(time.time()))
-                headers = {"Content-Type": "application/x-www-form-urlencoded",
-                           "X-Slack-Request-Timestamp": ts,
-                           "X-Slack-Signature": signer.generate_signature(timestamp=ts,
-                                                                          body=body)}
+                headers = {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Slack-Request-Timestamp": ts,
+                    "X-Slack-Signature": signer.generate_signature(timestamp=ts, body=body),
+                }
                 await go.wait()
                 await asyncio.sleep(delays[uid])
                 t0 = sent_at["C" + uid[1:]] = time.perf_counter()
@@ -368,9 +424,14 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.sleep(delays[name])
                 t0 = time.perf_counter()
                 web_sent.append(t0)
-                async with http.post(f"{urls['web']}/api/command", json={
-                        "name": name, "channel": "general",
-                        "text": f"/imagine a lighthouse for {name} --n 1"}) as r:
+                async with http.post(
+                    f"{urls['web']}/api/command",
+                    json={
+                        "name": name,
+                        "channel": "general",
+                        "text": f"/imagine a lighthouse for {name} --n 1",
+                    },
+                ) as r:
                     answer = await r.json()
                 web_acks.append(time.perf_counter() - t0)
                 if r.status != 200 or not any(m.get("job_id") for m in answer["replies"]):
@@ -381,11 +442,15 @@ async def run(args: argparse.Namespace) -> None:
             fake.add_user("UWARM", "warm")
             warm = slash_body(fake, "UWARM", "CWARM", "").replace("%2Fimagine", "%2Fimagine-quota")
             ts = str(int(time.time()))
-            async with http.post(urls["slack"], data=warm.encode(), headers={
+            async with http.post(
+                urls["slack"],
+                data=warm.encode(),
+                headers={
                     "Content-Type": "application/x-www-form-urlencoded",
                     "X-Slack-Request-Timestamp": ts,
-                    "X-Slack-Signature": signer.generate_signature(timestamp=ts, body=warm)}
-                    ) as r:
+                    "X-Slack-Signature": signer.generate_signature(timestamp=ts, body=warm),
+                },
+            ) as r:
                 assert r.status == 200, await r.text()
             await fake.wait_for("chat.postEphemeral", within=30)
 
@@ -432,68 +497,107 @@ async def run(args: argparse.Namespace) -> None:
         free[i] = max(free[i], t) + args.latency_s
     ideal = max(free)
     over = (finished / ideal - 1) * 100
-    print(f"load: {args.users} users at once ({n_slack} Slack HTTP, {n_web} playground), "
-          f"provider fake {args.latency_s:g} s per call, {args.slots} at once")
+    print(
+        f"load: {args.users} users at once ({n_slack} Slack HTTP, {n_web} playground), "
+        f"provider fake {args.latency_s:g} s per call, {args.slots} at once"
+    )
     if failures:
         print(f"  REFUSED: {len(failures)}, e.g. {failures[0]}")
     if timed_out:
         print(f"  TIMED OUT after {timeout:.0f} s")
-    print(f"  Slack ack:        p50 {pct(ms, .5):7.1f} ms   p99 {pct(ms, .99):7.1f} ms   "
-          f"max {max(ms, default=0):7.1f} ms   (target p99 < 100 ms)")
-    print(f"  Slack 'queued':   p50 {pct(qms, .5):7.1f} ms   p99 {pct(qms, .99):7.1f} ms   "
-          f"max {max(qms, default=0):7.1f} ms   (target p99 < 250 ms; {len(qms)} seen)")
+    print(
+        f"  Slack ack:        p50 {pct(ms, 0.5):7.1f} ms   p99 {pct(ms, 0.99):7.1f} ms   "
+        f"max {max(ms, default=0):7.1f} ms   (target p99 < 100 ms)"
+    )
+    print(
+        f"  Slack 'queued':   p50 {pct(qms, 0.5):7.1f} ms   p99 {pct(qms, 0.99):7.1f} ms   "
+        f"max {max(qms, default=0):7.1f} ms   (target p99 < 250 ms; {len(qms)} seen)"
+    )
     if wms:
-        print(f"  playground ack:   p50 {pct(wms, .5):7.1f} ms   p99 {pct(wms, .99):7.1f} ms   "
-              f"max {max(wms):7.1f} ms   (its answer is the 'queued' reply)")
-    print(f"  event-loop lag:   max {server['lag_max_ms']:7.1f} ms   "
-          f"p99 {server['lag_p99_ms']:7.1f} ms   (target max < 50 ms)")
-    print(f"  completion:       {finished:7.2f} s against the ideal {ideal:.2f} s "
-          f"({over:+.1f}%; target within 5%)")
-    print(f"  bot CPU:          {server['cpu_s']:7.1f} s in all, "
-          f"{server['cpu_s'] / max(1, args.users) * 1000:.1f} ms per job (user + system, all "
-          "threads: the figure other load on the machine does not change)")
-    print(f"  peak RSS:         {server['rss_mib']:7.0f} MiB (bot process; "
-          f"{server['rss_before_mib']:.0f} MiB before the load; target < 400 MiB)")
+        print(
+            f"  playground ack:   p50 {pct(wms, 0.5):7.1f} ms   p99 {pct(wms, 0.99):7.1f} ms   "
+            f"max {max(wms):7.1f} ms   (its answer is the 'queued' reply)"
+        )
+    print(
+        f"  event-loop lag:   max {server['lag_max_ms']:7.1f} ms   "
+        f"p99 {server['lag_p99_ms']:7.1f} ms   (target max < 50 ms)"
+    )
+    print(
+        f"  completion:       {finished:7.2f} s against the ideal {ideal:.2f} s "
+        f"({over:+.1f}%; target within 5%)"
+    )
+    print(
+        f"  bot CPU:          {server['cpu_s']:7.1f} s in all, "
+        f"{server['cpu_s'] / max(1, args.users) * 1000:.1f} ms per job (user + system, all "
+        "threads: the figure other load on the machine does not change)"
+    )
+    print(
+        f"  peak RSS:         {server['rss_mib']:7.0f} MiB (bot process; "
+        f"{server['rss_before_mib']:.0f} MiB before the load; target < 400 MiB)"
+    )
     p = server["provider"]
     use = p["busy"] / (args.slots * p["span"]) * 100 if p["span"] else 0.0
-    print(f"  provider:         {p['calls']} calls, peak {p['peak']} at once, "
-          f"{p['over']} beyond {args.slots}; its slots busy {use:.1f}% of the time "
-          "from the first call to the last")
-    print(f"  results:          lost {slack_lost + web_lost} (Slack {slack_lost}, playground "
-          f"{web_lost}), duplicated {slack_dup + web_dup} (Slack {slack_dup}, playground "
-          f"{web_dup}); job states {server['states']}")
+    print(
+        f"  provider:         {p['calls']} calls, peak {p['peak']} at once, "
+        f"{p['over']} beyond {args.slots}; its slots busy {use:.1f}% of the time "
+        "from the first call to the last"
+    )
+    print(
+        f"  results:          lost {slack_lost + web_lost} (Slack {slack_lost}, playground "
+        f"{web_lost}), duplicated {slack_dup + web_dup} (Slack {slack_dup}, playground "
+        f"{web_dup}); job states {server['states']}"
+    )
     calls = Counter(c.method for c in fake.calls)
-    print(f"  Slack Web API:    {calls['chat.postMessage']} postMessage, {calls['chat.update']} "
-          f"update, {calls['users.info']} users.info, "
-          f"{calls['files.completeUploadExternal']} uploads")
+    print(
+        f"  Slack Web API:    {calls['chat.postMessage']} postMessage, {calls['chat.update']} "
+        f"update, {calls['users.info']} users.info, "
+        f"{calls['files.completeUploadExternal']} uploads"
+    )
     r, f, c, i = server["ledger"]
-    print(f"  ledger:           {'balanced' if server['ledger_balanced'] else 'NOT BALANCED'}"
-          f" (reserved {r} - refunded {f} = committed {c} + in flight {i})")
+    print(
+        f"  ledger:           {'balanced' if server['ledger_balanced'] else 'NOT BALANCED'}"
+        f" (reserved {r} - refunded {f} = committed {c} + in flight {i})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--web-share", type=float, default=0.2,
-                        help="the share of users on the web playground (the rest on Slack)")
-    parser.add_argument("--spread-s", type=float, default=5.0,
-                        help="the commands arrive evenly spread over this many seconds")
+    parser.add_argument(
+        "--web-share",
+        type=float,
+        default=0.2,
+        help="the share of users on the web playground (the rest on Slack)",
+    )
+    parser.add_argument(
+        "--spread-s",
+        type=float,
+        default=5.0,
+        help="the commands arrive evenly spread over this many seconds",
+    )
     parser.add_argument("--latency-s", type=float, default=2.0)
     parser.add_argument("--slots", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="give up after this many seconds (default: 2 x ideal + 60)")
-    parser.add_argument("--slack-session", action="store_true",
-                        help="give the bot's Slack client one long-lived HTTP session")
-    parser.add_argument("--profile", default="",
-                        help="write the bot process's cProfile statistics to this file")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="give up after this many seconds (default: 2 x ideal + 60)",
+    )
+    parser.add_argument(
+        "--slack-session",
+        action="store_true",
+        help="give the bot's Slack client one long-lived HTTP session",
+    )
+    parser.add_argument(
+        "--profile", default="", help="write the bot process's cProfile statistics to this file"
+    )
     parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--slack-api-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only and args.profile:
         import cProfile
 
-        cProfile.runctx("asyncio.run(serve_only(args))", globals(), {"args": args},
-                        args.profile)
+        cProfile.runctx("asyncio.run(serve_only(args))", globals(), {"args": args}, args.profile)
     elif args.serve_only:
         asyncio.run(serve_only(args))
     else:

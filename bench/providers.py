@@ -69,8 +69,9 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-async def measure(provider: Provider, req: GenerationRequest, calls: int
-                  ) -> tuple[list[float], list[float]]:
+async def measure(
+    provider: Provider, req: GenerationRequest, calls: int
+) -> tuple[list[float], list[float]]:
     for _ in range(5):  # warm the connection pool
         await provider.generate(req)
     wall: list[float] = []
@@ -91,35 +92,75 @@ def cases(tmp: Path) -> list[Case]:
     wf.write_text(json.dumps(TXT2IMG_WORKFLOW))
 
     def stab(model: str) -> Callable[[Any], Provider]:
-        return lambda f: StabilityProvider(StabilitySettings.from_mapping(
-            {"model": model}, {"STABILITY_API_KEY": "k", "STABILITY_API_BASE_URL": f.base_url}))
+        return lambda f: StabilityProvider(
+            StabilitySettings.from_mapping(
+                {"model": model}, {"STABILITY_API_KEY": "k", "STABILITY_API_BASE_URL": f.base_url}
+            )
+        )
 
     return [
         ("stability v2beta core", lambda: StabilityFake("k"), stab("core"), [1], False),
-        ("stability v1 sdxl", lambda: StabilityFake("k"),
-         stab("stable-diffusion-xl-1024-v1-0"), [1, 4], False),
-        ("automatic1111", Automatic1111Fake, lambda f: Automatic1111Provider(
-            Automatic1111Settings.from_mapping({}, {"AUTOMATIC1111_BASE_URL": f.base_url})),
-         [1, 4], False),
-        ("cerebrium", lambda: CerebriumFake("k"), lambda f: CerebriumProvider(
-            CerebriumSettings.from_mapping({"url": f.url},  # type: ignore[attr-defined]
-                                           {"CEREBRIUM_API_KEY": "k"})), [1, 4], False),
-        ("openai gpt-image-1", lambda: OpenAIFake("k"), lambda f: OpenAIProvider(
-            OpenAISettings.from_mapping({}, {"OPENAI_API_KEY": "k",
-                                             "OPENAI_API_BASE_URL": f.base_url + "/v1"})),
-         [1, 4], False),
-        ("comfyui (1 poll)", lambda: ComfyUIFake(pending_polls=0), lambda f: ComfyUIProvider(
-            ComfyUISettings.from_mapping({"workflow": str(wf), "poll_interval_s": 0.0},
-                                         {"COMFYUI_BASE_URL": f.base_url})), [1], False),
+        (
+            "stability v1 sdxl",
+            lambda: StabilityFake("k"),
+            stab("stable-diffusion-xl-1024-v1-0"),
+            [1, 4],
+            False,
+        ),
+        (
+            "automatic1111",
+            Automatic1111Fake,
+            lambda f: Automatic1111Provider(
+                Automatic1111Settings.from_mapping({}, {"AUTOMATIC1111_BASE_URL": f.base_url})
+            ),
+            [1, 4],
+            False,
+        ),
+        (
+            "cerebrium",
+            lambda: CerebriumFake("k"),
+            lambda f: CerebriumProvider(
+                CerebriumSettings.from_mapping(
+                    {"url": f.url},  # type: ignore[attr-defined]
+                    {"CEREBRIUM_API_KEY": "k"},
+                )
+            ),
+            [1, 4],
+            False,
+        ),
+        (
+            "openai gpt-image-1",
+            lambda: OpenAIFake("k"),
+            lambda f: OpenAIProvider(
+                OpenAISettings.from_mapping(
+                    {}, {"OPENAI_API_KEY": "k", "OPENAI_API_BASE_URL": f.base_url + "/v1"}
+                )
+            ),
+            [1, 4],
+            False,
+        ),
+        (
+            "comfyui (1 poll)",
+            lambda: ComfyUIFake(pending_polls=0),
+            lambda f: ComfyUIProvider(
+                ComfyUISettings.from_mapping(
+                    {"workflow": str(wf), "poll_interval_s": 0.0}, {"COMFYUI_BASE_URL": f.base_url}
+                )
+            ),
+            [1],
+            False,
+        ),
     ]
 
 
-async def run_case(make: Callable[[FakeServer], Provider], fake: FakeServer, n: int,
-                   calls: int) -> tuple[list[float], list[float]]:
+async def run_case(
+    make: Callable[[FakeServer], Provider], fake: FakeServer, n: int, calls: int
+) -> tuple[list[float], list[float]]:
     provider = make(fake)
     try:
-        return await measure(provider, GenerationRequest(prompt="bench", n=n, seed=1,
-                                                         width=1024, height=1024), calls)
+        return await measure(
+            provider, GenerationRequest(prompt="bench", n=n, seed=1, width=1024, height=1024), calls
+        )
     finally:
         await provider.aclose()
 
@@ -129,8 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calls", type=int, default=200)
     args = ap.parse_args(argv)
     print(f"{args.calls} calls each, txt2img, fake with zero latency in another thread")
-    print(f"{'provider':<24}{'n':>3} {'own CPU med':>12} {'own CPU p99':>12} "
-          f"{'wall med':>10} {'wall p99':>10}")
+    print(
+        f"{'provider':<24}{'n':>3} {'own CPU med':>12} {'own CPU p99':>12} "
+        f"{'wall med':>10} {'wall p99':>10}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for label, new_fake, make, ns, _ in cases(Path(tmp)):
             for n in ns:
@@ -138,9 +181,11 @@ def main(argv: list[str] | None = None) -> None:
                     wall, cpu = asyncio.run(run_case(make, fake, n, args.calls))
                     if fake.violations:
                         raise SystemExit(f"{label}: contract violations {fake.violations}")
-                print(f"{label:<24}{n:>3} {statistics.median(cpu) * 1e3:>10.2f}ms "
-                      f"{pct(cpu, 0.99) * 1e3:>10.2f}ms {statistics.median(wall) * 1e3:>8.2f}ms "
-                      f"{pct(wall, 0.99) * 1e3:>8.2f}ms")
+                print(
+                    f"{label:<24}{n:>3} {statistics.median(cpu) * 1e3:>10.2f}ms "
+                    f"{pct(cpu, 0.99) * 1e3:>10.2f}ms {statistics.median(wall) * 1e3:>8.2f}ms "
+                    f"{pct(wall, 0.99) * 1e3:>8.2f}ms"
+                )
 
 
 if __name__ == "__main__":

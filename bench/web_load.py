@@ -8,11 +8,13 @@ them also has the channel open on a WebSocket (as their page would). Prints:
 
 - accept latency: from sending the POST to its answer carrying the queued job (median, p99, max)
 - how long until every job was finished, as seen live on a socket
+- what the open pages were sent: items (whole cards and deltas), frames and bytes
 - peak memory: the server process's peak RSS (ru_maxrss) and, with ``--tracemalloc``, the peak
   of its Python allocations (tracemalloc slows Python code down, so latency figures from such a run
   read high)
 
-    python bench/web_load.py [--users 200] [--latency-ms 500] [--concurrency 16]
+    python bench/web_load.py [--users 200] [--latency-ms 500] [--concurrency 16] [--sockets N]
+    python bench/web_load.py --core-only     # the same burst into the core alone: the floor
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -50,27 +53,42 @@ def rss_mib() -> float:
 
 
 async def watch(
-    ws: aiohttp.ClientWebSocketResponse, finished: dict[str, str], all_done: asyncio.Event,
+    ws: aiohttp.ClientWebSocketResponse,
+    finished: dict[str, str],
+    all_done: asyncio.Event,
     expected: int,
 ) -> None:
+    """A page that follows the cards (whole ones and deltas) until every job is final."""
+    states: dict[str, str] = {}
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
         data = json.loads(msg.data)
-        reply = data.get("reply") or {}
-        if reply.get("job_id") and reply.get("state") in FINAL:
-            finished[reply["job_id"]] = reply["state"]
-            if len(finished) >= expected:
-                all_done.set()
+        for item in data.get("items", ()):
+            if item["op"] == "card":
+                ref, state = item["reply"]["ref"], item["reply"].get("state")
+            elif item["op"] == "delta" and "state" in item["set"]:
+                ref, state = item["ref"], item["set"]["state"]
+            else:
+                continue
+            states[ref] = state or ""
+            if state in FINAL:
+                finished[ref] = state
+        if len(finished) >= expected:
+            all_done.set()
 
 
-async def drain(ws: aiohttp.ClientWebSocketResponse) -> int:
-    count = 0
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, int, int]:
+    """(frames, items, bytes) one open page received."""
+    frames = items = size = 0
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
-        count += 1
-    return count
+        frames += 1
+        size += len(msg.data)
+        # Counted without parsing: the clients must not take the server's CPU (2 cores).
+        items += msg.data.count('{"op":')
+    return frames, items, size
 
 
 def make_settings(args: argparse.Namespace, data_dir: str) -> Settings:
@@ -104,13 +122,32 @@ async def serve_only(args: argparse.Namespace) -> None:
             await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
             await server.close()
     peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
-    print(json.dumps({"rss_mib": rss_mib(), "rss_before_mib": rss_before,
-                      "tracemalloc_peak_mib": peak}), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "rss_mib": rss_mib(),
+                "rss_before_mib": rss_before,
+                "tracemalloc_peak_mib": peak,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        ),
+        flush=True,
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
-    child_args = [sys.executable, __file__, "--serve-only", "--users", str(args.users),
-                  "--latency-ms", str(args.latency_ms), "--concurrency", str(args.concurrency)]
+    child_args = [
+        sys.executable,
+        __file__,
+        "--serve-only",
+        "--users",
+        str(args.users),
+        "--latency-ms",
+        str(args.latency_ms),
+        "--concurrency",
+        str(args.concurrency),
+    ]
     if args.tracemalloc:
         child_args.append("--tracemalloc")
     child = await asyncio.create_subprocess_exec(
@@ -140,8 +177,11 @@ async def run(args: argparse.Namespace) -> None:
 
         async def submit(name: str) -> None:
             await go.wait()
-            body = {"name": name, "channel": "general",
-                    "text": f"/imagine a lighthouse for {name} --n 1"}
+            body = {
+                "name": name,
+                "channel": "general",
+                "text": f"/imagine a lighthouse for {name} --n 1",
+            }
             t0 = time.perf_counter()
             async with http.post(f"{url}/api/command", json=body) as resp:
                 answer = await resp.json()
@@ -162,7 +202,10 @@ async def run(args: argparse.Namespace) -> None:
 
         for ws in [*sockets, watcher]:
             await ws.close()
-        delivered = sum(await asyncio.gather(*drains))
+        per_page = await asyncio.gather(*drains)
+        frames = sum(f for f, _, _ in per_page)
+        delivered = sum(i for _, i, _ in per_page)
+        sent_bytes = sum(b for _, _, b in per_page)
         watch_task.cancel()
 
     child.stdin.close()
@@ -171,20 +214,86 @@ async def run(args: argparse.Namespace) -> None:
 
     states = sorted(set(finished.values()))
     ms = [x * 1000 for x in latencies]
-    print(f"web playground load: {args.users} users, offline renderer at {args.latency_ms} ms "
-          f"per call, provider concurrency {args.concurrency}, {len(sockets)} open pages")
-    print(f"  accepted:          {len(latencies) - len(rejected)} of {args.users} "
-          f"(all answered within {accepted_all * 1000:.0f} ms of the start)")
-    print(f"  accept latency:    median {statistics.median(ms):.1f} ms, "
-          f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
-    print(f"  all jobs finished: {all_finished:.2f} s (final states: {', '.join(states)}; "
-          f"ideal {args.users / args.concurrency * args.latency_ms / 1000:.2f} s)")
-    print(f"  live messages:     {delivered} delivered to the open pages")
-    print(f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
-          f"(was {server_figures['rss_before_mib']:.0f} MiB before the load)")
+    print(
+        f"web playground load: {args.users} users, offline renderer at {args.latency_ms} ms "
+        f"per call, provider concurrency {args.concurrency}, {len(sockets)} open pages"
+    )
+    print(
+        f"  accepted:          {len(latencies) - len(rejected)} of {args.users} "
+        f"(all answered within {accepted_all * 1000:.0f} ms of the start)"
+    )
+    print(
+        f"  accept latency:    median {statistics.median(ms):.1f} ms, "
+        f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+    )
+    print(
+        f"  all jobs finished: {all_finished:.2f} s (final states: {', '.join(states)}; "
+        f"ideal {args.users / args.concurrency * args.latency_ms / 1000:.2f} s)"
+    )
+    print(
+        f"  live updates:      {delivered} items in {frames} frames "
+        f"({sent_bytes / 2**20:.1f} MiB) delivered to the open pages"
+    )
+    print(f"  server CPU time:   {server_figures['cpu_s']:.1f} s (user + system, the whole run)")
+    print(
+        f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
+        f"(was {server_figures['rss_before_mib']:.0f} MiB before the load)"
+    )
     if server_figures["tracemalloc_peak_mib"] is not None:
-        print(f"  tracemalloc peak:  {server_figures['tracemalloc_peak_mib']:.1f} MiB "
-              "of the server's Python allocations")
+        print(
+            f"  tracemalloc peak:  {server_figures['tracemalloc_peak_mib']:.1f} MiB "
+            "of the server's Python allocations"
+        )
+
+
+class _Quiet:
+    """A Responder that only keeps the job id (the core-only floor)."""
+
+    def __init__(self) -> None:
+        self.job_id: str | None = None
+
+    async def send(self, reply: Any) -> str | None:
+        self.job_id = self.job_id or reply.job_id
+        return reply.job_id or "m"
+
+    async def edit(self, ref: str, reply: Any) -> None:
+        return None
+
+
+async def core_only(args: argparse.Namespace) -> None:
+    """The same burst straight into the core: no HTTP, no sockets, no playground. The floor the
+    playground's own figure stands on."""
+    from bot.types import Actor, Invocation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with App.open(make_settings(args, tmp)) as app:
+            go = asyncio.Event()
+            latencies: list[float] = []
+
+            async def submit(i: int) -> None:
+                await go.wait()
+                out = _Quiet()
+                inv = Invocation(
+                    Actor("web", "local", f"user{i:03d}"),
+                    "general",
+                    text=f"a lighthouse for user{i:03d} --n 1",
+                )
+                t0 = time.perf_counter()
+                await app.handle(inv, out)
+                latencies.append(time.perf_counter() - t0)
+                assert out.job_id, "not accepted"
+
+            tasks = [asyncio.create_task(submit(i)) for i in range(args.users)]
+            await asyncio.sleep(0.1)
+            go.set()
+            await asyncio.gather(*tasks)
+            ms = [x * 1000 for x in latencies]
+            print(f"core alone: {args.users} submissions at once, no HTTP, no sockets")
+            print(
+                f"  accept latency:    median {statistics.median(ms):.1f} ms, "
+                f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+            )
+            await app.runner.wait_idle(args.timeout)
 
 
 def main() -> None:
@@ -192,14 +301,26 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16, help="offline provider slots")
-    parser.add_argument("--sockets", type=int, default=None,
-                        help="open pages (WebSockets) during the load; default: one per user")
+    parser.add_argument(
+        "--sockets",
+        type=int,
+        default=None,
+        help="open pages (WebSockets) during the load; default: one per user",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--core-only",
+        action="store_true",
+        help="the same burst straight into the core (the floor), then exit",
+    )
     parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only:
         asyncio.run(serve_only(args))
+        return
+    if args.core_only:
+        asyncio.run(core_only(args))
         return
     if args.sockets is None:
         args.sockets = args.users

@@ -49,8 +49,11 @@ class Access:
             return
         if self.is_owner_or_admin(inv.actor, job):
             return
-        if (rule == "continue" and inv.channel_id == job.channel_id
-                and await self.collaborative(job, inv)):
+        if (
+            rule == "continue"
+            and inv.channel_id == job.channel_id
+            and await self.collaborative(job, inv)
+        ):
             return
         raise NotAllowed(refusal.format(owner=job.owner_name))
 

@@ -109,18 +109,25 @@ class VerbTable:
         for verb in self._for(place, caps):
             style = verb.places[place]
             if verb.per_image:
-                out += [Button(f"{verb.label} {img.index}",
-                               Action(verb.name, job.id, img.index).encode(), style)
-                        for img in imgs]
+                out += [
+                    Button(
+                        f"{verb.label} {img.index}",
+                        Action(verb.name, job.id, img.index).encode(),
+                        style,
+                    )
+                    for img in imgs
+                ]
             else:
                 out.append(Button(verb.label, Action(verb.name, job.id).encode(), style))
         return tuple(out)
 
     def pick_buttons(self, job: Job, img: StoredJobImage, caps: Capabilities) -> tuple[Button, ...]:
         return tuple(
-            Button(f"{v.label} {img.index}" if v.per_image else v.label,
-                   Action(v.name, job.id, img.index if v.per_image else None).encode(),
-                   v.places["pick"])
+            Button(
+                f"{v.label} {img.index}" if v.per_image else v.label,
+                Action(v.name, job.id, img.index if v.per_image else None).encode(),
+                v.places["pick"],
+            )
             for v in self._for("pick", caps)
         )
 
@@ -134,8 +141,11 @@ class VerbTable:
             raise JobNotFound("That button is not one of ours, or it has expired.")
         job = await ctx.runner.load(action.job_id)
         actor = inv.actor
-        if job is None or job.deleted or (job.platform, job.tenant) != (actor.platform,
-                                                                       actor.tenant):
+        if (
+            job is None
+            or job.deleted
+            or (job.platform, job.tenant) != (actor.platform, actor.tenant)
+        ):
             raise JobNotFound("That image is no longer available (it was deleted or expired).")
         await ctx.access.check(verb.rule, job, inv, verb.refusal)
         call = Call(ctx, delivery, inv, responder, job, action.index)
@@ -172,51 +182,87 @@ async def _delete(c: Call) -> None:
 
 
 async def _pick(c: Call) -> None:
+    from bot.gallery import record_pick  # only Pick records anything in the gallery
+
     img = await c.ctx.image(c.job, c.index)
     buttons = c.ctx.verbs.pick_buttons(c.job, img, c.ctx.capabilities)
-    ref = await c.responder.send(render.pick_reply(c.job, img, c.ctx.settings.data_dir,
-                                                   buttons))
+    # Recorded first: a pick is part of the channel's history, shown again after a reload.
+    actor = c.inv.actor
+    await record_pick(c.ctx, c.job, img, actor.user_id, actor.display_name or actor.user_id)
+    ref = await c.responder.send(render.pick_reply(c.job, img, c.ctx.settings.data_dir, buttons))
     await c.delivery.record_post(c.job, ref, "pick")  # Delete takes it down too
 
 
 def _child(c: Call, parsed: grammar.ImagineRequest, kind: str, **kw: object) -> JobSpec:
     name, provider = c.ctx.provider()
     return specs.build_spec(
-        parsed, kind=kind, provider_name=name, caps=provider.capabilities,
-        provider_label=provider.label, styles=c.ctx.styles, **kw,  # type: ignore[arg-type]
+        parsed,
+        kind=kind,
+        provider_name=name,
+        caps=provider.capabilities,
+        provider_label=provider.label,
+        styles=c.ctx.styles,
+        **kw,  # type: ignore[arg-type]
     )
 
 
 async def _reroll(c: Call) -> JobSpec:
     r = c.job.request
-    return _child(c, specs.reparse(c.job), "reroll", init_sha=r.init_sha,
-                  init_ext=r.init_ext, strength=r.strength,
-                  parent=(c.job.id, None), n=c.job.n, seed=specs.random_seed())
+    return _child(
+        c,
+        specs.reparse(c.job),
+        "reroll",
+        init_sha=r.init_sha,
+        init_ext=r.init_ext,
+        strength=r.strength,
+        parent=(c.job.id, None),
+        n=c.job.n,
+        seed=specs.random_seed(),
+    )
 
 
 async def _vary(c: Call) -> JobSpec:
     img = await c.ctx.image(c.job, c.index)
-    return _child(c, specs.reparse(c.job), "vary", init_sha=img.sha256, init_ext=img.ext,
-                  init_size=(img.width, img.height),
-                  strength=c.ctx.settings.actions.vary_strength, parent=(c.job.id, img.index),
-                  n=c.job.n, seed=specs.random_seed())
+    return _child(
+        c,
+        specs.reparse(c.job),
+        "vary",
+        init_sha=img.sha256,
+        init_ext=img.ext,
+        init_size=(img.width, img.height),
+        strength=c.ctx.settings.actions.vary_strength,
+        parent=(c.job.id, img.index),
+        n=c.job.n,
+        seed=specs.random_seed(),
+    )
 
 
 async def _refine(c: Call) -> JobSpec | None:
     img = await c.ctx.image(c.job, c.index)
     default = c.ctx.settings.actions.refine_strength
     if "prompt" not in c.inv.fields:  # first the dialog, prefilled; it comes back here
-        await c.responder.send(Reply(
-            f"Refine image {img.index}", ephemeral=True,
-            form=Form(
-                title=f"Refine image {img.index}", action=c.inv.action, submit_label="Refine",
-                fields=(
-                    FormField("prompt", "Prompt (flags allowed)", c.job.prompt),
-                    FormField("strength", "Strength (0 keeps the image, 1 ignores it)",
-                              f"{default:g}", kind="number", min_value=0.0, max_value=1.0),
+        await c.responder.send(
+            Reply(
+                f"Refine image {img.index}",
+                ephemeral=True,
+                form=Form(
+                    title=f"Refine image {img.index}",
+                    action=c.inv.action,
+                    submit_label="Refine",
+                    fields=(
+                        FormField("prompt", "Prompt (flags allowed)", c.job.prompt),
+                        FormField(
+                            "strength",
+                            "Strength (0 keeps the image, 1 ignores it)",
+                            f"{default:g}",
+                            kind="number",
+                            min_value=0.0,
+                            max_value=1.0,
+                        ),
+                    ),
                 ),
-            ),
-        ))
+            )
+        )
         return None
     parsed = grammar.parse(c.inv.fields.get("prompt", ""), c.ctx.limits)
     if isinstance(parsed, grammar.HelpRequest):
@@ -224,10 +270,15 @@ async def _refine(c: Call) -> JobSpec | None:
         return None
     refined = parsed.requests[0]
     return _child(
-        c, refined, "refine", init_sha=img.sha256, init_ext=img.ext,
+        c,
+        refined,
+        "refine",
+        init_sha=img.sha256,
+        init_ext=img.ext,
         init_size=(img.width, img.height),
         strength=specs.strength(c.inv.fields.get("strength"), refined.strength, default),
-        parent=(c.job.id, img.index), n=refined.n if refined.n_explicit else c.job.n,
+        parent=(c.job.id, img.index),
+        n=refined.n if refined.n_explicit else c.job.n,
     )
 
 
@@ -235,28 +286,81 @@ def _img2img(caps: Capabilities) -> bool:
     return caps.img2img
 
 
-_CONTINUE = ("Only {owner} can continue this result here: this channel keeps results to their "
-             "owner. (An admin can allow it with /admin collab on.)")
+_CONTINUE = (
+    "Only {owner} can continue this result here: this channel keeps results to their "
+    "owner. (An admin can allow it with /admin collab on.)"
+)
 
 VERBS: tuple[Verb, ...] = (
-    Verb("pick", "Pick", "continue", _CONTINUE, run=_pick, per_image=True,
-         places={"grid": "primary"}, help="show one image at full size"),
-    Verb("refine", "Refine", "continue", _CONTINUE, build=_refine, per_image=True,
-         needs=_img2img, places={"grid": "secondary", "pick": "primary"},
-         help="img2img from this image with an edited prompt"),
-    Verb("vary", "Vary", "continue", _CONTINUE, build=_vary, per_image=True, needs=_img2img,
-         places={"grid": "secondary", "pick": "secondary"}, help="variations of this image"),
-    Verb("reroll", "Reroll", "continue", _CONTINUE, build=_reroll, places={"grid": "secondary"},
-         help="the same prompt with new seeds"),
+    Verb(
+        "pick",
+        "Pick",
+        "continue",
+        _CONTINUE,
+        run=_pick,
+        per_image=True,
+        places={"grid": "primary"},
+        help="show one image at full size",
+    ),
+    Verb(
+        "refine",
+        "Refine",
+        "continue",
+        _CONTINUE,
+        build=_refine,
+        per_image=True,
+        needs=_img2img,
+        places={"grid": "secondary", "pick": "primary"},
+        help="img2img from this image with an edited prompt",
+    ),
+    Verb(
+        "vary",
+        "Vary",
+        "continue",
+        _CONTINUE,
+        build=_vary,
+        per_image=True,
+        needs=_img2img,
+        places={"grid": "secondary", "pick": "secondary"},
+        help="variations of this image",
+    ),
+    Verb(
+        "reroll",
+        "Reroll",
+        "continue",
+        _CONTINUE,
+        build=_reroll,
+        places={"grid": "secondary"},
+        help="the same prompt with new seeds",
+    ),
     # Info shows the prompt and seeds: the same rule as every verb that continues a result.
-    Verb("info", "Info", "continue", _CONTINUE, run=_info,
-         places={"grid": "secondary", "pick": "secondary"},
-         help="the parameters and seeds, to you only"),
-    Verb("delete", "Delete", "owner", "Only the person who made this, or an admin, can delete it.",
-         run=_delete, places={"grid": "danger"}, help="take the result down"),
-    Verb("cancel", "Cancel", "owner",
-         "Only the person who asked for this, or an admin, can cancel it.", run=_cancel,
-         places={"queued": "danger"}, help="cancel a queued job, refunded in full"),
+    Verb(
+        "info",
+        "Info",
+        "continue",
+        _CONTINUE,
+        run=_info,
+        places={"grid": "secondary", "pick": "secondary"},
+        help="the parameters and seeds, to you only",
+    ),
+    Verb(
+        "delete",
+        "Delete",
+        "owner",
+        "Only the person who made this, or an admin, can delete it.",
+        run=_delete,
+        places={"grid": "danger"},
+        help="take the result down",
+    ),
+    Verb(
+        "cancel",
+        "Cancel",
+        "owner",
+        "Only the person who asked for this, or an admin, can cancel it.",
+        run=_cancel,
+        places={"queued": "danger"},
+        help="cancel a queued job, refunded in full",
+    ),
 )
 
 

@@ -78,7 +78,8 @@ def resolve_user(token: str, platform: str) -> str:
     where = _PLATFORM.get(platform, platform)
     raise UserError(
         f"I could not tell who {token} is. Mention them so {where} links the name (type @ and "
-        f"pick them from the list), or give their {where} user ID.")
+        f"pick them from the list), or give their {where} user ID."
+    )
 
 
 def _int(token: str, what: str) -> int:
@@ -116,7 +117,8 @@ def _bind(cmd: Command, words: Sequence[str], platform: str) -> list[Value] | No
 # --------------------------------------------------------------------------- the commands
 def _limits_text(daily: int, monthly: int | None) -> str:
     return f"daily limit {daily or 'unlimited'}" + (
-        f", monthly {monthly or 'unlimited'}." if monthly is not None else ".")
+        f", monthly {monthly or 'unlimited'}." if monthly is not None else "."
+    )
 
 
 async def _limit(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
@@ -158,33 +160,44 @@ async def _unblock(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
 
 async def _collab(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
     on = a[0] == "on"
-    await ctx.store.channels.set_collaborative(inv.actor.platform, inv.actor.tenant,
-                                               inv.channel_id, on)
-    return ("Anyone in this channel may now continue results." if on
-            else "Only a result's owner (and admins) may continue it here.")
+    await ctx.store.channels.set_collaborative(
+        inv.actor.platform, inv.actor.tenant, inv.channel_id, on
+    )
+    return (
+        "Anyone in this channel may now continue results."
+        if on
+        else "Only a result's owner (and admins) may continue it here."
+    )
 
 
 _USER, _DAILY = Arg("USER"), Arg("DAILY", "int")
 _MONTHLY = Arg("MONTHLY", "int", optional=True)
 COMMANDS: tuple[Command, ...] = (
     Command("limit", (_USER, _DAILY, _MONTHLY), "set a user's limits (0 = unlimited)", _limit),
-    Command("workspace-limit", (_DAILY, _MONTHLY), "the whole workspace's limits",
-            _workspace_limit),
-    Command("grant", (_USER, Arg("UNITS", "int")), "extra images in the current windows",
-            _grant),
+    Command(
+        "workspace-limit", (_DAILY, _MONTHLY), "the whole workspace's limits", _workspace_limit
+    ),
+    Command("grant", (_USER, Arg("UNITS", "int")), "extra images in the current windows", _grant),
     Command("reset", (_USER,), "forget the current windows' usage", _reset),
-    Command("block", (_USER, Arg("reason", "text", optional=True)),
-            "stop a user from generating", _block),
+    Command(
+        "block",
+        (_USER, Arg("reason", "text", optional=True)),
+        "stop a user from generating",
+        _block,
+    ),
     Command("unblock", (_USER,), "let a blocked user generate again", _unblock),
-    Command("collab", (Arg("on|off", "choice", choices=("on", "off")),),
-            "may others continue results in this channel?", _collab),
+    Command(
+        "collab",
+        (Arg("on|off", "choice", choices=("on", "off")),),
+        "may others continue results in this channel?",
+        _collab,
+    ),
 )
 
 
 def usage(commands: Sequence[Command] = COMMANDS) -> str:
     width = max(len(c.usage) for c in commands) + 2
-    return "\n".join(["Admin commands:"]
-                     + [f"{c.usage.ljust(width)}{c.help}" for c in commands])
+    return "\n".join(["Admin commands:"] + [f"{c.usage.ljust(width)}{c.help}" for c in commands])
 
 
 async def run(ctx: Context, inv: Invocation, responder: Responder) -> None:

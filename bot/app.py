@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -15,8 +16,10 @@ from pathlib import Path
 from bot import grammar
 from bot.access import Access
 from bot.config import Settings
+from bot.core import GalleryPage, JobDetails, Lineage
 from bot.errors import AlreadyRunning
 from bot.events import EventBus
+from bot.gallery import Gallery
 from bot.handler import Handler
 from bot.jobs import JobRunner
 from bot.providers.base import Provider
@@ -96,25 +99,42 @@ class App:
     ) -> AsyncIterator[App]:
         styles = StyleBook.from_config(settings.styles)
         data_dir = settings.data_dir
-        async with Store.open(data_dir / DB_NAME) as store, \
-                ProviderHub.open(settings.providers, settings.env, extra_providers) as providers:
+        async with (
+            Store.open(data_dir / DB_NAME) as store,
+            ProviderHub.open(settings.providers, settings.env, extra_providers) as providers,
+        ):
             storage: Storage = store
             events = EventBus()
             access = Access(settings, storage.channels)
             quotas = Quotas(storage, settings.quota, is_admin=access.is_admin, clock=clock)
             runner = JobRunner(
-                storage, quotas, providers, data_dir=data_dir, job_settings=settings.jobs,
-                image_settings=settings.images, events=events, clock=clock,
+                storage,
+                quotas,
+                providers,
+                data_dir=data_dir,
+                job_settings=settings.jobs,
+                image_settings=settings.images,
+                events=events,
+                clock=clock,
             )
-            handler = Handler(settings, store, quotas, runner, providers, styles, access=access,
-                              clock=clock)
+            handler = Handler(
+                settings, store, quotas, runner, providers, styles, access=access, clock=clock
+            )
             # The runner publishes; the handler listens. Subscribed before the runner starts,
             # so no event of a resumed job is missed.
             events.on_job(handler.on_job_event)
             events.on_alert(handler.on_alert)
-            app = cls(settings=settings, store=store, storage=storage, events=events,
-                      access=access, quotas=quotas, providers=providers, runner=runner,
-                      handler=handler)
+            app = cls(
+                settings=settings,
+                store=store,
+                storage=storage,
+                events=events,
+                access=access,
+                quotas=quotas,
+                providers=providers,
+                runner=runner,
+                handler=handler,
+            )
             if start:
                 await runner.start()
             try:
@@ -146,3 +166,36 @@ class App:
 
     def flag_help(self) -> Sequence[FlagHelp]:
         return grammar.flag_help(self.handler.limits)
+
+    async def job_details(
+        self, platform: str, tenant: str, job_ids: Sequence[str]
+    ) -> Mapping[str, JobDetails]:
+        return await self._gallery.details(platform, tenant, job_ids)
+
+    async def gallery(
+        self,
+        platform: str,
+        tenant: str,
+        *,
+        channel_id: str | None = None,
+        owner_id: str | None = None,
+        query: str = "",
+        before: str | None = None,
+        limit: int = 30,
+    ) -> GalleryPage:
+        return await self._gallery.page(
+            platform,
+            tenant,
+            channel_id=channel_id,
+            owner_id=owner_id,
+            query=query,
+            before=before,
+            limit=limit,
+        )
+
+    async def lineage(self, platform: str, tenant: str, job_id: str) -> Lineage | None:
+        return await self._gallery.lineage(platform, tenant, job_id)
+
+    @functools.cached_property
+    def _gallery(self) -> Gallery:
+        return Gallery(self.handler.ctx)

@@ -24,14 +24,16 @@ import shutil
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from bot.app import DB_NAME, App
-from bot.config import SECRET_ENV, Settings, load_settings
+from bot.config import Settings, load_settings
 from bot.core import AdapterSpec
+from bot.doctor import cmd_doctor, secret_env_names  # re-exported: doctor has its own module
 from bot.errors import AlreadyRunning, ConfigError
 from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
@@ -41,6 +43,7 @@ log = logging.getLogger("bot")
 # serve time: the core never imports a platform library, and never names one here.
 ADAPTERS_PACKAGE = "adapters"
 WEB_ACCESS = "adapters.web.access"  # the playground's user names, for quota --platform web
+WEB_LINKS = "adapters.web.links"  # the playground's personal links, for web-link
 
 
 class Exit(enum.IntEnum):
@@ -84,8 +87,11 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, env: Mapping[str, str]) -> None:
         super().__init__()
-        values = sorted({env[k] for k in SECRET_ENV if env.get(k) and len(env[k]) >= 6},
-                        key=len, reverse=True)
+        values = sorted(
+            {env[k] for k in secret_env_names() if env.get(k) and len(env[k]) >= 6},
+            key=len,
+            reverse=True,
+        )
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -96,7 +102,8 @@ class RedactSecrets(logging.Filter):
                 record.msg, record.args = redacted, None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = self._pattern.sub(
-                    "***", logging.Formatter().formatException(record.exc_info))
+                    "***", logging.Formatter().formatException(record.exc_info)
+                )
         return True
 
 
@@ -150,15 +157,27 @@ def check_data_dir(settings: Settings) -> None:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"cannot create the data dir {data_dir}: {exc.strerror}. Choose another "
-                       "with --data-dir (or bot.data_dir).", Exit.CANT_WRITE, "data_dir") from None
+        raise CliError(
+            f"cannot create the data dir {data_dir}: {exc.strerror}. Choose another "
+            "with --data-dir (or bot.data_dir).",
+            Exit.CANT_WRITE,
+            "data_dir",
+        ) from None
     if not os.access(data_dir, os.W_OK | os.X_OK):
-        raise CliError(f"the data dir {data_dir} is not writable. Make it writable, or choose "
-                       "another with --data-dir.", Exit.CANT_WRITE, "data_dir")
+        raise CliError(
+            f"the data dir {data_dir} is not writable. Make it writable, or choose "
+            "another with --data-dir.",
+            Exit.CANT_WRITE,
+            "data_dir",
+        )
     db = data_dir / DB_NAME
     if db.exists() and not os.access(db, os.W_OK):
-        raise CliError(f"the database {db} is read-only. Make it writable, or point --data-dir "
-                       "at a writable copy of the data dir.", Exit.CANT_WRITE, "database")
+        raise CliError(
+            f"the database {db} is read-only. Make it writable, or point --data-dir "
+            "at a writable copy of the data dir.",
+            Exit.CANT_WRITE,
+            "database",
+        )
 
 
 @asynccontextmanager
@@ -169,12 +188,18 @@ async def open_app(settings: Settings, *, start: bool = True) -> AsyncIterator[A
             app = await stack.enter_async_context(App.open(settings, start=start))
         except OSError as exc:
             where = exc.filename or settings.data_dir
-            raise CliError(f"cannot use {where}: {exc.strerror}. Check the data dir's "
-                           "permissions, or choose another with --data-dir.", Exit.CANT_WRITE,
-                           "data_dir") from None
+            raise CliError(
+                f"cannot use {where}: {exc.strerror}. Check the data dir's "
+                "permissions, or choose another with --data-dir.",
+                Exit.CANT_WRITE,
+                "data_dir",
+            ) from None
         except sqlite3.Error as exc:  # not a database, or read-only under us
-            raise CliError(f"cannot open the database in {settings.data_dir.absolute()}: {exc}.",
-                           Exit.CANT_WRITE, "database") from None
+            raise CliError(
+                f"cannot open the database in {settings.data_dir.absolute()}: {exc}.",
+                Exit.CANT_WRITE,
+                "database",
+            ) from None
         yield app
 
 
@@ -203,8 +228,9 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         collector = _Collector()
         actor = _local_actor(args.user)
         await app.handle(
-            Invocation(actor=actor, channel_id="cli", command="imagine", text=args.prompt,
-                       init_image=init),
+            Invocation(
+                actor=actor, channel_id="cli", command="imagine", text=args.prompt, init_image=init
+            ),
             collector,
         )
         job_ids = list(dict.fromkeys(r.job_id for r in collector.replies if r.job_id))
@@ -222,11 +248,26 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
                 assert src is not None
                 dest = out / f"{job_id}-{img.index}.{img.ext}"
                 await _copy_out(src, dest, job_id)
-                files.append({"index": img.index, "path": str(dest), "seed": img.seed,
-                              "width": img.width, "height": img.height})
-            results.append({"job_id": job_id, "state": job.state, "provider": job.provider,
-                            "prompt": job.prompt, "error": job.error, "notice": job.notice,
-                            "images": files})
+                files.append(
+                    {
+                        "index": img.index,
+                        "path": str(dest),
+                        "seed": img.seed,
+                        "width": img.width,
+                        "height": img.height,
+                    }
+                )
+            results.append(
+                {
+                    "job_id": job_id,
+                    "state": job.state,
+                    "provider": job.provider,
+                    "prompt": job.prompt,
+                    "error": job.error,
+                    "notice": job.notice,
+                    "images": files,
+                }
+            )
         quota = await app.quota_badge(actor)
         if args.json:
             print(json.dumps({"jobs": results, "quota": quota}, indent=2))
@@ -250,13 +291,18 @@ async def _copy_out(src: Path, dest: Path, job_id: str) -> None:
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(shutil.copyfile, src, dest)
     except OSError as exc:
-        raise CliError(f"cannot write {exc.filename or dest}: {exc.strerror}. The images of job "
-                       f"{job_id} are kept in the data dir; choose another --out.",
-                       Exit.CANT_WRITE, "output") from None
+        raise CliError(
+            f"cannot write {exc.filename or dest}: {exc.strerror}. The images of job "
+            f"{job_id} are kept in the data dir; choose another --out.",
+            Exit.CANT_WRITE,
+            "output",
+        ) from None
 
 
-PLATFORM_HELP = ("where the user is: cli (default), web, slack:TEAM_ID (a Slack workspace) or "
-                 "discord:SERVER_ID (a Discord server)")
+PLATFORM_HELP = (
+    "where the user is: cli (default), web, slack:TEAM_ID (a Slack workspace) or "
+    "discord:SERVER_ID (a Discord server)"
+)
 
 
 def quota_actor(settings: Settings, user: str | None, platform: str) -> tuple[Actor, str]:
@@ -265,13 +311,17 @@ def quota_actor(settings: Settings, user: str | None, platform: str) -> tuple[Ac
     kind, _, tenant = platform.strip().partition(":")
     kind = kind.lower()
     if kind in ("cli", "web") and tenant:
-        raise CliError(f"--platform {kind} has no workspaces; write just {kind}.",
-                       Exit.USAGE, "usage")
+        raise CliError(
+            f"--platform {kind} has no workspaces; write just {kind}.", Exit.USAGE, "usage"
+        )
     if kind == "cli":
         return _local_actor(user), "the command line"
     if not user:
-        raise CliError(f"--platform {kind} needs --user (that platform's user id or name).",
-                       Exit.USAGE, "usage")
+        raise CliError(
+            f"--platform {kind} needs --user (that platform's user id or name).",
+            Exit.USAGE,
+            "usage",
+        )
     if kind == "web":
         # The playground's own rule turns a typed name into its user id ("Alice" -> "alice").
         access = importlib.import_module(WEB_ACCESS)
@@ -284,10 +334,10 @@ def quota_actor(settings: Settings, user: str | None, platform: str) -> tuple[Ac
     if kind not in names:
         raise CliError(f"unknown --platform {platform!r}; {PLATFORM_HELP}.", Exit.USAGE, "usage")
     if not tenant:
-        raise CliError(f"--platform {kind} needs its {names[kind]} id: {kind}:ID.",
-                       Exit.USAGE, "usage")
-    where = ("Discord direct messages" if tenant.startswith("dm:")
-             else f"{names[kind]} {tenant}")
+        raise CliError(
+            f"--platform {kind} needs its {names[kind]} id: {kind}:ID.", Exit.USAGE, "usage"
+        )
+    where = "Discord direct messages" if tenant.startswith("dm:") else f"{names[kind]} {tenant}"
     return Actor(platform=kind, tenant=tenant, user_id=user, display_name=user), where
 
 
@@ -301,48 +351,46 @@ async def cmd_quota(settings: Settings, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
-    ok = True
-
-    def line(good: bool, text: str) -> None:
-        nonlocal ok
-        ok = ok and good
-        print(f"[{'ok' if good else 'FAIL'}] {text}")
-
-    line(True, f"config valid (providers.default = {settings.providers.default})")
-    for name in SECRET_ENV:
-        print(f"     {name}: {'set' if settings.env.get(name) else 'not set'}")
-    data_dir = settings.data_dir
+async def cmd_web_link(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a signed personal link for this data dir's playground."""
+    links = importlib.import_module(WEB_LINKS)
+    access = importlib.import_module(WEB_ACCESS)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        line(True, f"data dir {data_dir.resolve()} is writable")
+        token, identity = await asyncio.to_thread(
+            links.issue, settings.data_dir, args.name, admin=args.admin, days=args.days
+        )
+    except access.InputError as exc:
+        raise CliError(f"{args.name!r}: {exc}", Exit.USAGE, "usage") from None
     except OSError as exc:
-        line(False, f"data dir {data_dir} is not writable ({exc.strerror})")
-        return 1
-    async with App.open(settings, start=False) as app:
-        row = await app.store.fetchone("PRAGMA integrity_check")
-        version = await app.store.fetchone("PRAGMA user_version")
-        line(row is not None and row[0] == "ok",
-             f"database ok (schema version {version[0] if version else '?'})")
-        undelivered = await app.storage.outbox.undelivered()
-        line(not undelivered, "every posted result delivered" if not undelivered else
-             f"{len(undelivered)} undelivered (the outbox gave up on them):")
-        for gone in undelivered[:5]:
-            print(f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
-                  f"{gone.target.channel_id}: {gone.last_error}")
-        for name, provider in app.providers.items():
-            try:
-                async with asyncio.timeout(15):
-                    facts = await provider.check()
-                detail = ", ".join(f"{k}={v}" for k, v in facts.items())
-                line(True, f"provider {name} ({provider.label}) reachable: {detail}")
-            except Exception as exc:  # report, never crash the doctor
-                line(False, f"provider {name} ({provider.label}): {type(exc).__name__}: "
-                     f"{getattr(exc, 'user_message', '')}".rstrip(": "))
-    return 0 if ok else 1
+        raise CliError(
+            f"cannot keep the link's secret in {settings.data_dir}: {exc.strerror or exc}",
+            Exit.CANT_WRITE,
+            "data_dir",
+        ) from None
+    base = args.base_url or _playground_url(settings)
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(identity.expires_at))
+    print(links.link_url(base, token))
+    role = (
+        " (an admin)"
+        if identity.admin
+        or identity.user_id
+        in {access.user_id_of(a, strict=False) for a in access.web_admins(settings)}
+        else ""
+    )
+    print(
+        f"Whoever opens it acts as {identity.display_name} (@{identity.user_id}){role} in the "
+        f"playground until {until}; nobody else can take that name there. Send it to that "
+        "person only. Deleting web-link.key in the data dir cancels every link.",
+        file=sys.stderr,
+    )
+    return Exit.OK
+
+
+def _playground_url(settings: Settings) -> str:
+    host, port = settings.web.host, settings.web.port
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def enabled_adapters(settings: Settings) -> list[AdapterSpec]:
@@ -356,8 +404,9 @@ def enabled_adapters(settings: Settings) -> list[AdapterSpec]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            log.warning("adapter %s cannot be loaded (%s); the others still start",
-                        module_name, exc)
+            log.warning(
+                "adapter %s cannot be loaded (%s); the others still start", module_name, exc
+            )
             continue
         spec = getattr(module, "ADAPTER", None)
         if not isinstance(spec, AdapterSpec):
@@ -384,8 +433,10 @@ async def _run_adapter(spec: AdapterSpec, app: App, settings: Settings) -> None:
     try:
         await spec.serve(app, settings, ready)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"The {spec.name} adapter needs the Python package {exc.name!r}, "
-                          "which is not installed.") from None
+        raise ConfigError(
+            f"The {spec.name} adapter needs the Python package {exc.name!r}, "
+            "which is not installed."
+        ) from None
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -394,7 +445,9 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(
             "nothing to serve: web.enabled is false and no chat adapter is configured. Set "
             "DISCORD_TOKEN or the SLACK_* tokens, or turn the web playground back on.",
-            Exit.USAGE, "config")
+            Exit.USAGE,
+            "config",
+        )
     check_data_dir(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -403,8 +456,9 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     async with open_app(settings) as app:
         _say(provider_line(app))
-        servers = {asyncio.create_task(_run_adapter(spec, app, settings), name=spec.name)
-                   for spec in specs}
+        servers = {
+            asyncio.create_task(_run_adapter(spec, app, settings), name=spec.name) for spec in specs
+        }
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({*servers, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (*servers, stopper):
@@ -442,8 +496,12 @@ renderer, plus Discord and Slack when their tokens are in the environment."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imagine-bot", description=DESCRIPTION, epilog=EXIT_HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="imagine-bot",
+        description=DESCRIPTION,
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"imagine-bot {_version()}")
     p.add_argument("--config", type=Path, help="TOML settings file (see config/default.toml)")
     p.add_argument("--data-dir", help="where the database and images live (default ./data)")
@@ -451,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="run one /imagine from the shell")
     g.add_argument("prompt", help='prompt and flags, e.g. "a lighthouse --n 2 --ar 3:2"')
     g.add_argument("--out", default="out", help="folder for the images")
-    g.add_argument("--json", action="store_true",
-                   help="print JSON for scripts (an error is {\"error\": {...}})")
+    g.add_argument(
+        "--json", action="store_true", help='print JSON for scripts (an error is {"error": {...}})'
+    )
     g.add_argument("--user", help="whose quota pays (default: your login name)")
     g.add_argument("--image", help="an input image to refine (img2img)")
     q = sub.add_parser("quota", help="show what is left")
@@ -462,6 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the enabled adapters (the web playground by default)")
     s.add_argument("--host", help="web playground address (web.host)")
     s.add_argument("--port", type=int, help="web playground port (web.port)")
+    w = sub.add_parser("web-link", help="print a personal link into the web playground")
+    w.add_argument("name", help="who the link is for; the playground reserves this name")
+    w.add_argument("--admin", action="store_true", help="the link's holder is an admin")
+    w.add_argument("--days", type=int, default=30, help="how long the link works (default 30)")
+    w.add_argument(
+        "--base-url",
+        help="the playground's address as its people reach it "
+        "(default: from web.host and web.port)",
+    )
     return p
 
 
@@ -495,25 +563,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, f"configuration error: {exc}", Exit.USAGE, "config")
     setup_logging(settings)
     command = args.command or "serve"
-    runner = {"generate": cmd_generate, "quota": cmd_quota, "doctor": cmd_doctor,
-              "serve": cmd_serve}[command]
+    runner = {
+        "generate": cmd_generate,
+        "quota": cmd_quota,
+        "doctor": cmd_doctor,
+        "serve": cmd_serve,
+        "web-link": cmd_web_link,
+    }[command]
     try:
         code = asyncio.run(runner(settings, args))
         sys.stdout.flush()  # here, not at exit, so a closed pipe is handled below
         return code
     except BrokenPipeError:
         _silence_stdout()
-        print("imagine-bot: the output was closed before it was all written (broken pipe).",
-              file=sys.stderr)
+        print(
+            "imagine-bot: the output was closed before it was all written (broken pipe).",
+            file=sys.stderr,
+        )
         return Exit.BROKEN_PIPE
     except AlreadyRunning:
-        what = ("Use that one instead (its playground or chat), stop it first, or"
-                if command != "serve" else "Stop it first, or")
-        return _fail(args, "another imagine-bot is already running on "
-                     f"{settings.data_dir.absolute()}, "
-                     f"and only one may run jobs there. {what} give this one its own "
-                     "--data-dir (a separate database and quota).", Exit.BUSY,
-                     "already_running")
+        what = (
+            "Use that one instead (its playground or chat), stop it first, or"
+            if command != "serve"
+            else "Stop it first, or"
+        )
+        return _fail(
+            args,
+            "another imagine-bot is already running on "
+            f"{settings.data_dir.absolute()}, "
+            f"and only one may run jobs there. {what} give this one its own "
+            "--data-dir (a separate database and quota).",
+            Exit.BUSY,
+            "already_running",
+        )
     except ConfigError as exc:
         return _fail(args, f"configuration error: {exc}", Exit.USAGE, "config")
     except CliError as exc:
@@ -523,8 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         ref = secrets.token_hex(4)
         log.exception("imagine-bot %s failed (ref %s)", command, ref)
-        return _fail(args, f"sorry, that is a bug (ref {ref}); the log above has the details.",
-                     Exit.INTERNAL, "internal")
+        return _fail(
+            args,
+            f"sorry, that is a bug (ref {ref}); the log above has the details.",
+            Exit.INTERNAL,
+            "internal",
+        )
 
 
 if __name__ == "__main__":

@@ -281,8 +281,9 @@ def _env_name(path: KeyPath) -> str:
     return ENV_PREFIX + "__".join(p.upper() for p in path)
 
 
-def _unknown(kind: str, path: KeyPath, known: Iterable[str], sources: _Sources,
-             known_label: str) -> ConfigError:
+def _unknown(
+    kind: str, path: KeyPath, known: Iterable[str], sources: _Sources, known_label: str
+) -> ConfigError:
     """``Unknown setting quota.user_dayly (from ...). Did you mean quota.user_daily? ...``"""
     known = sorted(known)
     dotted = ".".join(path)
@@ -298,7 +299,7 @@ def _unknown(kind: str, path: KeyPath, known: Iterable[str], sources: _Sources,
         found = sources.origin(path)
         if found is not None and found[1].env_var is not None:
             leaf = found[0]  # the variable as it should have been spelt
-            shown += f" ({_env_name((*real, *leaf[len(path):]))})"
+            shown += f" ({_env_name((*real, *leaf[len(path) :]))})"
         message += f" Did you mean {shown}?"
     return ConfigError(f"{message} {known_label}: {', '.join(known)}.")
 
@@ -342,7 +343,7 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[KeyPath, st
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        path = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
+        path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
         if not all(path):
             raise ConfigError(
                 f"Environment variable {name} is not IMAGINE_<SECTION>__<KEY> "
@@ -407,8 +408,13 @@ def _build_providers(raw: Mapping[str, Any], sources: _Sources) -> ProviderSetti
             continue  # the provider checks its own table when it is built
         for key in section:
             if key not in keys:
-                raise _unknown("setting", (*path, key), keys - {"api_key"}, sources,
-                               f"Known keys in [providers.{name}]")
+                raise _unknown(
+                    "setting",
+                    (*path, key),
+                    keys - {"api_key"},
+                    sources,
+                    f"Known keys in [providers.{name}]",
+                )
     return ProviderSettings(default=default, fallback=fallback, sections=prov_raw)
 
 
@@ -450,8 +456,10 @@ def load_settings(
     styles = raw.get("styles", {})
     if not all(isinstance(v, str) for v in styles.values()):
         bad = next(k for k, v in styles.items() if not isinstance(v, str))
-        raise ConfigError("Settings under [styles] must be name = \"template with {prompt}\""
-                          f"{sources.where(('styles', bad))}.")
+        raise ConfigError(
+            'Settings under [styles] must be name = "template with {prompt}"'
+            f"{sources.where(('styles', bad))}."
+        )
     built["styles"] = dict(styles)
     web: WebSettings = built["web"]
     if web.access_token is None and env.get("WEB_ACCESS_TOKEN"):
@@ -476,14 +484,17 @@ def _validate(s: Settings, sources: _Sources) -> None:
     try:
         zoneinfo.ZoneInfo(q.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"Setting quota.timezone: unknown time zone {q.timezone!r}"
-                          f"{sources.where(('quota', 'timezone'))}.") from None
+        raise ConfigError(
+            f"Setting quota.timezone: unknown time zone {q.timezone!r}"
+            f"{sources.where(('quota', 'timezone'))}."
+        ) from None
     for key in ("user_daily", "user_monthly", "workspace_daily", "workspace_monthly"):
         need(getattr(q, key) >= 0, f"quota.{key}", "must be 0 (unlimited) or more")
     for role, limits in q.roles.items():
         for k, v in limits.items():
-            need(k in ("daily", "monthly"), f"quota.roles.{role}.{k}",
-                 "is unknown (daily, monthly)")
+            need(
+                k in ("daily", "monthly"), f"quota.roles.{role}.{k}", "is unknown (daily, monthly)"
+            )
             need(isinstance(v, int) and v >= 0, f"quota.roles.{role}.{k}", "must be a whole number")
     j = s.jobs
     need(j.max_running_per_user >= 1, "jobs.max_running_per_user", "must be at least 1")
@@ -495,7 +506,10 @@ def _validate(s: Settings, sources: _Sources) -> None:
     need(0 < a.refine_strength <= 1, "actions.refine_strength", "must be in (0, 1]")
     need(0 < a.vary_strength <= 1, "actions.vary_strength", "must be in (0, 1]")
     need(1 <= s.web.port <= 65535, "web.port", "must be 1..65535")
-    need(s.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "bot.log_level",
-         "must be DEBUG, INFO, WARNING or ERROR")
+    need(
+        s.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+        "bot.log_level",
+        "must be DEBUG, INFO, WARNING or ERROR",
+    )
     for admin in s.bot.admins:
         need(":" in admin, "bot.admins", f"entries look like 'platform:user_id' (got {admin!r})")

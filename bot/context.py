@@ -45,13 +45,18 @@ class Context:
     def __post_init__(self) -> None:
         g, i = self.settings.grammar, self.settings.images
         self.limits = grammar.GrammarLimits(
-            max_images=g.max_images, default_n=g.default_n, max_prompt_chars=g.max_prompt_chars,
-            max_permutations=g.max_permutations, styles=self.styles.names(),
+            max_images=g.max_images,
+            default_n=g.default_n,
+            max_prompt_chars=g.max_prompt_chars,
+            max_permutations=g.max_permutations,
+            styles=self.styles.names(),
             base_side=g.base_side,
         )
         self.image_limits = images.ImageLimits(
-            max_input_bytes=i.max_input_bytes, max_input_pixels=i.max_input_pixels,
-            preview_max_bytes=i.preview_max_bytes, preview_max_side=i.preview_max_side,
+            max_input_bytes=i.max_input_bytes,
+            max_input_pixels=i.max_input_pixels,
+            preview_max_bytes=i.preview_max_bytes,
+            preview_max_side=i.preview_max_side,
         )
 
     # ----------------------------------------------------------------------- providers
@@ -78,8 +83,14 @@ class Context:
 
     async def left_text(self, job: Job) -> str:
         """The payer's "N left" line, with the limits the reservation used."""
-        actor = Actor(job.platform, job.tenant, job.owner_id, job.owner_name,
-                      roles=job.request.payer_roles, is_admin=job.request.payer_admin)
+        actor = Actor(
+            job.platform,
+            job.tenant,
+            job.owner_id,
+            job.owner_name,
+            roles=job.request.payer_roles,
+            is_admin=job.request.payer_admin,
+        )
         return render.left_text(job.owner_name, await self.quotas.status(actor))
 
     async def view(self, job: Job, *, with_quota: bool = True) -> render.JobView:
@@ -90,9 +101,12 @@ class Context:
         if with_quota and job.state not in ("queued", "running"):
             left = await self.left_text(job)
         return render.JobView(
-            job=job, data_dir=self.settings.data_dir, images=imgs,
+            job=job,
+            data_dir=self.settings.data_dir,
+            images=imgs,
             position=self.runner.position(job.id) if job.state == "queued" else None,
-            buttons=self.verbs.buttons(job, imgs, self.capabilities), left=left,
+            buttons=self.verbs.buttons(job, imgs, self.capabilities),
+            left=left,
         )
 
     async def render(self, job: Job, *, with_quota: bool = True) -> Reply:

@@ -14,13 +14,13 @@ lazily) and starts those whose ``enabled(settings)`` is true.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from bot.config import ImageSettings, Settings, WebSettings
-from bot.types import Actor, ChannelPoster, FlagHelp, Invocation, Reply, Responder
+from bot.types import Actor, ChannelPoster, FlagHelp, ImageFile, Invocation, Reply, Responder
 
 
 class Core(Protocol):
@@ -60,6 +60,35 @@ class Core(Protocol):
         """The ``/imagine`` flags, from the grammar's table (option descriptions, hints)."""
         ...
 
+    async def job_details(
+        self, platform: str, tenant: str, job_ids: Sequence[str]
+    ) -> Mapping[str, JobDetails]:
+        """What a job's card shows beyond its reply: each image on its own, how the job ended
+        (``cancelled`` told apart from ``failed``) and the picks made from it, as they are in
+        the channel's history. Ids that are unknown or of another tenant are left out."""
+        ...
+
+    async def gallery(
+        self,
+        platform: str,
+        tenant: str,
+        *,
+        channel_id: str | None = None,
+        owner_id: str | None = None,
+        query: str = "",
+        before: str | None = None,
+        limit: int = 30,
+    ) -> GalleryPage:
+        """Finished images, newest first: a channel's (``channel_id``), someone's
+        (``owner_id``), or both, whose prompt contains ``query`` (any case). ``before`` is
+        the ``next`` of the previous page (infinite scroll)."""
+        ...
+
+    async def lineage(self, platform: str, tenant: str, job_id: str) -> Lineage | None:
+        """The family of a job: its root and every refinement, variation and reroll below it,
+        who made each, oldest first; None for an unknown job or another tenant's."""
+        ...
+
 
 Ready = Callable[[str], None]
 """Called by an adapter once it is serving, with a line for the operator (e.g. its URL)."""
@@ -75,4 +104,69 @@ class AdapterSpec:
     """Runs until cancelled; raises :class:`~bot.errors.ConfigError` for a bad setup."""
 
 
-__all__ = ["AdapterSpec", "Core", "ImageSettings", "Ready", "Settings", "WebSettings"]
+# ---------------------------------------------------------------- gallery and lineage values
+Outcome = str
+"""``queued``, ``running``, ``done``, ``failed``, ``filtered``, ``cancelled`` or ``deleted``."""
+
+
+@dataclass(frozen=True)
+class JobDetails:
+    """One job as a gallery or a card shows it (see :meth:`Core.job_details`)."""
+
+    job_id: str
+    outcome: Outcome
+    prompt: str
+    owner_id: str
+    owner_name: str
+    kind: str  # imagine, refine, vary, reroll
+    channel_id: str
+    parent_job_id: str | None = None
+    parent_index: int | None = None
+    created_at: float = 0.0
+    images: tuple[ImageFile, ...] = ()  # in index order: image i is images[i - 1]
+    picks: tuple[Reply, ...] = ()  # the Pick messages made from it, as they were posted
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    job_id: str
+    index: int
+    image: ImageFile
+    prompt: str
+    owner_id: str
+    owner_name: str
+    channel_id: str
+    kind: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class GalleryPage:
+    items: tuple[GalleryItem, ...]
+    next: str | None = None  # pass as ``before`` for the next page; None at the end
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A job's family: ``nodes`` oldest first, the root among them; each names its parent.
+    A deleted job that still has children stays as a node without prompt or images."""
+
+    root_id: str
+    focus_id: str
+    nodes: tuple[JobDetails, ...] = field(default_factory=tuple)
+    truncated: bool = False  # more descendants than one view holds
+
+
+__all__ = [
+    "AdapterSpec",
+    "Core",
+    "GalleryItem",
+    "GalleryPage",
+    "ImageSettings",
+    "JobDetails",
+    "Lineage",
+    "Outcome",
+    "Ready",
+    "Settings",
+    "WebSettings",
+]

@@ -129,8 +129,9 @@ class Delivery:
         for job_id in await self._outbox.missing_results():
             job = await self._jobs.get(job_id)
             if job is not None:
-                await self._outbox.enqueue(job_id=job.id, kind="result", target=target(job),
-                                           at=self._ctx.clock())
+                await self._outbox.enqueue(
+                    job_id=job.id, kind="result", target=target(job), at=self._ctx.clock()
+                )
         self._wake.set()
         self._loop_task = asyncio.get_running_loop().create_task(self._run_loop())
 
@@ -168,8 +169,9 @@ class Delivery:
         platforms = [p for p in platforms if p in self._posters]
         if free <= 0 or not platforms:
             return
-        rows = await self._outbox.claim_due(now=self._ctx.clock(), lease_s=self.policy.lease_s,
-                                            platforms=platforms, limit=free)
+        rows = await self._outbox.claim_due(
+            now=self._ctx.clock(), lease_s=self.policy.lease_s, platforms=platforms, limit=free
+        )
         tasks = [asyncio.get_running_loop().create_task(self._send(row)) for row in rows]
         for task in tasks:
             self._background.add(task)
@@ -192,12 +194,14 @@ class Delivery:
         except _Later:
             await self._outbox.reschedule(row.id, self._ctx.clock() + 0.5, "waiting")
         except DeliveryError as exc:
-            await self._failed(row, exc.reason, permanent=exc.permanent,
-                               retry_after=exc.retry_after)
+            await self._failed(
+                row, exc.reason, permanent=exc.permanent, retry_after=exc.retry_after
+            )
         except Exception as exc:
             log.exception("delivering %s of job %s failed", row.kind, row.job_id)
-            await self._failed(row, f"internal error ({type(exc).__name__})", permanent=False,
-                               retry_after=None)
+            await self._failed(
+                row, f"internal error ({type(exc).__name__})", permanent=False, retry_after=None
+            )
         else:
             await self._outbox.complete(row.id, self._ctx.clock())
         finally:
@@ -215,21 +219,34 @@ class Delivery:
         now = self._ctx.clock()
         if permanent or now - row.created_at >= self.policy.give_up_after_s:
             await self._outbox.give_up(row.id, reason, now)
-            log.error("gave up delivering the %s of job %s to %s:%s: %s", row.kind, row.job_id,
-                      row.target.platform, row.target.channel_id, reason)
+            log.error(
+                "gave up delivering the %s of job %s to %s:%s: %s",
+                row.kind,
+                row.job_id,
+                row.target.platform,
+                row.target.channel_id,
+                reason,
+            )
             if row.kind != "alert":
                 await self._alert_admins(
                     f"Undelivered: the {row.kind} of job {row.job_id} could not be posted to "
                     f"{row.target.platform} channel {row.target.channel_id} ({reason}).",
-                    key=f"undelivered:{row.target.platform}:{row.target.channel_id}")
+                    key=f"undelivered:{row.target.platform}:{row.target.channel_id}",
+                )
             return
-        delay = min(self.policy.backoff_cap_s,
-                    self.policy.backoff_s * 2 ** max(0, row.attempts - 1))
+        delay = min(
+            self.policy.backoff_cap_s, self.policy.backoff_s * 2 ** max(0, row.attempts - 1)
+        )
         delay *= random.uniform(0.8, 1.2)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        log.warning("delivering the %s of job %s failed (%s); retrying in %.1f s", row.kind,
-                    row.job_id, reason, delay)
+        log.warning(
+            "delivering the %s of job %s failed (%s); retrying in %.1f s",
+            row.kind,
+            row.job_id,
+            reason,
+            delay,
+        )
         await self._outbox.reschedule(row.id, now + delay, reason)
         self._wake.set()
 
@@ -261,8 +278,7 @@ class Delivery:
             # (An edit is idempotent: it is not recorded as a step of its own, so nothing
             # comes between it and the post; the web playground shows both on one card.)
             try:
-                await poster.update(target(job), job.status_ref,
-                                    render.settled_status(job, reply))
+                await poster.update(target(job), job.status_ref, render.settled_status(job, reply))
             except DeliveryError as exc:
                 if not exc.permanent:
                     raise
@@ -327,12 +343,15 @@ class Delivery:
             sent = await self._enqueue_and_send(job_id=job.id, kind="result", target=target(job))
             if not sent and job.status_ref and job.result_ref and job.status_ref != job.result_ref:
                 # submit's catch-up: the status message was sent after the result was posted
-                await self._best_effort_update(job, render.settled_status(
-                    job, await self._ctx.render(job)))
+                await self._best_effort_update(
+                    job, render.settled_status(job, await self._ctx.render(job))
+                )
             return
         reply = await self._ctx.render(job)
         if event.progress is not None and job.state == "running":
             reply = replace(reply, progress=event.progress)
+            if event.note:
+                reply = replace(reply, text=f"{reply.text} - {event.note}")
         if event.position is not None and job.state == "queued":
             reply = replace(reply, position=event.position)
         await self._best_effort_update(job, reply)
@@ -354,9 +373,14 @@ class Delivery:
         adapter is not up yet gets it when it registers. False when the row existed."""
         await self._ensure_started()
         up = target.platform in self._posters
-        row = await self._outbox.enqueue(job_id=job_id, kind=kind, target=target,
-                                         payload=payload, at=self._ctx.clock(),
-                                         lease_s=self.policy.lease_s if up else 0.0)
+        row = await self._outbox.enqueue(
+            job_id=job_id,
+            kind=kind,
+            target=target,
+            payload=payload,
+            at=self._ctx.clock(),
+            lease_s=self.policy.lease_s if up else 0.0,
+        )
         if row is None:
             return False
         if up:
@@ -376,15 +400,22 @@ class Delivery:
         if row.state == "failed":
             return f"Undelivered: {row.last_error}"
         return f"Delivery pending (attempt {row.attempts}" + (
-            f", last error: {row.last_error})" if row.last_error else ")")
+            f", last error: {row.last_error})" if row.last_error else ")"
+        )
 
     # ----------------------------------------------------------------------- alerts
     async def on_alert(self, provider: str, error: ProviderError) -> None:
         if await self._alert_admins(
-                f"Admin alert: the {provider} provider reports {type(error).__name__}: "
-                f"{error.user_message}", key=f"{provider}:{type(error).__name__}"):
-            log.error("ADMIN ALERT: provider %s: %s (%s). Jobs fail until an admin acts.",
-                      provider, type(error).__name__, error.status)
+            f"Admin alert: the {provider} provider reports {type(error).__name__}: "
+            f"{error.user_message}",
+            key=f"{provider}:{type(error).__name__}",
+        ):
+            log.error(
+                "ADMIN ALERT: provider %s: %s (%s). Jobs fail until an admin acts.",
+                provider,
+                type(error).__name__,
+                error.status,
+            )
 
     async def _send_alert(self, where: Target, text: str) -> None:
         await self._enqueue_and_send(job_id=None, kind="alert", target=where, payload=text)
@@ -401,4 +432,3 @@ class Delivery:
 
 
 __all__ = ["ALERT_EVERY_S", "Delivery", "DeliveryPolicy", "target"]
-

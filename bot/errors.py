@@ -71,8 +71,9 @@ class DeliveryError(Exception):
     ``reason`` is a short, secret-free description for the log, Info and ``doctor``.
     """
 
-    def __init__(self, reason: str, *, permanent: bool = False,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent

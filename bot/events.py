@@ -26,6 +26,7 @@ class JobEvent:
     job_id: str
     position: int | None = None
     progress: float | None = None
+    note: str | None = None  # the provider's own word on the wait ("#12 in the Horde's queue")
 
 
 JobListener = Callable[[JobEvent], Awaitable[None]]

@@ -214,34 +214,91 @@ def _square(limits: GrammarLimits) -> str:
 _FLAGS: dict[str, _Flag] = {
     f.name: f
     for f in (
-        _Flag("n", "int", "N", "--n 4",
-              lambda lim: f"images per job, 1 to {lim.max_images} (default {lim.default_n})"),
+        _Flag(
+            "n",
+            "int",
+            "N",
+            "--n 4",
+            lambda lim: f"images per job, 1 to {lim.max_images} (default {lim.default_n})",
+        ),
         _Flag("style", "style", "NAME", "--style anime", _styles_help, brief=_styles_brief),
-        _Flag("ar", "ar", "W:H", "--ar 16:9",
-              lambda lim: f"aspect ratio from 1:{AR_MAX_RATIO} to {AR_MAX_RATIO}:1, sides 1 to "
-                          f"{AR_SIDE_MAX}; about {lim.base_side}² pixels",
-              aliases=("aspect",)),
-        _Flag("size", "size", "WxH", "--size 1024x768",
-              lambda lim: f"exact size, sides {lim._lowest_side()} to {lim._highest_side()} in "
-                          f"steps of {lim.size_multiple} (not with --ar; default {_square(lim)})"),
-        _Flag("seed", "int", "N", "--seed 42",
-              lambda lim: f"0 to {SEED_MAX}; the same seed and settings repeat a picture"),
-        _Flag("steps", "int", "N", "--steps 30",
-              lambda lim: f"{STEPS_RANGE[0]} to {STEPS_RANGE[1]} denoising steps"),
-        _Flag("cfg", "float", "X", "--cfg 7.5",
-              lambda lim: f"{CFG_RANGE[0]:g} to {CFG_RANGE[1]:g}, how closely to follow the "
-                          "prompt"),
-        _Flag("no", "words", "TEXT", '--no "blurry, text"',
-              lambda lim: "what to leave out; runs until the next flag", aliases=("negative",)),
-        _Flag("sampler", "text", "NAME", "--sampler euler",
-              lambda lim: "a sampler the image service knows, e.g. euler"),
-        _Flag("model", "text", "NAME", "--model sdxl",
-              lambda lim: "a model the image service offers"),
-        _Flag("strength", "float", "X", "--strength 0.6",
-              lambda lim: f"{STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g}, how much a refine "
-                          "may change the image (0 keeps it)"),
-        _Flag("avatar", "bool", "", "--avatar",
-              lambda lim: f"a square head-and-shoulders profile picture ({_square(lim)})"),
+        _Flag(
+            "ar",
+            "ar",
+            "W:H",
+            "--ar 16:9",
+            lambda lim: (
+                f"aspect ratio from 1:{AR_MAX_RATIO} to {AR_MAX_RATIO}:1, sides 1 to "
+                f"{AR_SIDE_MAX}; about {lim.base_side}² pixels"
+            ),
+            aliases=("aspect",),
+        ),
+        _Flag(
+            "size",
+            "size",
+            "WxH",
+            "--size 1024x768",
+            lambda lim: (
+                f"exact size, sides {lim._lowest_side()} to {lim._highest_side()} in "
+                f"steps of {lim.size_multiple} (not with --ar; default {_square(lim)})"
+            ),
+        ),
+        _Flag(
+            "seed",
+            "int",
+            "N",
+            "--seed 42",
+            lambda lim: f"0 to {SEED_MAX}; the same seed and settings repeat a picture",
+        ),
+        _Flag(
+            "steps",
+            "int",
+            "N",
+            "--steps 30",
+            lambda lim: f"{STEPS_RANGE[0]} to {STEPS_RANGE[1]} denoising steps",
+        ),
+        _Flag(
+            "cfg",
+            "float",
+            "X",
+            "--cfg 7.5",
+            lambda lim: f"{CFG_RANGE[0]:g} to {CFG_RANGE[1]:g}, how closely to follow the prompt",
+        ),
+        _Flag(
+            "no",
+            "words",
+            "TEXT",
+            '--no "blurry, text"',
+            lambda lim: "what to leave out; runs until the next flag",
+            aliases=("negative",),
+        ),
+        _Flag(
+            "sampler",
+            "text",
+            "NAME",
+            "--sampler euler",
+            lambda lim: "a sampler the image service knows, e.g. euler",
+        ),
+        _Flag(
+            "model", "text", "NAME", "--model sdxl", lambda lim: "a model the image service offers"
+        ),
+        _Flag(
+            "strength",
+            "float",
+            "X",
+            "--strength 0.6",
+            lambda lim: (
+                f"{STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g}, how much a refine "
+                "may change the image (0 keeps it)"
+            ),
+        ),
+        _Flag(
+            "avatar",
+            "bool",
+            "",
+            "--avatar",
+            lambda lim: f"a square head-and-shoulders profile picture ({_square(lim)})",
+        ),
     )
 }
 
@@ -479,8 +536,11 @@ def _parse_ar(raw: str) -> tuple[int, int]:
     match = _AR.fullmatch(value)
     if match is not None:
         w, h = int(match.group(1)), int(match.group(2))
-        if 1 <= w <= AR_SIDE_MAX and 1 <= h <= AR_SIDE_MAX and w <= AR_MAX_RATIO * h and (
-            h <= AR_MAX_RATIO * w
+        if (
+            1 <= w <= AR_SIDE_MAX
+            and 1 <= h <= AR_SIDE_MAX
+            and w <= AR_MAX_RATIO * h
+            and (h <= AR_MAX_RATIO * w)
         ):
             return w, h
     raise GrammarError(
@@ -494,16 +554,19 @@ def _parse_size(raw: str, limits: GrammarLimits) -> tuple[int, int]:
     match = _SIZE.fullmatch(value)
     lo, hi, m = limits.min_side, limits.max_side, limits.size_multiple
     if match is None:
-        raise GrammarError(f"--size must be WIDTHxHEIGHT, e.g. --size 1024x768 "
-                           f"(got {_shown(raw)}).")
+        raise GrammarError(
+            f"--size must be WIDTHxHEIGHT, e.g. --size 1024x768 (got {_shown(raw)})."
+        )
     w, h = int(match.group(1)), int(match.group(2))
     if not (lo <= w <= hi and lo <= h <= hi):
         raise GrammarError(f"--size sides must be from {lo} to {hi} pixels (got {w}x{h}).")
     if w % m or h % m:
         near_w = min(limits._highest_side(), max(limits._lowest_side(), round(w / m) * m))
         near_h = min(limits._highest_side(), max(limits._lowest_side(), round(h / m) * m))
-        raise GrammarError(f"--size sides must be multiples of {m} (got {w}x{h}); the nearest "
-                           f"is {near_w}x{near_h}.")
+        raise GrammarError(
+            f"--size sides must be multiples of {m} (got {w}x{h}); the nearest "
+            f"is {near_w}x{near_h}."
+        )
     return w, h
 
 
@@ -518,8 +581,9 @@ def _parse_style(raw: str, limits: GrammarLimits) -> str:
     close = difflib.get_close_matches(name[:40], sorted(known), n=1, cutoff=0.6)
     if close:
         raise GrammarError(f"Unknown style {_shown(raw)}. Did you mean {close[0]}?")
-    raise GrammarError(f"Unknown style {_shown(raw)}. There are {len(known)} styles; "
-                       "/imagine help lists them.")
+    raise GrammarError(
+        f"Unknown style {_shown(raw)}. There are {len(known)} styles; /imagine help lists them."
+    )
 
 
 def _parse_name(flag: str, raw: str) -> str:
@@ -637,8 +701,10 @@ def _weighted(prompt: str) -> tuple[str, tuple[WeightedPrompt, ...]]:
         if not text:
             if raw is None:
                 continue  # a stray "::" separates nothing; MJ ignores it too
-            raise GrammarError(f"The weight ::{_shown(raw)} has no text before it. Write "
-                               "weights after their text, e.g. a castle::2 fog::-0.5.")
+            raise GrammarError(
+                f"The weight ::{_shown(raw)} has no text before it. Write "
+                "weights after their text, e.g. a castle::2 fog::-0.5."
+            )
         parts.append(WeightedPrompt(text, weight))
     tail = prompt[pos:].strip()
     if tail:
@@ -647,8 +713,10 @@ def _weighted(prompt: str) -> tuple[str, tuple[WeightedPrompt, ...]]:
         raise GrammarError(f"The prompt is empty. Tell me what to draw, e.g. {EXAMPLE}")
     total = sum(p.weight for p in parts)
     if not total > 0:
-        raise GrammarError(f"The prompt weights add up to {total:g}; they must add up to more "
-                           "than 0, e.g. a castle::2 fog::-0.5.")
+        raise GrammarError(
+            f"The prompt weights add up to {total:g}; they must add up to more "
+            "than 0, e.g. a castle::2 fog::-0.5."
+        )
     positive = ", ".join(p.text for p in parts if p.weight > 0)
     return positive, tuple(parts)
 
@@ -659,14 +727,16 @@ def _build(scan: _Values, limits: GrammarLimits) -> ImagineRequest:
     if not prompt_text:
         raise GrammarError(f"The prompt is empty. Tell me what to draw, e.g. {EXAMPLE}")
     if len(prompt_text) > limits.max_prompt_chars:
-        raise GrammarError(f"Your prompt is {len(prompt_text)} characters; the limit is "
-                           f"{limits.max_prompt_chars}.")
+        raise GrammarError(
+            f"Your prompt is {len(prompt_text)} characters; the limit is {limits.max_prompt_chars}."
+        )
     prompt, weighted = _weighted(prompt_text)
 
     negative = v.get("no")
     if negative is not None and len(negative) > limits.max_prompt_chars:
-        raise GrammarError(f"Your --no text is {len(negative)} characters; the limit is "
-                           f"{limits.max_prompt_chars}.")
+        raise GrammarError(
+            f"Your --no text is {len(negative)} characters; the limit is {limits.max_prompt_chars}."
+        )
 
     avatar = "avatar" in v
     if "ar" in v and "size" in v:
@@ -682,8 +752,10 @@ def _build(scan: _Values, limits: GrammarLimits) -> ImagineRequest:
         width = height = limits._base_square()
         shape = ""
     if avatar and (width != height):
-        raise GrammarError(f"--avatar makes a square picture, so it cannot be combined with "
-                           f"{shape}. Drop it, or use --ar 1:1.")
+        raise GrammarError(
+            f"--avatar makes a square picture, so it cannot be combined with "
+            f"{shape}. Drop it, or use --ar 1:1."
+        )
 
     return ImagineRequest(
         prompt=prompt,
@@ -699,8 +771,9 @@ def _build(scan: _Values, limits: GrammarLimits) -> ImagineRequest:
         sampler=_parse_name("sampler", v["sampler"]) if "sampler" in v else None,
         model=_parse_name("model", v["model"]) if "model" in v else None,
         style=_parse_style(v["style"], limits) if "style" in v else None,
-        strength=(_parse_float("strength", v["strength"], *STRENGTH_RANGE)
-                  if "strength" in v else None),
+        strength=(
+            _parse_float("strength", v["strength"], *STRENGTH_RANGE) if "strength" in v else None
+        ),
         avatar=avatar,
         n_explicit="n" in v,
     )
@@ -735,8 +808,10 @@ def parse(text: str, limits: GrammarLimits | None = None) -> ParsedImagine | Hel
     # Bounds the work done on hostile input; no real prompt plus flags comes near it.
     max_command = max(8000, 4 * limits.max_prompt_chars)
     if len(text) > max_command:
-        raise GrammarError(f"Your command is {len(text)} characters; prompts may be up to "
-                           f"{limits.max_prompt_chars}.")
+        raise GrammarError(
+            f"Your command is {len(text)} characters; prompts may be up to "
+            f"{limits.max_prompt_chars}."
+        )
     if _wants_help(text):
         return HelpRequest(usage(limits))
 
@@ -749,10 +824,15 @@ def parse(text: str, limits: GrammarLimits | None = None) -> ParsedImagine | Hel
             n = first.n if isinstance(first, ImagineRequest) else limits.default_n
         except GrammarError:
             n = limits.default_n
-        cost = (f"{count} jobs × {n} images = {count * n} images" if count <= 10_000
-                else f"more than 10000 jobs × {n} images")
-        raise GrammarError(f"That expands to {cost}; the limit is {cap} jobs per command. "
-                           "Use fewer {a, b} options.")
+        cost = (
+            f"{count} jobs × {n} images = {count * n} images"
+            if count <= 10_000
+            else f"more than 10000 jobs × {n} images"
+        )
+        raise GrammarError(
+            f"That expands to {cost}; the limit is {cap} jobs per command. "
+            "Use fewer {a, b} options."
+        )
 
     requests: list[ImagineRequest] = []
     for variant in _variants(parts):
@@ -772,8 +852,9 @@ def flag_help(limits: GrammarLimits | None = None) -> tuple[FlagHelp, ...]:
         text = _flag_help_text(flag, limits, brief=True)
         if len(text) > HELP_LINE_MAX:  # only a config could do this (a very long style name)
             text = text[: HELP_LINE_MAX - 1].rstrip() + "…"
-        out.append(FlagHelp(name="--" + flag.name, value=flag.value, help=text,
-                            example=flag.example))
+        out.append(
+            FlagHelp(name="--" + flag.name, value=flag.value, help=text, example=flag.example)
+        )
     return tuple(out)
 
 

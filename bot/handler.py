@@ -63,9 +63,15 @@ class Handler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ctx = Context(
-            settings=settings, store=store, quotas=quotas, runner=runner, providers=providers,
-            styles=styles, access=access or Access(settings, store.channels),
-            verbs=verbs or default_table(), clock=clock,
+            settings=settings,
+            store=store,
+            quotas=quotas,
+            runner=runner,
+            providers=providers,
+            styles=styles,
+            access=access or Access(settings, store.channels),
+            verbs=verbs or default_table(),
+            clock=clock,
         )
         self.delivery = Delivery(self.ctx)
         self._routes: Mapping[str, Route] = {
@@ -98,10 +104,12 @@ class Handler:
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("handling %s failed (ref %s)", inv.command, ref)
-            await responder.send(Reply(
-                f"Sorry, something went wrong on our side (ref {ref}). Nothing was charged.",
-                ephemeral=True,
-            ))
+            await responder.send(
+                Reply(
+                    f"Sorry, something went wrong on our side (ref {ref}). Nothing was charged.",
+                    ephemeral=True,
+                )
+            )
 
     async def _quota(self, inv: Invocation, responder: Responder) -> None:
         st = await self.ctx.quotas.status(inv.actor)

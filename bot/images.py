@@ -74,9 +74,7 @@ class BadProviderImage(ProviderUnavailable, ValueError):
     any provider fault) and a ``ValueError`` for callers that only care that the data was bad.
     """
 
-    user_message = (
-        "The image service returned a damaged image. Your quota was refunded; try again."
-    )
+    user_message = "The image service returned a damaged image. Your quota was refunded; try again."
 
 
 # ---------------------------------------------------------------------------------------- types
@@ -147,15 +145,12 @@ def decode_checked_sync(data: bytes, limits: ImageLimits) -> Image.Image:
             raise ImageRejected("That image has no pixels.")
         if width * height > limits.max_input_pixels:
             raise ImageRejected(
-                f"That image is {width}x{height} pixels; "
-                f"the limit is {_pixel_limit_text(limits)}."
+                f"That image is {width}x{height} pixels; the limit is {_pixel_limit_text(limits)}."
             )
         # MPO (a JPEG with a second, stereo or depth picture, common from phone cameras) is
         # not an animation: its first frame is the photo.
         if im.format != "MPO" and getattr(im, "n_frames", 1) > 1:
-            raise ImageRejected(
-                "Animated images are not supported; send a single still picture."
-            )
+            raise ImageRejected("Animated images are not supported; send a single still picture.")
         try:
             im.load()
             upright = ImageOps.exif_transpose(im) or im
@@ -236,8 +231,11 @@ def remove_stale_temp_files(data_dir: Path, older_than: float) -> int:
     Returns how many were removed."""
     removed = 0
     try:
-        shards = [e for e in os.scandir(data_dir / "images")
-                  if _SHARD_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+        shards = [
+            e
+            for e in os.scandir(data_dir / "images")
+            if _SHARD_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+        ]
     except (FileNotFoundError, NotADirectoryError):
         return 0
     for shard in shards:
@@ -246,8 +244,10 @@ def remove_stale_temp_files(data_dir: Path, older_than: float) -> int:
                 if not _TEMP_NAME.fullmatch(entry.name):
                     continue
                 try:
-                    if (not entry.is_file(follow_symlinks=False)
-                            or entry.stat(follow_symlinks=False).st_mtime >= older_than):
+                    if (
+                        not entry.is_file(follow_symlinks=False)
+                        or entry.stat(follow_symlinks=False).st_mtime >= older_than
+                    ):
                         continue  # a write that may be going on right now
                     os.unlink(entry.path)
                     removed += 1
@@ -291,8 +291,12 @@ _PNG_KEEP = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
 
 
 def _png_chunk(ctype: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + ctype + body + struct.pack(
-        ">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body))
+        + ctype
+        + body
+        + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+    )
 
 
 def _png_text_chunk(key: str, value: str) -> bytes:
@@ -311,17 +315,20 @@ def _spliced_png(data: bytes, params: Mapping[str, str]) -> bytes | None:
         return None
     pos, kept = 8, []
     while pos + 12 <= len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        ctype = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        crc = data[pos + 8 + length:pos + 12 + length]
-        if len(body) != length or len(crc) != 4 or (
-                zlib.crc32(ctype + body) & 0xFFFFFFFF) != struct.unpack(">I", crc)[0]:
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        crc = data[pos + 8 + length : pos + 12 + length]
+        if (
+            len(body) != length
+            or len(crc) != 4
+            or (zlib.crc32(ctype + body) & 0xFFFFFFFF) != struct.unpack(">I", crc)[0]
+        ):
             return None
         if ctype in (b"iCCP", b"acTL"):
             return None  # colour conversion or animation: take the re-encoding path
         if ctype in _PNG_KEEP:
-            kept.append(data[pos:pos + 12 + length])
+            kept.append(data[pos : pos + 12 + length])
         pos += 12 + length
         if ctype == b"IEND":
             break
@@ -366,10 +373,12 @@ async def store_job_images(
     """Store one job's images and its preview grid. Images are checked and stored in parallel
     worker threads (Pillow releases the GIL), and the grid is drawn from the pictures already
     decoded, so each image is decoded once."""
-    results = await asyncio.gather(*(
-        asyncio.to_thread(_store_one_sync, data_dir, data, params, limits)
-        for data, params in outputs
-    ))
+    results = await asyncio.gather(
+        *(
+            asyncio.to_thread(_store_one_sync, data_dir, data, params, limits)
+            for data, params in outputs
+        )
+    )
     if not results:
         return [], None
     tiles = [tile for _, tile in results]
@@ -499,8 +508,11 @@ def _render_grid(tiles: Sequence[Image.Image], cols: int, rows: int, max_side: i
     )
     tw = max(1, int(cell_w * scale))
     th = max(1, int(cell_h * scale))
-    canvas = Image.new("RGBA", (cols * tw + (cols - 1) * gap, rows * th + (rows - 1) * gap),
-                       (*_GRID_BACKGROUND, 255))
+    canvas = Image.new(
+        "RGBA",
+        (cols * tw + (cols - 1) * gap, rows * th + (rows - 1) * gap),
+        (*_GRID_BACKGROUND, 255),
+    )
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     for i, tile in enumerate(tiles):
@@ -509,8 +521,10 @@ def _render_grid(tiles: Sequence[Image.Image], cols: int, rows: int, max_side: i
         # Fit inside the cell keeping the aspect ratio (mixed sizes get letterboxed).
         f = min(tw / tile.width, th / tile.height)
         size = (max(1, round(tile.width * f)), max(1, round(tile.height * f)))
-        small = tile if tile.size == size else tile.resize(
-            size, Image.Resampling.LANCZOS, reducing_gap=2.0
+        small = (
+            tile
+            if tile.size == size
+            else tile.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
         )
         px, py = x + (tw - size[0]) // 2, y + (th - size[1]) // 2
         canvas.alpha_composite(small.convert("RGBA"), (px, py))

@@ -25,9 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def imagine(
-    ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder
-) -> None:
+async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder) -> None:
     result = grammar.parse(inv.text, ctx.limits)
     if isinstance(result, grammar.HelpRequest):
         await responder.send(Reply(result.text, ephemeral=True))
@@ -39,33 +37,44 @@ async def imagine(
         if not provider.capabilities.img2img:  # before anything is stored or charged
             raise NotSupported(f"{provider.label} cannot work from an input image.")
         png = await images.normalize_input(inv.init_image, ctx.image_limits)
-        stored = await images.store_generated(ctx.settings.data_dir, png, {"source": "upload"},
-                                              ctx.image_limits)
+        stored = await images.store_generated(
+            ctx.settings.data_dir, png, {"source": "upload"}, ctx.image_limits
+        )
         init_sha, init_ext = stored.sha256, stored.path.suffix.lstrip(".")
         init_size = (stored.width, stored.height)
     job_specs = [
         specs.build_spec(
-            r, kind="imagine", provider_name=name, caps=provider.capabilities,
-            provider_label=provider.label, styles=ctx.styles, init_sha=init_sha,
-            init_ext=init_ext, init_size=init_size,
-            strength=r.strength if r.strength is not None
-            else ctx.settings.actions.refine_strength,
+            r,
+            kind="imagine",
+            provider_name=name,
+            caps=provider.capabilities,
+            provider_label=provider.label,
+            styles=ctx.styles,
+            init_sha=init_sha,
+            init_ext=init_ext,
+            init_size=init_size,
+            strength=r.strength if r.strength is not None else ctx.settings.actions.refine_strength,
         )
         for r in result.requests
     ]
     if len(job_specs) > 1:
         # The cost is told before anything runs.
-        await responder.send(Reply(
-            f"Your prompt expands to {plural(len(job_specs), 'job')} "
-            f"({plural(result.total_images, 'image')} from your quota; the cap is "
-            f"{ctx.limits.max_permutations} jobs).",
-            ephemeral=True,
-        ))
+        await responder.send(
+            Reply(
+                f"Your prompt expands to {plural(len(job_specs), 'job')} "
+                f"({plural(result.total_images, 'image')} from your quota; the cap is "
+                f"{ctx.limits.max_permutations} jobs).",
+                ephemeral=True,
+            )
+        )
     await submit(ctx, delivery, inv, responder, job_specs)
 
 
 async def submit(
-    ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder,
+    ctx: Context,
+    delivery: Delivery,
+    inv: Invocation,
+    responder: Responder,
     job_specs: Sequence[JobSpec],
 ) -> None:
     ids = await ctx.runner.submit(

@@ -89,8 +89,12 @@ class JobSpec:
     def job_request(self, actor: Actor) -> JobRequest:
         """What is stored for this job, with who pays as the platform vouched for them now."""
         return JobRequest.from_generation(
-            self.request, init_sha=self.init_sha, init_ext=self.init_ext, display=self.display,
-            payer_roles=tuple(actor.roles), payer_admin=actor.is_admin,
+            self.request,
+            init_sha=self.init_sha,
+            init_ext=self.init_ext,
+            display=self.display,
+            payer_roles=tuple(actor.roles),
+            payer_admin=actor.is_admin,
         )
 
 
@@ -165,15 +169,27 @@ class JobRunner:
             # The checks are independent reads: asked together, they cost the connection one
             # round trip instead of one each (under load, each waits for a busy event loop).
             seen, duplicates, (queued, total) = await asyncio.gather(
-                jobs.interaction_seen(tx, interaction_id) if interaction_id is not None
+                jobs.interaction_seen(tx, interaction_id)
+                if interaction_id is not None
                 else _false(),
-                asyncio.gather(*(
-                    jobs.duplicate_in_flight(
-                        tx, kind=spec.kind, parent_job_id=spec.parent_job_id,
-                        parent_index=spec.parent_index, platform=actor.platform,
-                        tenant=actor.tenant, owner_id=actor.user_id, since=now - DOUBLE_CLICK_S)
-                    for spec in specs if spec.kind in ("vary", "reroll"))),
-                jobs.queued_counts(tx, actor.platform, actor.tenant, actor.user_id))
+                asyncio.gather(
+                    *(
+                        jobs.duplicate_in_flight(
+                            tx,
+                            kind=spec.kind,
+                            parent_job_id=spec.parent_job_id,
+                            parent_index=spec.parent_index,
+                            platform=actor.platform,
+                            tenant=actor.tenant,
+                            owner_id=actor.user_id,
+                            since=now - DOUBLE_CLICK_S,
+                        )
+                        for spec in specs
+                        if spec.kind in ("vary", "reroll")
+                    )
+                ),
+                jobs.queued_counts(tx, actor.platform, actor.tenant, actor.user_id),
+            )
             if seen:
                 return []  # a replayed delivery: already accepted once
             if any(duplicates):
@@ -187,18 +203,30 @@ class JobRunner:
             if total + len(specs) > self._settings.max_queue:
                 raise QueueFull("The queue is full right now. Nothing was charged; try again soon.")
             for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True)):
-                await jobs.insert(tx, NewJob(
-                    id=job_id, platform=actor.platform, tenant=actor.tenant,
-                    channel_id=channel_id, thread_id=thread_id, owner_id=actor.user_id,
-                    owner_name=actor.display_name or actor.user_id, kind=spec.kind,
-                    parent_job_id=spec.parent_job_id, parent_index=spec.parent_index,
-                    request=spec.job_request(actor), provider=spec.provider, notice=spec.notice,
-                    interaction_id=interaction_id if i == 0 else None,
-                    # Apart by a microsecond, so one submission keeps its order everywhere.
-                    created_at=now + i * 1e-6,
-                ))
-            await self._quotas.reserve(tx, actor, [(j, s.request.n) for j, s in zip(ids, specs,
-                                                                                   strict=True)])
+                await jobs.insert(
+                    tx,
+                    NewJob(
+                        id=job_id,
+                        platform=actor.platform,
+                        tenant=actor.tenant,
+                        channel_id=channel_id,
+                        thread_id=thread_id,
+                        owner_id=actor.user_id,
+                        owner_name=actor.display_name or actor.user_id,
+                        kind=spec.kind,
+                        parent_job_id=spec.parent_job_id,
+                        parent_index=spec.parent_index,
+                        request=spec.job_request(actor),
+                        provider=spec.provider,
+                        notice=spec.notice,
+                        interaction_id=interaction_id if i == 0 else None,
+                        # Apart by a microsecond, so one submission keeps its order everywhere.
+                        created_at=now + i * 1e-6,
+                    ),
+                )
+            await self._quotas.reserve(
+                tx, actor, [(j, s.request.n) for j, s in zip(ids, specs, strict=True)]
+            )
         for job_id, spec in zip(ids, specs, strict=True):
             self._enqueue(job_id, scope, spec.provider)
         for job_id in ids:  # what the status message about to be sent shows
@@ -220,8 +248,7 @@ class JobRunner:
 
     # ---------------------------------------------------------------------- positions
     def _users(self) -> list[str]:
-        return sorted(self._queues, key=lambda u: (self._last_served.get(u, -1),
-                                                   self._arrival[u]))
+        return sorted(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
 
     def _order(self) -> list[str]:
         """The order queued jobs will start in: one per user per round, users in turn."""
@@ -249,8 +276,9 @@ class JobRunner:
     async def start(self) -> None:
         # A SIGKILL mid-write leaves a temporary file beside the image store's files; ours
         # from before this process started are garbage (nothing of this process writes yet).
-        removed = await asyncio.to_thread(images.remove_stale_temp_files, self._data_dir,
-                                          images.process_start_time())
+        removed = await asyncio.to_thread(
+            images.remove_stale_temp_files, self._data_dir, images.process_start_time()
+        )
         if removed:
             log.info("removed %d unfinished image file(s) left by an earlier run", removed)
         await self._recover()
@@ -266,8 +294,9 @@ class JobRunner:
         running = list(self._tasks)
         for task in [*self._tasks.values(), *self._publishing.values()]:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), *self._publishing.values(),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *self._tasks.values(), *self._publishing.values(), return_exceptions=True
+        )
         for job_id in running:
             try:
                 await self._storage.jobs.requeue(job_id, undo_attempt=True)
@@ -310,8 +339,10 @@ class JobRunner:
                 log.info("job %s was interrupted; retrying it", job.id)
             else:
                 await self._finish_failed(
-                    job.id, "The bot restarted while this job was running, and it had "
-                    "already been retried. Your quota was refunded.", notify=False,
+                    job.id,
+                    "The bot restarted while this job was running, and it had "
+                    "already been retried. Your quota was refunded.",
+                    notify=False,
                 )
         queued = await self._storage.jobs.active("queued")
         for job in queued:
@@ -332,8 +363,11 @@ class JobRunner:
         # Woken at every submission and every finish: with hundreds of people waiting and
         # every provider busy, sorting them all to find nobody can start was most of the
         # dispatcher's time.
-        if all(self._running_provider[p] >= self._provider_limit(p)
-               for p, n in self._queued_provider.items() if n):
+        if all(
+            self._running_provider[p] >= self._provider_limit(p)
+            for p, n in self._queued_provider.items()
+            if n
+        ):
             return None
         for user in self._users():
             queue = self._queues[user]
@@ -485,8 +519,13 @@ class JobRunner:
         except asyncio.CancelledError:
             raise  # left 'running' (or re-queued by stop()); settled at the next start
         except ProviderError as exc:
-            log.warning("job %s failed at provider %s: %s (%s)", job_id, job.provider,
-                        type(exc).__name__, exc.status)
+            log.warning(
+                "job %s failed at provider %s: %s (%s)",
+                job_id,
+                job.provider,
+                type(exc).__name__,
+                exc.status,
+            )
             await self._settle_failed(job_id, exc.user_message, release)
             alert = exc if exc.global_failure else None
         except UserError as exc:
@@ -495,15 +534,16 @@ class JobRunner:
             ref = secrets.token_hex(4)
             log.exception("job %s failed unexpectedly (ref %s)", job_id, ref)
             await self._settle_failed(
-                job_id, f"Something went wrong on our side (ref {ref}). Your quota was refunded.",
-                release)
+                job_id,
+                f"Something went wrong on our side (ref {ref}). Your quota was refunded.",
+                release,
+            )
         release()
         if alert is not None:
             await self._events.alert(job.provider, alert)
         await self._publish(JobEvent(job_id))
 
-    async def _settle_failed(self, job_id: str, message: str, release: Callable[[], None]
-                             ) -> None:
+    async def _settle_failed(self, job_id: str, message: str, release: Callable[[], None]) -> None:
         """Record the failure and refund, retrying with backoff for as long as that fails
         (disk full, a read-only database); the job's slots are given back meanwhile."""
         delay = SETTLE_RETRY_FIRST_S
@@ -512,9 +552,14 @@ class JobRunner:
                 await self._finish_failed(job_id, message, notify=False)
                 return
             except Exception as exc:
-                log.warning("could not record the failure of job %s (%s: %s); its quota is "
-                            "held until that works, next try in %.1f s", job_id,
-                            type(exc).__name__, exc, delay)
+                log.warning(
+                    "could not record the failure of job %s (%s: %s); its quota is "
+                    "held until that works, next try in %.1f s",
+                    job_id,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
             release()
             await asyncio.sleep(delay)
             delay = min(delay * 2, SETTLE_RETRY_MAX_S)
@@ -538,17 +583,25 @@ class JobRunner:
         provider = self._gated(job.provider)
         try:
             async with asyncio.timeout(self._settings.job_timeout_s):
-                result = await generate_split(provider, req, parallel=provider.capabilities
-                                              .max_concurrency, progress=on_progress)
+                result = await generate_split(
+                    provider,
+                    req,
+                    parallel=provider.capabilities.max_concurrency,
+                    progress=on_progress,
+                )
             return result, job.provider, ""
         except TimeoutError:
             error: ProviderError = ProviderUnavailable(
-                f"job exceeded {self._settings.job_timeout_s:g}s")
+                f"job exceeded {self._settings.job_timeout_s:g}s"
+            )
         except ProviderError as exc:
             error = exc
         fallback = self._providers.fallback
-        if (fallback is None or fallback == job.provider
-                or not (isinstance(error, ProviderUnavailable) or error.global_failure)):
+        if (
+            fallback is None
+            or fallback == job.provider
+            or not (isinstance(error, ProviderUnavailable) or error.global_failure)
+        ):
             raise error
         if error.global_failure:
             await self._events.alert(job.provider, error)
@@ -559,14 +612,20 @@ class JobRunner:
             raise error from None
         try:
             async with asyncio.timeout(self._settings.job_timeout_s):
-                result = await generate_split(backup, fitted.request,
-                                              parallel=backup.capabilities.max_concurrency,
-                                              progress=on_progress)
+                result = await generate_split(
+                    backup,
+                    fitted.request,
+                    parallel=backup.capabilities.max_concurrency,
+                    progress=on_progress,
+                )
         except TimeoutError:
             raise ProviderUnavailable(
-                f"fallback job exceeded {self._settings.job_timeout_s:g}s") from None
-        notice = (f"{self._providers.get(job.provider).label} was unavailable, so "
-                  f"{backup.label} made these instead.")
+                f"fallback job exceeded {self._settings.job_timeout_s:g}s"
+            ) from None
+        notice = (
+            f"{self._providers.get(job.provider).label} was unavailable, so "
+            f"{backup.label} made these instead."
+        )
         return result, fallback, notice
 
     async def _store_results(
@@ -579,16 +638,21 @@ class JobRunner:
         seedless = self._providers.get(provider).capabilities.seed_max is None
         seeds: list[int | None] = [
             img.seed if img.seed is not None else (None if seedless else job.seed + i)
-            for i, img in enumerate(kept)]
+            for i, img in enumerate(kept)
+        ]
         outputs = [
-            (img.data, {
-                "prompt": job.request.prompt,
-                "negative_prompt": job.request.negative_prompt or "",
-                **({"seed": str(seed)} if seed is not None else {}),
-                "provider": provider, "model": str(result.model or ""),
-                "job_id": job.id,
-                "parameters": _a1111_parameters(job, seed, result.model),
-            })
+            (
+                img.data,
+                {
+                    "prompt": job.request.prompt,
+                    "negative_prompt": job.request.negative_prompt or "",
+                    **({"seed": str(seed)} if seed is not None else {}),
+                    "provider": provider,
+                    "model": str(result.model or ""),
+                    "job_id": job.id,
+                    "parameters": _a1111_parameters(job, seed, result.model),
+                },
+            )
             for img, seed in zip(kept, seeds, strict=True)
         ]
         files, grid = await images.store_job_images(self._data_dir, outputs, self._limits)
@@ -600,16 +664,26 @@ class JobRunner:
                 "provider's content filter and refunded."
             )
         async with self._storage.transaction() as tx:
-            await self._storage.images.put(tx, job.id, [
-                StoredJobImage(i, f.sha256, f.path.suffix.lstrip("."), seed, f.width, f.height)
-                for i, (f, seed) in enumerate(stored, start=1)])
+            await self._storage.images.put(
+                tx,
+                job.id,
+                [
+                    StoredJobImage(i, f.sha256, f.path.suffix.lstrip("."), seed, f.width, f.height)
+                    for i, (f, seed) in enumerate(stored, start=1)
+                ],
+            )
             await self._storage.jobs.finish(
-                tx, job.id, state="done" if stored else "filtered", provider=provider,
-                model=result.model, notice=" ".join(notes),
+                tx,
+                job.id,
+                state="done" if stored else "filtered",
+                provider=provider,
+                model=result.model,
+                notice=" ".join(notes),
                 grid_sha=grid.sha256 if grid else None,
                 grid_ext=grid.path.suffix.lstrip(".") if grid else None,
-                error=None if stored else "Every image was removed by the provider's content "
-                "filter.",
+                error=None
+                if stored
+                else "Every image was removed by the provider's content filter.",
                 at=self._clock(),
             )
             await self._quotas.settle(tx, job.id, len(stored))

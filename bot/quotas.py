@@ -115,16 +115,24 @@ class Quotas:
             override = found.get(scope)
             if override is None:
                 return base
-            return Limits(base.daily if override.daily is None else override.daily,
-                          base.monthly if override.monthly is None else override.monthly)
+            return Limits(
+                base.daily if override.daily is None else override.daily,
+                base.monthly if override.monthly is None else override.monthly,
+            )
 
-        return (apply(user, Limits(daily, monthly)),
-                apply(ws, Limits(s.workspace_daily, s.workspace_monthly)))
+        return (
+            apply(user, Limits(daily, monthly)),
+            apply(ws, Limits(s.workspace_daily, s.workspace_monthly)),
+        )
 
     async def blocked_reason(self, tx: Tx, actor: Actor) -> str | None:
         return await self._storage.quota.block_reason(
-            tx, (user_scope(actor.platform, actor.tenant, actor.user_id),
-                 workspace_scope(actor.platform, actor.tenant)))
+            tx,
+            (
+                user_scope(actor.platform, actor.tenant, actor.user_id),
+                workspace_scope(actor.platform, actor.tenant),
+            ),
+        )
 
     # ------------------------------------------------------------------------ the ledger
     async def reserve(self, tx: Tx, actor: Actor, jobs: Sequence[tuple[str, int]]) -> None:
@@ -134,8 +142,7 @@ class Quotas:
         reason = await self.blocked_reason(tx, actor)
         if reason is not None:
             raise UserError(
-                "You are blocked from generating images here"
-                + (f": {reason}" if reason else ".")
+                "You are blocked from generating images here" + (f": {reason}" if reason else ".")
             )
         payer = user_scope(actor.platform, actor.tenant, actor.user_id)
         now = self._clock()
@@ -156,15 +163,17 @@ class Quotas:
                     left = max(0, limit - await self._storage.quota.used(tx, scope, win))
                     when = (
                         f"It resets at {self.next_reset():%H:%M %Z}."
-                        if win.startswith("d:") else "It resets at the start of next month."
+                        if win.startswith("d:")
+                        else "It resets at the start of next month."
                     )
                     raise QuotaExceeded(
                         f"That needs {total} image{'s' if total != 1 else ''}, but "
                         f"{who} quota has {left} of {limit} left. {when}"
                     )
                 charged.append((scope, win))
-        await self._storage.ledger.reserve(tx, jobs, payer=payer, windows=charged,
-                                           exempt=exempt, at=now)
+        await self._storage.ledger.reserve(
+            tx, jobs, payer=payer, windows=charged, exempt=exempt, at=now
+        )
 
     async def settle(self, tx: Tx, job_id: str, delivered: int) -> None:
         """Commit ``delivered`` units and refund the rest of the job's reservation. Idempotent:
@@ -174,8 +183,9 @@ class Quotas:
             return
         delivered = max(0, min(delivered, reservation.units))
         refund = reservation.units - delivered
-        if not await self._storage.ledger.settle(tx, reservation, committed=delivered,
-                                                 refunded=refund, at=self._clock()):
+        if not await self._storage.ledger.settle(
+            tx, reservation, committed=delivered, refunded=refund, at=self._clock()
+        ):
             return  # already settled
         if refund:
             for scope, win in reservation.windows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from bot.jobs import Job, StoredJobImage, image_path
 from bot.quotas import QuotaStatus
@@ -17,8 +18,11 @@ from bot.types import Button, ImageFile, Reply
 
 OFFLINE_NOTICE = "Offline preview: a procedural picture, not a diffusion model."
 _LEAD = {"imagine": "", "refine": "Refinement: ", "vary": "Variation: ", "reroll": "Reroll: "}
-_VERDICT = {"done": "done, see below", "failed": "failed, see below",
-            "filtered": "removed by the content filter"}
+_VERDICT = {
+    "done": "done, see below",
+    "failed": "failed, see below",
+    "filtered": "removed by the content filter",
+}
 
 
 def plural(n: int, word: str) -> str:
@@ -48,64 +52,94 @@ def image_file(
     data_dir: Path, sha: str, ext: str, width: int, height: int, kind: str, name: str
 ) -> ImageFile:
     return ImageFile(
-        path=image_path(data_dir, sha, ext), filename=f"{name}.{ext}", width=width,
-        height=height, kind="grid" if kind == "grid" else "image", sha256=sha,
+        path=image_path(data_dir, sha, ext),
+        filename=f"{name}.{ext}",
+        width=width,
+        height=height,
+        kind="grid" if kind == "grid" else "image",
+        sha256=sha,
     )
 
 
 def job_reply(view: JobView) -> Reply:
     job = view.job
     prompt, who, lead = job.prompt, job.owner_name, _LEAD.get(job.kind, "")
-    common = {"job_id": job.id, "parent_job_id": job.parent_job_id, "state": job.state,
-              "notice": notice(job) or None}
-    meta = {"owner": job.owner_id, "owner_name": who, "prompt": prompt,
-            "provider": job.provider, "kind": job.kind}
+    common: dict[str, Any] = {
+        "job_id": job.id,
+        "parent_job_id": job.parent_job_id,
+        "state": job.state,
+        "notice": notice(job) or None,
+    }
+    meta = {
+        "owner": job.owner_id,
+        "owner_name": who,
+        "prompt": prompt,
+        "provider": job.provider,
+        "kind": job.kind,
+    }
     if job.parent_index is not None:
         meta["parent_index"] = str(job.parent_index)
     if job.state == "queued":
         pos = view.position
-        return Reply(f"{lead}{prompt} - queued{f' #{pos} in line' if pos else ''} "
-                     f"(asked by {who})", position=pos, meta=meta, buttons=view.buttons,
-                     **common)  # type: ignore[arg-type]
+        return Reply(
+            f"{lead}{prompt} - queued{f' #{pos} in line' if pos else ''} (asked by {who})",
+            position=pos,
+            meta=meta,
+            buttons=view.buttons,
+            **common,
+        )
     if job.state == "running":
-        return Reply(f"{lead}{prompt} - generating {plural(job.n, 'image')} "
-                     f"(asked by {who})", progress=0.0, meta=meta, **common)  # type: ignore[arg-type]
+        return Reply(
+            f"{lead}{prompt} - generating {plural(job.n, 'image')} (asked by {who})",
+            progress=0.0,
+            meta=meta,
+            **common,
+        )
     if job.state == "done":
-        grid = (image_file(view.data_dir, job.grid_sha, job.grid_ext or "jpg", 0, 0, "grid",
-                           f"{job.id}-grid") if job.grid_sha else None)
+        grid = (
+            image_file(
+                view.data_dir, job.grid_sha, job.grid_ext or "jpg", 0, 0, "grid", f"{job.id}-grid"
+            )
+            if job.grid_sha
+            else None
+        )
         known = [i.seed for i in view.images if i.seed is not None]
         seeds = f"; seeds {', '.join(map(str, known))}" if len(known) == len(view.images) else ""
         text = f"{lead}{prompt} (asked by {who}{seeds})"
         if view.left:
             text += f"\n{view.left}"
-        return Reply(text, images=(grid,) if grid else (), buttons=view.buttons, meta=meta,
-                     **common)  # type: ignore[arg-type]
+        return Reply(
+            text, images=(grid,) if grid else (), buttons=view.buttons, meta=meta, **common
+        )
     text = f"{lead}{prompt} - {job.error or 'failed'}"
     if view.left:
         text += f"\n{view.left}"
-    return Reply(text, meta=meta, **common)  # type: ignore[arg-type]
+    return Reply(text, meta=meta, **common)
 
 
 def settled_status(job: Job, result: Reply) -> Reply:
     """The status message once the result is posted below it."""
-    return replace(result, text=f"{job.prompt} - {_VERDICT.get(job.state, job.state)}",
-                   images=(), buttons=())
+    return replace(
+        result, text=f"{job.prompt} - {_VERDICT.get(job.state, job.state)}", images=(), buttons=()
+    )
 
 
 def deleted_reply(job: Job) -> Reply:
     return Reply("This result was deleted.", job_id=job.id, state="deleted")
 
 
-def pick_reply(
-    job: Job, img: StoredJobImage, data_dir: Path, buttons: tuple[Button, ...]
-) -> Reply:
-    f = image_file(data_dir, img.sha256, img.ext, img.width, img.height, "image",
-                   f"{job.id}-{img.index}")
+def pick_reply(job: Job, img: StoredJobImage, data_dir: Path, buttons: tuple[Button, ...]) -> Reply:
+    f = image_file(
+        data_dir, img.sha256, img.ext, img.width, img.height, "image", f"{job.id}-{img.index}"
+    )
     return Reply(
-        f"Image {img.index} of \"{job.prompt}\" ("
+        f'Image {img.index} of "{job.prompt}" ('
         + (f"seed {img.seed}, " if img.seed is not None else "")
         + f"{img.width}x{img.height})",
-        images=(f,), buttons=buttons, parent_job_id=job.id, notice=notice(job) or None,
+        images=(f,),
+        buttons=buttons,
+        parent_job_id=job.id,
+        notice=notice(job) or None,
         meta={"owner": job.owner_id, "index": str(img.index)},
     )
 
@@ -119,11 +153,15 @@ def info_text(job: Job, imgs: Sequence[StoredJobImage], provider_label: str) -> 
     if r.prompt != job.prompt:
         lines.append(f"Prompt sent: {r.prompt}")
     if len(r.weighted_prompts) > 1:
-        lines.append("Weights: " + ", ".join(f"{w.text}::{w.weight:g}"
-                                             for w in r.weighted_prompts))
-    for name, value in (("Negative", r.negative_prompt), ("Style", r.display.style),
-                        ("Steps", r.steps), ("CFG", r.cfg), ("Sampler", r.sampler),
-                        ("Strength", r.strength)):
+        lines.append("Weights: " + ", ".join(f"{w.text}::{w.weight:g}" for w in r.weighted_prompts))
+    for name, value in (
+        ("Negative", r.negative_prompt),
+        ("Style", r.display.style),
+        ("Steps", r.steps),
+        ("CFG", r.cfg),
+        ("Sampler", r.sampler),
+        ("Strength", r.strength),
+    ):
         if value not in (None, ""):
             lines.append(f"{name}: {value}")
     lines.append(f"Size: {r.width}x{r.height}, images: {job.n}, base seed: {job.seed}")
@@ -131,8 +169,10 @@ def info_text(job: Job, imgs: Sequence[StoredJobImage], provider_label: str) -> 
         lines.append("Seeds: " + ", ".join(f"{i.index}={i.seed}" for i in imgs))
     lines.append(f"Provider: {provider_label}" + (f", model {job.model}" if job.model else ""))
     if job.parent_job_id:
-        lines.append(f"Parent: job {job.parent_job_id}"
-                     + (f" image {job.parent_index}" if job.parent_index else ""))
+        lines.append(
+            f"Parent: job {job.parent_job_id}"
+            + (f" image {job.parent_index}" if job.parent_index else "")
+        )
     if job.notice:
         lines.append(f"Notes: {job.notice}")
     return "\n".join(lines)
@@ -142,7 +182,8 @@ def quota_text(st: QuotaStatus, now: float) -> str:
     """The ``/imagine quota`` reply."""
     if st.blocked is not None:
         return "You are blocked from generating images here" + (
-            f": {st.blocked}" if st.blocked else ".")
+            f": {st.blocked}" if st.blocked else "."
+        )
     if st.exempt:
         return "You are an admin: your images are not counted against a quota."
     parts = []
@@ -167,6 +208,16 @@ def left_text(owner_name: str, st: QuotaStatus) -> str:
 
 
 __all__ = [
-    "OFFLINE_NOTICE", "JobView", "deleted_reply", "image_file", "info_text", "job_reply",
-    "left_text", "notice", "pick_reply", "plural", "quota_text", "settled_status",
+    "OFFLINE_NOTICE",
+    "JobView",
+    "deleted_reply",
+    "image_file",
+    "info_text",
+    "job_reply",
+    "left_text",
+    "notice",
+    "pick_reply",
+    "plural",
+    "quota_text",
+    "settled_status",
 ]

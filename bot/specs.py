@@ -48,30 +48,49 @@ def build_spec(
         prompt = styles.apply(applied, prompt, avatar=parsed.avatar)
         weighted = tuple(
             WeightedPrompt(styles.apply(applied, w.text, avatar=parsed.avatar), w.weight)
-            if w.weight > 0 else w
+            if w.weight > 0
+            else w
             for w in weighted
         )
     seed_max = caps.seed_max or 4294967295
     chosen_seed = seed if seed is not None else parsed.seed
     if chosen_seed is None:
         chosen_seed = secrets.randbelow(seed_max + 1)
-    width, height = init_size if init_size and not parsed.size_explicit else (
-        parsed.width, parsed.height)
+    width, height = (
+        init_size if init_size and not parsed.size_explicit else (parsed.width, parsed.height)
+    )
     req = GenerationRequest(
-        prompt=prompt, negative_prompt=parsed.negative_prompt, weighted_prompts=weighted,
-        n=n if n is not None else parsed.n, width=width, height=height, seed=chosen_seed,
-        steps=parsed.steps, cfg=parsed.cfg, sampler=parsed.sampler,
-        style=parsed.style if native else None, model=parsed.model,
+        prompt=prompt,
+        negative_prompt=parsed.negative_prompt,
+        weighted_prompts=weighted,
+        n=n if n is not None else parsed.n,
+        width=width,
+        height=height,
+        seed=chosen_seed,
+        steps=parsed.steps,
+        cfg=parsed.cfg,
+        sampler=parsed.sampler,
+        style=parsed.style if native else None,
+        model=parsed.model,
         strength=strength if init_sha else None,
         init_image=b"" if init_sha else None,  # the real bytes are loaded by the runner
     )
     fitted = fit_request(req, caps, provider_label)
     return JobSpec(
-        kind=kind, request=replace(fitted.request, init_image=None), provider=provider_name,
-        init_sha=init_sha, init_ext=init_ext, parent_job_id=parent[0] if parent else None,
-        parent_index=parent[1] if parent else None, notice=" ".join(fitted.notes),
-        display=Display(prompt=parsed.prompt, style=parsed.style or "",
-                        avatar=parsed.avatar, weighted=parsed.weighted_prompts),
+        kind=kind,
+        request=replace(fitted.request, init_image=None),
+        provider=provider_name,
+        init_sha=init_sha,
+        init_ext=init_ext,
+        parent_job_id=parent[0] if parent else None,
+        parent_index=parent[1] if parent else None,
+        notice=" ".join(fitted.notes),
+        display=Display(
+            prompt=parsed.prompt,
+            style=parsed.style or "",
+            avatar=parsed.avatar,
+            weighted=parsed.weighted_prompts,
+        ),
     )
 
 
@@ -85,14 +104,25 @@ def reparse(job: Job) -> grammar.ImagineRequest:
     if r.display.weighted:  # the user's own parts; build_spec re-applies the style
         weighted = r.display.weighted
     elif style or avatar:  # older jobs: re-apply from the user's own words
-        weighted = tuple(w if w.weight <= 0 else WeightedPrompt(display, w.weight)
-                         for w in weighted[:1]) + tuple(w for w in weighted[1:]
-                                                       if w.weight <= 0)
+        weighted = tuple(
+            w if w.weight <= 0 else WeightedPrompt(display, w.weight) for w in weighted[:1]
+        ) + tuple(w for w in weighted[1:] if w.weight <= 0)
     return grammar.ImagineRequest(
-        prompt=display, weighted_prompts=weighted, negative_prompt=r.negative_prompt,
-        n=job.n, width=r.width, height=r.height, size_explicit=True,
-        seed=None, steps=r.steps, cfg=r.cfg, sampler=r.sampler, model=r.model,
-        style=style, strength=r.strength, avatar=avatar,
+        prompt=display,
+        weighted_prompts=weighted,
+        negative_prompt=r.negative_prompt,
+        n=job.n,
+        width=r.width,
+        height=r.height,
+        size_explicit=True,
+        seed=None,
+        steps=r.steps,
+        cfg=r.cfg,
+        sampler=r.sampler,
+        model=r.model,
+        style=style,
+        strength=r.strength,
+        avatar=avatar,
     )
 
 

@@ -105,11 +105,14 @@ def _check_entry(name: object, template: object) -> tuple[str, str]:
     if not isinstance(template, str):
         raise ConfigError(f"{key}: the template must be a string containing {PLACEHOLDER}.")
     if PLACEHOLDER not in template:
-        raise ConfigError(f"{key}: the template must contain {PLACEHOLDER}, e.g. "
-                          f"\"{PLACEHOLDER}, watercolor painting\".")
+        raise ConfigError(
+            f"{key}: the template must contain {PLACEHOLDER}, e.g. "
+            f'"{PLACEHOLDER}, watercolor painting".'
+        )
     if len(template) > MAX_TEMPLATE_CHARS:
-        raise ConfigError(f"{key}: the template is {len(template)} characters; the limit is "
-                          f"{MAX_TEMPLATE_CHARS}.")
+        raise ConfigError(
+            f"{key}: the template is {len(template)} characters; the limit is {MAX_TEMPLATE_CHARS}."
+        )
     return name, template
 
 

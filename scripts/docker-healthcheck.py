@@ -59,9 +59,9 @@ def _bot_args(argv: Sequence[str]) -> list[str] | None:
     """The arguments after the program, if ``argv`` is an imagine-bot command line."""
     for i, arg in enumerate(argv):
         if Path(arg).name == "imagine-bot":
-            return list(argv[i + 1:])
+            return list(argv[i + 1 :])
         if arg == "-m" and i + 1 < len(argv) and argv[i + 1] in ("bot", "bot.cli"):
-            return list(argv[i + 2:])
+            return list(argv[i + 2 :])
     return None
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures. A core test reads like a conversation:
 
-    reply = await chat.say("alice", "/imagine a red fox --n 4")
-    assert len(reply.buttons) == ...
+reply = await chat.say("alice", "/imagine a red fox --n 4")
+assert len(reply.buttons) == ...
 """
 
 from __future__ import annotations
@@ -64,27 +64,58 @@ class Chat:
         self.channel = Channel()
         app.handler.register_poster(platform, self.channel)
 
-    def actor(self, user: str, *, admin: bool = False, roles: tuple[str, ...] = (),
-              tenant: str | None = None) -> Actor:
+    def actor(
+        self,
+        user: str,
+        *,
+        admin: bool = False,
+        roles: tuple[str, ...] = (),
+        tenant: str | None = None,
+    ) -> Actor:
         return Actor(self.platform, tenant or self.tenant, user, user.title(), roles, admin)
 
-    async def say(self, user: str, line: str, *, channel: str = "general", admin: bool = False,
-                  roles: tuple[str, ...] = (), tenant: str | None = None,
-                  init_image: bytes | None = None,
-                  interaction_id: str | None = None) -> list[Reply]:
+    async def say(
+        self,
+        user: str,
+        line: str,
+        *,
+        channel: str = "general",
+        admin: bool = False,
+        roles: tuple[str, ...] = (),
+        tenant: str | None = None,
+        init_image: bytes | None = None,
+        interaction_id: str | None = None,
+    ) -> list[Reply]:
         command, _, rest = line.partition(" ")
-        inv = Invocation(self.actor(user, admin=admin, roles=roles, tenant=tenant), channel,
-                         command=command.lstrip("/"), text=rest, init_image=init_image,
-                         interaction_id=interaction_id)
+        inv = Invocation(
+            self.actor(user, admin=admin, roles=roles, tenant=tenant),
+            channel,
+            command=command.lstrip("/"),
+            text=rest,
+            init_image=init_image,
+            interaction_id=interaction_id,
+        )
         out = Responses()
         await self.app.handler.handle(inv, out)
         return out.sent
 
-    async def click(self, user: str, action: str, *, channel: str = "general",
-                    fields: Mapping[str, str] | None = None, admin: bool = False,
-                    tenant: str | None = None) -> list[Reply]:
-        inv = Invocation(self.actor(user, admin=admin, tenant=tenant), channel,
-                         command="action", action=action, fields=dict(fields or {}))
+    async def click(
+        self,
+        user: str,
+        action: str,
+        *,
+        channel: str = "general",
+        fields: Mapping[str, str] | None = None,
+        admin: bool = False,
+        tenant: str | None = None,
+    ) -> list[Reply]:
+        inv = Invocation(
+            self.actor(user, admin=admin, tenant=tenant),
+            channel,
+            command="action",
+            action=action,
+            fields=dict(fields or {}),
+        )
         out = Responses()
         await self.app.handler.handle(inv, out)
         return out.sent
@@ -100,8 +131,9 @@ class Chat:
         raise AssertionError(f"no result posted for {job_id}")
 
 
-def make_settings(tmp_path: Path, overrides: Mapping[str, Any] | None = None,
-                  env: Mapping[str, str] | None = None) -> Any:
+def make_settings(
+    tmp_path: Path, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Any:
     base: dict[str, Any] = {"bot": {"data_dir": str(tmp_path / "data")}}
     for key, value in (overrides or {}).items():
         base[key] = {**base.get(key, {}), **value}
@@ -109,8 +141,9 @@ def make_settings(tmp_path: Path, overrides: Mapping[str, Any] | None = None,
 
 
 @asynccontextmanager
-async def open_chat(tmp_path: Path, overrides: Mapping[str, Any] | None = None,
-                    env: Mapping[str, str] | None = None) -> AsyncIterator[Chat]:
+async def open_chat(
+    tmp_path: Path, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Chat]:
     async with App.open(make_settings(tmp_path, overrides, env)) as app:
         yield Chat(app)
 

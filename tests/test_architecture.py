@@ -44,7 +44,8 @@ def test_adapters_import_only_the_contract_from_bot() -> None:
             if (name == "bot" or name.startswith("bot.")) and name not in CONTRACT:
                 found.append(f"{path.relative_to(REPO)} imports {name}")
     assert not found, "adapters may import only bot.core, bot.types and bot.errors:\n" + "\n".join(
-        found)
+        found
+    )
 
 
 def test_every_adapter_package_is_registered_with_one_descriptor() -> None:
@@ -69,8 +70,14 @@ def test_the_registry_loads_without_any_platform_library() -> None:
         "    spec = importlib.import_module(m).ADAPTER\n"
         "    print(spec.name, spec.enabled(settings))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["web", "True", "discord", "False", "slack", "False"]
 
@@ -78,7 +85,9 @@ def test_the_registry_loads_without_any_platform_library() -> None:
 def test_no_blocking_calls_in_async_code() -> None:
     pattern = re.compile(
         r"\btime\.sleep\(|^\s*import requests|\brequests\.(get|post|put|delete)\(|"
-        r"\burllib\.request", re.M)
+        r"\burllib\.request",
+        re.M,
+    )
     for folder in ("bot", "adapters"):
         for path in (REPO / folder).rglob("*.py"):
             assert not pattern.search(path.read_text()), path
@@ -89,3 +98,38 @@ def test_every_write_transaction_begins_immediate() -> None:
         for line in path.read_text().splitlines():
             if re.search(r"[\"']BEGIN(\s+DEFERRED)?[\"']", line):
                 raise AssertionError(f"bare BEGIN in {path}: {line.strip()}")
+
+
+def test_ruff_format_and_lint_are_clean() -> None:
+    for args in (["format", "--check", "."], ["check", "."]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict_covers_bot_and_adapters() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sql_lives_only_in_the_storage_package() -> None:
+    sql = re.compile(r"[\"'](SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b")
+    allowed = REPO / "bot" / "storage"
+    for folder in ("bot", "adapters"):
+        for path in (REPO / folder).rglob("*.py"):
+            if allowed in path.parents:
+                continue
+            assert not sql.search(path.read_text()), path

@@ -30,25 +30,43 @@ SENTINEL = "sk-SENTINEL-abcdef123456"
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))
+    }
     base["PYTHONPATH"] = str(REPO)
     base.update(extra or {})
     return base
 
 
-def run(tmp_path: Path, *args: str,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = clean_env(env)
-    return subprocess.run([sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"),
-                           *args], cwd=tmp_path, env=base, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), *args],
+        cwd=tmp_path,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_generate_writes_images_and_prints_json(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = run(tmp_path, "generate", "a lighthouse at dusk --n 2 --seed 7 --ar 3:2",
-               "--out", str(out), "--json", "--user", "dana")
+    proc = run(
+        tmp_path,
+        "generate",
+        "a lighthouse at dusk --n 2 --seed 7 --ar 3:2",
+        "--out",
+        str(out),
+        "--json",
+        "--user",
+        "dana",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     [job] = data["jobs"]
@@ -84,8 +102,11 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
 
 
 def test_doctor_checks_everything_and_never_prints_a_secret(tmp_path: Path) -> None:
-    proc = run(tmp_path, "doctor", env={"STABILITY_API_KEY": SENTINEL,
-                                        "IMAGINE_PROVIDERS__DEFAULT": '"offline"'})
+    proc = run(
+        tmp_path,
+        "doctor",
+        env={"STABILITY_API_KEY": SENTINEL, "IMAGINE_PROVIDERS__DEFAULT": '"offline"'},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[ok] database ok" in proc.stdout
     assert "[ok] provider offline" in proc.stdout
@@ -95,25 +116,43 @@ def test_doctor_checks_everything_and_never_prints_a_secret(tmp_path: Path) -> N
 
 async def test_doctor_shows_the_stability_balance_and_engines(tmp_path: Path) -> None:
     async with StabilityFake(api_key=SENTINEL) as fake:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))}
-        env.update({"PYTHONPATH": str(REPO), "STABILITY_API_KEY": SENTINEL,
-                    "STABILITY_API_BASE_URL": fake.base_url})
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("IMAGINE_") and not k.endswith(("_API_KEY", "_TOKEN"))
+        }
+        env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "STABILITY_API_KEY": SENTINEL,
+                "STABILITY_API_BASE_URL": fake.base_url,
+            }
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "doctor",
-            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "doctor",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     text = out.decode() + err.decode()
     assert proc.returncode == 0, text
     assert "[ok] provider stability" in text and "balance=" in text and "credits" in text
-    assert "engines=stable-diffusion" in text
+    # core is a v2beta model: doctor no longer depends on the legacy v1 engines list.
+    assert "model=core" in text and "engines=" not in text
     assert SENTINEL not in text
 
 
 def test_log_lines_never_carry_a_secret() -> None:
-    record = logging.LogRecord("x", logging.ERROR, __file__, 1,
-                               "calling with %s and %s", (SENTINEL, "ok"), None)
+    record = logging.LogRecord(
+        "x", logging.ERROR, __file__, 1, "calling with %s and %s", (SENTINEL, "ok"), None
+    )
     assert RedactSecrets({"STABILITY_API_KEY": SENTINEL}).filter(record)
     assert record.getMessage() == "calling with *** and ok"
     try:
@@ -125,7 +164,8 @@ def test_log_lines_never_carry_a_secret() -> None:
 
 
 def test_serve_refuses_an_exposed_address_without_a_token_before_touching_data(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     proc = run(tmp_path, "serve", "--host", "0.0.0.0", "--port", "1")
     assert proc.returncode == 2 and "WEB_ACCESS_TOKEN" in proc.stderr
     assert not (tmp_path / "data").exists()
@@ -168,9 +208,18 @@ class Served:
 async def serving(tmp_path: Path, env: dict[str, str], *args: str) -> AsyncIterator[Served]:
     """``serve`` in a subprocess; stopped with SIGTERM, as a container runtime stops it."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "serve", *args,
-        cwd=tmp_path, env=clean_env(env), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bot",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "serve",
+        *args,
+        cwd=tmp_path,
+        env=clean_env(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     served = Served(proc)
     try:
         yield served
@@ -185,9 +234,13 @@ async def serving(tmp_path: Path, env: dict[str, str], *args: str) -> AsyncItera
 async def test_serve_runs_discord_alone_and_never_binds_the_web_port(tmp_path: Path) -> None:
     web_port = free_port()
     async with DiscordFake() as fake:
-        env = {"IMAGINE_WEB__ENABLED": "false", "IMAGINE_WEB__PORT": str(web_port),
-               "DISCORD_TOKEN": DISCORD_TOKEN, "DISCORD_API_BASE_URL": fake.base_url,
-               "DISCORD_GATEWAY_URL": fake.gateway_url}
+        env = {
+            "IMAGINE_WEB__ENABLED": "false",
+            "IMAGINE_WEB__PORT": str(web_port),
+            "DISCORD_TOKEN": DISCORD_TOKEN,
+            "DISCORD_API_BASE_URL": fake.base_url,
+            "DISCORD_GATEWAY_URL": fake.gateway_url,
+        }
         async with serving(tmp_path, env) as served:
             line = await served.until(lambda line: line.startswith("discord:"))
             assert "connected" in line
@@ -226,8 +279,7 @@ def test_version_comes_from_the_package_metadata(tmp_path: Path) -> None:
     assert proc.stdout.strip() == f"imagine-bot {version}"
 
 
-async def test_serve_says_which_provider_which_adapters_and_where_to_open(
-        tmp_path: Path) -> None:
+async def test_serve_says_which_provider_which_adapters_and_where_to_open(tmp_path: Path) -> None:
     port = free_port()
     async with serving(tmp_path, {"IMAGINE_WEB__PORT": str(port)}) as served:
         provider = await served.until(lambda line: line.startswith("provider"))
@@ -241,9 +293,13 @@ async def test_serve_with_a_token_shows_where_it_goes_never_the_token(tmp_path: 
     port = free_port()
     token = "web-SENTINEL-0123456789"
     async with StabilityFake(api_key=SENTINEL) as fake:
-        env = {"IMAGINE_WEB__PORT": str(port), "IMAGINE_WEB__HOST": '"0.0.0.0"',
-               "WEB_ACCESS_TOKEN": token, "STABILITY_API_KEY": SENTINEL,
-               "STABILITY_API_BASE_URL": fake.base_url}
+        env = {
+            "IMAGINE_WEB__PORT": str(port),
+            "IMAGINE_WEB__HOST": '"0.0.0.0"',
+            "WEB_ACCESS_TOKEN": token,
+            "STABILITY_API_KEY": SENTINEL,
+            "STABILITY_API_BASE_URL": fake.base_url,
+        }
         async with serving(tmp_path, env) as served:
             provider = await served.until(lambda line: line.startswith("provider"))
             web = await served.until(lambda line: line.startswith("web:"))
@@ -254,8 +310,12 @@ async def test_serve_with_a_token_shows_where_it_goes_never_the_token(tmp_path: 
 
 
 def test_quota_says_whose_and_on_which_platform(tmp_path: Path) -> None:
-    assert run(tmp_path, "generate", "a fox --n 2", "--user", "dana",
-               "--out", str(tmp_path / "o")).returncode == 0
+    assert (
+        run(
+            tmp_path, "generate", "a fox --n 2", "--user", "dana", "--out", str(tmp_path / "o")
+        ).returncode
+        == 0
+    )
     mine = run(tmp_path, "quota", "--user", "dana")
     assert mine.returncode == 0
     assert mine.stdout.startswith("Quota of dana on the command line: ")
@@ -266,17 +326,22 @@ def test_quota_says_whose_and_on_which_platform(tmp_path: Path) -> None:
     assert "50 of 50" in web.stdout
     slack = run(tmp_path, "quota", "--user", "U0123", "--platform", "slack:T123")
     assert slack.stdout.startswith("Quota of U0123 on Slack workspace T123: ")
-    discord = run(tmp_path, "quota", "--user", "80351110224678912", "--platform",
-                  "discord:G123")
+    discord = run(tmp_path, "quota", "--user", "80351110224678912", "--platform", "discord:G123")
     assert discord.stdout.startswith("Quota of 80351110224678912 on Discord server G123: ")
 
 
-@pytest.mark.parametrize(("platform", "fragment"), [
-    ("slack", "slack:ID"), ("discord", "discord:ID"), ("teams:T1", "unknown --platform"),
-    ("web:x", "write just web"),
-])
-def test_quota_with_a_bad_platform_is_one_line(tmp_path: Path, platform: str,
-                                               fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("platform", "fragment"),
+    [
+        ("slack", "slack:ID"),
+        ("discord", "discord:ID"),
+        ("teams:T1", "unknown --platform"),
+        ("web:x", "write just web"),
+    ],
+)
+def test_quota_with_a_bad_platform_is_one_line(
+    tmp_path: Path, platform: str, fragment: str
+) -> None:
     proc = run(tmp_path, "quota", "--user", "U1", "--platform", platform)
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
@@ -291,8 +356,11 @@ def one_error(proc: subprocess.CompletedProcess[str], code: int, kind: str) -> s
     lines = [x for x in proc.stderr.splitlines() if x.startswith("imagine-bot: ")]
     assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0]), proc.stderr
     error = json.loads(proc.stdout)["error"]
-    assert error == {"kind": kind, "message": lines[0].removeprefix("imagine-bot: "),
-                     "exit_code": code}
+    assert error == {
+        "kind": kind,
+        "message": lines[0].removeprefix("imagine-bot: "),
+        "exit_code": code,
+    }
     return lines[0]
 
 
@@ -323,9 +391,23 @@ def test_a_refused_prompt_is_a_json_error_too(tmp_path: Path) -> None:
 def test_a_data_dir_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     proc = subprocess.run(
-        [sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "afile" / "data"),
-         "generate", "a fox", "--json"],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(tmp_path / "afile" / "data"),
+            "generate",
+            "a fox",
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert "cannot create the data dir" in one_error(proc, 73, "data_dir")
 
 
@@ -333,11 +415,13 @@ def test_a_data_dir_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
 def read_only(path: Path) -> Iterator[list[str]]:
     """A command prefix under which ``path`` cannot be written, even by root: a private
     read-only bind mount (a `:ro` volume) where user namespaces allow one, else chmod."""
-    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False) \
-        if shutil.which("unshare") else None
+    probe = (
+        subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False)
+        if shutil.which("unshare")
+        else None
+    )
     if probe is not None and probe.returncode == 0:
-        yield ["unshare", "-rm", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"',
-               str(path)]
+        yield ["unshare", "-rm", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(path)]
         return
     if os.geteuid() == 0:
         pytest.skip("root ignores file modes and no user namespace is available")
@@ -352,7 +436,13 @@ def read_only(path: Path) -> Iterator[list[str]]:
 def run_under(prefix: list[str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*prefix, sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), *args],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120, check=False)
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_an_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
@@ -372,9 +462,23 @@ def test_a_read_only_database_is_one_line(tmp_path: Path) -> None:
 
 def test_a_closed_pipe_is_one_line_and_exit_141(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "generate",
-         "a fox --n 1", "--json", "--out", str(tmp_path / "o")],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "generate",
+            "a fox --n 1",
+            "--json",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the reader is gone before anything is written
     err = proc.stderr.read().decode()
@@ -385,10 +489,16 @@ def test_a_closed_pipe_is_one_line_and_exit_141(tmp_path: Path) -> None:
 
 
 def test_generate_json_into_head_shows_no_traceback(tmp_path: Path) -> None:
-    command = (f"{sys.executable} -m bot --data-dir data generate 'a fox --n 1' --json "
-               "| head -c 10")
-    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120, check=False)
+    command = f"{sys.executable} -m bot --data-dir data generate 'a fox --n 1' --json | head -c 10"
+    proc = subprocess.run(
+        ["bash", "-c", command],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert len(proc.stdout) == 10
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
@@ -399,5 +509,10 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         proc = run(tmp_path, "serve", "--port", str(taken.getsockname()[1]))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.rstrip().splitlines()[-1].startswith(
-        "imagine-bot: configuration error: The web playground cannot listen on 127.0.0.1:")
+    assert (
+        proc.stderr.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "imagine-bot: configuration error: The web playground cannot listen on 127.0.0.1:"
+        )
+    )

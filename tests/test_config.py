@@ -34,12 +34,12 @@ def test_every_setting_in_default_toml_is_commented() -> None:
     ("toml", "message"),
     [
         ("[quota]\nuser_daly = 5\n", "Unknown setting quota.user_daly"),
-        ("[quota]\nuser_daily = \"ten\"\n", "quota.user_daily must be a whole number"),
-        ("[quota]\ntimezone = \"Mars/Olympus\"\n", "quota.timezone"),
+        ('[quota]\nuser_daily = "ten"\n', "quota.user_daily must be a whole number"),
+        ('[quota]\ntimezone = "Mars/Olympus"\n', "quota.timezone"),
         ("[grammar]\nmax_images = 50\n", "grammar.max_images"),
         ("[web]\nport = 70000\n", "web.port"),
         ("[nonsense]\nx = 1\n", "Unknown config section [nonsense]"),
-        ("[bot]\nadmins = [\"alice\"]\n", "bot.admins"),
+        ('[bot]\nadmins = ["alice"]\n', "bot.admins"),
         ("not toml at all [", "not valid TOML"),
     ],
 )
@@ -51,10 +51,15 @@ def test_bad_settings_name_the_key(tmp_path: Path, toml: str, message: str) -> N
 
 
 def test_env_overrides_and_types(tmp_path: Path) -> None:
-    s = load_settings(None, env={"IMAGINE_QUOTA__USER_DAILY": "7",
-                                 "IMAGINE_BOT__DATA_DIR": "/srv/imagine data",
-                                 "IMAGINE_WEB__CHANNELS": '["a", "b"]',
-                                 "IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "25"})
+    s = load_settings(
+        None,
+        env={
+            "IMAGINE_QUOTA__USER_DAILY": "7",
+            "IMAGINE_BOT__DATA_DIR": "/srv/imagine data",
+            "IMAGINE_WEB__CHANNELS": '["a", "b"]',
+            "IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "25",
+        },
+    )
     assert s.quota.user_daily == 7
     assert s.data_dir == Path("/srv/imagine data")
     assert s.web.channels == ("a", "b")
@@ -62,8 +67,10 @@ def test_env_overrides_and_types(tmp_path: Path) -> None:
 
 
 def test_secrets_never_appear_in_repr() -> None:
-    s = load_settings(None, env={"STABILITY_API_KEY": "sk-SENTINEL-123456",
-                                 "WEB_ACCESS_TOKEN": "tok-SENTINEL-654321"})
+    s = load_settings(
+        None,
+        env={"STABILITY_API_KEY": "sk-SENTINEL-123456", "WEB_ACCESS_TOKEN": "tok-SENTINEL-654321"},
+    )
     assert s.web.access_token == "tok-SENTINEL-654321"
     assert s.secret("STABILITY_API_KEY") == "sk-SENTINEL-123456"
     text = repr(s) + str(s) + repr(s.web)
@@ -106,8 +113,9 @@ def test_a_file_setting_overridden_by_the_env_blames_the_env(tmp_path: Path) -> 
     path = tmp_path / "imagine.toml"
     path.write_text("[web]\nport = 9000\n")
     message = _error(path, env={"IMAGINE_WEB__PORT": "70000"})
-    assert message == ("Setting web.port must be 1..65535 "
-                       "(from the environment variable IMAGINE_WEB__PORT).")
+    assert message == (
+        "Setting web.port must be 1..65535 (from the environment variable IMAGINE_WEB__PORT)."
+    )
     path.write_text("[web]\nport = 70000\n")
     assert f"(in {path}: [web] port)" in _error(path)
 
@@ -115,35 +123,51 @@ def test_a_file_setting_overridden_by_the_env_blames_the_env(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("env", "start"),
     [
-        ({"IMAGINE_QUTOA__USER_DAILY": "5"},
-         "Unknown config section [qutoa] (from the environment variable "
-         "IMAGINE_QUTOA__USER_DAILY). Did you mean [quota] (IMAGINE_QUOTA__USER_DAILY)? "
-         "Known sections: actions, bot,"),
-        ({"IMAGINE_PROVIDERS__STABILTY__MODEL": "core"},
-         "Unknown config section [providers.stabilty] (from the environment variable "
-         "IMAGINE_PROVIDERS__STABILTY__MODEL). Did you mean [providers.stability] "
-         "(IMAGINE_PROVIDERS__STABILITY__MODEL)? Known providers: automatic1111,"),
-        ({"IMAGINE_PROVIDERS__STABILITY__MODLE": "core"},
-         "Unknown setting providers.stability.modle (from the environment variable "
-         "IMAGINE_PROVIDERS__STABILITY__MODLE). Did you mean providers.stability.model "
-         "(IMAGINE_PROVIDERS__STABILITY__MODEL)? Known keys in [providers.stability]:"),
-        ({"IMAGINE_PROVIDERS__OFFLINE__LATENCY": "5"},
-         "Unknown setting providers.offline.latency (from the environment variable "
-         "IMAGINE_PROVIDERS__OFFLINE__LATENCY). Did you mean providers.offline.latency_ms "
-         "(IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS)? Known keys in [providers.offline]: "
-         "concurrency, latency_ms, max_n_per_call."),
-        ({"IMAGINE_PROVIDERS__DEFUALT": "offline"},
-         "Unknown setting providers.defualt (from the environment variable "
-         "IMAGINE_PROVIDERS__DEFUALT). Did you mean providers.default "
-         "(IMAGINE_PROVIDERS__DEFAULT)?"),
-        ({"IMAGINE_QUOTA__USER_DAILY": "ten"},
-         "Setting quota.user_daily must be a whole number (got 'ten', from the environment "
-         "variable IMAGINE_QUOTA__USER_DAILY)."),
-        ({"IMAGINE_ZZZ__Y": "1"},
-         "Unknown config section [zzz] (from the environment variable IMAGINE_ZZZ__Y). "
-         "Known sections:"),
-        ({"IMAGINE_QUOTA____USER_DAILY": "1"},
-         "Environment variable IMAGINE_QUOTA____USER_DAILY is not IMAGINE_<SECTION>__<KEY>"),
+        (
+            {"IMAGINE_QUTOA__USER_DAILY": "5"},
+            "Unknown config section [qutoa] (from the environment variable "
+            "IMAGINE_QUTOA__USER_DAILY). Did you mean [quota] (IMAGINE_QUOTA__USER_DAILY)? "
+            "Known sections: actions, bot,",
+        ),
+        (
+            {"IMAGINE_PROVIDERS__STABILTY__MODEL": "core"},
+            "Unknown config section [providers.stabilty] (from the environment variable "
+            "IMAGINE_PROVIDERS__STABILTY__MODEL). Did you mean [providers.stability] "
+            "(IMAGINE_PROVIDERS__STABILITY__MODEL)? Known providers: automatic1111,",
+        ),
+        (
+            {"IMAGINE_PROVIDERS__STABILITY__MODLE": "core"},
+            "Unknown setting providers.stability.modle (from the environment variable "
+            "IMAGINE_PROVIDERS__STABILITY__MODLE). Did you mean providers.stability.model "
+            "(IMAGINE_PROVIDERS__STABILITY__MODEL)? Known keys in [providers.stability]:",
+        ),
+        (
+            {"IMAGINE_PROVIDERS__OFFLINE__LATENCY": "5"},
+            "Unknown setting providers.offline.latency (from the environment variable "
+            "IMAGINE_PROVIDERS__OFFLINE__LATENCY). Did you mean providers.offline.latency_ms "
+            "(IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS)? Known keys in [providers.offline]: "
+            "concurrency, latency_ms, max_n_per_call.",
+        ),
+        (
+            {"IMAGINE_PROVIDERS__DEFUALT": "offline"},
+            "Unknown setting providers.defualt (from the environment variable "
+            "IMAGINE_PROVIDERS__DEFUALT). Did you mean providers.default "
+            "(IMAGINE_PROVIDERS__DEFAULT)?",
+        ),
+        (
+            {"IMAGINE_QUOTA__USER_DAILY": "ten"},
+            "Setting quota.user_daily must be a whole number (got 'ten', from the environment "
+            "variable IMAGINE_QUOTA__USER_DAILY).",
+        ),
+        (
+            {"IMAGINE_ZZZ__Y": "1"},
+            "Unknown config section [zzz] (from the environment variable IMAGINE_ZZZ__Y). "
+            "Known sections:",
+        ),
+        (
+            {"IMAGINE_QUOTA____USER_DAILY": "1"},
+            "Environment variable IMAGINE_QUOTA____USER_DAILY is not IMAGINE_<SECTION>__<KEY>",
+        ),
     ],
 )
 def test_env_mistakes_name_the_variable(env: dict[str, str], start: str) -> None:
@@ -154,25 +178,39 @@ def test_env_mistakes_name_the_variable(env: dict[str, str], start: str) -> None
 @pytest.mark.parametrize(
     ("toml", "start"),
     [
-        ("[qutoa]\nuser_daily = 5\n",
-         "Unknown config section [qutoa] (in {path}: [qutoa] user_daily). Did you mean [quota]?"),
-        ("[nonsense]\n", "Unknown config section [nonsense] (in {path}: top-level nonsense). "
-                         "Known sections:"),
-        ("[providers.comfyu]\nworkflow = \"w.json\"\n",
-         "Unknown config section [providers.comfyu] (in {path}: [providers.comfyu] workflow). "
-         "Did you mean [providers.comfyui]?"),
-        ("[providers.stability]\nmodle = \"core\"\n",
-         "Unknown setting providers.stability.modle (in {path}: [providers.stability] modle). "
-         "Did you mean providers.stability.model? Known keys in [providers.stability]: "
-         "accept_json, base_url, breaker_reset_s,"),
-        ("[providers.openai]\ntimeout = 5\n",
-         "Unknown setting providers.openai.timeout (in {path}: [providers.openai] timeout). "
-         "Did you mean providers.openai.timeout_s?"),
-        ("[providers]\nstability = 1\n",
-         "Setting providers.stability must be a table (in {path}: [providers] stability)."),
-        ("[grammar]\nmax_imagse = 4\n[quota]\nuser_daily = 1\n",
-         "Unknown setting grammar.max_imagse (in {path}: [grammar] max_imagse). "
-         "Did you mean grammar.max_images?"),
+        (
+            "[qutoa]\nuser_daily = 5\n",
+            "Unknown config section [qutoa] (in {path}: [qutoa] user_daily). Did you mean [quota]?",
+        ),
+        (
+            "[nonsense]\n",
+            "Unknown config section [nonsense] (in {path}: top-level nonsense). Known sections:",
+        ),
+        (
+            '[providers.comfyu]\nworkflow = "w.json"\n',
+            "Unknown config section [providers.comfyu] (in {path}: [providers.comfyu] workflow). "
+            "Did you mean [providers.comfyui]?",
+        ),
+        (
+            '[providers.stability]\nmodle = "core"\n',
+            "Unknown setting providers.stability.modle (in {path}: [providers.stability] modle). "
+            "Did you mean providers.stability.model? Known keys in [providers.stability]: "
+            "accept_json, base_url, breaker_reset_s,",
+        ),
+        (
+            "[providers.openai]\ntimeout = 5\n",
+            "Unknown setting providers.openai.timeout (in {path}: [providers.openai] timeout). "
+            "Did you mean providers.openai.timeout_s?",
+        ),
+        (
+            "[providers]\nstability = 1\n",
+            "Setting providers.stability must be a table (in {path}: [providers] stability).",
+        ),
+        (
+            "[grammar]\nmax_imagse = 4\n[quota]\nuser_daily = 1\n",
+            "Unknown setting grammar.max_imagse (in {path}: [grammar] max_imagse). "
+            "Did you mean grammar.max_images?",
+        ),
         ("[jobs]\nzzz = 1\n", "Unknown setting jobs.zzz (in {path}: [jobs] zzz). Known keys"),
     ],
 )
@@ -197,7 +235,13 @@ def test_a_token_is_never_echoed_in_a_message(tmp_path: Path) -> None:
 
 
 def test_env_text_settings_keep_their_text() -> None:
-    s = load_settings(None, env={"IMAGINE_BOT__DATA_DIR": "2026", "IMAGINE_QUOTA__TIMEZONE": "UTC",
-                                 "IMAGINE_WEB__HOST": "0.0.0.0"})
+    s = load_settings(
+        None,
+        env={
+            "IMAGINE_BOT__DATA_DIR": "2026",
+            "IMAGINE_QUOTA__TIMEZONE": "UTC",
+            "IMAGINE_WEB__HOST": "0.0.0.0",
+        },
+    )
     assert s.bot.data_dir == "2026"
     assert s.web.host == "0.0.0.0"

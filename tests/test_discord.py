@@ -52,8 +52,11 @@ def _restore_discord_globals(monkeypatch: pytest.MonkeyPatch) -> None:
     # The adapter redirects discord.py through class attributes and restores them on close;
     # this is the safety net should a test fail half-way.
     monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY",
-                        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
 
 
 @pytest.fixture
@@ -64,8 +67,11 @@ async def fake() -> AsyncIterator[DiscordFake]:
 
 def env_for(fake: DiscordFake) -> dict[str, str]:
     # No version path: the adapter adds /api/v10 itself.
-    return {"DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE_URL": fake.base_url,
-            "DISCORD_GATEWAY_URL": fake.gateway_url}
+    return {
+        "DISCORD_TOKEN": TOKEN,
+        "DISCORD_API_BASE_URL": fake.base_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+    }
 
 
 @asynccontextmanager
@@ -100,7 +106,8 @@ async def imagine(client: ImagineClient, fake: DiscordFake, prompt: str) -> tupl
 
 # ---------------------------------------------------------------------------------- tests
 async def test_imagine_defers_first_then_posts_the_grid_with_buttons(
-        tmp_path: Path, fake: DiscordFake) -> None:
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (app, client):
         prompt = "a red fox @everyone <@&1200000000000000009> <@1400000000000000002> @here --n 4"
         payload = fake.slash("imagine", {"prompt": prompt})
@@ -130,9 +137,11 @@ async def test_imagine_defers_first_then_posts_the_grid_with_buttons(
         assert [name for name, _ in result.files] == [f"{job['id']}-grid.jpg"]
         jid = job["id"]
         assert result.custom_ids() == (
-            [f"pick:{jid}:{i}" for i in range(1, 5)] + [f"refine:{jid}:{i}" for i in range(1, 5)]
+            [f"pick:{jid}:{i}" for i in range(1, 5)]
+            + [f"refine:{jid}:{i}" for i in range(1, 5)]
             + [f"vary:{jid}:{i}" for i in range(1, 5)]
-            + [f"reroll:{jid}", f"info:{jid}", f"delete:{jid}"])
+            + [f"reroll:{jid}", f"info:{jid}", f"delete:{jid}"]
+        )
         assert [len(row["components"]) for row in result.components] == [4, 4, 4, 3]
 
         # Nobody is pinged: the text is defused and every payload forbids mentions.
@@ -147,16 +156,20 @@ async def test_imagine_defers_first_then_posts_the_grid_with_buttons(
         assert fake.deprecated == []
 
 
-async def test_a_button_from_before_a_restart_still_works(tmp_path: Path,
-                                                           fake: DiscordFake) -> None:
+async def test_a_button_from_before_a_restart_still_works(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (_, client):
         job_id, result = await imagine(client, fake, "a lighthouse --n 2")
     # Everything restarts: the core, the database connection and the Discord client.
     async with running(tmp_path, fake) as (_, client):
         click = fake.click(f"pick:{job_id}:2", result, user_id=ALICE)
         inject(client, click)
-        replies = await fake.wait_for(lambda: [
-            r for r in fake.for_token(click["token"]) if "/webhooks/" in r.path and r.files])
+        replies = await fake.wait_for(
+            lambda: [
+                r for r in fake.for_token(click["token"]) if "/webhooks/" in r.path and r.files
+            ]
+        )
         calls = fake.for_token(click["token"])
         assert payload_of(calls[0]) == {"type": 6}  # deferred update: no loading state
         picked = payload_of(replies[0])
@@ -167,28 +180,27 @@ async def test_a_button_from_before_a_restart_still_works(tmp_path: Path,
 
         # A refine form opened before the restart is submitted after it: read from the raw
         # payload, not from a Modal object the old process held.
-        submit = fake.submit(f"refine:{job_id}:1", {"prompt": "a lighthouse in fog"},
-                             user_id=ALICE)
+        submit = fake.submit(f"refine:{job_id}:1", {"prompt": "a lighthouse in fog"}, user_id=ALICE)
         inject(client, submit)
-        await fake.wait_for(lambda: [m for m in result_posts(fake)
-                                     if m.content.startswith("Refinement:")])
+        await fake.wait_for(
+            lambda: [m for m in result_posts(fake) if m.content.startswith("Refinement:")]
+        )
         assert fake.violations == []
 
 
-async def test_the_poster_uses_threads_and_reports_a_refusal(tmp_path: Path,
-                                                            fake: DiscordFake) -> None:
+async def test_the_poster_uses_threads_and_reports_a_refusal(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (_, client):
         poster = DiscordPoster(client)
         thread = "1300000000000000077"
         ref = await poster.post(Target("discord", GUILD_ID, CHANNEL_ID, thread), Reply("hi @here"))
         assert ref is not None and fake.messages[ref].channel_id == thread
-        await poster.update(Target("discord", GUILD_ID, CHANNEL_ID, thread), ref,
-                            Reply("edited"))
+        await poster.update(Target("discord", GUILD_ID, CHANNEL_ID, thread), ref, Reply("edited"))
         assert fake.messages[ref].content == "edited"
         # The bot lacks access (403): the outbox must hear of it (it was swallowed, and the
         # result lost), as a failure that retrying cannot cure.
-        fake.fail_next(403, json={"message": "Missing Access", "code": 50001},
-                       path="/channels/")
+        fake.fail_next(403, json={"message": "Missing Access", "code": 50001}, path="/channels/")
         with pytest.raises(DeliveryError) as refused:
             await poster.post(Target("discord", GUILD_ID, CHANNEL_ID), Reply("x"))
         assert refused.value.permanent and "403" in refused.value.reason
@@ -196,7 +208,8 @@ async def test_the_poster_uses_threads_and_reports_a_refusal(tmp_path: Path,
 
 
 async def test_refine_opens_a_modal_and_its_submit_makes_a_child_job(
-        tmp_path: Path, fake: DiscordFake) -> None:
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (app, client):
         job_id, result = await imagine(client, fake, "a castle --n 2")
         click = fake.click(f"refine:{job_id}:1", result, user_id=ALICE)
@@ -212,15 +225,15 @@ async def test_refine_opens_a_modal_and_its_submit_makes_a_child_job(
         assert inputs["strength"]["style"] == 1  # short input for a number
 
         before = len(result_posts(fake))
-        submit = fake.submit(f"refine:{job_id}:1",
-                             {"prompt": "a castle at dusk", "strength": "0.5"}, user_id=ALICE)
+        submit = fake.submit(
+            f"refine:{job_id}:1", {"prompt": "a castle at dusk", "strength": "0.5"}, user_id=ALICE
+        )
         inject(client, submit)
-        posts = await fake.wait_for(lambda: len(result_posts(fake)) > before
-                                    and result_posts(fake))
+        posts = await fake.wait_for(lambda: len(result_posts(fake)) > before and result_posts(fake))
         assert payload_of(fake.for_token(submit["token"])[0]) == {"type": 6}
         child = await app.store.fetchone(
-            "SELECT id, kind, parent_job_id, parent_index, owner_id FROM jobs "
-            "WHERE kind = 'refine'")
+            "SELECT id, kind, parent_job_id, parent_index, owner_id FROM jobs WHERE kind = 'refine'"
+        )
         assert child is not None
         assert (child["parent_job_id"], child["parent_index"]) == (job_id, 1)
         assert child["owner_id"] == ALICE
@@ -232,17 +245,26 @@ async def test_admin_needs_manage_server(tmp_path: Path, fake: DiscordFake) -> N
     async with running(tmp_path, fake) as (_, client):
         refused = fake.slash("imagine-admin", {"text": "collab on"}, user_id=BOB)
         inject(client, refused)
-        await fake.wait_for(lambda: fake.interactions[refused["id"]].callback
-                            and not fake.interactions[refused["id"]].loading)
+        await fake.wait_for(
+            lambda: (
+                fake.interactions[refused["id"]].callback
+                and not fake.interactions[refused["id"]].loading
+            )
+        )
         assert fake.callbacks(refused["id"]) == [{"type": 5, "data": {"flags": EPHEMERAL}}]
         msg = fake.messages[fake.interactions[refused["id"]].original or ""]
         assert msg.ephemeral and msg.content == "Only admins can use /admin."
 
-        allowed = fake.slash("imagine-admin", {"text": "collab on"}, user_id=BOB,
-                             permissions=MANAGE_GUILD)
+        allowed = fake.slash(
+            "imagine-admin", {"text": "collab on"}, user_id=BOB, permissions=MANAGE_GUILD
+        )
         inject(client, allowed)
-        await fake.wait_for(lambda: fake.interactions[allowed["id"]].callback
-                            and not fake.interactions[allowed["id"]].loading)
+        await fake.wait_for(
+            lambda: (
+                fake.interactions[allowed["id"]].callback
+                and not fake.interactions[allowed["id"]].loading
+            )
+        )
         msg = fake.messages[fake.interactions[allowed["id"]].original or ""]
         assert msg.ephemeral and msg.content == "Anyone in this channel may now continue results."
 
@@ -251,14 +273,17 @@ async def test_a_bad_flag_is_answered_privately(tmp_path: Path, fake: DiscordFak
     async with running(tmp_path, fake) as (app, client):
         payload = fake.slash("imagine", {"prompt": "a cat --frobnicate 3"})
         inject(client, payload)
-        replies = await fake.wait_for(lambda: [
-            r for r in fake.for_token(payload["token"])
-            if r.method == "POST" and "/webhooks/" in r.path])
+        replies = await fake.wait_for(
+            lambda: [
+                r
+                for r in fake.for_token(payload["token"])
+                if r.method == "POST" and "/webhooks/" in r.path
+            ]
+        )
         calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.for_token(payload["token"])]
         # public thinking -> removed -> an ephemeral follow-up (a follow-up straight after a
         # public defer would edit the thinking message and stay public)
-        assert calls == [("POST", "callback"), ("DELETE", "@original"),
-                         ("POST", payload["token"])]
+        assert calls == [("POST", "callback"), ("DELETE", "@original"), ("POST", payload["token"])]
         body = payload_of(replies[0])
         assert body["flags"] == EPHEMERAL
         assert "Unknown flag --frobnicate" in body["content"]
@@ -269,29 +294,38 @@ async def test_a_bad_flag_is_answered_privately(tmp_path: Path, fake: DiscordFak
 
 
 async def test_quota_is_ephemeral_and_dms_are_their_own_tenant(
-        tmp_path: Path, fake: DiscordFake) -> None:
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (app, client):
         q = fake.slash("quota")
         inject(client, q)
-        await fake.wait_for(lambda: not fake.interactions[q["id"]].loading
-                            and fake.interactions[q["id"]].callback)
+        await fake.wait_for(
+            lambda: not fake.interactions[q["id"]].loading and fake.interactions[q["id"]].callback
+        )
         assert fake.callbacks(q["id"])[0] == {"type": 5, "data": {"flags": EPHEMERAL}}
         msg = fake.messages[fake.interactions[q["id"]].original or ""]
         assert msg.ephemeral and msg.content.startswith("Today:")
 
-        dm = fake.slash("imagine", {"prompt": "a kite --n 1"}, user_id=BOB, guild=False,
-                        permissions=MANAGE_GUILD)
+        dm = fake.slash(
+            "imagine",
+            {"prompt": "a kite --n 1"},
+            user_id=BOB,
+            guild=False,
+            permissions=MANAGE_GUILD,
+        )
         inject(client, dm)
         await fake.wait_for(lambda: len(result_posts(fake)) == 1)
         row = await app.store.fetchone("SELECT tenant, owner_id FROM jobs")
         assert row is not None and (row["tenant"], row["owner_id"]) == (f"dm:{BOB}", BOB)
 
 
-async def test_an_attached_image_is_downloaded_and_used(tmp_path: Path,
-                                                        fake: DiscordFake) -> None:
+async def test_an_attached_image_is_downloaded_and_used(tmp_path: Path, fake: DiscordFake) -> None:
     async with running(tmp_path, fake) as (app, client):
-        payload = fake.slash("imagine", {"prompt": "make it blue --n 1"},
-                             attachment=("start.png", make_png("start", 256, 256)))
+        payload = fake.slash(
+            "imagine",
+            {"prompt": "make it blue --n 1"},
+            attachment=("start.png", make_png("start", 256, 256)),
+        )
         inject(client, payload)
         await fake.wait_for(lambda: result_posts(fake))
         assert fake.requests_to("/attachments/start.png")
@@ -299,8 +333,9 @@ async def test_an_attached_image_is_downloaded_and_used(tmp_path: Path,
         assert row is not None and json.loads(row["request_json"]).get("init_sha")
 
 
-async def test_slash_commands_are_synced_with_their_options(tmp_path: Path,
-                                                            fake: DiscordFake) -> None:
+async def test_slash_commands_are_synced_with_their_options(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake):
         commands = {c["name"]: c for c in fake.commands}
     assert set(commands) == {"imagine", "quota", "imagine-admin"}
@@ -311,8 +346,9 @@ async def test_slash_commands_are_synced_with_their_options(tmp_path: Path,
     assert all(0 < len(c["description"]) <= 100 for c in commands.values())
 
 
-async def test_imagine_options_are_the_grammars_flag_table(tmp_path: Path,
-                                                          fake: DiscordFake) -> None:
+async def test_imagine_options_are_the_grammars_flag_table(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (app, _):
         flags = app.flag_help()
         [imagine_cmd] = [c for c in fake.commands if c["name"] == "imagine"]
@@ -339,7 +375,8 @@ class WithOneFlag(App):
 
 
 async def test_options_follow_the_cores_table_not_hand_written_text(
-        tmp_path: Path, fake: DiscordFake) -> None:
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with WithOneFlag.open(make_settings(tmp_path, FAST, env_for(fake))) as app:
         client = ImagineClient(app)
         try:
@@ -349,27 +386,37 @@ async def test_options_follow_the_cores_table_not_hand_written_text(
             await client.close()
     [imagine_cmd] = [c for c in fake.commands if c["name"] == "imagine"]
     assert [(o["name"], o["description"]) for o in imagine_cmd["options"][2:]] == [
-        ("glow", "how much it glows, 0 to 1")]
+        ("glow", "how much it glows, 0 to 1")
+    ]
     assert "--glow 0.5" in imagine_cmd["options"][0]["description"]
 
 
-async def test_a_typed_option_is_the_flag_typed_in_the_prompt(tmp_path: Path,
-                                                             fake: DiscordFake) -> None:
+async def test_a_typed_option_is_the_flag_typed_in_the_prompt(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     async with running(tmp_path, fake) as (app, client):
-        inject(client, fake.slash("imagine", {"prompt": "a fox", "n": "2",
-                                              "no": "blurry, text", "avatar": False}))
+        inject(
+            client,
+            fake.slash(
+                "imagine", {"prompt": "a fox", "n": "2", "no": "blurry, text", "avatar": False}
+            ),
+        )
         posts = await fake.wait_for(lambda: result_posts(fake))
         assert len([c for c in posts[-1].custom_ids() if c.startswith("pick:")]) == 2
         row = await app.store.fetchone("SELECT request_json FROM jobs")
     assert row is not None
     request = json.loads(row["request_json"])
     assert (request["prompt"], request["negative_prompt"], request["n"]) == (
-        "a fox", "blurry, text", 2)
+        "a fox",
+        "blurry, text",
+        2,
+    )
     assert not request["display_avatar"]  # a switch set to False is left out
 
 
 async def test_serve_connects_through_the_gateway_and_closes_on_cancel(
-        tmp_path: Path, fake: DiscordFake) -> None:
+    tmp_path: Path, fake: DiscordFake
+) -> None:
     original_base = discord.http.Route.BASE
     async with App.open(make_settings(tmp_path, FAST, env_for(fake))) as app:
         ready = asyncio.Event()
@@ -379,8 +426,9 @@ async def test_serve_connects_through_the_gateway_and_closes_on_cancel(
         # An interaction delivered the real way, as a gateway dispatch.
         q = fake.slash("quota")
         await fake.dispatch("INTERACTION_CREATE", q)
-        await fake.wait_for(lambda: not fake.interactions[q["id"]].loading
-                            and fake.interactions[q["id"]].callback)
+        await fake.wait_for(
+            lambda: not fake.interactions[q["id"]].loading and fake.interactions[q["id"]].callback
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
@@ -416,8 +464,12 @@ def _job_buttons(n: int, job: str = "abcdefghjkmn") -> list[Button]:
     out = [Button(f"Pick {i}", f"pick:{job}:{i}", "primary") for i in range(1, n + 1)]
     out += [Button(f"Refine {i}", f"refine:{job}:{i}") for i in range(1, n + 1)]
     out += [Button(f"Vary {i}", f"vary:{job}:{i}") for i in range(1, n + 1)]
-    return [*out, Button("Reroll", f"reroll:{job}"), Button("Info", f"info:{job}"),
-            Button("Delete", f"delete:{job}", "danger")]
+    return [
+        *out,
+        Button("Reroll", f"reroll:{job}"),
+        Button("Info", f"info:{job}"),
+        Button("Delete", f"delete:{job}", "danger"),
+    ]
 
 
 @pytest.mark.parametrize("n", range(1, 11))
@@ -441,14 +493,18 @@ def test_text_is_escaped_and_defused() -> None:
     assert len(content(Reply("x" * 5000))) == 2000
 
 
-@pytest.mark.parametrize(("value", "typed"), [
-    ("2", "--no 2"),
-    ("blurry,   text", '--no "blurry, text"'),
-    ('a "quoted" word', "--no 'a \"quoted\" word'"),
-])
+@pytest.mark.parametrize(
+    ("value", "typed"),
+    [
+        ("2", "--no 2"),
+        ("blurry,   text", '--no "blurry, text"'),
+        ('a "quoted" word', "--no 'a \"quoted\" word'"),
+    ],
+)
 def test_a_typed_value_is_written_as_it_would_be_typed(value: str, typed: str) -> None:
-    [no, avatar] = flag_options([FlagHelp("--no", "TEXT", "leave out"),
-                                 FlagHelp("--avatar", "", "square")])
+    [no, avatar] = flag_options(
+        [FlagHelp("--no", "TEXT", "leave out"), FlagHelp("--avatar", "", "square")]
+    )
     assert command_text(" a fox ", [(no, value), (avatar, None)]) == f"a fox {typed}"
     assert command_text("a fox", [(no, None), (avatar, True)]) == "a fox --avatar"
 

@@ -75,8 +75,11 @@ def final_stage() -> list[Instruction]:
 
 
 def test_the_base_is_pinned_by_digest() -> None:
-    args = {i.args.split("=", 1)[0]: i.args.split("=", 1)[1]
-            for i in instructions() if i.op == "ARG" and "=" in i.args}
+    args = {
+        i.args.split("=", 1)[0]: i.args.split("=", 1)[1]
+        for i in instructions()
+        if i.op == "ARG" and "=" in i.args
+    }
     assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", args["BASE"]), args["BASE"]
     names: set[str] = set()
     for ins in instructions():
@@ -89,8 +92,12 @@ def test_the_base_is_pinned_by_digest() -> None:
 
 
 def test_dependencies_install_in_a_layer_that_sees_no_source(tmp_path: Path) -> None:
-    dep_installs = [(stage, ins) for stage, body in stages().items() for ins in body
-                    if ins.op == "RUN" and "pip install -r" in ins.args]
+    dep_installs = [
+        (stage, ins)
+        for stage, body in stages().items()
+        for ins in body
+        if ins.op == "RUN" and "pip install -r" in ins.args
+    ]
     assert len(dep_installs) == 1
     stage, install = dep_installs[0]
     body = stages()[stage]
@@ -104,8 +111,13 @@ def test_dependencies_install_in_a_layer_that_sees_no_source(tmp_path: Path) -> 
     snippet = re.search(r'python -c "(.*?)" > requirements.txt', reader[0].args)
     assert snippet is not None
     (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
-    out = subprocess.run([sys.executable, "-c", snippet.group(1)], cwd=tmp_path, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", snippet.group(1)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert deps and out.splitlines() == deps
 
@@ -169,11 +181,21 @@ def _patterns() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-@pytest.mark.parametrize("path", [
-    ".git/config", ".venv/bin/python", "data/imagine-bot.sqlite3", "tests/test_docker.py",
-    ".env", ".mypy_cache/x", "bot/__pycache__/cli.cpython-311.pyc", "out/a.png",
-    "imagine_bot.egg-info/PKG-INFO", "bench/web_load.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/config",
+        ".venv/bin/python",
+        "data/imagine-bot.sqlite3",
+        "tests/test_docker.py",
+        ".env",
+        ".mypy_cache/x",
+        "bot/__pycache__/cli.cpython-311.pyc",
+        "out/a.png",
+        "imagine_bot.egg-info/PKG-INFO",
+        "bench/web_load.py",
+    ],
+)
 def test_dockerignore_keeps_out(path: str) -> None:
     assert _ignored(path, _patterns()), path
 
@@ -215,8 +237,9 @@ def probe() -> ModuleType:
     return _probe()
 
 
-def _fake_proc(tmp_path: Path, argv: list[str] | None, locks: str = "",
-               cwd: Path | None = None) -> Path:
+def _fake_proc(
+    tmp_path: Path, argv: list[str] | None, locks: str = "", cwd: Path | None = None
+) -> Path:
     proc = tmp_path / "proc"
     (proc / "1").mkdir(parents=True)
     (proc / "1" / "cmdline").write_bytes(b"/usr/bin/tini\0--\0")
@@ -260,8 +283,11 @@ BOT = ["/opt/imagine-bot/bin/python", "/opt/imagine-bot/bin/imagine-bot"]
 
 
 def test_options_are_read_from_the_bots_command_line(probe: ModuleType, tmp_path: Path) -> None:
-    assert probe.parse_options(["--config", "a.toml", "serve", "--port=9000", "--host", "::"]) \
-        == {"--config": "a.toml", "--port": "9000", "--host": "::"}
+    assert probe.parse_options(["--config", "a.toml", "serve", "--port=9000", "--host", "::"]) == {
+        "--config": "a.toml",
+        "--port": "9000",
+        "--host": "::",
+    }
     proc = _fake_proc(tmp_path, ["python3", "-m", "bot", "--data-dir", "/d", "serve"])
     found = probe.find_bot(proc)
     assert found is not None and found.pid == 7 and found.options == {"--data-dir": "/d"}
@@ -275,15 +301,21 @@ def test_the_probe_knows_every_option_of_serve() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     serve = sub.choices["serve"]  # type: ignore[index]
-    options = {o for p in (parser, serve) for a in p._actions for o in a.option_strings
-               if o.startswith("--") and o not in ("--help", "--version")}  # no value to read
+    options = {
+        o
+        for p in (parser, serve)
+        for a in p._actions
+        for o in a.option_strings
+        if o.startswith("--") and o not in ("--help", "--version")
+    }  # no value to read
     # A new option of serve (or a global one) may move the port or the data dir: the probe
     # must read it, or this list must say why not.
     assert options <= set(probe.OPTIONS), options - set(probe.OPTIONS)
 
 
 def test_the_probe_uses_the_port_from_the_environment(
-        probe: ModuleType, tmp_path: Path, healthz: int) -> None:
+    probe: ModuleType, tmp_path: Path, healthz: int
+) -> None:
     proc = _fake_proc(tmp_path, [*BOT, "serve"])
     ok, why = probe.check({"IMAGINE_WEB__PORT": str(healthz)}, proc)
     assert ok, why
@@ -293,7 +325,8 @@ def test_the_probe_uses_the_port_from_the_environment(
 
 
 def test_the_probe_uses_the_port_from_serve_port_and_the_config(
-        probe: ModuleType, tmp_path: Path, healthz: int) -> None:
+    probe: ModuleType, tmp_path: Path, healthz: int
+) -> None:
     proc = _fake_proc(tmp_path, [*BOT, "serve", "--port", str(healthz)])
     ok, why = probe.check({"IMAGINE_WEB__PORT": str(_free_port())}, proc)
     assert ok, why
@@ -309,11 +342,14 @@ def test_the_probe_reports_a_bad_config_without_values(probe: ModuleType, tmp_pa
     ok, why = probe.check({"IMAGINE_WEB__PORT": "0", "WEB_ACCESS_TOKEN": "tok-SENTINEL-1"}, proc)
     assert not ok and "web.port" in why and "SENTINEL" not in why
     assert probe.check({}, _fake_proc(tmp_path / "x", None)) == (
-        False, "no imagine-bot process is running")
+        False,
+        "no imagine-bot process is running",
+    )
 
 
 def test_with_the_playground_off_the_probe_checks_the_data_dir_lock(
-        probe: ModuleType, tmp_path: Path) -> None:
+    probe: ModuleType, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     lock = data / "runner.lock"
@@ -328,8 +364,9 @@ def test_with_the_playground_off_the_probe_checks_the_data_dir_lock(
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
-def test_the_lock_is_seen_in_proc_locks_without_taking_it(probe: ModuleType,
-                                                          tmp_path: Path) -> None:
+def test_the_lock_is_seen_in_proc_locks_without_taking_it(
+    probe: ModuleType, tmp_path: Path
+) -> None:
     from bot.app import LOCK_NAME, runner_lock
 
     assert probe.LOCK_NAME == LOCK_NAME

@@ -145,10 +145,19 @@ def test_every_flag_at_once() -> None:
         "--sampler euler --model m --strength 0.5"
     )
     assert (req.n, req.style, req.width, req.height, req.seed, req.steps, req.cfg) == (
-        2, "anime", 1344, 768, 1, 20, 5.0,
+        2,
+        "anime",
+        1344,
+        768,
+        1,
+        20,
+        5.0,
     )
     assert (req.negative_prompt, req.sampler, req.model, req.strength) == (
-        "rain", "euler", "m", 0.5,
+        "rain",
+        "euler",
+        "m",
+        0.5,
     )
     assert req.size_explicit
 
@@ -191,8 +200,10 @@ def test_size_resolution(text: str, size: tuple[int, int], explicit: bool) -> No
     assert req.size_explicit is explicit
 
 
-_AR_REFUSED = ("--ar must be W:H with whole numbers from 1 to 64, between 1:4 and 4:1, "
-               "e.g. --ar 16:9 (got {}).")
+_AR_REFUSED = (
+    "--ar must be W:H with whole numbers from 1 to 64, between 1:4 and 4:1, "
+    "e.g. --ar 16:9 (got {})."
+)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +270,8 @@ def test_size_bounds_and_the_nearest_size_follow_the_limits() -> None:
         "--size sides must be multiples of 64 (got 340x2020); the nearest is 384x1984."
     )
     assert (one("a --size 384x1984", limits).width, one("a --size 384x1984", limits).height) == (
-        384, 1984,
+        384,
+        1984,
     )
 
 
@@ -346,7 +358,10 @@ def test_flags_permute_too() -> None:
     result = parse("a car --ar {1:1, 16:9} --n {1, 2}")
     assert isinstance(result, ParsedImagine)
     assert [(r.width, r.height, r.n) for r in result.requests] == [
-        (1024, 1024, 1), (1024, 1024, 2), (1344, 768, 1), (1344, 768, 2),
+        (1024, 1024, 1),
+        (1024, 1024, 2),
+        (1344, 768, 1),
+        (1344, 768, 2),
     ]
     assert result.total_images == 6
 
@@ -495,11 +510,36 @@ def test_help_word_in_a_prompt_is_a_prompt(text: str) -> None:
 def test_usage_lists_every_flag_range_and_an_example() -> None:
     text = usage()
     for piece in [
-        "--n N", "1 to 10", "--ar W:H", "--aspect", "1:4", "4:1", "--size WxH", "256 to 2048",
-        "steps of 64", "--style NAME", "--no TEXT", "--negative", "--seed N", f"0 to {SEED_MAX}",
-        "--steps N", "10 to 50", "--cfg X", "0 to 35", "--sampler NAME", "--model NAME",
-        "--strength X", "0 to 1", "--avatar", "::", "{red, blue}", "at most 8 jobs", "\\{",
-        "1000 characters", EXAMPLE, *BUILTIN_STYLES,
+        "--n N",
+        "1 to 10",
+        "--ar W:H",
+        "--aspect",
+        "1:4",
+        "4:1",
+        "--size WxH",
+        "256 to 2048",
+        "steps of 64",
+        "--style NAME",
+        "--no TEXT",
+        "--negative",
+        "--seed N",
+        f"0 to {SEED_MAX}",
+        "--steps N",
+        "10 to 50",
+        "--cfg X",
+        "0 to 35",
+        "--sampler NAME",
+        "--model NAME",
+        "--strength X",
+        "0 to 1",
+        "--avatar",
+        "::",
+        "{red, blue}",
+        "at most 8 jobs",
+        "\\{",
+        "1000 characters",
+        EXAMPLE,
+        *BUILTIN_STYLES,
     ]:
         assert piece in text, piece
 
@@ -704,7 +744,9 @@ def test_the_command_cap_grows_with_the_prompt_limit() -> None:
 def test_prompt_quotes_before_a_quoted_value_do_not_close_it() -> None:
     req = one('a sign saying "hi" there --style "pixel art" --no "text, logo"')
     assert (req.prompt, req.style, req.negative_prompt) == (
-        'a sign saying "hi" there', "pixel-art", "text, logo",
+        'a sign saying "hi" there',
+        "pixel-art",
+        "text, logo",
     )
 
 
@@ -778,8 +820,10 @@ def test_no_styles_configured() -> None:
         ({"size_multiple": 0}, "size_multiple: must be at least 1"),
         ({"min_side": 3000}, "min_side: must be from 1 to max_side"),
         ({"min_side": 0}, "min_side: must be from 1 to max_side"),
-        ({"min_side": 300, "max_side": 310},
-         "size_multiple: no multiple of it lies between min_side and max_side"),
+        (
+            {"min_side": 300, "max_side": 310},
+            "size_multiple: no multiple of it lies between min_side and max_side",
+        ),
         ({"base_side": 4096}, "base_side: must be from min_side to max_side"),
         ({"base_side": 255}, "base_side: must be from min_side to max_side"),
     ],
@@ -810,17 +854,86 @@ def test_limits_accept_their_bounds(kwargs: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------ properties
 _FRAGMENTS = [
-    "--n", "--N", "—n", "–n", "－－n", "--style", "--ar", "--aspect", "--size", "--seed",
-    "--steps", "--cfg", "--no", "--negative", "--sampler", "--model", "--strength", "--avatar",
-    "--help", "--", "—", "--n=", "--style=", "--x", "-", "4", "٤", "４", "0", "-1", "10", "11",
-    "1e3", "nan", "4294967296", "16:9", "1:1", "5:1", "1024x1024", "512×768", "1000x1000",
-    "anime", "ANIME", "pixel art", "{", "}", "{a, b}", "{1:1, 16:9}", "\\{", "\\", ",", "::",
-    "::2", "::-1", "::0", "\"", "'", "“", "”", "‘", "’", "\u202e", "\u200b", "\u200d", "\ud800",
-    "\x00", "\n", "\t", "\u00a0", "é", "مرحبا", "👨\u200d👩\u200d👧", "=", "＝", "⩵", "help",
+    "--n",
+    "--N",
+    "—n",
+    "–n",
+    "－－n",
+    "--style",
+    "--ar",
+    "--aspect",
+    "--size",
+    "--seed",
+    "--steps",
+    "--cfg",
+    "--no",
+    "--negative",
+    "--sampler",
+    "--model",
+    "--strength",
+    "--avatar",
+    "--help",
+    "--",
+    "—",
+    "--n=",
+    "--style=",
+    "--x",
+    "-",
+    "4",
+    "٤",
+    "４",
+    "0",
+    "-1",
+    "10",
+    "11",
+    "1e3",
+    "nan",
+    "4294967296",
+    "16:9",
+    "1:1",
+    "5:1",
+    "1024x1024",
+    "512×768",
+    "1000x1000",
+    "anime",
+    "ANIME",
+    "pixel art",
+    "{",
+    "}",
+    "{a, b}",
+    "{1:1, 16:9}",
+    "\\{",
+    "\\",
+    ",",
+    "::",
+    "::2",
+    "::-1",
+    "::0",
+    '"',
+    "'",
+    "“",
+    "”",
+    "‘",
+    "’",
+    "\u202e",
+    "\u200b",
+    "\u200d",
+    "\ud800",
+    "\x00",
+    "\n",
+    "\t",
+    "\u00a0",
+    "é",
+    "مرحبا",
+    "👨\u200d👩\u200d👧",
+    "=",
+    "＝",
+    "⩵",
+    "help",
 ]
-_commands = st.lists(
-    st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=12)), max_size=24
-).map(lambda parts: " ".join(parts))
+_commands = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=12)), max_size=24).map(
+    lambda parts: " ".join(parts)
+)
 _any_text = st.one_of(st.text(max_size=200), _commands, _commands.map(lambda s: s.replace(" ", "")))
 
 

@@ -36,7 +36,9 @@ def test_every_table_flag_is_in_usage_and_in_flag_help_in_table_order() -> None:
 def test_flag_help_carries_name_value_and_example() -> None:
     by_name = {h.name: h for h in flag_help()}
     assert by_name["--ar"] == FlagHelp(
-        name="--ar", value="W:H", example="--ar 16:9",
+        name="--ar",
+        value="W:H",
+        example="--ar 16:9",
         help="aspect ratio from 1:4 to 4:1, sides 1 to 64; about 1024² pixels (alias --aspect)",
     )
     assert by_name["--avatar"].value == ""
@@ -44,6 +46,35 @@ def test_flag_help_carries_name_value_and_example() -> None:
     assert by_name["--size"].help == (
         "exact size, sides 256 to 2048 in steps of 64 (not with --ar; default 1024x1024)"
     )
+
+
+USAGE = """\
+/imagine <prompt> [--flag value]...
+Flags may go anywhere; a lone -- ends them (the rest is prompt text).
+  --n N           images per job, 1 to 10 (default 4)
+  --style NAME    one of: 3d-model, analog-film, anime, cinematic, comic-book, digital-art, \
+enhance, fantasy-art, isometric, line-art, low-poly, modeling-compound, neon-punk, origami, \
+photographic, pixel-art, tile-texture
+  --ar W:H        aspect ratio from 1:4 to 4:1, sides 1 to 64; about 1024² pixels (alias --aspect)
+  --size WxH      exact size, sides 256 to 2048 in steps of 64 (not with --ar; default 1024x1024)
+  --seed N        0 to 4294967295; the same seed and settings repeat a picture
+  --steps N       10 to 50 denoising steps
+  --cfg X         0 to 35, how closely to follow the prompt
+  --no TEXT       what to leave out; runs until the next flag (alias --negative)
+  --sampler NAME  a sampler the image service knows, e.g. euler
+  --model NAME    a model the image service offers
+  --strength X    0 to 1, how much a refine may change the image (0 keeps it)
+  --avatar        a square head-and-shoulders profile picture (1024x1024)
+Prompt tricks:
+  a castle::2 fog::-0.5   weights: the number after :: weighs the text before it
+  a {red, blue} car       one job per option (at most 8 jobs); write \\{ for a literal brace
+  --no "blurry, text"     quotes keep a value together
+Prompts may be up to 1000 characters.
+Example: /imagine a lighthouse at dusk --ar 3:2 --style cinematic --n 2"""
+
+
+def test_usage_at_the_defaults_word_for_word() -> None:
+    assert usage() == USAGE
 
 
 def test_usage_lines_keep_their_column_layout() -> None:
@@ -73,8 +104,15 @@ def test_flag_help_lines_fit_discord_and_agree_with_usage(limits: GrammarLimits)
 
 
 def test_flag_help_ranges_come_from_the_limits() -> None:
-    limits = GrammarLimits(max_images=6, default_n=2, base_side=512, size_multiple=8,
-                           min_side=60, max_side=1020, styles=frozenset({"house", "noir"}))
+    limits = GrammarLimits(
+        max_images=6,
+        default_n=2,
+        base_side=512,
+        size_multiple=8,
+        min_side=60,
+        max_side=1020,
+        styles=frozenset({"house", "noir"}),
+    )
     by_name = {h.name: h.help for h in flag_help(limits)}
     assert by_name["--n"] == "images per job, 1 to 6 (default 2)"
     # The sides shown are the multiples actually reachable, not the raw bounds.
@@ -96,6 +134,25 @@ def test_style_help_lists_every_style_when_it_fits_and_counts_them_when_not() ->
     assert "--style NAME    one of: (none set up)" in usage(GrammarLimits(styles=frozenset()))
 
 
+def test_style_help_shows_the_full_list_up_to_exactly_99_characters() -> None:
+    names = frozenset({"a" * 45, "b" * 44})  # "one of: " + 45 + ", " + 44 = 99
+    assert {h.name: h.help for h in flag_help(GrammarLimits(styles=names))}["--style"] == (
+        f"one of: {'a' * 45}, {'b' * 44}"
+    )
+    longer = frozenset({"a" * 45, "b" * 45})  # 100: counted instead
+    assert {h.name: h.help for h in flag_help(GrammarLimits(styles=longer))}["--style"] == (
+        f"one of: {'a' * 45}, … (2 in all; /imagine help lists them)"
+    )
+
+
+def test_style_help_lists_as_many_as_fit_in_exactly_99_characters() -> None:
+    # "one of: " + 51 + ", … (" + "3 in all; /imagine help lists them" + ")" = 99
+    names = frozenset({"a" * 51, "b" * 60, "c" * 60})
+    style = {h.name: h.help for h in flag_help(GrammarLimits(styles=names))}["--style"]
+    assert style == f"one of: {'a' * 51}, … (3 in all; /imagine help lists them)"
+    assert len(style) == HELP_LINE_MAX
+
+
 def test_style_help_with_one_huge_style_name_still_fits() -> None:
     limits = GrammarLimits(styles=frozenset({"x" * 150, "y" * 150}))
     style = {h.name: h.help for h in flag_help(limits)}["--style"]
@@ -110,6 +167,23 @@ def test_a_help_line_that_only_a_config_could_make_long_is_clipped() -> None:
     assert f"1 to {huge} (default 4)" in usage(GrammarLimits(max_images=huge))  # not clipped
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("x" * 99, "x" * 99),  # exactly the maximum: kept whole
+        ("x" * 100, "x" * 98 + "…"),
+        ("y" * 97 + " " + "zzzz", "y" * 97 + "…"),  # no space left before the ellipsis
+    ],
+)
+def test_a_long_help_line_is_clipped_to_the_maximum(
+    monkeypatch: pytest.MonkeyPatch, text: str, shown: str
+) -> None:
+    monkeypatch.setitem(
+        grammar._FLAGS, "long", grammar._Flag("long", "bool", "", "--long", lambda lim: text)
+    )
+    assert flag_help()[-1].help == shown
+
+
 def test_every_example_in_the_table_parses() -> None:
     for h in flag_help():
         result = parse(f"a lighthouse {h.example}")
@@ -119,16 +193,27 @@ def test_every_example_in_the_table_parses() -> None:
 def test_a_flag_added_to_the_table_alone_shows_up_everywhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tile = grammar._Flag("tile", "bool", "", "--tile",
-                         lambda lim: f"a seamless texture, {lim.base_side} wide",
-                         aliases=("seamless",))
+    tile = grammar._Flag(
+        "tile",
+        "bool",
+        "",
+        "--tile",
+        lambda lim: f"a seamless texture, {lim.base_side} wide",
+        aliases=("seamless", "tiling"),
+    )
     monkeypatch.setitem(grammar._FLAGS, "tile", tile)
-    assert flag_help()[-1] == FlagHelp(name="--tile", value="",
-                                       help="a seamless texture, 1024 wide (alias --seamless)",
-                                       example="--tile")
-    assert usage_line(usage(), "--tile") == "a seamless texture, 1024 wide (alias --seamless)"
+    assert flag_help()[-1] == FlagHelp(
+        name="--tile",
+        value="",
+        help="a seamless texture, 1024 wide (alias --seamless, --tiling)",
+        example="--tile",
+    )
+    assert usage_line(usage(), "--tile") == (
+        "a seamless texture, 1024 wide (alias --seamless, --tiling)"
+    )
     # The parser reads the same table: the flag and its alias are known flags now.
     assert isinstance(parse("a wall --tile"), ParsedImagine)
     assert isinstance(parse("a wall --seamless"), ParsedImagine)
+    assert isinstance(parse("a wall --tiling"), ParsedImagine)
     with pytest.raises(grammar.GrammarError, match="--tile was given twice"):
         parse("a wall --tile --seamless")

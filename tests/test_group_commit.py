@@ -35,8 +35,7 @@ class Refused(Exception):
     pass
 
 
-async def test_units_that_queue_up_share_commits_and_each_is_all_or_nothing(
-        store: Store) -> None:
+async def test_units_that_queue_up_share_commits_and_each_is_all_or_nothing(store: Store) -> None:
     statements = await traced(store)
     outcomes: dict[int, str] = {}
 
@@ -73,8 +72,7 @@ async def test_units_that_queue_up_share_commits_and_each_is_all_or_nothing(
     assert not store.in_transaction
 
 
-async def test_a_unit_that_sqlite_itself_rolls_back_fails_its_whole_batch(
-        store: Store) -> None:
+async def test_a_unit_that_sqlite_itself_rolls_back_fails_its_whole_batch(store: Store) -> None:
     """SQLITE_FULL (here: a page limit, a real full database to SQLite) may roll the whole
     transaction back; the units that had finished earlier in the batch must not be told they
     were kept. Whatever SQLite did, each unit raised exactly when its row is missing."""
@@ -105,8 +103,7 @@ async def test_a_unit_that_sqlite_itself_rolls_back_fails_its_whole_batch(
     assert not store.in_transaction
 
 
-async def test_a_plain_statement_outside_a_unit_is_not_rolled_back_with_it(
-        store: Store) -> None:
+async def test_a_plain_statement_outside_a_unit_is_not_rolled_back_with_it(store: Store) -> None:
     async def failing_unit() -> None:
         async with store.transaction() as tx:
             await tx.execute("INSERT INTO t VALUES (1, 'rolled back')")
@@ -122,7 +119,8 @@ async def test_a_plain_statement_outside_a_unit_is_not_rolled_back_with_it(
 
 
 async def test_cancelling_a_unit_waiting_for_its_commit_keeps_the_batch_consistent(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     gate = asyncio.Event()
 
     async def slow() -> None:
@@ -146,8 +144,7 @@ async def test_cancelling_a_unit_waiting_for_its_commit_keeps_the_batch_consiste
     assert not store.in_transaction
 
 
-async def test_reads_do_not_wait_for_an_open_unit_and_see_only_committed_rows(
-        store: Store) -> None:
+async def test_reads_do_not_wait_for_an_open_unit_and_see_only_committed_rows(store: Store) -> None:
     gate = asyncio.Event()
 
     async def holder() -> None:
@@ -168,7 +165,8 @@ async def test_reads_do_not_wait_for_an_open_unit_and_see_only_committed_rows(
 
 
 async def test_the_reader_never_writes_and_a_write_through_fetchall_goes_to_the_writer(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     async with store.reading() as reader:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             await reader.execute("INSERT INTO t VALUES (1, 'via the reader')")

@@ -26,8 +26,9 @@ async def imagine(chat: Chat, user: str, line: str, **kw) -> str:  # type: ignor
 
 
 async def test_imagine_posts_a_grid_with_buttons_and_the_quota_left(chat: Chat) -> None:
-    sent = await chat.say("alice", "/imagine a lighthouse at dusk --n 4 --style anime --ar 3:2 "
-                                   "--seed 7 --no text")
+    sent = await chat.say(
+        "alice", "/imagine a lighthouse at dusk --n 4 --style anime --ar 3:2 --seed 7 --no text"
+    )
     assert len(sent) == 1 and sent[0].state == "queued" and not sent[0].ephemeral
     job_id = sent[0].job_id
     assert job_id is not None
@@ -37,8 +38,10 @@ async def test_imagine_posts_a_grid_with_buttons_and_the_quota_left(chat: Chat) 
     assert len(result.images) == 1 and result.images[0].kind == "grid"
     assert result.images[0].path.is_file()
     assert labels(result) == (
-        [f"Pick {i}" for i in range(1, 5)] + [f"Refine {i}" for i in range(1, 5)]
-        + [f"Vary {i}" for i in range(1, 5)] + ["Reroll", "Info", "Delete"]
+        [f"Pick {i}" for i in range(1, 5)]
+        + [f"Refine {i}" for i in range(1, 5)]
+        + [f"Vary {i}" for i in range(1, 5)]
+        + ["Reroll", "Info", "Delete"]
     )
     assert all(len(b.action) <= 100 for b in result.buttons)
     assert "seeds 7, 8, 9, 10" in result.text
@@ -68,8 +71,11 @@ async def test_refine_asks_for_a_prompt_then_runs_img2img_with_lineage(chat: Cha
     assert form_reply.ephemeral and form_reply.form is not None
     assert [f.name for f in form_reply.form.fields] == ["prompt", "strength"]
     assert form_reply.form.fields[0].value == "a castle on a hill"
-    sent = await chat.click("bob", f"refine:{job}:2",
-                            fields={"prompt": "a castle on a hill in winter", "strength": "0.4"})
+    sent = await chat.click(
+        "bob",
+        f"refine:{job}:2",
+        fields={"prompt": "a castle on a hill in winter", "strength": "0.4"},
+    )
     child = sent[-1].job_id
     assert child is not None
     await chat.settle()
@@ -78,10 +84,15 @@ async def test_refine_asks_for_a_prompt_then_runs_img2img_with_lineage(chat: Cha
     assert result.text.startswith("Refinement: a castle on a hill in winter")
     row = await chat.app.store.fetchone(
         "SELECT kind, parent_job_id, parent_index, owner_id, request_json FROM jobs WHERE id = ?",
-        (child,))
+        (child,),
+    )
     assert row is not None
     assert (row["kind"], row["parent_job_id"], row["parent_index"], row["owner_id"]) == (
-        "refine", job, 2, "bob")
+        "refine",
+        job,
+        2,
+        "bob",
+    )
     assert '"strength": 0.4' in row["request_json"]
     # The clicker paid, not the owner.
     assert "48 of 50" in (await chat.say("alice", "/quota"))[0].text
@@ -90,8 +101,9 @@ async def test_refine_asks_for_a_prompt_then_runs_img2img_with_lineage(chat: Cha
 
 async def test_bad_refine_strength_is_a_friendly_message(chat: Chat) -> None:
     job = await imagine(chat, "alice", "a boat --n 1")
-    [reply] = await chat.click("alice", f"refine:{job}:1", fields={"prompt": "a boat",
-                                                                  "strength": "7"})
+    [reply] = await chat.click(
+        "alice", f"refine:{job}:1", fields={"prompt": "a boat", "strength": "7"}
+    )
     assert reply.ephemeral and "0 to 1" in reply.text
 
 
@@ -102,8 +114,9 @@ async def test_vary_and_reroll_make_children_with_new_seeds(chat: Chat) -> None:
     await chat.settle()
     for child, kind in ((vary, "vary"), (reroll, "reroll")):
         assert child is not None
-        row = await chat.app.store.fetchone("SELECT kind, parent_job_id, seed, state FROM jobs "
-                                            "WHERE id = ?", (child,))
+        row = await chat.app.store.fetchone(
+            "SELECT kind, parent_job_id, seed, state FROM jobs WHERE id = ?", (child,)
+        )
         assert row is not None
         assert (row["kind"], row["parent_job_id"], row["state"]) == (kind, job, "done")
         assert row["seed"] != 11
@@ -113,8 +126,15 @@ async def test_info_goes_to_the_clicker_only_and_lists_every_parameter(chat: Cha
     job = await imagine(chat, "alice", "a lamp --n 2 --seed 5 --steps 20 --cfg 7 --no blur")
     [info] = await chat.click("bob", f"info:{job}")
     assert info.ephemeral
-    for part in ("Prompt: a lamp", "Negative: blur", "Steps: 20", "CFG: 7", "Seeds: 1=5, 2=6",
-                 "Provider: offline", "Size: 1024x1024"):
+    for part in (
+        "Prompt: a lamp",
+        "Negative: blur",
+        "Steps: 20",
+        "CFG: 7",
+        "Seeds: 1=5, 2=6",
+        "Provider: offline",
+        "Size: 1024x1024",
+    ):
         assert part in info.text
 
 
@@ -147,8 +167,14 @@ async def test_buttons_from_another_workspace_or_forged_are_refused(chat: Chat) 
     job = await imagine(chat, "alice", "a key --n 1")
     [other] = await chat.click("alice", f"reroll:{job}", tenant="other-team")
     assert "no longer available" in other.text
-    for forged in ("reroll:", f"reroll:{job}x", "pick:../../etc:1", "x" * 101,
-                   f"pick:{job}:٣", f"explode:{job}"):
+    for forged in (
+        "reroll:",
+        f"reroll:{job}x",
+        "pick:../../etc:1",
+        "x" * 101,
+        f"pick:{job}:٣",
+        f"explode:{job}",
+    ):
         [reply] = await chat.click("alice", forged)
         assert reply.ephemeral and "not one of ours" in reply.text
     [out_of_range] = await chat.click("alice", f"pick:{job}:9")
@@ -212,8 +238,9 @@ async def test_admins_are_exempt_and_configured_admins_count(tmp_path: Path) -> 
 async def test_attachment_is_normalised_and_used_as_init_image(chat: Chat) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (640, 480), (200, 30, 30)).save(buf, "JPEG")
-    job = await imagine(chat, "alice", "make it blue --n 1 --strength 0.2",
-                        init_image=buf.getvalue())
+    job = await imagine(
+        chat, "alice", "make it blue --n 1 --strength 0.2", init_image=buf.getvalue()
+    )
     row = await chat.app.store.fetchone("SELECT request_json FROM jobs WHERE id = ?", (job,))
     assert row is not None and '"init_sha": "' in row["request_json"]
     assert chat.result(job).state == "done"
@@ -263,8 +290,9 @@ async def test_double_click_on_reroll_makes_one_job_and_one_charge(tmp_path: Pat
 
 
 async def test_avatar_preset_makes_square_portraits(chat: Chat) -> None:
-    job = await imagine(chat, "alice", "a smiling engineer with glasses --avatar --n 2",
-                        channel="avatars")
+    job = await imagine(
+        chat, "alice", "a smiling engineer with glasses --avatar --n 2", channel="avatars"
+    )
     row = await chat.app.store.fetchone("SELECT request_json FROM jobs WHERE id = ?", (job,))
     assert row is not None
     request = json.loads(row["request_json"])
@@ -277,8 +305,11 @@ async def test_avatar_preset_makes_square_portraits(chat: Chat) -> None:
 
 async def test_strength_typed_in_the_refine_prompt_wins_over_the_slider(chat: Chat) -> None:
     job = await imagine(chat, "alice", "a boat --n 1")
-    sent = await chat.click("alice", f"refine:{job}:1",
-                            fields={"prompt": "a boat at sea --strength 0.9", "strength": "0.6"})
+    sent = await chat.click(
+        "alice",
+        f"refine:{job}:1",
+        fields={"prompt": "a boat at sea --strength 0.9", "strength": "0.6"},
+    )
     child = next(r.job_id for r in sent if r.job_id)
     await chat.settle()
     row = await chat.app.store.fetchone("SELECT request_json FROM jobs WHERE id = ?", (child,))

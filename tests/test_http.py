@@ -11,11 +11,12 @@ import pytest
 from aiohttp import web
 
 from bot.errors import ConfigError
-from bot.providers.base import InvalidRequest, ProviderUnavailable, RateLimited
+from bot.providers.base import CheckFailed, InvalidRequest, ProviderUnavailable, RateLimited
 from bot.providers.http import (
     CircuitBreaker,
     HttpClient,
     HttpPolicy,
+    RetryPolicy,
     ServicePaused,
     parse_retry_after,
 )
@@ -50,24 +51,30 @@ async def fake() -> AsyncIterator[EchoFake]:
         yield f
 
 
-def client(url: str, clock: Clock | None = None, waits: list[float] | None = None,
-           **policy: object) -> HttpClient:
+def client(
+    url: str, clock: Clock | None = None, waits: list[float] | None = None, **policy: object
+) -> HttpClient:
     async def sleep(s: float) -> None:
         if waits is not None:
             waits.append(s)
 
-    return HttpClient(label="Fake", base_url=url,
-                      policy=HttpPolicy.from_mapping(policy, "providers.fake"),
-                      headers={"Authorization": f"Bearer {SECRET}"}, sleep=sleep,
-                      clock=clock or Clock())
+    return HttpClient(
+        label="Fake",
+        base_url=url,
+        policy=HttpPolicy.from_mapping(policy, "providers.fake"),
+        headers={"Authorization": f"Bearer {SECRET}"},
+        sleep=sleep,
+        clock=clock or Clock(),
+    )
 
 
 def test_parse_retry_after() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("1.5") == 1.5
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT",
-                             now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(
+        10.0
+    )
     assert parse_retry_after("-3") == 0.0
 
 
@@ -165,8 +172,7 @@ async def test_breaker_opens_pauses_without_requests_then_probes(fake: EchoFake)
     await c.aclose()
 
 
-async def test_breaker_failed_probe_reopens_and_client_errors_do_not_trip(
-        fake: EchoFake) -> None:
+async def test_breaker_failed_probe_reopens_and_client_errors_do_not_trip(fake: EchoFake) -> None:
     clock = Clock()
     c = client(fake.base_url, clock=clock, breaker_threshold=1, breaker_reset_s=10)
     for _ in range(5):
@@ -222,8 +228,13 @@ async def test_mock_transport_injection() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"via": "mock"})
 
-    c = HttpClient(label="M", base_url="http://unused.invalid", policy=HttpPolicy(),
-                   transport=httpx.MockTransport(handler), sleep=asyncio.sleep)
+    c = HttpClient(
+        label="M",
+        base_url="http://unused.invalid",
+        policy=HttpPolicy(),
+        transport=httpx.MockTransport(handler),
+        sleep=asyncio.sleep,
+    )
     resp = await c.request("GET", "/x")
     await c.aclose()
     assert await resp.json() == {"via": "mock"}
@@ -250,12 +261,12 @@ async def test_side_channel_calls_neither_trip_nor_consult_the_breaker(fake: Ech
 
 
 async def test_retry_after_beyond_the_deadline_is_a_rate_limit_not_an_outage(
-        fake: EchoFake) -> None:
+    fake: EchoFake,
+) -> None:
     # Retry-After under the cap but past the call's deadline: fail now as RateLimited (the
     # service answered), instead of sleeping into the deadline and tripping the breaker.
     waits: list[float] = []
-    c = client(fake.base_url, waits=waits, deadline_s=1, retry_after_cap_s=30,
-               breaker_threshold=1)
+    c = client(fake.base_url, waits=waits, deadline_s=1, retry_after_cap_s=30, breaker_threshold=1)
     fake.fail_next(429, json={"message": "slow"}, headers={"Retry-After": "5"})
     with pytest.raises(RateLimited) as info:
         await c.request("POST", "/thing", json_body={})
@@ -273,3 +284,59 @@ async def test_connect_retries_zero_means_one_attempt() -> None:
         await c.request("POST", "/thing", json_body={})
     await c.aclose()
     assert waits == []
+
+
+async def test_each_provider_says_which_5xx_a_post_may_retry(fake: EchoFake) -> None:
+    # The default (Stability, OpenAI): the service failed and did not bill, so once more.
+    default = client(fake.base_url)
+    fake.fail_next(500)
+    assert (await default.request("POST", "/thing", json_body={})).status == 200
+    assert len(fake.requests) == 2
+    await default.aclose()
+    # Cerebrium: a 500 means the function ran and was billed; never sent twice.
+    never = HttpClient(
+        label="Fake",
+        base_url=fake.base_url,
+        policy=HttpPolicy.from_mapping({}, "providers.x", retry=RetryPolicy.never_post()),
+    )
+    fake.requests.clear()
+    fake.fail_next(500)
+    with pytest.raises(ProviderUnavailable):
+        await never.request("POST", "/thing", json_body={})
+    assert len(fake.requests) == 1
+    # ... while a GET is still retried once (it cannot bill).
+    fake.requests.clear()
+    fake.fail_next(500)
+    assert (await never.request("GET", "/thing")).status == 200
+    assert len(fake.requests) == 2
+    await never.aclose()
+
+
+async def test_the_retry_statuses_are_a_setting(fake: EchoFake) -> None:
+    c = client(fake.base_url, retry_post_statuses=[503])
+    fake.fail_next(500)
+    with pytest.raises(ProviderUnavailable):
+        await c.request("POST", "/thing", json_body={})
+    assert len(fake.requests) == 1
+    fake.requests.clear()
+    fake.fail_next(503)
+    assert (await c.request("POST", "/thing", json_body={})).status == 200
+    assert len(fake.requests) == 2
+    await c.aclose()
+    with pytest.raises(ConfigError, match=r"providers\.fake\.retry_post_statuses"):
+        HttpPolicy.from_mapping({"retry_post_statuses": [404]}, "providers.fake")
+
+
+async def test_check_failures_name_the_url_tried_and_the_cause() -> None:
+    c = HttpClient(
+        label="Stable Diffusion webui",
+        base_url="http://127.0.0.1:9",
+        policy=HttpPolicy.from_mapping({"connect_retries": 0}, "providers.x"),
+    )
+    with pytest.raises(CheckFailed) as info:
+        await c.check("GET", "/sdapi/v1/samplers")
+    assert info.value.url == "http://127.0.0.1:9/sdapi/v1/samplers"
+    assert "ConnectError" in info.value.cause
+    assert "unavailable right now" not in info.value.user_message  # not the chat apology
+    assert isinstance(info.value.error, ProviderUnavailable)
+    await c.aclose()

@@ -52,8 +52,12 @@ def noisy(size: tuple[int, int], seed: int = 0) -> Image.Image:
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return (struct.pack(">I", len(body)) + kind + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(body))
+        + kind
+        + body
+        + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
 
 
 def bomb_png(width: int, height: int, *, valid_idat: bool = True) -> bytes:
@@ -67,8 +71,12 @@ def bomb_png(width: int, height: int, *, valid_idat: bool = True) -> bytes:
         idat = b"".join(parts) + z.flush()
     else:
         idat = b"this is not zlib data at all"
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
-            + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 async def rejected(data: bytes, limits: ImageLimits = LIMITS) -> str:
@@ -227,8 +235,9 @@ async def test_store_generated_content_addressed_with_text_chunks(tmp_path: Path
     params = {
         "prompt": "a lighthouse at dusk, 灯台 🌅",
         "seed": "1234",
-        "parameters": a1111_parameters("a lighthouse at dusk", seed=1234, steps=30,
-                                       width=96, height=64, cfg=7),
+        "parameters": a1111_parameters(
+            "a lighthouse at dusk", seed=1234, steps=30, width=96, height=64, cfg=7
+        ),
     }
     data = encode(noisy((96, 64)))
     stored = await store_generated(tmp_path, data, params, LIMITS)
@@ -263,8 +272,17 @@ async def test_store_generated_garbage_is_a_provider_fault(tmp_path: Path, data:
 
 
 def test_a1111_parameters_format() -> None:
-    text = a1111_parameters("a cat", negative_prompt="blurry", steps=30, sampler="Euler a",
-                            cfg=7.5, seed=42, width=1024, height=768, model="sdxl")
+    text = a1111_parameters(
+        "a cat",
+        negative_prompt="blurry",
+        steps=30,
+        sampler="Euler a",
+        cfg=7.5,
+        seed=42,
+        width=1024,
+        height=768,
+        model="sdxl",
+    )
     assert text == (
         "a cat\nNegative prompt: blurry\n"
         "Steps: 30, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 1024x768, Model: sdxl"
@@ -311,7 +329,16 @@ async def test_grid_layout_dimensions(tmp_path: Path, n: int) -> None:
 
 def test_grid_layouts_table() -> None:
     assert [grid_layout(n) for n in range(1, 11)] == [
-        (1, 1), (2, 1), (3, 1), (2, 2), (3, 2), (3, 2), (4, 2), (4, 2), (3, 3), (5, 2)
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (2, 2),
+        (3, 2),
+        (3, 2),
+        (4, 2),
+        (4, 2),
+        (3, 3),
+        (5, 2),
     ]
     for bad in (0, 11):
         with pytest.raises(ValueError):

@@ -23,8 +23,9 @@ from tests.conftest import REPO
 LIMITS = ImageLimits()
 
 
-def png(color: tuple[int, int, int], *, text: dict[str, str] | None = None,
-        icc: bytes | None = None) -> bytes:
+def png(
+    color: tuple[int, int, int], *, text: dict[str, str] | None = None, icc: bytes | None = None
+) -> bytes:
     info = PngImagePlugin.PngInfo()
     for k, v in (text or {}).items():
         info.add_text(k, v)
@@ -38,9 +39,9 @@ def idat(png_bytes: bytes) -> bytes:
     """Every IDAT chunk (length, type, data, CRC), in order."""
     out, pos = b"", 8
     while pos < len(png_bytes):
-        (length,) = struct.unpack(">I", png_bytes[pos:pos + 4])
-        if png_bytes[pos + 4:pos + 8] == b"IDAT":
-            out += png_bytes[pos:pos + 12 + length]
+        (length,) = struct.unpack(">I", png_bytes[pos : pos + 4])
+        if png_bytes[pos + 4 : pos + 8] == b"IDAT":
+            out += png_bytes[pos : pos + 12 + length]
         pos += 12 + length
     return out
 
@@ -48,7 +49,8 @@ def idat(png_bytes: bytes) -> bytes:
 async def test_provider_png_is_kept_with_our_text_and_without_theirs(tmp_path: Path) -> None:
     source = png((10, 120, 200), text={"parameters": "secret workflow of the provider"})
     files, grid = await store_job_images(
-        tmp_path, [(source, {"prompt": "a café ☕ at night", "seed": "7"})], LIMITS)
+        tmp_path, [(source, {"prompt": "a café ☕ at night", "seed": "7"})], LIMITS
+    )
     [stored] = files
     with Image.open(stored.path) as im:
         assert im.text == {"prompt": "a café ☕ at night", "seed": "7"}  # type: ignore[attr-defined]
@@ -60,9 +62,9 @@ async def test_provider_png_is_kept_with_our_text_and_without_theirs(tmp_path: P
 
 async def test_png_with_icc_profile_is_converted_not_kept(tmp_path: Path) -> None:
     from PIL import ImageCms
+
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    files, _ = await store_job_images(tmp_path, [(png((1, 2, 3), icc=icc), {"seed": "1"})],
-                                      LIMITS)
+    files, _ = await store_job_images(tmp_path, [(png((1, 2, 3), icc=icc), {"seed": "1"})], LIMITS)
     with Image.open(files[0].path) as im:
         assert "icc_profile" not in im.info and im.text == {"seed": "1"}  # type: ignore[attr-defined]
 
@@ -80,8 +82,9 @@ async def test_damaged_provider_png_is_a_provider_fault(tmp_path: Path) -> None:
 async def test_jpeg_output_is_stored_as_png(tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (80, 80), (200, 10, 10)).save(buf, "JPEG")
-    files, grid = await store_job_images(tmp_path, [(buf.getvalue(), {"seed": "3"}),
-                                                    (png((9, 9, 9)), {"seed": "4"})], LIMITS)
+    files, grid = await store_job_images(
+        tmp_path, [(buf.getvalue(), {"seed": "3"}), (png((9, 9, 9)), {"seed": "4"})], LIMITS
+    )
     assert [f.path.suffix for f in files] == [".png", ".png"]
     assert grid is not None
 
@@ -97,8 +100,11 @@ def test_only_our_stale_temporary_files_are_removed(tmp_path: Path) -> None:
         os.utime(path, (mtime, mtime))
         return path
 
-    stale = [touch(shard / ".tmp-k2x_9abc.png", old), touch(shard / ".tmp-00000000.jpg", old),
-             touch(shard / ".tmp-zzzzzzzz.webp", old)]
+    stale = [
+        touch(shard / ".tmp-k2x_9abc.png", old),
+        touch(shard / ".tmp-00000000.jpg", old),
+        touch(shard / ".tmp-zzzzzzzz.webp", old),
+    ]
     kept = [
         touch(shard / ".tmp-q1w2e3r4.png", young),  # may be a write going on right now
         touch(shard / ".tmp-short.png", old),  # not a name the store makes
@@ -138,8 +144,9 @@ def _kill_mid_write(data_dir: Path) -> list[Path]:
     it is on disk."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for _ in range(20):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir)], env=env,
-                                 stdout=subprocess.PIPE)
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(data_dir)], env=env, stdout=subprocess.PIPE
+        )
         try:
             assert child.stdout is not None and child.stdout.readline() == b"writing\n"
             deadline = time.monotonic() + 20
@@ -160,17 +167,31 @@ def _kill_mid_write(data_dir: Path) -> list[Path]:
     raise AssertionError("never caught the writer mid-write")
 
 
-def test_a_restart_removes_what_a_sigkill_left_mid_write_and_nothing_newer(
-        tmp_path: Path) -> None:
+def test_a_restart_removes_what_a_sigkill_left_mid_write_and_nothing_newer(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     left = _kill_mid_write(data_dir)
     time.sleep(0.05)  # the kernel notes a process's start in 10 ms ticks
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINE_")}
     env.update({"PYTHONPATH": str(REPO), "IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "0"})
     bot = subprocess.Popen(
-        [sys.executable, "-m", "bot", "--data-dir", str(data_dir), "generate",
-         "a fox in the snow --n 1", "--out", str(tmp_path / "out"), "--user", "alice"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(data_dir),
+            "generate",
+            "a fox in the snow --n 1",
+            "--out",
+            str(tmp_path / "out"),
+            "--user",
+            "alice",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     # Written after the bot started: not its to judge (another writer's, or its own).
     shard = left[0].parent
     young = shard / f".tmp-{uuid.uuid4().hex[:8]}.png"

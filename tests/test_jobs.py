@@ -19,16 +19,19 @@ from bot.events import JobEvent
 from bot.quotas import ledger_balances
 from tests.conftest import REPO, Chat, make_settings, open_chat
 
-SLOW = {"providers": {"offline": {"latency_ms": 150, "concurrency": 1}},
-        "jobs": {"max_running_per_user": 1}}
+SLOW = {
+    "providers": {"offline": {"latency_ms": 150, "concurrency": 1}},
+    "jobs": {"max_running_per_user": 1},
+}
 
 
 async def test_round_robin_across_users(tmp_path: Path) -> None:
     async with open_chat(tmp_path, SLOW) as chat:
         a_jobs = []
         for i in range(4):
-            a_jobs += [r.job_id for r in await chat.say("alice", f"/imagine a{i} --n 1")
-                       if r.job_id]
+            a_jobs += [
+                r.job_id for r in await chat.say("alice", f"/imagine a{i} --n 1") if r.job_id
+            ]
         b_job = next(r.job_id for r in await chat.say("bob", "/imagine b --n 1") if r.job_id)
         # Bob is second in line although Alice queued three more before him.
         assert chat.app.runner.position(b_job) == 1
@@ -40,8 +43,10 @@ async def test_round_robin_across_users(tmp_path: Path) -> None:
 
 
 async def test_per_user_running_cap_and_provider_limit(tmp_path: Path) -> None:
-    overrides = {"providers": {"offline": {"latency_ms": 200, "concurrency": 2}},
-                 "jobs": {"max_running_per_user": 1}}
+    overrides = {
+        "providers": {"offline": {"latency_ms": 200, "concurrency": 2}},
+        "jobs": {"max_running_per_user": 1},
+    }
     async with open_chat(tmp_path, overrides) as chat:
         for i in range(3):
             await chat.say("alice", f"/imagine a{i} --n 1")
@@ -50,8 +55,8 @@ async def test_per_user_running_cap_and_provider_limit(tmp_path: Path) -> None:
         peak_user, peak_all = 0, 0
         while chat.app.runner.queued_count() or chat.app.runner._tasks:
             rows = await chat.app.store.fetchall(
-                "SELECT owner_id, COUNT(*) AS c FROM jobs WHERE state = 'running' "
-                "GROUP BY owner_id")
+                "SELECT owner_id, COUNT(*) AS c FROM jobs WHERE state = 'running' GROUP BY owner_id"
+            )
             peak_user = max([peak_user, *(r["c"] for r in rows)])
             peak_all = max(peak_all, sum(r["c"] for r in rows))
             await asyncio.sleep(0.02)
@@ -70,12 +75,17 @@ async def test_queue_cap_per_user_refuses_without_charging(tmp_path: Path) -> No
 
 
 async def test_queued_jobs_resume_after_a_restart(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, {"providers": {"offline": {"latency_ms": 5000,
-                                                                  "concurrency": 1}}})
+    settings = make_settings(
+        tmp_path, {"providers": {"offline": {"latency_ms": 5000, "concurrency": 1}}}
+    )
     async with App.open(settings) as app:
         chat = Chat(app)
-        ids = [r.job_id for line in ("/imagine one --n 1", "/imagine two --n 1")
-               for r in await chat.say("alice", line) if r.job_id]
+        ids = [
+            r.job_id
+            for line in ("/imagine one --n 1", "/imagine two --n 1")
+            for r in await chat.say("alice", line)
+            if r.job_id
+        ]
         await asyncio.sleep(0.1)
     # graceful stop: the running one went back to the queue, the other stayed queued
     rows = await _states(tmp_path)
@@ -94,12 +104,25 @@ async def _states(tmp_path: Path) -> dict[str, str]:
 
 def _start_slow_generate(tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINE_")}
-    env.update({"IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "60000",
-                "PYTHONPATH": str(REPO)})
+    env.update({"IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "60000", "PYTHONPATH": str(REPO)})
     return subprocess.Popen(
-        [sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "generate",
-         "a fox in the snow --n 2", "--out", str(tmp_path / "out"), "--user", "alice"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "generate",
+            "a fox in the snow --n 2",
+            "--out",
+            str(tmp_path / "out"),
+            "--user",
+            "alice",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -129,8 +152,11 @@ async def test_sigkill_mid_job_then_restart_completes_it_once(tmp_path: Path) ->
         rows = await app.store.fetchall("SELECT state, attempts FROM jobs")
         assert [(r["state"], r["attempts"]) for r in rows] == [("done", 2)]
         ledger = await app.store.fetchall("SELECT kind, units FROM ledger ORDER BY id")
-        assert [(r["kind"], r["units"]) for r in ledger] == [("reserve", 2), ("commit", 2),
-                                                            ("refund", 0)]
+        assert [(r["kind"], r["units"]) for r in ledger] == [
+            ("reserve", 2),
+            ("commit", 2),
+            ("refund", 0),
+        ]
         assert await ledger_balances(app.store)
         images = await app.store.fetchall("SELECT * FROM images")
         assert len(images) == 2
@@ -146,8 +172,11 @@ async def test_sigkill_with_no_retries_left_refunds(tmp_path: Path) -> None:
         rows = await app.store.fetchall("SELECT state, error FROM jobs")
         assert rows[0]["state"] == "failed" and "refunded" in rows[0]["error"]
         ledger = await app.store.fetchall("SELECT kind, units FROM ledger ORDER BY id")
-        assert [(r["kind"], r["units"]) for r in ledger] == [("reserve", 2), ("commit", 0),
-                                                            ("refund", 2)]
+        assert [(r["kind"], r["units"]) for r in ledger] == [
+            ("reserve", 2),
+            ("commit", 0),
+            ("refund", 2),
+        ]
         assert await ledger_balances(app.store)
 
 
@@ -163,11 +192,9 @@ async def test_one_job_runner_per_data_dir(tmp_path: Path) -> None:
         pass
 
 
-async def test_a_queued_job_can_be_cancelled_by_its_owner_and_is_refunded(
-        tmp_path: Path) -> None:
+async def test_a_queued_job_can_be_cancelled_by_its_owner_and_is_refunded(tmp_path: Path) -> None:
     async with open_chat(tmp_path, SLOW) as chat:
-        first = next(r.job_id for r in await chat.say("alice", "/imagine one --n 1")
-                     if r.job_id)
+        first = next(r.job_id for r in await chat.say("alice", "/imagine one --n 1") if r.job_id)
         [queued] = [r for r in await chat.say("alice", "/imagine two --n 3") if r.job_id]
         second = queued.job_id
         assert second is not None and [b.label for b in queued.buttons] == ["Cancel"]
@@ -186,7 +213,8 @@ async def test_a_queued_job_can_be_cancelled_by_its_owner_and_is_refunded(
 
 
 async def test_a_second_listener_on_the_bus_hears_the_runner_and_a_broken_one_stops_nothing(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async with open_chat(tmp_path) as chat:
         heard: list[JobEvent] = []
 
@@ -198,8 +226,7 @@ async def test_a_second_listener_on_the_bus_hears_the_runner_and_a_broken_one_st
 
         chat.app.events.on_job(broken)
         chat.app.events.on_job(record)
-        job = next(r.job_id for r in await chat.say("alice", "/imagine a fox --n 2")
-                   if r.job_id)
+        job = next(r.job_id for r in await chat.say("alice", "/imagine a fox --n 2") if r.job_id)
         await chat.settle()
         assert len(chat.result(job).images) == 1  # the job ran and its result was posted
         assert JobEvent(job, progress=0.0) in heard and JobEvent(job) in heard

@@ -46,12 +46,12 @@ class SlowResponder:
         return None
 
 
-async def test_a_job_that_finishes_while_its_status_is_sent_is_posted_once(
-        tmp_path: Path) -> None:
+async def test_a_job_that_finishes_while_its_status_is_sent_is_posted_once(tmp_path: Path) -> None:
     async with open_chat(tmp_path) as chat:
         out = SlowResponder()
         await chat.app.handler.handle(
-            Invocation(chat.actor("alice"), "general", text="a fox --n 1"), out)
+            Invocation(chat.actor("alice"), "general", text="a fox --n 1"), out
+        )
         await chat.settle()
         job_id = out.sent[0].job_id
         done = [r for r in chat.channel.posted if r.job_id == job_id and r.state == "done"]
@@ -61,7 +61,8 @@ async def test_a_job_that_finishes_while_its_status_is_sent_is_posted_once(
 
 
 async def test_a_status_message_that_cannot_be_sent_does_not_claim_nothing_was_charged(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async with open_chat(tmp_path) as chat:
         out = SlowResponder(fail_first=True)
         actor = chat.actor("alice")
@@ -86,15 +87,17 @@ class NotifyingChannel(Channel):
 
 
 async def test_results_of_jobs_settled_at_start_reach_a_poster_registered_later(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     settings = make_settings(tmp_path)
     async with App.open(settings, start=False) as app:  # a process that died mid-way
         chat = Chat(app)
         a = first_job(await chat.say("alice", "/imagine a fox --n 1"))
         b = first_job(await chat.say("alice", "/imagine an owl --n 1"))
         await app.store.execute("UPDATE jobs SET status_ref = 'status-a' WHERE id = ?", (a,))
-        await app.store.execute("UPDATE jobs SET state = 'running', attempts = 2 WHERE id = ?",
-                                (a,))
+        await app.store.execute(
+            "UPDATE jobs SET state = 'running', attempts = 2 WHERE id = ?", (a,)
+        )
     async with App.open(settings) as app:
         await app.runner.wait_idle(30)  # b resumed and finished, a settled: nobody listening
         channel = NotifyingChannel()
@@ -125,14 +128,16 @@ class CountingProvider:
     def capabilities(self) -> Capabilities:
         return Capabilities(max_n_per_call=1, max_concurrency=2, min_side=64)
 
-    async def generate(self, req: GenerationRequest,
-                       progress: ProgressCallback | None = None) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
             await asyncio.sleep(0.1)
-            return GenerationResult(tuple(GeneratedImage(self._png, req.seed + i)
-                                          for i in range(req.n)))
+            return GenerationResult(
+                tuple(GeneratedImage(self._png, req.seed + i) for i in range(req.n))
+            )
         finally:
             self.in_flight -= 1
 
@@ -159,8 +164,11 @@ async def test_refine_reads_n_through_phone_typography(tmp_path: Path) -> None:
         parent = first_job(await chat.say("alice", "/imagine a fox --n 4"))
         await chat.settle()
         for text in ("a fox in snow \u2014n 1", "a fox in snow \u2013n 1", "a fox in snow"):
-            child = first_job(await chat.click("alice", f"refine:{parent}:1",
-                                               fields={"prompt": text, "strength": "0.5"}))
+            child = first_job(
+                await chat.click(
+                    "alice", f"refine:{parent}:1", fields={"prompt": text, "strength": "0.5"}
+                )
+            )
             await chat.settle()
             job = await chat.app.runner.load(child)
             assert job is not None and job.n == (4 if text == "a fox in snow" else 1)
@@ -176,8 +184,7 @@ async def test_the_result_line_uses_the_payers_real_limits(tmp_path: Path) -> No
         assert "left" not in chat.result(admin).text  # exempt: no quota line at all
 
 
-async def test_cancelled_while_waiting_for_begin_leaves_no_transaction_open(
-        tmp_path: Path) -> None:
+async def test_cancelled_while_waiting_for_begin_leaves_no_transaction_open(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "db.sqlite3") as store:
         await store.execute("CREATE TABLE t (x INTEGER)")
 
@@ -197,8 +204,9 @@ async def test_cancelled_while_waiting_for_begin_leaves_no_transaction_open(
 
 async def test_reroll_keeps_every_weighted_part_with_a_style(tmp_path: Path) -> None:
     async with open_chat(tmp_path) as chat:
-        parent = first_job(await chat.say(
-            "alice", "/imagine a castle::2 moat::1 fog::-0.5 --style anime --n 1"))
+        parent = first_job(
+            await chat.say("alice", "/imagine a castle::2 moat::1 fog::-0.5 --style anime --n 1")
+        )
         await chat.settle()
         child = first_job(await chat.click("alice", f"reroll:{parent}"))
         await chat.settle()

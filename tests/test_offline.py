@@ -22,8 +22,9 @@ from bot.providers.base import (
 )
 from bot.providers.offline import OfflineProvider, OfflineSettings, _render_scene
 
-REQ = GenerationRequest(prompt="a lighthouse on a cliff at dusk", n=1, width=256, height=256,
-                        seed=7)
+REQ = GenerationRequest(
+    prompt="a lighthouse on a cliff at dusk", n=1, width=256, height=256, seed=7
+)
 
 
 def decoded(data: bytes) -> Image.Image:
@@ -144,8 +145,9 @@ async def test_img2img_strength_one_ignores_it_and_half_mixes() -> None:
 
 
 async def test_img2img_init_of_another_size_is_fitted() -> None:
-    data = await one(OfflineProvider(),
-                     replace(REQ, width=320, height=192, init_image=init_png((300, 500))))
+    data = await one(
+        OfflineProvider(), replace(REQ, width=320, height=192, init_image=init_png((300, 500)))
+    )
     assert decoded(data).size == (320, 192)
 
 
@@ -157,8 +159,12 @@ async def test_img2img_garbage_init_is_an_invalid_request() -> None:
 # ------------------------------------------------------------------------------- behaviour
 async def test_out_of_range_requests_are_refused() -> None:
     p = OfflineProvider(OfflineSettings(max_n_per_call=4))
-    for bad in (replace(REQ, n=5), replace(REQ, n=0), replace(REQ, width=4096),
-                replace(REQ, height=32)):
+    for bad in (
+        replace(REQ, n=5),
+        replace(REQ, n=0),
+        replace(REQ, width=4096),
+        replace(REQ, height=32),
+    ):
         with pytest.raises(InvalidRequest):
             await p.generate(bad)
 
@@ -201,8 +207,9 @@ async def test_four_1024_images_are_quick() -> None:
 
 async def test_works_through_fit_request_and_generate_split() -> None:
     p = OfflineProvider(OfflineSettings(max_n_per_call=4))
-    fitted = fit_request(replace(REQ, n=10, width=1000, height=700, steps=200), p.capabilities,
-                         p.label)
+    fitted = fit_request(
+        replace(REQ, n=10, width=1000, height=700, steps=200), p.capabilities, p.label
+    )
     assert (fitted.request.width, fitted.request.height) == (1000, 696)
     res = await generate_split(p, fitted.request, parallel=2)
     assert [img.seed for img in res.images] == list(range(7, 17))

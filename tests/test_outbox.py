@@ -22,7 +22,6 @@ from bot.types import Reply, Target
 from tests.conftest import Chat, make_settings, open_chat
 from tests.fakes.discord_api import CHANNEL_ID, GUILD_ID, DiscordFake
 from tests.fakes.slack_api import SlackFake
-from tests.test_discord import fake as discord_fake  # noqa: F401  (fixture)
 from tests.test_discord import imagine as discord_imagine
 from tests.test_discord import inject, result_posts, running
 from tests.test_slack import CHANNEL, TOKEN, button_ids, workspace_on
@@ -38,8 +37,12 @@ def slack_results(fake: SlackFake) -> dict[str, int]:
     """Result messages in the channel per job (a pick's Info button names the job too)."""
     count: dict[str, int] = {}
     for msg in fake.messages.values():
-        ids = [el["action_id"] for b in msg.blocks if b.get("type") == "actions"
-               for el in b["elements"]]
+        ids = [
+            el["action_id"]
+            for b in msg.blocks
+            if b.get("type") == "actions"
+            for el in b["elements"]
+        ]
         picks = [a for a in ids if a.startswith("pick:")]
         if picks:
             job = picks[0].split(":")[1]
@@ -55,6 +58,12 @@ async def until(predicate: Any, within: float = 30.0) -> None:
 
 
 @pytest.fixture
+async def discord_fake() -> Any:
+    async with DiscordFake() as f:
+        yield f
+
+
+@pytest.fixture
 async def slack() -> Any:
     async with SlackFake(TOKEN) as f:
         yield f
@@ -62,26 +71,33 @@ async def slack() -> Any:
 
 # ------------------------------------------------------------------------------ Discord
 async def test_discord_a_result_post_through_an_outage_lands_once(
-        tmp_path: Path, discord_fake: DiscordFake) -> None:  # noqa: F811
+    tmp_path: Path, discord_fake: DiscordFake
+) -> None:
     """Six 500s (about 16 s: longer than discord.py's own retries) lost the result for good."""
     async with running(tmp_path, discord_fake) as (app, client):
         fast(app)
-        discord_fake.fail_next(500, json={"message": "Internal", "code": 0},
-                               path=f"POST /api/v10/channels/{CHANNEL_ID}/messages", times=6)
+        discord_fake.fail_next(
+            500,
+            json={"message": "Internal", "code": 0},
+            path=f"POST /api/v10/channels/{CHANNEL_ID}/messages",
+            times=6,
+        )
         inject(client, discord_fake.slash("imagine", {"prompt": "a lighthouse --n 1"}))
         posts = await discord_fake.wait_for(lambda: result_posts(discord_fake), within=60)
         await asyncio.sleep(0.5)
         assert len(result_posts(discord_fake)) == 1
         job_id = posts[0].custom_ids()[0].split(":")[1]
         row = await app.store.fetchone(
-            "SELECT state, attempts FROM outbox WHERE job_id = ? AND kind = 'result'", (job_id,))
+            "SELECT state, attempts FROM outbox WHERE job_id = ? AND kind = 'result'", (job_id,)
+        )
         assert row is not None and row["state"] == "done" and row["attempts"] >= 2
         job = await app.store.fetchone("SELECT result_ref FROM jobs WHERE id = ?", (job_id,))
         assert job is not None and job["result_ref"] == posts[0].id
 
 
 async def test_discord_a_retried_post_with_its_key_is_one_message(
-        tmp_path: Path, discord_fake: DiscordFake) -> None:  # noqa: F811
+    tmp_path: Path, discord_fake: DiscordFake
+) -> None:
     """The answer to a post was lost (a kill, a timeout): the retry sends the same nonce and
     Discord returns the message it already made."""
 
@@ -105,20 +121,22 @@ async def test_discord_a_retried_post_with_its_key_is_one_message(
 
 
 async def test_discord_delete_takes_down_status_result_and_pick(
-        tmp_path: Path, discord_fake: DiscordFake) -> None:  # noqa: F811
+    tmp_path: Path, discord_fake: DiscordFake
+) -> None:
     async with running(tmp_path, discord_fake) as (app, client):
         job_id, result = await discord_imagine(client, discord_fake, "a kite --n 2")
         click = discord_fake.click(f"pick:{job_id}:1", result)
         inject(client, click)
-        await discord_fake.wait_for(lambda: any(
-            m.via == "interaction" and m.files for m in discord_fake.messages.values()))
-        pick = next(m for m in discord_fake.messages.values()
-                    if m.via == "interaction" and m.files)
+        await discord_fake.wait_for(
+            lambda: any(m.via == "interaction" and m.files for m in discord_fake.messages.values())
+        )
+        pick = next(m for m in discord_fake.messages.values() if m.via == "interaction" and m.files)
         row = await app.store.fetchone("SELECT status_ref FROM jobs WHERE id = ?", (job_id,))
         assert row is not None
         inject(client, discord_fake.click(f"delete:{job_id}", result))
-        await discord_fake.wait_for(lambda: result.id not in discord_fake.messages
-                                    and pick.id not in discord_fake.messages)
+        await discord_fake.wait_for(
+            lambda: result.id not in discord_fake.messages and pick.id not in discord_fake.messages
+        )
         gone = {m.id for m in discord_fake.deleted}
         assert {result.id, pick.id, row["status_ref"]} <= gone
         assert discord_fake.violations == []
@@ -126,7 +144,8 @@ async def test_discord_delete_takes_down_status_result_and_pick(
 
 # -------------------------------------------------------------------------------- Slack
 async def test_slack_a_failed_upload_is_retried_while_the_bot_runs(
-        tmp_path: Path, slack: SlackFake) -> None:
+    tmp_path: Path, slack: SlackFake
+) -> None:
     async with workspace_on(tmp_path, slack) as ws:
         fast(ws.app)
         slack.fail_next(500, path="/api/files.getUploadURLExternal", times=3)
@@ -139,7 +158,8 @@ async def test_slack_a_failed_upload_is_retried_while_the_bot_runs(
 
 
 async def test_slack_a_failed_post_after_the_upload_does_not_upload_again(
-        tmp_path: Path, slack: SlackFake) -> None:
+    tmp_path: Path, slack: SlackFake
+) -> None:
     async with workspace_on(tmp_path, slack) as ws:
         fast(ws.app)
         alice = ws.user("alice")
@@ -155,15 +175,19 @@ async def test_slack_a_failed_post_after_the_upload_does_not_upload_again(
 
 
 async def test_slack_one_undeliverable_result_blocks_no_other(
-        tmp_path: Path, slack: SlackFake) -> None:
+    tmp_path: Path, slack: SlackFake
+) -> None:
     async with workspace_on(tmp_path, slack) as ws:
         fast(ws.app)
         alice = ws.user("alice")
         # The bot was removed from the archive channel: its results can never be posted.
         slack.member_channels = {CHANNEL}
-        await ws.post(ws.slash_body(alice, "/imagine", "a lost kite --n 1",
-                                    slack.new_trigger(), channel="CARCHIVE"),
-                      "application/x-www-form-urlencoded")
+        await ws.post(
+            ws.slash_body(
+                alice, "/imagine", "a lost kite --n 1", slack.new_trigger(), channel="CARCHIVE"
+            ),
+            "application/x-www-form-urlencoded",
+        )
         await ws.slash(alice, "/imagine", "a found kite --n 1")
         await ws.app.runner.wait_idle(20)
         await until(lambda: slack_results(slack))
@@ -174,7 +198,8 @@ async def test_slack_one_undeliverable_result_blocks_no_other(
             await asyncio.sleep(0.05)
         lost = await ws.app.store.fetchone(
             "SELECT o.state, o.last_error, j.id FROM outbox o JOIN jobs j ON j.id = o.job_id "
-            "WHERE j.channel_id = 'CARCHIVE'")
+            "WHERE j.channel_id = 'CARCHIVE'"
+        )
         assert lost is not None and lost["state"] == "failed"
         assert "not_in_channel" in lost["last_error"]
         note = await ws.app.handler.delivery.undelivered_note(lost["id"])
@@ -182,7 +207,8 @@ async def test_slack_one_undeliverable_result_blocks_no_other(
 
 
 async def test_slack_delete_removes_messages_and_the_bots_uploads(
-        tmp_path: Path, slack: SlackFake) -> None:
+    tmp_path: Path, slack: SlackFake
+) -> None:
     async with workspace_on(tmp_path, slack) as ws:
         alice = ws.user("alice")
         await ws.slash(alice, "/imagine", "a blue kite --n 2")
@@ -191,14 +217,18 @@ async def test_slack_delete_removes_messages_and_the_bots_uploads(
         assert all(not u.deleted for u in slack.uploads.values())
         await ws.click(alice, result, f"delete:{job_id}")
         await until(lambda: all(u.deleted for u in slack.uploads.values()))
-        assert not [m for m in slack.messages.values() if job_id in json.dumps(m.blocks)
-                    or "blue kite" in m.text]
+        assert not [
+            m
+            for m in slack.messages.values()
+            if job_id in json.dumps(m.blocks) or "blue kite" in m.text
+        ]
         assert len(slack.calls_to("chat.delete")) == 2  # the status and the result
         assert slack.violations == []
 
 
 async def test_slack_delete_during_delivery_takes_the_result_down_once_it_lands(
-        tmp_path: Path, slack: SlackFake) -> None:
+    tmp_path: Path, slack: SlackFake
+) -> None:
     async with workspace_on(tmp_path, slack) as ws:
         alice = ws.user("alice")
         await ws.slash(alice, "/imagine", "a green kite --n 1")
@@ -215,8 +245,9 @@ async def test_slack_delete_during_delivery_takes_the_result_down_once_it_lands(
         gate.set()
         await deleting
         await ws.app.runner.wait_idle(20)
-        await until(lambda: not slack_results(slack)
-                    and all(u.deleted for u in slack.uploads.values()))
+        await until(
+            lambda: not slack_results(slack) and all(u.deleted for u in slack.uploads.values())
+        )
         assert status.params["channel"] == CHANNEL
         assert slack.violations == []
 
@@ -229,7 +260,7 @@ async def test_delete_removes_the_files_unless_a_live_job_shows_them(tmp_path: P
         [varied] = await chat.click("alice", f"vary:{a}:1")  # starts from a's image
         assert varied.job_id
         await chat.settle()
-        grid = (await chat.app.store.fetchone("SELECT grid_sha FROM jobs WHERE id = ?", (a,)))
+        grid = await chat.app.store.fetchone("SELECT grid_sha FROM jobs WHERE id = ?", (a,))
         assert grid is not None and chat.app.image_path(grid["grid_sha"]) is not None
         await chat.click("alice", f"delete:{a}")
         assert chat.app.image_path(img.sha256) is not None  # the variation still starts from it
@@ -260,8 +291,10 @@ async def test_the_playground_answers_404_for_a_deleted_jobs_image(tmp_path: Pat
             url = server.url + done["images"][0]["url"]
             async with http.get(url) as resp:
                 assert resp.status == 200
-            async with http.post(f"{server.url}/api/action", json={
-                    "name": "alice", "channel": "general", "action": f"delete:{job_id}"}) as r:
+            async with http.post(
+                f"{server.url}/api/action",
+                json={"name": "alice", "channel": "general", "action": f"delete:{job_id}"},
+            ) as r:
                 assert r.status == 200, await r.text()
             await next_reply(ws, job_id=job_id, state="deleted")
             async with http.get(url) as resp:
@@ -282,7 +315,6 @@ async def test_info_follows_the_rule_of_the_other_verbs(chat: Chat) -> None:
     assert "Prompt: a secret kite" in own.text
 
 
-
 async def test_doctor_lists_what_the_outbox_gave_up_on(tmp_path: Path, slack: SlackFake) -> None:
     from tests.test_cli import run
 
@@ -290,8 +322,12 @@ async def test_doctor_lists_what_the_outbox_gave_up_on(tmp_path: Path, slack: Sl
         fast(ws.app)
         slack.member_channels = {CHANNEL}
         alice = ws.user("alice")
-        await ws.post(ws.slash_body(alice, "/imagine", "a lost kite --n 1", slack.new_trigger(),
-                                    channel="CARCHIVE"), "application/x-www-form-urlencoded")
+        await ws.post(
+            ws.slash_body(
+                alice, "/imagine", "a lost kite --n 1", slack.new_trigger(), channel="CARCHIVE"
+            ),
+            "application/x-www-form-urlencoded",
+        )
         for _ in range(200):  # the command is handled after Slack's ack
             row = await ws.app.store.fetchone("SELECT job_id FROM outbox WHERE state = 'failed'")
             if row is not None:

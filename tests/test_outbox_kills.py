@@ -41,15 +41,26 @@ def _free_port() -> int:
 
 def _start(tmp_path: Path, fake: SlackFake, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "SLACK_"))}
-    env.update({
-        "PYTHONPATH": str(REPO), "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": fake.api_url, "SLACK_HOST": "127.0.0.1", "SLACK_PORT": str(port),
-        "IMAGINE_WEB__ENABLED": "false", "IMAGINE_GRAMMAR__BASE_SIDE": "256",
-        "IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "400",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_API_URL": fake.api_url,
+            "SLACK_HOST": "127.0.0.1",
+            "SLACK_PORT": str(port),
+            "IMAGINE_WEB__ENABLED": "false",
+            "IMAGINE_GRAMMAR__BASE_SIDE": "256",
+            "IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "400",
+        }
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "data"), "serve"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def _ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -67,39 +78,57 @@ async def _ready(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 async def _slash(http: aiohttp.ClientSession, port: int, fake: SlackFake, text: str) -> None:
     fake.add_user("UALICE", "alice")
-    body = urlencode({
-        "token": "legacy-unused", "team_id": TEAM_ID, "team_domain": "fake",
-        "channel_id": CHANNEL, "channel_name": "general", "user_id": "UALICE",
-        "user_name": "alice", "command": "/imagine", "text": text, "api_app_id": "A0IMAGINE",
-        "response_url": fake.response_url(), "trigger_id": fake.new_trigger(),
-    })
+    body = urlencode(
+        {
+            "token": "legacy-unused",
+            "team_id": TEAM_ID,
+            "team_domain": "fake",
+            "channel_id": CHANNEL,
+            "channel_name": "general",
+            "user_id": "UALICE",
+            "user_name": "alice",
+            "command": "/imagine",
+            "text": text,
+            "api_app_id": "A0IMAGINE",
+            "response_url": fake.response_url(),
+            "trigger_id": fake.new_trigger(),
+        }
+    )
     ts = str(int(time.time()))
     sig = SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body)
-    async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(), headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}) as resp:
+    async with http.post(
+        f"http://127.0.0.1:{port}/slack/events",
+        data=body.encode(),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig,
+        },
+    ) as resp:
         assert resp.status == 200
 
 
 def _all_delivered(db_path: Path) -> bool:
     try:
         with sqlite3.connect(db_path) as db:
-            jobs = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN "
-                              "('done', 'failed', 'filtered')").fetchone()[0]
-            done = db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'result' "
-                              "AND state = 'done'").fetchone()[0]
+            jobs = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', 'filtered')"
+            ).fetchone()[0]
+            done = db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE kind = 'result' AND state = 'done'"
+            ).fetchone()[0]
             return bool(jobs == JOBS and done == JOBS)
     except sqlite3.Error:
         return False
 
 
-async def test_random_kills_during_delivery_leave_each_result_exactly_once(
-        tmp_path: Path) -> None:
+async def test_random_kills_during_delivery_leave_each_result_exactly_once(tmp_path: Path) -> None:
     rng = random.Random(8)
     port = _free_port()
     async with SlackFake(TOKEN) as fake, aiohttp.ClientSession() as http:
-        fake.answer_delay.update({"chat.postMessage": 0.4, "files.completeUploadExternal": 0.4,
-                                  "chat.update": 0.1})
+        fake.answer_delay.update(
+            {"chat.postMessage": 0.4, "files.completeUploadExternal": 0.4, "chat.update": 0.1}
+        )
         proc = _start(tmp_path, fake, port)
         try:
             await _ready(port, proc)
@@ -131,7 +160,8 @@ async def test_random_kills_during_delivery_leave_each_result_exactly_once(
         assert await ledger_balances(app.store)
         rows = await app.store.fetchall(
             "SELECT j.id, j.state, o.id AS row FROM jobs j JOIN outbox o ON o.job_id = j.id "
-            "AND o.kind = 'result'")
+            "AND o.kind = 'result'"
+        )
         assert len(rows) == JOBS
         assert posted == {f"ib{r['row']}r": 1 for r in rows}, posted
         assert finished == {r["id"]: 1 for r in rows if r["state"] == "done"}

@@ -24,7 +24,7 @@ from bot.providers.base import (
     AuthFailed,
     ContentFiltered,
     InvalidRequest,
-    NotFound,
+    ModelUnavailable,
     ProviderError,
     ProviderUnavailable,
     QuotaExhausted,
@@ -37,6 +37,7 @@ from tests.fakes import FakeServer
 from tests.fakes.automatic1111 import Automatic1111Fake
 from tests.fakes.cerebrium import CerebriumFake
 from tests.fakes.comfyui import IMG2IMG_WORKFLOW, TXT2IMG_WORKFLOW, ComfyUIFake
+from tests.fakes.horde import HordeFake
 from tests.fakes.openai import OpenAIFake
 from tests.fakes.stability import StabilityFake
 
@@ -48,8 +49,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Small timeouts and a quick Retry-After cap, so a failing flow never waits long.
 FAST: dict[str, Any] = {
-    "connect_timeout_s": 2.0, "timeout_s": 5.0, "deadline_s": 10.0, "connect_retries": 0,
-    "retry_after_cap_s": 1.0, "rate_limit_retries": 1,
+    "connect_timeout_s": 2.0,
+    "timeout_s": 5.0,
+    "deadline_s": 10.0,
+    "connect_retries": 0,
+    "retry_after_cap_s": 1.0,
+    "rate_limit_retries": 1,
 }
 
 
@@ -74,9 +79,14 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path, kind: str, *, section: Mapping[str, Any] | None = None,
-              overrides: Mapping[str, Any] | None = None,
-              fake_key: str | None = None) -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path,
+    kind: str,
+    *,
+    section: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    fake_key: str | None = None,
+) -> AsyncIterator[Rig]:
     """Start ``kind``'s fake, then the app configured (keys and URLs from the env) to use it.
 
     ``fake_key``: the key the fake accepts, when it should differ from the configured one.
@@ -86,8 +96,7 @@ async def rig(tmp_path: Path, kind: str, *, section: Mapping[str, Any] | None = 
         env: dict[str, str]
         fake: FakeServer
         if kind in ("stability-core", "stability-sdxl"):
-            fake = await stack.enter_async_context(
-                StabilityFake(api_key=fake_key or STABILITY_KEY))
+            fake = await stack.enter_async_context(StabilityFake(api_key=fake_key or STABILITY_KEY))
             name = "stability"
             sect["model"] = "core" if kind == "stability-core" else SDXL
             env = {"STABILITY_API_KEY": STABILITY_KEY, "STABILITY_API_BASE_URL": fake.base_url}
@@ -112,6 +121,12 @@ async def rig(tmp_path: Path, kind: str, *, section: Mapping[str, Any] | None = 
             i2i.write_text(json.dumps(IMG2IMG_WORKFLOW))
             sect.update(workflow=str(t2i), img2img_workflow=str(i2i), poll_interval_s=0.01)
             env = {"COMFYUI_BASE_URL": fake.base_url}
+        elif kind == "horde":
+            hfake = HordeFake()
+            fake, name = await stack.enter_async_context(hfake), "horde"
+            # The Horde's check endpoint may be polled once a second at most.
+            sect.update(poll_interval_s=1.0, deadline_s=30.0)
+            env = {"AI_HORDE_BASE_URL": hfake.api_url}  # no key: the anonymous one
         else:
             raise AssertionError(kind)
         sect.update(section or {})
@@ -132,7 +147,8 @@ async def imagine(chat: Chat, line: str, user: str = "alice") -> str:
 
 async def ledger(chat: Chat, job_id: str) -> dict[str, int]:
     rows = await chat.app.store.fetchall(
-        "SELECT kind, units FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
+        "SELECT kind, units FROM ledger WHERE job_id = ? ORDER BY id", (job_id,)
+    )
     return {r["kind"]: int(r["units"]) for r in rows}
 
 
@@ -152,14 +168,21 @@ def labels(reply: Reply) -> list[str]:
 
 
 def generation_requests(r: Rig) -> list[Any]:
-    fragment = {"stability": "/generat", "automatic1111": "2img", "openai": "/images/",
-                "cerebrium": "/predict", "comfyui": "/prompt"}[r.provider]
+    fragment = {
+        "stability": "/generat",
+        "automatic1111": "2img",
+        "openai": "/images/",
+        "cerebrium": "/predict",
+        "comfyui": "/prompt",
+        "horde": "/generate/async",
+    }[r.provider]
     return r.fake.requests_to(fragment)
 
 
 # ------------------------------------------------------------------- 1. every provider, n=2
-@pytest.mark.parametrize("kind", ["stability-core", "stability-sdxl", "automatic1111", "openai",
-                                  "cerebrium", "comfyui"])
+@pytest.mark.parametrize(
+    "kind", ["stability-core", "stability-sdxl", "automatic1111", "openai", "cerebrium", "comfyui"]
+)
 async def test_imagine_two_images_on_each_provider(tmp_path: Path, kind: str) -> None:
     async with rig(tmp_path, kind) as r:
         chat = r.chat
@@ -171,8 +194,17 @@ async def test_imagine_two_images_on_each_provider(tmp_path: Path, kind: str) ->
         if kind == "stability-core":  # text-to-image only: no buttons that cannot work
             assert labels(result) == ["Pick 1", "Pick 2", "Reroll", "Info", "Delete"]
         else:
-            assert labels(result) == ["Pick 1", "Pick 2", "Refine 1", "Refine 2", "Vary 1",
-                                      "Vary 2", "Reroll", "Info", "Delete"]
+            assert labels(result) == [
+                "Pick 1",
+                "Pick 2",
+                "Refine 1",
+                "Refine 2",
+                "Vary 1",
+                "Vary 2",
+                "Reroll",
+                "Info",
+                "Delete",
+            ]
         if kind != "openai":  # OpenAI takes no seed: see the xfail test below
             # Stability and the webui report the seeds; the others use the ones we send.
             assert "seeds 41, 42" in result.text
@@ -189,7 +221,8 @@ async def test_imagine_two_images_on_each_provider(tmp_path: Path, kind: str) ->
 
 
 async def test_stability_seed_zero_means_random_and_the_chosen_seeds_are_read_back(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # Stability treats seed 0 as "pick one"; the seeds it picked must be stored, or the
     # images could never be reproduced.
     async with rig(tmp_path, "stability-sdxl") as r:
@@ -216,8 +249,9 @@ async def test_a_provider_without_seeds_claims_none(tmp_path: Path) -> None:
 async def _refine(r: Rig, strength: str) -> tuple[str, str]:
     chat = r.chat
     parent = await imagine(chat, "a castle --n 2 --seed 9")
-    sent = await chat.click("bob", f"refine:{parent}:2",
-                            fields={"prompt": "a castle in winter", "strength": strength})
+    sent = await chat.click(
+        "bob", f"refine:{parent}:2", fields={"prompt": "a castle in winter", "strength": strength}
+    )
     child = sent[-1].job_id
     assert child is not None, [s.text for s in sent]
     await chat.settle()
@@ -234,7 +268,8 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 async def test_refine_on_stability_v1_sends_the_init_image_and_inverted_strength(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async with rig(tmp_path, "stability-sdxl") as r:
         await _refine(r, "0.3")
         [call] = r.stability.requests_to("/image-to-image")
@@ -251,7 +286,8 @@ async def test_refine_on_stability_v1_sends_the_init_image_and_inverted_strength
 
 
 async def test_refine_on_automatic1111_sends_init_images_and_denoising_strength(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async with rig(tmp_path, "automatic1111") as r:
         await _refine(r, "0.35")
         [call] = r.a1111.requests_to("/img2img")
@@ -287,8 +323,7 @@ async def test_webui_batches_are_split_by_max_n_per_call(tmp_path: Path) -> None
         calls = r.a1111.requests_to("/txt2img")
         assert sorted(c.json["batch_size"] for c in calls) == [1, 2, 2]
         assert sorted(c.json["seed"] for c in calls) == [10, 12, 14]
-        assert [i.seed for i in await r.chat.app.runner.load_images(job)] == [10, 11, 12, 13,
-                                                                              14]
+        assert [i.seed for i in await r.chat.app.runner.load_images(job)] == [10, 11, 12, 13, 14]
 
 
 # ------------------------------------------------------------------------- 4. error classes
@@ -301,31 +336,40 @@ ERRORS: list[tuple[str, dict[str, Any], type[ProviderError], int]] = [
     ("401-auth", _v1_err(401, "unauthorized", "bad key"), AuthFailed, 1),
     ("402-credits", _v1_err(402, "payment_required", "no credits"), QuotaExhausted, 1),
     ("403-moderation", _v1_err(403, "content_moderation", "flagged"), ContentFiltered, 1),
-    ("404", _v1_err(404, "not_found", "no such engine"), NotFound, 1),
-    ("429-long-retry-after", {**_v1_err(429, "rate_limit_exceeded", "slow down"),
-                              "headers": {"Retry-After": "120"}}, RateLimited, 1),
-    ("500-twice", {**_v1_err(500, "server_error", "boom"), "times": 2}, ProviderUnavailable,
-     2),
+    # The configured engine is gone: an admin must change the setting, so it alerts.
+    ("404", _v1_err(404, "not_found", "no such engine"), ModelUnavailable, 1),
+    (
+        "429-long-retry-after",
+        {**_v1_err(429, "rate_limit_exceeded", "slow down"), "headers": {"Retry-After": "120"}},
+        RateLimited,
+        1,
+    ),
+    ("500-twice", {**_v1_err(500, "server_error", "boom"), "times": 2}, ProviderUnavailable, 2),
     ("malformed-json", {"mode": "malformed"}, ProviderUnavailable, 1),
     ("truncated-body", {"mode": "truncated"}, ProviderUnavailable, 1),
 ]
 
 
-@pytest.mark.parametrize(("case", "fault", "error", "calls"), ERRORS,
-                         ids=[e[0] for e in ERRORS])
+@pytest.mark.parametrize(("case", "fault", "error", "calls"), ERRORS, ids=[e[0] for e in ERRORS])
 async def test_each_error_class_fails_the_job_and_refunds_it(
-        tmp_path: Path, case: str, fault: dict[str, Any], error: type[ProviderError],
-        calls: int) -> None:
-    async with rig(tmp_path, "stability-sdxl",
-                   overrides={"bot": {"alert_channel": "test:team:ops"}}) as r:
+    tmp_path: Path, case: str, fault: dict[str, Any], error: type[ProviderError], calls: int
+) -> None:
+    async with rig(
+        tmp_path, "stability-sdxl", overrides={"bot": {"alert_channel": "test:team:ops"}}
+    ) as r:
         r.stability.fail_next(path="/v1/generation", **fault)
         job = await imagine(r.chat, "a fox --n 2")
         result = r.chat.result(job)
         assert result.state == "failed"
-        assert error.user_message in result.text
+        message = (
+            ModelUnavailable(model=SDXL, setting="providers.stability.model").user_message
+            if error is ModelUnavailable
+            else error.user_message
+        )
+        assert message in result.text
         assert not result.buttons and not result.images
         row = await job_row(r.chat, job)
-        assert (row["state"], row["error"]) == ("failed", error.user_message)
+        assert (row["state"], row["error"]) == ("failed", message)
         # one call, or the single allowed retry of a 500; never more
         assert len(generation_requests(r)) == calls
         assert "50 of 50 images left today" in result.text
@@ -351,8 +395,11 @@ async def test_a_hanging_service_hits_the_deadline_and_is_refunded(tmp_path: Pat
 
 async def test_a_short_retry_after_is_honoured_and_charged_once(tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-sdxl") as r:
-        r.stability.fail_next(path="/v1/generation", headers={"Retry-After": "0"},
-                              **_v1_err(429, "rate_limit_exceeded", "slow down"))
+        r.stability.fail_next(
+            path="/v1/generation",
+            headers={"Retry-After": "0"},
+            **_v1_err(429, "rate_limit_exceeded", "slow down"),
+        )
         job = await imagine(r.chat, "a fox --n 2")
         assert r.chat.result(job).state == "done"
         assert len(generation_requests(r)) == 2
@@ -360,10 +407,14 @@ async def test_a_short_retry_after_is_honoured_and_charged_once(tmp_path: Path) 
 
 
 async def test_one_failing_call_of_a_split_job_fails_and_refunds_the_whole_job(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async with rig(tmp_path, "stability-core") as r:
-        r.stability.fail_next(400, path="/v2beta", json={
-            "id": "e", "name": "bad_request", "errors": ["prompt: something"]})
+        r.stability.fail_next(
+            400,
+            path="/v2beta",
+            json={"id": "e", "name": "bad_request", "errors": ["prompt: something"]},
+        )
         job = await imagine(r.chat, "a fox --n 3")
         result = r.chat.result(job)
         assert result.state == "failed" and InvalidRequest.user_message in result.text
@@ -384,10 +435,17 @@ async def test_a_500_then_success_is_retried_once_and_charged_once(tmp_path: Pat
 
 async def test_openai_content_policy_error_is_shown_and_refunded(tmp_path: Path) -> None:
     async with rig(tmp_path, "openai") as r:
-        r.fake.fail_next(400, json={"error": {
-            "message": "Your request was rejected by the safety system.",
-            "type": "image_generation_user_error", "param": None,
-            "code": "moderation_blocked"}})
+        r.fake.fail_next(
+            400,
+            json={
+                "error": {
+                    "message": "Your request was rejected by the safety system.",
+                    "type": "image_generation_user_error",
+                    "param": None,
+                    "code": "moderation_blocked",
+                }
+            },
+        )
         job = await imagine(r.chat, "a fox --n 2")
         result = r.chat.result(job)
         assert result.state == "failed" and ContentFiltered.user_message in result.text
@@ -398,8 +456,9 @@ async def test_openai_content_policy_error_is_shown_and_refunded(tmp_path: Path)
 async def test_refine_on_a_text_only_model_is_refused_before_charging(tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-core") as r:
         job = await imagine(r.chat, "a fox --n 1")
-        [reply] = await r.chat.click("alice", f"refine:{job}:1",
-                                     fields={"prompt": "a fox in snow", "strength": "0.5"})
+        [reply] = await r.chat.click(
+            "alice", f"refine:{job}:1", fields={"prompt": "a fox in snow", "strength": "0.5"}
+        )
         assert reply.ephemeral and reply.job_id is None
         assert "cannot refine an existing image" in reply.text
         assert len(await r.chat.app.store.fetchall("SELECT id FROM jobs")) == 1
@@ -418,7 +477,8 @@ async def test_one_filtered_image_is_dropped_and_refunded(tmp_path: Path) -> Non
         assert [(i.index, i.seed) for i in imgs] == [(1, 3)]
         assert labels(result) == ["Pick 1", "Refine 1", "Vary 1", "Reroll", "Info", "Delete"]
         assert "1 image was removed by the provider's content filter and refunded" in (
-            result.notice or "")
+            result.notice or ""
+        )
         assert await ledger(r.chat, job) == {"reserve": 2, "commit": 1, "refund": 1}
         assert "49 of 50" in result.text
         assert await ledger_balances(r.chat.app.store)
@@ -442,8 +502,12 @@ async def test_all_filtered_ends_filtered_with_a_full_refund(tmp_path: Path) -> 
 
 # ------------------------------------------------------------------------ 6. admin alert once
 async def test_auth_failure_alerts_the_admins_once(tmp_path: Path) -> None:
-    async with rig(tmp_path, "stability-sdxl", fake_key="sk-the-real-one",
-                   overrides={"bot": {"alert_channel": "test:team:ops"}}) as r:
+    async with rig(
+        tmp_path,
+        "stability-sdxl",
+        fake_key="sk-the-real-one",
+        overrides={"bot": {"alert_channel": "test:team:ops"}},
+    ) as r:
         first = await imagine(r.chat, "a fox --n 1")
         second = await imagine(r.chat, "a cat --n 1", user="bob")
         for job in (first, second):
@@ -457,12 +521,38 @@ async def test_auth_failure_alerts_the_admins_once(tmp_path: Path) -> None:
         assert await ledger_balances(r.chat.app.store)
 
 
+async def test_a_retired_model_alerts_the_admins_once_with_the_setting(tmp_path: Path) -> None:
+    # The vendor shut the configured model down: every job fails until an admin changes the
+    # setting, so it pages them (once), like a bad key, and tells them which setting.
+    async with rig(tmp_path, "openai", overrides={"bot": {"alert_channel": "test:team:ops"}}) as r:
+        assert isinstance(r.fake, OpenAIFake)
+        r.fake.retire("gpt-image-2.6-flare")
+        first = await imagine(r.chat, "a fox --n 1")
+        second = await imagine(r.chat, "a cat --n 1", user="bob")
+        for job in (first, second):
+            result = r.chat.result(job)
+            assert result.state == "failed"
+            assert "has retired the model 'gpt-image-2.6-flare'" in result.text
+        [alert] = [p for p in r.chat.channel.posted if "Admin alert" in p.text]
+        assert "ModelRetired" in alert.text and "providers.openai.model" in alert.text
+        assert await ledger(r.chat, first) == {"reserve": 1, "commit": 0, "refund": 1}
+        assert await ledger_balances(r.chat.app.store)
+
+
 # ------------------------------------------------------------------------------ 7. fallback
 async def test_unavailable_provider_falls_back_to_offline_and_says_so(tmp_path: Path) -> None:
-    async with rig(tmp_path, "stability-sdxl", section={"breaker_threshold": 1},
-                   overrides={"providers": {"fallback": "offline"}}) as r:
-        r.stability.fail_next(503, path="/v1/generation", times=10,
-                              json={"id": "x", "name": "service_unavailable", "message": "down"})
+    async with rig(
+        tmp_path,
+        "stability-sdxl",
+        section={"breaker_threshold": 1},
+        overrides={"providers": {"fallback": "offline"}},
+    ) as r:
+        r.stability.fail_next(
+            503,
+            path="/v1/generation",
+            times=10,
+            json={"id": "x", "name": "service_unavailable", "message": "down"},
+        )
         first = await imagine(r.chat, "a fox --n 2")
         assert len(generation_requests(r)) == 2  # the call and its one 5xx retry
         # The breaker is open now: the next job goes straight to the fallback, no HTTP.
@@ -481,9 +571,12 @@ async def test_unavailable_provider_falls_back_to_offline_and_says_so(tmp_path: 
 
 
 async def test_a_bad_key_falls_back_too_and_still_alerts_the_admins(tmp_path: Path) -> None:
-    async with rig(tmp_path, "stability-sdxl", fake_key="sk-the-real-one",
-                   overrides={"providers": {"fallback": "offline"},
-                              "bot": {"alert_channel": "test:team:ops"}}) as r:
+    async with rig(
+        tmp_path,
+        "stability-sdxl",
+        fake_key="sk-the-real-one",
+        overrides={"providers": {"fallback": "offline"}, "bot": {"alert_channel": "test:team:ops"}},
+    ) as r:
         job = await imagine(r.chat, "a fox --n 2")
         result = r.chat.result(job)
         assert result.state == "done" and "was unavailable" in (result.notice or "")
@@ -493,8 +586,9 @@ async def test_a_bad_key_falls_back_too_and_still_alerts_the_admins(tmp_path: Pa
 
 async def test_no_fallback_for_a_users_own_error(tmp_path: Path) -> None:
     # A 400 or a content refusal is about this request: another provider must not be tried.
-    async with rig(tmp_path, "stability-sdxl",
-                   overrides={"providers": {"fallback": "offline"}}) as r:
+    async with rig(
+        tmp_path, "stability-sdxl", overrides={"providers": {"fallback": "offline"}}
+    ) as r:
         r.stability.fail_next(path="/v1/generation", **_v1_err(403, "content_moderation", "no"))
         job = await imagine(r.chat, "a fox --n 2")
         assert r.chat.result(job).state == "failed"
@@ -502,17 +596,25 @@ async def test_no_fallback_for_a_users_own_error(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- 8. secrets
-@pytest.mark.parametrize(("kind", "key", "header"), [
-    ("stability-sdxl", STABILITY_KEY, f"Bearer {STABILITY_KEY}"),
-    ("openai", OPENAI_KEY, f"Bearer {OPENAI_KEY}"),
-    ("cerebrium", CEREBRIUM_KEY, f"Bearer {CEREBRIUM_KEY}"),
-], ids=["stability", "openai", "cerebrium"])
+@pytest.mark.parametrize(
+    ("kind", "key", "header"),
+    [
+        ("stability-sdxl", STABILITY_KEY, f"Bearer {STABILITY_KEY}"),
+        ("openai", OPENAI_KEY, f"Bearer {OPENAI_KEY}"),
+        ("cerebrium", CEREBRIUM_KEY, f"Bearer {CEREBRIUM_KEY}"),
+    ],
+    ids=["stability", "openai", "cerebrium"],
+)
 async def test_the_api_key_reaches_no_log_reply_or_repr(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, key: str,
-        header: str) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, key: str, header: str
+) -> None:
     caplog.set_level(logging.DEBUG)
-    async with rig(tmp_path, kind, fake_key="the-real-one",
-                   overrides={"bot": {"alert_channel": "test:team:ops"}}) as r:
+    async with rig(
+        tmp_path,
+        kind,
+        fake_key="the-real-one",
+        overrides={"bot": {"alert_channel": "test:team:ops"}},
+    ) as r:
         chat = r.chat
         sent = await chat.say("alice", "/imagine a fox --n 2")
         await chat.settle()
@@ -523,8 +625,9 @@ async def test_the_api_key_reaches_no_log_reply_or_repr(
         # The key was really sent (so this test can fail) ...
         assert generation_requests(r)[0].headers["Authorization"] == header
         # ... and shows up nowhere else.
-        texts = [x.text + (x.notice or "") for x in (*sent, *chat.channel.posted,
-                                                     *chat.channel.updated)]
+        texts = [
+            x.text + (x.notice or "") for x in (*sent, *chat.channel.posted, *chat.channel.updated)
+        ]
         assert any("Admin alert" in t for t in texts)
         assert all(key not in t for t in texts)
         provider = chat.app.providers.get(r.provider)
@@ -558,8 +661,20 @@ async def test_unknown_sampler_is_refused_before_charging(tmp_path: Path) -> Non
         assert r.a1111.requests_to("/txt2img")[0].json["sampler_name"] == "Euler a"
 
 
-async def test_a_size_the_provider_cannot_do_is_mapped_and_the_user_told(
-        tmp_path: Path) -> None:
+async def test_a_combined_sampler_name_reaches_webui_1_9_as_sampler_and_scheduler(
+    tmp_path: Path,
+) -> None:
+    # webui 1.9+ lists "DPM++ 2M" and the schedule "Karras" apart; the old combined name
+    # must still mean both, all the way through the stored job.
+    async with rig(tmp_path, "automatic1111") as r:
+        job = await imagine(r.chat, "a fox --n 1 --sampler 'dpm++ 2m karras'")
+        assert r.chat.result(job).state == "done"
+        [call] = r.a1111.requests_to("/txt2img")
+        assert (call.json["sampler_name"], call.json["scheduler"]) == ("DPM++ 2M", "karras")
+        assert r.a1111.fallbacks == []
+
+
+async def test_a_size_the_provider_cannot_do_is_mapped_and_the_user_told(tmp_path: Path) -> None:
     async with rig(tmp_path, "stability-sdxl") as r:
         # --ar 2:1 is 1408x704, which SDXL does not take; the nearest of its nine is 1344x768.
         job = await imagine(r.chat, "a fox --n 1 --ar 2:1")
@@ -568,8 +683,9 @@ async def test_a_size_the_provider_cannot_do_is_mapped_and_the_user_told(
         [call] = generation_requests(r)
         assert (call.json["width"], call.json["height"]) == (1344, 768)
         assert r.stability.violations == []
-        assert (f"Size 1408x704 is not available on Stability AI ({SDXL}); using 1344x768."
-                in (result.notice or ""))
+        assert f"Size 1408x704 is not available on Stability AI ({SDXL}); using 1344x768." in (
+            result.notice or ""
+        )
         [info] = await r.chat.click("alice", f"info:{job}")
         assert "Size: 1344x768" in info.text
         assert "49 of 50" in result.text
@@ -585,61 +701,165 @@ async def test_aspect_only_provider_maps_to_the_nearest_ratio(tmp_path: Path) ->
 
 # --------------------------------------------------- 4b. errors on every other provider
 def _webui(status: int, detail: Any) -> dict[str, Any]:
-    return {"status": status, "json": {"error": "HTTPException", "detail": detail,
-                                       "body": "", "errors": ""}}
+    return {
+        "status": status,
+        "json": {"error": "HTTPException", "detail": detail, "body": "", "errors": ""},
+    }
 
 
 def _openai(status: int, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
-    return {"status": status, "json": {"error": {"message": f"{code} happened", "type": kind,
-                                                 "param": None, "code": code}}}
+    return {
+        "status": status,
+        "json": {
+            "error": {"message": f"{code} happened", "type": kind, "param": None, "code": code}
+        },
+    }
 
 
 OTHER_ERRORS: list[tuple[str, str, dict[str, Any], type[ProviderError], int]] = [
     ("automatic1111", "401", _webui(401, "Incorrect credentials"), AuthFailed, 1),
-    ("automatic1111", "422", {"status": 422, "json": {"detail": [
-        {"loc": ["body", "steps"], "msg": "value is not a valid integer",
-         "type": "type_error.integer"}]}}, InvalidRequest, 1),
-    ("automatic1111", "500-oom-twice", {**_webui(500, "OutOfMemoryError: CUDA out of memory"),
-                                        "times": 2}, ProviderUnavailable, 2),
+    (
+        "automatic1111",
+        "422",
+        {
+            "status": 422,
+            "json": {
+                "detail": [
+                    {
+                        "loc": ["body", "steps"],
+                        "msg": "value is not a valid integer",
+                        "type": "type_error.integer",
+                    }
+                ]
+            },
+        },
+        InvalidRequest,
+        1,
+    ),
+    (
+        "automatic1111",
+        "500-oom-twice",
+        {**_webui(500, "OutOfMemoryError: CUDA out of memory"), "times": 2},
+        ProviderUnavailable,
+        2,
+    ),
     ("automatic1111", "malformed", {"mode": "malformed"}, ProviderUnavailable, 1),
     ("openai", "401", _openai(401, "invalid_api_key"), AuthFailed, 1),
-    ("openai", "429-no-credits", _openai(429, "insufficient_quota", "insufficient_quota"),
-     QuotaExhausted, 1),
+    (
+        "openai",
+        "429-no-credits",
+        _openai(429, "insufficient_quota", "insufficient_quota"),
+        QuotaExhausted,
+        1,
+    ),
     ("openai", "400-moderation", _openai(400, "moderation_blocked"), ContentFiltered, 1),
-    ("openai", "500-twice", {**_openai(500, "server_error", "server_error"), "times": 2},
-     ProviderUnavailable, 2),
+    (
+        "openai",
+        "500-twice",
+        {**_openai(500, "server_error", "server_error"), "times": 2},
+        ProviderUnavailable,
+        2,
+    ),
     ("cerebrium", "401", {"status": 401, "json": {"message": "Unauthorized"}}, AuthFailed, 1),
-    ("cerebrium", "429-long", {"status": 429, "json": {"message": "Too many requests"},
-                               "headers": {"Retry-After": "120"}}, RateLimited, 1),
+    (
+        "cerebrium",
+        "429-long",
+        {
+            "status": 429,
+            "json": {"message": "Too many requests"},
+            "headers": {"Retry-After": "120"},
+        },
+        RateLimited,
+        1,
+    ),
     ("cerebrium", "truncated", {"mode": "truncated"}, ProviderUnavailable, 1),
-    ("comfyui", "400-validation", {"status": 400, "json": {
-        "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed "
-                  "validation", "details": "", "extra_info": {}},
-        "node_errors": {"3": {"errors": [{"type": "value_bigger_than_max",
-                                          "message": "Value bigger than max"}]}}}},
-     InvalidRequest, 1),
-    ("comfyui", "500-twice", {"status": 500, "body": b"Internal Server Error", "times": 2},
-     ProviderUnavailable, 2),
+    (
+        "comfyui",
+        "400-validation",
+        {
+            "status": 400,
+            "json": {
+                "error": {
+                    "type": "prompt_outputs_failed_validation",
+                    "message": "Prompt outputs failed validation",
+                    "details": "",
+                    "extra_info": {},
+                },
+                "node_errors": {
+                    "3": {
+                        "errors": [
+                            {
+                                "type": "value_bigger_than_max",
+                                "message": "Value bigger than max",
+                                "details": "steps",
+                            }
+                        ],
+                        "class_type": "KSampler",
+                    }
+                },
+            },
+        },
+        InvalidRequest,
+        1,
+    ),
+    (
+        "comfyui",
+        "500-twice",
+        {"status": 500, "body": b"Internal Server Error", "times": 2},
+        ProviderUnavailable,
+        2,
+    ),
 ]
-GENERATION_PATH = {"automatic1111": "/sdapi/v1/txt2img", "openai": "/images/generations",
-                   "cerebrium": "/predict", "comfyui": "/prompt"}
+GENERATION_PATH = {
+    "automatic1111": "/sdapi/v1/txt2img",
+    "openai": "/images/generations",
+    "cerebrium": "/predict",
+    "comfyui": "/prompt",
+}
+# Where the provider says more than its error class does, the user hears that.
+PRECISE_TEXT = {
+    ("comfyui", "400-validation"): "ComfyUI rejected the workflow at node 3 (KSampler): steps."
+}
 
 
-@pytest.mark.parametrize(("kind", "case", "fault", "error", "calls"), OTHER_ERRORS,
-                         ids=[f"{e[0]}-{e[1]}" for e in OTHER_ERRORS])
+@pytest.mark.parametrize(
+    ("kind", "case", "fault", "error", "calls"),
+    OTHER_ERRORS,
+    ids=[f"{e[0]}-{e[1]}" for e in OTHER_ERRORS],
+)
 async def test_every_provider_maps_its_errors_and_refunds(
-        tmp_path: Path, kind: str, case: str, fault: dict[str, Any],
-        error: type[ProviderError], calls: int) -> None:
+    tmp_path: Path,
+    kind: str,
+    case: str,
+    fault: dict[str, Any],
+    error: type[ProviderError],
+    calls: int,
+) -> None:
     async with rig(tmp_path, kind) as r:
         r.fake.fail_next(path=GENERATION_PATH[kind], **fault)
         job = await imagine(r.chat, "a fox --n 1")
         result = r.chat.result(job)
         assert result.state == "failed", result.text
-        assert error.user_message in result.text
+        assert PRECISE_TEXT.get((kind, case), error.user_message) in result.text
         assert len(generation_requests(r)) == calls
         assert await ledger(r.chat, job) == {"reserve": 1, "commit": 0, "refund": 1}
         assert "50 of 50" in await quota(r.chat)
         assert await ledger_balances(r.chat.app.store)
+
+
+async def test_comfyui_progress_over_its_websocket_reaches_the_channel(tmp_path: Path) -> None:
+    async with rig(tmp_path, "comfyui") as r:
+        assert isinstance(r.fake, ComfyUIFake)
+        r.fake.steps, r.fake.step_delay_s = 6, 0.3
+        job = await imagine(r.chat, "a fox --n 1")
+        assert r.chat.result(job).state == "done"
+        seen = [
+            u.progress
+            for u in r.chat.channel.updated
+            if u.job_id == job and u.state == "running" and u.progress
+        ]
+        assert any(0.0 < p < 1.0 for p in seen), seen
+        assert r.fake.ws_clients and len(r.fake.requests_to("/history/")) == 1
 
 
 async def test_webui_progress_reaches_the_channel(tmp_path: Path) -> None:
@@ -647,11 +867,138 @@ async def test_webui_progress_reaches_the_channel(tmp_path: Path) -> None:
         r.a1111.work_s = 0.6
         job = await imagine(r.chat, "a fox --n 1")
         assert r.chat.result(job).state == "done"
-        seen = [u.progress for u in r.chat.channel.updated
-                if u.job_id == job and u.state == "running" and u.progress]
+        seen = [
+            u.progress
+            for u in r.chat.channel.updated
+            if u.job_id == job and u.state == "running" and u.progress
+        ]
         assert any(0.0 < p < 1.0 for p in seen), seen
         assert r.fake.requests_to("/sdapi/v1/progress")
         # A failing progress endpoint (an overloaded or older server) changes nothing.
         r.a1111.fail_next(status=404, path="/sdapi/v1/progress", times=50)
         job = await imagine(r.chat, "a fox --n 1")
         assert r.chat.result(job).state == "done"
+
+
+# -------------------------------------------------------------------------- 10. the AI Horde
+QUICK_PLAN = [{"waiting": 1, "queue_position": 12, "wait_time": 40}, {"done": True}]
+
+
+async def test_horde_makes_real_images_with_the_anonymous_key(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde") as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = QUICK_PLAN
+        job = await imagine(r.chat, "a fox --n 2 --seed 41 --no blur")
+        result = r.chat.result(job)
+        assert result.state == "done", result.text
+        assert "seeds 41, 42" in result.text and "48 of 50" in result.text
+        [submit] = generation_requests(r)
+        assert submit.headers["apikey"] == "0000000000"
+        assert submit.headers["Client-Agent"].startswith("imagine-bot:")
+        assert submit.json["prompt"] == "a fox ### blur" and submit.json["r2"] is False
+        assert submit.json["params"]["seed"] == "41"  # the API types seeds as strings
+        assert r.fake.violations == []
+        assert len(r.fake.requests_to("/generate/status/")) == 1
+        assert await ledger(r.chat, job) == {"reserve": 2, "commit": 2, "refund": 0}
+        imgs = await r.chat.app.runner.load_images(job)
+        assert [i.seed for i in imgs] == [41, 42]
+        [pick] = await r.chat.click("alice", f"pick:{job}:1")
+        assert pick.images
+        assert await ledger_balances(r.chat.app.store)
+
+
+async def test_horde_censored_images_are_refunded_as_filtered(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde") as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = QUICK_PLAN
+        r.fake.censor = {1}
+        some = await imagine(r.chat, "a fox --n 2 --seed 3")
+        assert r.chat.result(some).state == "done"
+        assert await ledger(r.chat, some) == {"reserve": 2, "commit": 1, "refund": 1}
+        r.fake.censor = {0, 1}
+        every = await imagine(r.chat, "a fox --n 2")
+        result = r.chat.result(every)
+        assert result.state == "filtered" and not result.images
+        assert await ledger(r.chat, every) == {"reserve": 2, "commit": 0, "refund": 2}
+        assert "49 of 50" in await quota(r.chat)
+        assert await ledger_balances(r.chat.app.store)
+
+
+@pytest.mark.parametrize(
+    ("fault", "text"),
+    [
+        ("faulted", "The AI Horde reported a fault with this request"),
+        ("impossible", "No AI Horde worker can make this right now"),
+        ("too-many", "The AI Horde has as many requests from this bot as it allows"),
+        ("kudos", "The AI Horde asks for kudos up front"),
+    ],
+)
+async def test_horde_faults_are_clear_and_refunded(tmp_path: Path, fault: str, text: str) -> None:
+    async with rig(tmp_path, "horde", section={"rate_limit_retries": 0, "max_side": 2048}) as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = QUICK_PLAN
+        if fault in ("faulted", "impossible"):
+            setattr(r.fake, fault, True)
+        elif fault == "too-many":
+            r.fake.max_waiting = 0
+        big = " --size 1536x1536" if fault == "kudos" else ""  # over anonymous limits
+        job = await imagine(r.chat, "a fox --n 2" + big)
+        result = r.chat.result(job)
+        assert result.state == "failed" and text in result.text, result.text
+        assert await ledger(r.chat, job) == {"reserve": 2, "commit": 0, "refund": 2}
+        assert "50 of 50" in await quota(r.chat)
+        # A request the Horde queued and we gave up on is cancelled there.
+        assert len(r.fake.cancelled) == len(r.fake.prompts)
+        assert not [p for p in r.chat.channel.posted if "Admin alert" in p.text]
+
+
+async def test_horde_queue_position_is_the_jobs_progress(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde") as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.plan = [
+            {"waiting": 1, "queue_position": 12, "wait_time": 40},
+            {"waiting": 0, "processing": 1, "finished": 1, "wait_time": 5},
+            {"done": True},
+        ]
+        job = await imagine(r.chat, "a fox --n 2")
+        assert r.chat.result(job).state == "done"
+        seen = [
+            u.progress
+            for u in r.chat.channel.updated
+            if u.job_id == job and u.state == "running" and u.progress
+        ]
+        assert any(0.0 < p < 1.0 for p in seen), seen  # one of two images finished
+
+
+async def test_horde_deadline_fails_refunds_and_cancels_there(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde", overrides={"jobs": {"job_timeout_s": 1.5}}) as r:
+        assert isinstance(r.fake, HordeFake)
+        r.fake.never_done = True
+        job = await imagine(r.chat, "a fox --n 2")
+        result = r.chat.result(job)
+        assert result.state == "failed"
+        assert ProviderUnavailable.user_message in result.text
+        assert await ledger(r.chat, job) == {"reserve": 2, "commit": 0, "refund": 2}
+        [wp] = r.fake.prompts
+        assert r.fake.cancelled == [wp]  # DELETE /v2/generate/status/{id}
+        assert await ledger_balances(r.chat.app.store)
+
+
+async def test_horde_cancel_and_shutdown(tmp_path: Path) -> None:
+    async with rig(tmp_path, "horde", overrides={"jobs": {"max_running_per_user": 1}}) as r:
+        assert isinstance(r.fake, HordeFake)
+        fake = r.fake
+        fake.never_done = True
+        running = next(
+            x.job_id for x in await r.chat.say("alice", "/imagine a fox --n 1") if x.job_id
+        )
+        await fake.checked.wait()
+        [queued] = [x for x in await r.chat.say("alice", "/imagine a cat --n 2") if x.job_id]
+        [ok] = await r.chat.click("alice", f"cancel:{queued.job_id}")
+        assert "2 images refunded" in ok.text
+        assert len(fake.prompts) == 1  # the cancelled job never reached the Horde
+        assert running is not None
+    # Shutting down with a job waiting on the Horde cancels it there; it runs again at the
+    # next start.
+    [wp] = fake.prompts
+    assert fake.cancelled == [wp]

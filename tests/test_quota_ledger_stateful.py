@@ -40,10 +40,15 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @initialize()
     def open_store(self) -> None:
-        self.store = self.run(self.stack.enter_async_context(
-            Store.open(Path(self.tmp.name) / "l.db")))
-        self.quotas = Quotas(self.store, QuotaSettings(user_daily=DAILY, user_monthly=MONTHLY),
-                             is_admin=lambda a: False, clock=lambda: self.now)
+        self.store = self.run(
+            self.stack.enter_async_context(Store.open(Path(self.tmp.name) / "l.db"))
+        )
+        self.quotas = Quotas(
+            self.store,
+            QuotaSettings(user_daily=DAILY, user_monthly=MONTHLY),
+            is_admin=lambda a: False,
+            clock=lambda: self.now,
+        )
 
     @rule(user=st.sampled_from(USERS), n=st.integers(1, 4))
     def reserve(self, user: Actor, n: int) -> None:
@@ -57,7 +62,8 @@ class LedgerMachine(RuleBasedStateMachine):
                         "INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, "
                         "state, request_json, provider, seed, n, created_at) VALUES (?, 'test', "
                         "'team', 'c', ?, 'imagine', 'queued', '{}', 'offline', 0, ?, 0)",
-                        (job_id, user.user_id, n))
+                        (job_id, user.user_id, n),
+                    )
                     await self.quotas.reserve(db, user, [(job_id, n)])
                 return True
             except QuotaExceeded:
@@ -104,8 +110,11 @@ class LedgerMachine(RuleBasedStateMachine):
     def usage_never_drops_below_what_was_granted(self) -> None:
         if not hasattr(self, "store"):
             return
-        for row in self.run(self.store.fetchall("SELECT scope, win, used FROM quota_usage "
-                                                "WHERE scope LIKE 'user:%'")):
+        for row in self.run(
+            self.store.fetchall(
+                "SELECT scope, win, used FROM quota_usage WHERE scope LIKE 'user:%'"
+            )
+        ):
             assert row["used"] >= -self.granted.get((row["scope"], row["win"]), 0), dict(row)
 
     @invariant()
@@ -117,8 +126,11 @@ class LedgerMachine(RuleBasedStateMachine):
     def usage_matches_the_ledger(self) -> None:
         if not hasattr(self, "store"):
             return
-        rows = self.run(self.store.fetchall(
-            "SELECT l.kind, l.units, l.windows FROM ledger l WHERE l.kind != 'commit'"))
+        rows = self.run(
+            self.store.fetchall(
+                "SELECT l.kind, l.units, l.windows FROM ledger l WHERE l.kind != 'commit'"
+            )
+        )
         expected: dict[tuple[str, str], int] = {}
         for r in rows:
             sign = 1 if r["kind"] == "reserve" else -1
@@ -141,6 +153,5 @@ class LedgerMachine(RuleBasedStateMachine):
         self.tmp.cleanup()
 
 
-LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25,
-                                           deadline=None)
+LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 TestLedger = LedgerMachine.TestCase

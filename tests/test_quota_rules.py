@@ -43,11 +43,16 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield s
 
 
-def quotas_for(store: Store, clock: Clock | None = None, *, admins: Sequence[str] = (),
-               **limits: object) -> Quotas:
+def quotas_for(
+    store: Store, clock: Clock | None = None, *, admins: Sequence[str] = (), **limits: object
+) -> Quotas:
     settings = QuotaSettings(**limits)  # type: ignore[arg-type]
-    return Quotas(store, settings, is_admin=lambda a: a.is_admin or a.user_id in admins,
-                  clock=clock or Clock(datetime(2026, 5, 14, 12, 0, tzinfo=UTC)))
+    return Quotas(
+        store,
+        settings,
+        is_admin=lambda a: a.is_admin or a.user_id in admins,
+        clock=clock or Clock(datetime(2026, 5, 14, 12, 0, tzinfo=UTC)),
+    )
 
 
 class Ledger:
@@ -71,7 +76,8 @@ class Ledger:
                     "INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, state, "
                     "request_json, provider, seed, n, created_at) VALUES (?, ?, ?, 'c', ?, "
                     "'imagine', 'queued', '{}', 'offline', 0, ?, 0)",
-                    (job_id, actor.platform, actor.tenant, actor.user_id, n))
+                    (job_id, actor.platform, actor.tenant, actor.user_id, n),
+                )
                 ids.append(job_id)
             await self.quotas.reserve(db, actor, list(zip(ids, units, strict=True)))
         return ids
@@ -214,6 +220,19 @@ async def test_a_workspace_monthly_limit_is_shared_by_its_users(store: Store) ->
     assert await limits_of(quotas, BOB) == (0, 0)
 
 
+async def test_the_configured_workspace_monthly_limit_holds_without_an_override(
+    store: Store,
+) -> None:
+    quotas = quotas_for(store, user_daily=0, user_monthly=0, workspace_monthly=3)
+    ledger = Ledger(store, quotas)
+    await ledger.reserve(ALICE, 2)
+    await ledger.reserve(BOB, 1)
+    assert await ledger.refused(Actor("test", "team", "erin")) == (
+        "That needs 1 image, but this workspace's monthly quota has 0 of 3 left. "
+        "It resets at the start of next month."
+    )
+
+
 async def test_a_lowered_limit_shows_nothing_left_never_a_negative(store: Store) -> None:
     quotas = quotas_for(store, user_daily=10, user_monthly=10)
     await Ledger(store, quotas).reserve(ALICE, 6)
@@ -238,7 +257,8 @@ async def test_two_tenants_never_share_a_counter(store: Store) -> None:
     # The workspace counter is per tenant too: team has 1 of 3 left, other has 1 of 3.
     await ledger.reserve(BOB, 1)
     assert "this workspace's daily quota has 0 of 3 left" in await ledger.refused(
-        Actor("test", "team", "erin"))
+        Actor("test", "team", "erin")
+    )
     await ledger.reserve(Actor("test", "other", "bob"), 1)
 
 
@@ -299,8 +319,7 @@ async def test_admins_are_exempt_only_when_the_config_says_so(store: Store) -> N
     assert exempting.exempt(root) and not exempting.exempt(ALICE)
     await Ledger(store, exempting).reserve(root, 5, 5)
     st = await exempting.status(root)
-    assert (st.exempt, st.daily_used, st.left(), st.badge()) == (True, 0, None,
-                                                                "unlimited (admin)")
+    assert (st.exempt, st.daily_used, st.left(), st.badge()) == (True, 0, None, "unlimited (admin)")
     counting = quotas_for(store, user_daily=1, exempt_admins=False)
     assert not counting.exempt(root)
     counted = Ledger(store, counting, prefix="counted")
@@ -326,11 +345,16 @@ async def test_settle_clamps_what_it_is_told_was_delivered(store: Store) -> None
     await ledger.settle(exact, 4)
     await ledger.settle("no-such-job", 1)  # nothing to settle
     assert (await quotas.status(ALICE)).daily_used == 6
-    rows = await store.fetchall("SELECT job_id, kind, units FROM ledger WHERE kind != 'reserve'"
-                                " ORDER BY job_id, kind")
+    rows = await store.fetchall(
+        "SELECT job_id, kind, units FROM ledger WHERE kind != 'reserve' ORDER BY job_id, kind"
+    )
     assert [(r["job_id"], r["kind"], r["units"]) for r in rows] == [
-        (over, "commit", 2), (over, "refund", 0), (under, "commit", 0), (under, "refund", 3),
-        (exact, "commit", 4), (exact, "refund", 0),
+        (over, "commit", 2),
+        (over, "refund", 0),
+        (under, "commit", 0),
+        (under, "refund", 3),
+        (exact, "commit", 4),
+        (exact, "refund", 0),
     ]
 
 
@@ -349,8 +373,6 @@ async def test_a_grant_adds_room_in_the_day_and_the_month(store: Store) -> None:
     assert (st.daily_used, st.monthly_used, st.monthly_left) == (2, 2, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="bot/quotas.py reserve: a reservation larger than the "
-                   "limit is refused before the granted room is looked at")
 async def test_granted_room_holds_one_reservation_larger_than_the_limit(store: Store) -> None:
     quotas = quotas_for(store, user_daily=2, user_monthly=100)
     await quotas.grant(scope_of(ALICE), 4)
@@ -422,7 +444,9 @@ async def test_next_reset_and_windows_follow_the_zone_not_utc(store: Store) -> N
     assert utc.windows() == ("d:2026-04-30", "m:2026-04")
     # An explicit time is used instead of the clock.
     assert tokyo.windows(datetime(2026, 1, 1, 12, tzinfo=UTC).timestamp()) == (
-        "d:2026-01-01", "m:2026-01")
+        "d:2026-01-01",
+        "m:2026-01",
+    )
 
 
 async def test_the_refusal_and_the_status_name_the_zones_midnight(store: Store) -> None:
@@ -432,8 +456,9 @@ async def test_the_refusal_and_the_status_name_the_zones_midnight(store: Store) 
     await ledger.reserve(ALICE, 1)
     assert (await ledger.refused(ALICE)).endswith("It resets at 00:00 JST.")
     st = await quotas.status(ALICE)
-    assert st.resets_at == quotas.next_reset() == datetime(2026, 5, 15,
-                                                           tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert (
+        st.resets_at == quotas.next_reset() == datetime(2026, 5, 15, tzinfo=ZoneInfo("Asia/Tokyo"))
+    )
     clock.now += 2 * 3600  # past Tokyo's midnight
     await ledger.reserve(ALICE, 1)
 
@@ -442,12 +467,17 @@ async def test_the_refusal_and_the_status_name_the_zones_midnight(store: Store) 
 @pytest.mark.parametrize(
     ("status", "left", "badge"),
     [
-        (QuotaStatus(False, 3, 10, 50, 100, datetime(2026, 1, 1)), 7,
-         "7 of 10 images left today"),
-        (QuotaStatus(False, 3, 10, 95, 100, datetime(2026, 1, 1)), 5,
-         "7 of 10 images left today"),  # the badge shows the day; left() the tighter window
-        (QuotaStatus(False, 3, 0, 95, 100, datetime(2026, 1, 1)), 5,
-         "5 of 100 images left this month"),
+        (QuotaStatus(False, 3, 10, 50, 100, datetime(2026, 1, 1)), 7, "7 of 10 images left today"),
+        (
+            QuotaStatus(False, 3, 10, 95, 100, datetime(2026, 1, 1)),
+            5,
+            "7 of 10 images left today",
+        ),  # the badge shows the day; left() the tighter window
+        (
+            QuotaStatus(False, 3, 0, 95, 100, datetime(2026, 1, 1)),
+            5,
+            "5 of 100 images left this month",
+        ),
         (QuotaStatus(False, 3, 0, 95, 0, datetime(2026, 1, 1)), None, "unlimited"),
         (QuotaStatus(True, 3, 10, 95, 100, datetime(2026, 1, 1)), None, "unlimited (admin)"),
     ],
@@ -458,8 +488,7 @@ def test_status_left_and_badge(status: QuotaStatus, left: int | None, badge: str
 
 
 # --------------------------------------------------------------------------- the /quota text
-async def quota_text(tmp_path: Path, quota: Mapping[str, object], *,
-                     spend: int = 0) -> str:
+async def quota_text(tmp_path: Path, quota: Mapping[str, object], *, spend: int = 0) -> str:
     clock = Clock(datetime(2026, 5, 14, 20, 50, tzinfo=UTC))  # 3 h 10 min before midnight
     settings = make_settings(tmp_path, {"quota": dict(quota)})
     async with App.open(settings, clock=clock) as app:
@@ -475,8 +504,9 @@ async def quota_text(tmp_path: Path, quota: Mapping[str, object], *,
 
 async def test_quota_text_has_a_this_month_line(tmp_path: Path) -> None:
     text = await quota_text(tmp_path, {"user_daily": 5, "user_monthly": 7}, spend=4)
-    assert text == ("Today: 1 of 5 images left (resets at 00:00 UTC, in 3 h). "
-                    "This month: 3 of 7 left.")
+    assert text == (
+        "Today: 1 of 5 images left (resets at 00:00 UTC, in 3 h). This month: 3 of 7 left."
+    )
 
 
 async def test_quota_text_without_a_daily_limit_still_shows_the_month(tmp_path: Path) -> None:

@@ -33,11 +33,14 @@ async def add_job(db: object, job_id: str, n: int) -> None:
     await db.execute(  # type: ignore[attr-defined]
         "INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, state, request_json,"
         " provider, seed, n, created_at) VALUES (?, 'test', 'team', 'c', 'alice', 'imagine', "
-        "'queued', '{}', 'offline', 0, ?, 0)", (job_id, n))
+        "'queued', '{}', 'offline', 0, ?, 0)",
+        (job_id, n),
+    )
 
 
-async def reserve(store: Store, quotas: Quotas, job_id: str, n: int = 1,
-                  actor: Actor = ALICE) -> bool:
+async def reserve(
+    store: Store, quotas: Quotas, job_id: str, n: int = 1, actor: Actor = ALICE
+) -> bool:
     try:
         async with store.transaction() as db:
             await add_job(db, job_id, n)
@@ -61,16 +64,18 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def quotas_for(store: Store, clock: Clock | None = None, **limits: object) -> Quotas:
     settings = QuotaSettings(**limits)  # type: ignore[arg-type]
-    return Quotas(store, settings, is_admin=lambda a: a.is_admin,
-                  **({"clock": clock} if clock else {}))
+    return Quotas(
+        store, settings, is_admin=lambda a: a.is_admin, **({"clock": clock} if clock else {})
+    )
 
 
 async def test_fifty_concurrent_reservations_against_ten_grant_exactly_ten(store: Store) -> None:
     quotas = quotas_for(store, user_daily=10)
     results = await asyncio.gather(*(reserve(store, quotas, f"job{i:03d}") for i in range(50)))
     assert sum(results) == 10
-    row = await store.fetchone("SELECT SUM(used) AS used FROM quota_usage WHERE win LIKE 'd:%' "
-                               "AND scope LIKE 'user:%'")
+    row = await store.fetchone(
+        "SELECT SUM(used) AS used FROM quota_usage WHERE win LIKE 'd:%' AND scope LIKE 'user:%'"
+    )
     assert row is not None and row["used"] == 10
     jobs = await store.fetchall("SELECT id FROM jobs")
     assert len(jobs) == 10  # a refused reservation leaves no job behind
@@ -79,18 +84,22 @@ async def test_fifty_concurrent_reservations_against_ten_grant_exactly_ten(store
 
 async def test_race_across_two_connections_to_the_same_file(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        stores = [await stack.enter_async_context(Store.open(tmp_path / "shared.db"))
-                  for _ in range(2)]
+        stores = [
+            await stack.enter_async_context(Store.open(tmp_path / "shared.db")) for _ in range(2)
+        ]
         quotas = [quotas_for(s, user_daily=10) for s in stores]
-        results = await asyncio.gather(*(
-            reserve(stores[i % 2], quotas[i % 2], f"job{i:03d}") for i in range(50)))
+        results = await asyncio.gather(
+            *(reserve(stores[i % 2], quotas[i % 2], f"job{i:03d}") for i in range(50))
+        )
         assert sum(results) == 10
         assert await ledger_balances(stores[0])
 
 
 async def test_begin_immediate_takes_the_write_lock_at_begin(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "l.db") as a, Store.open(tmp_path / "l.db",
-                                                              busy_timeout_ms=0) as b:
+    async with (
+        Store.open(tmp_path / "l.db") as a,
+        Store.open(tmp_path / "l.db", busy_timeout_ms=0) as b,
+    ):
         async with a.transaction():
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 async with b.transaction():
@@ -125,8 +134,7 @@ async def test_settle_commits_delivered_refunds_rest_exactly_once(store: Store) 
     assert await reserve(store, quotas, "j1", 4)
     await asyncio.gather(*(finish(store, quotas, "j1", 3) for _ in range(5)))
     rows = await store.fetchall("SELECT kind, units FROM ledger ORDER BY id")
-    assert [(r["kind"], r["units"]) for r in rows] == [("reserve", 4), ("commit", 3),
-                                                      ("refund", 1)]
+    assert [(r["kind"], r["units"]) for r in rows] == [("reserve", 4), ("commit", 3), ("refund", 1)]
     assert (await quotas.status(ALICE)).daily_used == 3
     assert await ledger_balances(store)
 
@@ -153,8 +161,9 @@ async def test_daily_window_rolls_over_in_the_configured_zone(store: Store) -> N
 
 
 async def test_monthly_workspace_and_role_limits(store: Store) -> None:
-    quotas = quotas_for(store, user_daily=0, user_monthly=3, workspace_daily=5,
-                        roles={"vip": {"monthly": 100}})
+    quotas = quotas_for(
+        store, user_daily=0, user_monthly=3, workspace_daily=5, roles={"vip": {"monthly": 100}}
+    )
     assert await reserve(store, quotas, "m1", 3)
     with pytest.raises(QuotaExceeded, match="monthly"):
         async with store.transaction() as db:
@@ -185,7 +194,8 @@ async def test_database_pragmas(store: Store) -> None:
 
 
 async def test_reset_keeps_jobs_in_flight_counted_so_their_refund_cannot_go_negative(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     quotas = quotas_for(store, user_daily=10)
     assert await reserve(store, quotas, "done-earlier", 4)
     await finish(store, quotas, "done-earlier", 4)

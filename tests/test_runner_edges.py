@@ -54,8 +54,9 @@ class GateProvider:
     def capabilities(self) -> Capabilities:
         return Capabilities(max_n_per_call=1, max_concurrency=self.concurrency, min_side=64)
 
-    async def generate(self, req: GenerationRequest,
-                       progress: ProgressCallback | None = None) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         self.calls += 1
         self.called.set()
         await self.answer.wait()
@@ -90,8 +91,9 @@ def retries_logged(caplog: pytest.LogCaptureFixture) -> int:
     return sum("could not record the failure" in r.getMessage() for r in caplog.records)
 
 
-async def assert_settled_once_writing_works(chat: Chat, job_id: str,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+async def assert_settled_once_writing_works(
+    chat: Chat, job_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     await chat.settle()
     job = await chat.app.runner.load(job_id)
     assert job is not None and job.state == "failed" and "refunded" in (job.error or "")
@@ -104,10 +106,10 @@ async def assert_settled_once_writing_works(chat: Chat, job_id: str,
 
 async def quota_held(chat: Chat, job_id: str) -> bool:
     rows = await chat.app.store.fetchall(
-        "SELECT kind FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
+        "SELECT kind FROM ledger WHERE job_id = ? ORDER BY id", (job_id,)
+    )
     job = await chat.app.runner.load(job_id)
-    return job is not None and job.state == "running" and [r["kind"] for r in rows] == [
-        "reserve"]
+    return job is not None and job.state == "running" and [r["kind"] for r in rows] == ["reserve"]
 
 
 # ------------------------------------------------------------------------------ disk full
@@ -119,8 +121,11 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+        capture_output=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -145,7 +150,8 @@ def fill(disk: Path) -> Path:
 
 
 async def test_disk_full_while_storing_and_settling_settles_when_space_returns(
-        tiny_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     provider = GateProvider()
     async with gated_app(tiny_disk, provider) as chat:
@@ -161,7 +167,8 @@ async def test_disk_full_while_storing_and_settling_settles_when_space_returns(
 
 
 async def test_a_refusing_database_after_a_failed_image_write_is_retried_until_it_works(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Without root: the image store cannot be written (a file stands where its folder goes)
     and SQLite refuses the failure path's write (a trigger aborting it, a real SQLite error)."""
     caplog.set_level(logging.WARNING)
@@ -174,7 +181,8 @@ async def test_a_refusing_database_after_a_failed_image_write_is_retried_until_i
         await asyncio.wait_for(provider.called.wait(), 20)
         await chat.app.store.execute(
             "CREATE TRIGGER refuse BEFORE UPDATE OF state ON jobs WHEN NEW.state = 'failed' "
-            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
         provider.answer.set()
         await wait_for(lambda: retries_logged(caplog) >= 2)
         assert await quota_held(chat, queued.job_id)
@@ -191,16 +199,16 @@ class HeldChannel(Channel):
         self.release = asyncio.Event()
         self.waiting = 0
 
-    async def post(self, target: Target, reply: Reply,
-                   steps: PostSteps | None = None) -> str | None:
+    async def post(
+        self, target: Target, reply: Reply, steps: PostSteps | None = None
+    ) -> str | None:
         if reply.state == "done":
             self.waiting += 1
             await self.release.wait()
         return await super().post(target, reply, steps)
 
 
-async def test_the_provider_slot_is_free_while_a_result_is_being_posted(
-        tmp_path: Path) -> None:
+async def test_the_provider_slot_is_free_while_a_result_is_being_posted(tmp_path: Path) -> None:
     provider = GateProvider(concurrency=1)
     provider.answer.set()
     settings = make_settings(tmp_path, {"providers": {"default": "gate"}})

@@ -54,14 +54,21 @@ def _no_slack_oauth_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def has_buttons(call: ApiCall) -> bool:
     """A result or a pick: buttons other than a queued job's Cancel."""
-    return any(el["action_id"].split(":")[0] != "cancel"
-               for b in call.params.get("blocks") or [] if b.get("type") == "actions"
-               for el in b["elements"])
+    return any(
+        el["action_id"].split(":")[0] != "cancel"
+        for b in call.params.get("blocks") or []
+        if b.get("type") == "actions"
+        for el in b["elements"]
+    )
 
 
 def button_ids(call: ApiCall) -> list[str]:
-    return [el["action_id"] for b in call.params["blocks"] if b["type"] == "actions"
-            for el in b["elements"]]
+    return [
+        el["action_id"]
+        for b in call.params["blocks"]
+        if b["type"] == "actions"
+        for el in b["elements"]
+    ]
 
 
 def texts(call: ApiCall) -> str:
@@ -85,29 +92,53 @@ class Workspace:
         self.names[uid] = name
         return uid
 
-    async def post(self, body: str, content_type: str, *, timestamp: int | None = None,
-                   signature: str | None = None) -> tuple[int, str]:
+    async def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> tuple[int, str]:
         ts = str(int(time.time()) if timestamp is None else timestamp)
         sig = signature or SignatureVerifier(self.secret).generate_signature(
-            timestamp=ts, body=body)
-        async with self.http.post(self.url, data=body.encode(), headers={
-            "Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": sig,
-        }) as resp:
+            timestamp=ts, body=body
+        )
+        async with self.http.post(
+            self.url,
+            data=body.encode(),
+            headers={
+                "Content-Type": content_type,
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": sig,
+            },
+        ) as resp:
             return resp.status, await resp.text()
 
-    def slash_body(self, uid: str, command: str, text: str, trigger: str,
-                   channel: str = CHANNEL) -> str:
-        return urlencode({
-            "token": "legacy-unused", "team_id": TEAM_ID, "team_domain": "fake",
-            "channel_id": channel, "channel_name": "general", "user_id": uid,
-            "user_name": self.names.get(uid, uid), "command": command, "text": text,
-            "api_app_id": "A0IMAGINE", "is_enterprise_install": "false",
-            "response_url": self.fake.response_url(), "trigger_id": trigger,
-        })
+    def slash_body(
+        self, uid: str, command: str, text: str, trigger: str, channel: str = CHANNEL
+    ) -> str:
+        return urlencode(
+            {
+                "token": "legacy-unused",
+                "team_id": TEAM_ID,
+                "team_domain": "fake",
+                "channel_id": channel,
+                "channel_name": "general",
+                "user_id": uid,
+                "user_name": self.names.get(uid, uid),
+                "command": command,
+                "text": text,
+                "api_app_id": "A0IMAGINE",
+                "is_enterprise_install": "false",
+                "response_url": self.fake.response_url(),
+                "trigger_id": trigger,
+            }
+        )
 
-    async def slash(self, uid: str, command: str, text: str = "", *,
-                    trigger: str | None = None, **kw: Any) -> tuple[int, str]:
+    async def slash(
+        self, uid: str, command: str, text: str = "", *, trigger: str | None = None, **kw: Any
+    ) -> tuple[int, str]:
         body = self.slash_body(uid, command, text, trigger or self.fake.new_trigger())
         return await self.post(body, "application/x-www-form-urlencoded", **kw)
 
@@ -115,35 +146,71 @@ class Workspace:
         body = "payload=" + quote(json.dumps(payload))
         return await self.post(body, "application/x-www-form-urlencoded")
 
-    async def click(self, uid: str, message: ApiCall, action_id: str, *,
-                    trigger: str | None = None, thread_ts: str | None = None
-                    ) -> tuple[int, str]:
+    async def click(
+        self,
+        uid: str,
+        message: ApiCall,
+        action_id: str,
+        *,
+        trigger: str | None = None,
+        thread_ts: str | None = None,
+    ) -> tuple[int, str]:
         ts = message.params.get("ts") or self.ts_of(message)
-        element = next(el for b in message.params["blocks"] if b["type"] == "actions"
-                       for el in b["elements"] if el["action_id"] == action_id)
-        container: dict[str, Any] = {"type": "message", "message_ts": ts,
-                                     "channel_id": message.params["channel"],
-                                     "is_ephemeral": False}
-        msg: dict[str, Any] = {"type": "message", "ts": ts, "user": "UBOT",
-                               "text": message.params["text"],
-                               "blocks": message.params["blocks"]}
+        element = next(
+            el
+            for b in message.params["blocks"]
+            if b["type"] == "actions"
+            for el in b["elements"]
+            if el["action_id"] == action_id
+        )
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": ts,
+            "channel_id": message.params["channel"],
+            "is_ephemeral": False,
+        }
+        msg: dict[str, Any] = {
+            "type": "message",
+            "ts": ts,
+            "user": "UBOT",
+            "text": message.params["text"],
+            "blocks": message.params["blocks"],
+        }
         if thread_ts:
             container["thread_ts"] = msg["thread_ts"] = thread_ts
-        return await self.interactive({
-            "type": "block_actions", "api_app_id": "A0IMAGINE", "token": "legacy-unused",
-            "team": {"id": TEAM_ID, "domain": "fake"},
-            "user": {"id": uid, "username": self.names.get(uid, uid),
-                     "name": self.names.get(uid, uid), "team_id": TEAM_ID},
-            "container": container, "trigger_id": trigger or self.fake.new_trigger(),
-            "channel": {"id": message.params["channel"], "name": "general"},
-            "message": msg, "response_url": self.fake.response_url("click"),
-            "actions": [{"type": "button", "action_id": element["action_id"],
-                         "block_id": "imagine-actions-0", "value": element["value"],
-                         "text": element["text"], "action_ts": f"{time.time():.6f}"}],
-        })
+        return await self.interactive(
+            {
+                "type": "block_actions",
+                "api_app_id": "A0IMAGINE",
+                "token": "legacy-unused",
+                "team": {"id": TEAM_ID, "domain": "fake"},
+                "user": {
+                    "id": uid,
+                    "username": self.names.get(uid, uid),
+                    "name": self.names.get(uid, uid),
+                    "team_id": TEAM_ID,
+                },
+                "container": container,
+                "trigger_id": trigger or self.fake.new_trigger(),
+                "channel": {"id": message.params["channel"], "name": "general"},
+                "message": msg,
+                "response_url": self.fake.response_url("click"),
+                "actions": [
+                    {
+                        "type": "button",
+                        "action_id": element["action_id"],
+                        "block_id": "imagine-actions-0",
+                        "value": element["value"],
+                        "text": element["text"],
+                        "action_ts": f"{time.time():.6f}",
+                    }
+                ],
+            }
+        )
 
-    async def submit(self, uid: str, view: Mapping[str, Any], values: Mapping[str, str]
-                     ) -> tuple[int, str]:
+    async def submit(
+        self, uid: str, view: Mapping[str, Any], values: Mapping[str, str]
+    ) -> tuple[int, str]:
         """Fill the modal the bot opened, the way Slack reports its state."""
         state: dict[str, Any] = {}
         for block in view["blocks"]:
@@ -152,15 +219,30 @@ class Workspace:
             el = block["element"]
             value = values.get(el["action_id"], el.get("initial_value"))
             state[block["block_id"]] = {el["action_id"]: {"type": el["type"], "value": value}}
-        return await self.interactive({
-            "type": "view_submission", "api_app_id": "A0IMAGINE", "token": "legacy-unused",
-            "team": {"id": TEAM_ID, "domain": "fake"},
-            "user": {"id": uid, "username": self.names.get(uid, uid),
-                     "name": self.names.get(uid, uid), "team_id": TEAM_ID},
-            "trigger_id": self.fake.new_trigger(),
-            "view": {**view, "id": "V0MODAL", "team_id": TEAM_ID, "state": {"values": state},
-                     "hash": "1.abc", "app_id": "A0IMAGINE", "bot_id": "BBOT"},
-        })
+        return await self.interactive(
+            {
+                "type": "view_submission",
+                "api_app_id": "A0IMAGINE",
+                "token": "legacy-unused",
+                "team": {"id": TEAM_ID, "domain": "fake"},
+                "user": {
+                    "id": uid,
+                    "username": self.names.get(uid, uid),
+                    "name": self.names.get(uid, uid),
+                    "team_id": TEAM_ID,
+                },
+                "trigger_id": self.fake.new_trigger(),
+                "view": {
+                    **view,
+                    "id": "V0MODAL",
+                    "team_id": TEAM_ID,
+                    "state": {"values": state},
+                    "hash": "1.abc",
+                    "app_id": "A0IMAGINE",
+                    "bot_id": "BBOT",
+                },
+            }
+        )
 
     def ts_of(self, call: ApiCall) -> str:
         for ts, msg in self.fake.messages.items():
@@ -194,15 +276,18 @@ async def bolt_server(app: App) -> AsyncIterator[str]:
 
 
 def slack_env(fake: SlackFake, **extra: str) -> dict[str, str]:
-    return {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_API_URL": fake.api_url, **extra}
+    return {
+        "SLACK_BOT_TOKEN": TOKEN,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake.api_url,
+        **extra,
+    }
 
 
 @asynccontextmanager
 async def workspace_on(tmp_path: Path, fake: SlackFake) -> AsyncIterator[Workspace]:
     settings = make_settings(tmp_path, FAST, slack_env(fake))
-    async with App.open(settings) as app, bolt_server(app) as url, \
-            aiohttp.ClientSession() as http:
+    async with App.open(settings) as app, bolt_server(app) as url, aiohttp.ClientSession() as http:
         yield Workspace(fake, app, url, http)
 
 
@@ -220,7 +305,8 @@ async def ws(tmp_path: Path, fake: SlackFake) -> AsyncIterator[Workspace]:
 
 # ------------------------------------------------------------------------------ commands
 async def test_imagine_acks_before_the_core_then_posts_buttons_and_an_uploaded_grid(
-        ws: Workspace) -> None:
+    ws: Workspace,
+) -> None:
     alice = ws.user("alice")
     gate = ws.fake.hold("users.info")  # the first thing after ack() is the admin lookup
     status, body = await ws.slash(alice, "/imagine", "a lighthouse at dusk --n 2")
@@ -278,7 +364,8 @@ async def test_bad_signature_and_stale_timestamp_are_refused_with_401(ws: Worksp
     stale = int(time.time()) - 600  # a correctly signed replay from ten minutes ago
     assert (await ws.post(body, form, timestamp=stale))[0] == 401
     forged = SignatureVerifier("not-the-secret").generate_signature(
-        timestamp=str(int(time.time())), body=body)
+        timestamp=str(int(time.time())), body=body
+    )
     assert (await ws.post(body, form, signature=forged))[0] == 401
     await asyncio.sleep(0.05)
     assert ws.fake.calls == [] and await ws.jobs() == []
@@ -320,7 +407,8 @@ async def test_mentions_in_a_prompt_are_escaped_everywhere(ws: Workspace) -> Non
 
 # ------------------------------------------------------------------------------- buttons
 async def test_a_button_click_is_handled_by_a_fresh_bolt_app_after_a_restart(
-        tmp_path: Path, fake: SlackFake) -> None:
+    tmp_path: Path, fake: SlackFake
+) -> None:
     async with workspace_on(tmp_path, fake) as ws:
         frank = ws.user("frank")
         await ws.slash(frank, "/imagine", "a paper boat --n 2")
@@ -351,13 +439,13 @@ async def test_refine_opens_a_modal_and_its_submission_creates_a_child(ws: Works
     (opened,) = await ws.fake.wait_for("views.open")
     assert opened.params["trigger_id"] == trigger
     view = opened.params["view"]
-    assert FormContext.load(view["private_metadata"]) == FormContext(
-        f"refine:{parent}:1", CHANNEL)
+    assert FormContext.load(view["private_metadata"]) == FormContext(f"refine:{parent}:1", CHANNEL)
     kinds = {b["block_id"]: b["element"]["type"] for b in view["blocks"]}
     assert kinds == {"prompt": "plain_text_input", "strength": "number_input"}
 
-    status, body = await ws.submit(gina, view, {"prompt": "a quiet harbor at night",
-                                                "strength": "0.4"})
+    status, body = await ws.submit(
+        gina, view, {"prompt": "a quiet harbor at night", "strength": "0.4"}
+    )
     assert (status, body) == (200, "")  # an empty ack closes the modal
     refined = await ws.result(2)
     jobs = await ws.jobs()
@@ -407,8 +495,9 @@ def free_port() -> int:
 
 async def test_serve_runs_http_mode_until_cancelled(tmp_path: Path, fake: SlackFake) -> None:
     port = free_port()
-    settings = make_settings(tmp_path, FAST, slack_env(
-        fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1"))
+    settings = make_settings(
+        tmp_path, FAST, slack_env(fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1")
+    )
     assert enabled(settings)
     jo = "UJO"
     fake.add_user(jo, "jo")
@@ -428,12 +517,17 @@ async def test_serve_runs_http_mode_until_cancelled(tmp_path: Path, fake: SlackF
             await http.get(f"http://127.0.0.1:{port}/healthz")
 
 
-async def test_serve_runs_socket_mode_and_acks_envelopes(tmp_path: Path,
-                                                         fake: SlackFake) -> None:
+async def test_serve_runs_socket_mode_and_acks_envelopes(tmp_path: Path, fake: SlackFake) -> None:
     # No signing secret: Socket Mode needs none.
-    settings = make_settings(tmp_path, FAST, {
-        "SLACK_BOT_TOKEN": TOKEN, "SLACK_APP_TOKEN": fake.app_token,
-        "SLACK_API_URL": fake.api_url})
+    settings = make_settings(
+        tmp_path,
+        FAST,
+        {
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_APP_TOKEN": fake.app_token,
+            "SLACK_API_URL": fake.api_url,
+        },
+    )
     fake.add_user("UKIM", "kim")
     async with App.open(settings) as app:
         ready = asyncio.Event()
@@ -441,10 +535,15 @@ async def test_serve_runs_socket_mode_and_acks_envelopes(tmp_path: Path,
         await asyncio.wait_for(ready.wait(), 10)
         w = Workspace(fake, app, "", None)  # type: ignore[arg-type]
         w.names["UKIM"] = "kim"
-        command = dict(parse_qsl(w.slash_body("UKIM", "/imagine", "help",
-                                              fake.new_trigger())))
-        await fake.socket_send({"envelope_id": "env-1", "type": "slash_commands",
-                                "accepts_response_payload": True, "payload": command})
+        command = dict(parse_qsl(w.slash_body("UKIM", "/imagine", "help", fake.new_trigger())))
+        await fake.socket_send(
+            {
+                "envelope_id": "env-1",
+                "type": "slash_commands",
+                "accepts_response_payload": True,
+                "payload": command,
+            }
+        )
         await fake.wait_until(lambda: bool(fake.socket_acks))
         assert fake.socket_acks[0]["envelope_id"] == "env-1"
         (reply,) = await fake.wait_for("chat.postEphemeral")
@@ -472,8 +571,9 @@ async def test_serve_names_a_port_in_use(tmp_path: Path, fake: SlackFake) -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        settings = make_settings(tmp_path, FAST, slack_env(
-            fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1"))
+        settings = make_settings(
+            tmp_path, FAST, slack_env(fake, SLACK_PORT=str(port), SLACK_HOST="127.0.0.1")
+        )
         async with App.open(settings, start=False) as app:
             with pytest.raises(ConfigError, match="SLACK_PORT"):
                 await ADAPTER.serve(app, app.settings, lambda _: None)
@@ -489,8 +589,12 @@ def test_many_buttons_fit_slack_limits_and_stay_unique() -> None:
     assert len(blocks) == 50 and all(len(b["elements"]) <= 25 for b in actions)
     ids = [el["action_id"] for b in actions for el in b["elements"]]
     assert len(ids) == len(set(ids)) == 48 * 5
-    assert action_blocks([Button("x" * 200, "info:abcdefghijkm", "secondary")])[0][
-        "elements"][0]["text"]["text"] == "x" * 74 + "…"
+    assert (
+        action_blocks([Button("x" * 200, "info:abcdefghijkm", "secondary")])[0]["elements"][0][
+            "text"
+        ]["text"]
+        == "x" * 74 + "…"
+    )
 
 
 def test_escape_and_modal_round_trip() -> None:
@@ -498,16 +602,25 @@ def test_escape_and_modal_round_trip() -> None:
     long_text = "&" * 5000
     (section,) = [b for b in reply_blocks(Reply(long_text)) if b["type"] == "section"]
     assert len(section["text"]["text"]) <= 3000 and section["text"]["text"].endswith("&amp;…")
-    form = Form("Refine image 1 of a very long title", "refine:abcdefghijkm:1", (
-        FormField("prompt", "Prompt", "a cat"),
-        FormField("strength", "Strength", "0.6", kind="number", min_value=0.0, max_value=1.0),
-    ))
+    form = Form(
+        "Refine image 1 of a very long title",
+        "refine:abcdefghijkm:1",
+        (
+            FormField("prompt", "Prompt", "a cat"),
+            FormField("strength", "Strength", "0.6", kind="number", min_value=0.0, max_value=1.0),
+        ),
+    )
     view = modal_view(form, FormContext("refine:abcdefghijkm:1", "C1", "9.9"))
     check_modal(view)
     assert len(view["title"]["text"]) <= 24
     assert FormContext.load(view["private_metadata"]) == FormContext(
-        "refine:abcdefghijkm:1", "C1", "9.9")
+        "refine:abcdefghijkm:1", "C1", "9.9"
+    )
     assert FormContext.load("not json") is None and FormContext.load("[1]") is None
-    state = {"values": {"prompt": {"prompt": {"value": "a dog"}},
-                        "strength": {"strength": {"value": None}}}}
+    state = {
+        "values": {
+            "prompt": {"prompt": {"value": "a dog"}},
+            "strength": {"strength": {"value": None}},
+        }
+    }
     assert view_fields({"state": state}) == {"prompt": "a dog", "strength": ""}

@@ -19,16 +19,40 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield s
 
 
-async def add(store: Store, job_id: str, *, at: float, channel: str = "general",
-              owner: str = "alice", kind: str = "imagine", parent: str | None = None,
-              index: int | None = None, state: str = "queued",
-              interaction: str | None = None) -> None:
+async def add(
+    store: Store,
+    job_id: str,
+    *,
+    at: float,
+    channel: str = "general",
+    owner: str = "alice",
+    kind: str = "imagine",
+    parent: str | None = None,
+    index: int | None = None,
+    state: str = "queued",
+    interaction: str | None = None,
+) -> None:
     async with store.transaction() as tx:
-        await store.jobs.insert(tx, NewJob(
-            id=job_id, platform="web", tenant="local", channel_id=channel, thread_id=None,
-            owner_id=owner, owner_name=owner.title(), kind=kind, parent_job_id=parent,
-            parent_index=index, request=JobRequest(prompt=f"prompt of {job_id}", n=2, seed=7),
-            provider="offline", notice="", interaction_id=interaction, created_at=at))
+        await store.jobs.insert(
+            tx,
+            NewJob(
+                id=job_id,
+                platform="web",
+                tenant="local",
+                channel_id=channel,
+                thread_id=None,
+                owner_id=owner,
+                owner_name=owner.title(),
+                kind=kind,
+                parent_job_id=parent,
+                parent_index=index,
+                request=JobRequest(prompt=f"prompt of {job_id}", n=2, seed=7),
+                provider="offline",
+                notice="",
+                interaction_id=interaction,
+                created_at=at,
+            ),
+        )
     if state != "queued":
         await store.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id))
 
@@ -44,7 +68,8 @@ async def test_insert_and_get_round_trip_the_typed_request(store: Store) -> None
 
 
 async def test_history_is_the_newest_not_deleted_jobs_of_the_channel_oldest_first(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     for i in range(5):
         await add(store, f"h{i}", at=float(i))
     await add(store, "other", at=10.0, channel="elsewhere")
@@ -62,8 +87,7 @@ async def test_a_result_is_claimed_once_however_many_try(store: Store) -> None:
     assert await store.jobs.pending_results("web") == []
 
 
-async def test_a_released_claim_can_be_taken_again_but_a_posted_result_cannot(
-        store: Store) -> None:
+async def test_a_released_claim_can_be_taken_again_but_a_posted_result_cannot(store: Store) -> None:
     await add(store, "r1", at=1.0, state="done")
     assert await store.jobs.claim_result("r1")
     await store.jobs.release_result_claim("r1")
@@ -76,7 +100,8 @@ async def test_a_released_claim_can_be_taken_again_but_a_posted_result_cannot(
 
 
 async def test_pending_results_are_finished_unclaimed_not_deleted_oldest_first(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     await add(store, "late", at=3.0, state="failed")
     await add(store, "early", at=1.0, state="filtered")
     await add(store, "done", at=2.0, state="done")
@@ -89,8 +114,7 @@ async def test_pending_results_are_finished_unclaimed_not_deleted_oldest_first(
     assert await store.jobs.pending_results("slack") == []
 
 
-async def test_duplicate_in_flight_matches_a_missing_index_to_a_missing_index(
-        store: Store) -> None:
+async def test_duplicate_in_flight_matches_a_missing_index_to_a_missing_index(store: Store) -> None:
     await add(store, "p", at=0.0, state="done")
     await add(store, "reroll", at=10.0, kind="reroll", parent="p")
     await add(store, "vary2", at=10.0, kind="vary", parent="p", index=2)
@@ -98,8 +122,15 @@ async def test_duplicate_in_flight_matches_a_missing_index_to_a_missing_index(
     async def dup(kind: str, index: int | None, since: float = 5.0) -> bool:
         async with store.reading() as tx:
             return await store.jobs.duplicate_in_flight(
-                tx, kind=kind, parent_job_id="p", parent_index=index, platform="web",
-                tenant="local", owner_id="alice", since=since)
+                tx,
+                kind=kind,
+                parent_job_id="p",
+                parent_index=index,
+                platform="web",
+                tenant="local",
+                owner_id="alice",
+                since=since,
+            )
 
     assert await dup("reroll", None)
     assert not await dup("reroll", 1)
@@ -136,14 +167,22 @@ async def test_running_and_requeueing_count_attempts(store: Store) -> None:
     assert not await store.jobs.requeue("j", undo_attempt=False)  # not running
 
 
-async def test_finish_keeps_the_stored_model_when_the_provider_names_none(
-        store: Store) -> None:
+async def test_finish_keeps_the_stored_model_when_the_provider_names_none(store: Store) -> None:
     await add(store, "j", at=1.0)
     await store.execute("UPDATE jobs SET model = 'sdxl', state = 'running' WHERE id = 'j'")
     async with store.transaction() as tx:
-        assert await store.jobs.finish(tx, "j", state="done", provider="offline", model=None,
-                                       notice="n", grid_sha=None, grid_ext=None, error=None,
-                                       at=9.0)
+        assert await store.jobs.finish(
+            tx,
+            "j",
+            state="done",
+            provider="offline",
+            model=None,
+            notice="n",
+            grid_sha=None,
+            grid_ext=None,
+            error=None,
+            at=9.0,
+        )
         assert not await store.jobs.fail(tx, "j", "too late", 10.0)  # already finished
     job = await store.jobs.get("j")
     assert job is not None and (job.state, job.model, job.finished_at) == ("done", "sdxl", 9.0)
@@ -151,14 +190,18 @@ async def test_finish_keeps_the_stored_model_when_the_provider_names_none(
 
 async def test_images_are_overwritten_by_a_retry(store: Store) -> None:
     await add(store, "j", at=1.0)
-    first = [StoredJobImage(1, "a" * 64, "png", 1, 8, 8), StoredJobImage(2, "b" * 64, "png",
-                                                                          2, 8, 8)]
+    first = [
+        StoredJobImage(1, "a" * 64, "png", 1, 8, 8),
+        StoredJobImage(2, "b" * 64, "png", 2, 8, 8),
+    ]
     async with store.transaction() as tx:
         await store.images.put(tx, "j", first)
     async with store.transaction() as tx:
         await store.images.put(tx, "j", [StoredJobImage(1, "c" * 64, "jpg", None, 4, 4)])
-    assert await store.images.of_job("j") == [StoredJobImage(1, "c" * 64, "jpg", None, 4, 4),
-                                              first[1]]
+    assert await store.images.of_job("j") == [
+        StoredJobImage(1, "c" * 64, "jpg", None, 4, 4),
+        first[1],
+    ]
 
 
 # ----------------------------------------------------------------------- quota usage
@@ -187,8 +230,7 @@ async def test_limits_and_blocks(store: Store) -> None:
     async with store.transaction() as tx:
         await store.quota.set_limits(tx, "user:x", 5, None)
         await store.quota.set_limits(tx, "user:x", 6, None)
-        assert await store.quota.limits(tx, ("user:x", "ws:y")) == {
-            "user:x": ScopeLimits(6, None)}
+        assert await store.quota.limits(tx, ("user:x", "ws:y")) == {"user:x": ScopeLimits(6, None)}
         assert await store.quota.block_reason(tx, ("user:x", "ws:y")) is None
         await store.quota.block(tx, "ws:y", "", 1.0)
         assert await store.quota.block_reason(tx, ("user:x", "ws:y")) == ""
@@ -200,8 +242,9 @@ async def test_limits_and_blocks(store: Store) -> None:
 async def test_a_reservation_settles_once(store: Store) -> None:
     await add(store, "j", at=1.0)
     async with store.transaction() as tx:
-        await store.ledger.reserve(tx, [("j", 4)], payer="user:x",
-                                   windows=[("user:x", "d:1")], exempt=False, at=1.0)
+        await store.ledger.reserve(
+            tx, [("j", 4)], payer="user:x", windows=[("user:x", "d:1")], exempt=False, at=1.0
+        )
         r = await store.ledger.reservation(tx, "j")
         assert r is not None and (r.units, r.windows) == (4, (("user:x", "d:1"),))
         assert await store.ledger.in_flight(tx, "user:x") == [r]

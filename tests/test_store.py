@@ -25,9 +25,11 @@ async def test_an_old_database_is_upgraded_and_keeps_its_rows(tmp_path: Path) ->
     with sqlite3.connect(path) as db:  # a database as version 1 left it
         db.executescript(_migrations()[0][1])
         db.execute("PRAGMA user_version=1")
-        db.execute("INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, state, "
-                   "request_json, provider, seed, n, created_at) VALUES ('j1', 'web', 'local', "
-                   "'general', 'alice', 'imagine', 'done', '{}', 'offline', 1, 1, 0)")
+        db.execute(
+            "INSERT INTO jobs (id, platform, tenant, channel_id, owner_id, kind, state, "
+            "request_json, provider, seed, n, created_at) VALUES ('j1', 'web', 'local', "
+            "'general', 'alice', 'imagine', 'done', '{}', 'offline', 1, 1, 0)"
+        )
     async with Store.open(path) as store:
         version = await store.fetchone("PRAGMA user_version")
         assert version is not None and version[0] == len(_migrations())
@@ -44,8 +46,7 @@ def _version_1_database(path: Path) -> None:
         db.execute("PRAGMA user_version=1")
 
 
-async def test_two_processes_opening_a_fresh_data_dir_at_once_both_succeed(
-        tmp_path: Path) -> None:
+async def test_two_processes_opening_a_fresh_data_dir_at_once_both_succeed(tmp_path: Path) -> None:
     path = tmp_path / "fresh.db"
     # The other process (say `doctor` beside `quota`): it took the write lock first and is
     # building the schema while we open the same file.
@@ -75,18 +76,21 @@ async def test_two_processes_opening_a_fresh_data_dir_at_once_both_succeed(
 
 
 async def test_a_brand_new_database_is_built_without_info_lines(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="bot")
     async with Store.open(tmp_path / "new.db"):
         pass
     ours = [r for r in caplog.records if r.name.startswith("bot.")]
     assert [r for r in ours if r.levelno >= logging.INFO] == []
     assert [r.getMessage() for r in ours] == [
-        f"database migrated to version {v}" for v, _ in _migrations()]
+        f"database migrated to version {v}" for v, _ in _migrations()
+    ]
 
 
 async def test_an_upgrade_is_one_info_line_and_a_current_database_none(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "old.db"
     _version_1_database(path)
     caplog.set_level(logging.INFO, logger="bot")
@@ -94,7 +98,8 @@ async def test_an_upgrade_is_one_info_line_and_a_current_database_none(
         pass
     latest = _migrations()[-1][0]
     assert [r.getMessage() for r in caplog.records if r.name.startswith("bot.")] == [
-        f"database upgraded from version 1 to {latest}"]
+        f"database upgraded from version 1 to {latest}"
+    ]
     caplog.clear()
     async with Store.open(path):
         pass

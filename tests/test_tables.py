@@ -29,8 +29,17 @@ async def test_a_test_only_verb_registered_through_the_table_alone(chat: Chat) -
         seen.append((c.job.id, c.index))
         await c.responder.send(Reply(f"{c.job.prompt.upper()}!", ephemeral=True))
 
-    chat.app.handler.verbs.add(Verb("shout", "Shout", "continue", "only {owner}", run=shout,
-                                    per_image=True, places={"grid": "secondary"}))
+    chat.app.handler.verbs.add(
+        Verb(
+            "shout",
+            "Shout",
+            "continue",
+            "only {owner}",
+            run=shout,
+            per_image=True,
+            places={"grid": "secondary"},
+        )
+    )
     job = await _finished(chat)
     result = chat.result(job)
     shouts = [b for b in result.buttons if b.label.startswith("Shout")]
@@ -50,12 +59,20 @@ async def test_a_verb_that_builds_a_child_job_charges_the_clicker(chat: Chat) ->
 
     async def again(c: Call) -> JobSpec:
         name, provider = c.ctx.provider()
-        return specs.build_spec(specs.reparse(c.job), kind="reroll", provider_name=name,
-                                caps=provider.capabilities, provider_label=provider.label,
-                                styles=c.ctx.styles, parent=(c.job.id, None), n=1)
+        return specs.build_spec(
+            specs.reparse(c.job),
+            kind="reroll",
+            provider_name=name,
+            caps=provider.capabilities,
+            provider_label=provider.label,
+            styles=c.ctx.styles,
+            parent=(c.job.id, None),
+            n=1,
+        )
 
-    chat.app.handler.verbs.add(Verb("again", "Again", "continue", build=again,
-                                    places={"grid": "secondary"}))
+    chat.app.handler.verbs.add(
+        Verb("again", "Again", "continue", build=again, places={"grid": "secondary"})
+    )
     job = await _finished(chat)
     before = (await chat.app.quotas.status(chat.actor("bob"))).daily_used
     sent = await chat.click("bob", f"again:{job}")
@@ -65,8 +82,16 @@ async def test_a_verb_that_builds_a_child_job_charges_the_clicker(chat: Chat) ->
 
 
 async def test_a_verb_whose_capability_is_missing_shows_no_button(chat: Chat) -> None:
-    chat.app.handler.verbs.add(Verb("zoom", "Zoom", "continue", run=lambda c: _never(),
-                                    needs=lambda caps: False, places={"grid": "secondary"}))
+    chat.app.handler.verbs.add(
+        Verb(
+            "zoom",
+            "Zoom",
+            "continue",
+            run=lambda c: _never(),
+            needs=lambda caps: False,
+            places={"grid": "secondary"},
+        )
+    )
     job = await _finished(chat)
     assert not [b for b in chat.result(job).buttons if b.label == "Zoom"]
 
@@ -97,16 +122,19 @@ def test_buttons_follow_table_order_and_capabilities() -> None:
     assert "refine" not in [v.name for v in table._for("grid", no_img2img)]
 
 
-@pytest.mark.parametrize("text, action", [
-    ("pick:abcdefghijkm:3", Action("pick", "abcdefghijkm", 3)),
-    ("reroll:abcdefghijkm", Action("reroll", "abcdefghijkm", None)),
-    ("zoom-out:abcdefghijkm:12", Action("zoom-out", "abcdefghijkm", 12)),
-    ("pick:abcdefghijk:3", None),  # an id is 12 characters
-    ("pick:abcdefghijkm:123", None),
-    ("PICK:abcdefghijkm", None),
-    ("pick:abcdefghijkm:3:4", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "text, action",
+    [
+        ("pick:abcdefghijkm:3", Action("pick", "abcdefghijkm", 3)),
+        ("reroll:abcdefghijkm", Action("reroll", "abcdefghijkm", None)),
+        ("zoom-out:abcdefghijkm:12", Action("zoom-out", "abcdefghijkm", 12)),
+        ("pick:abcdefghijk:3", None),  # an id is 12 characters
+        ("pick:abcdefghijkm:123", None),
+        ("PICK:abcdefghijkm", None),
+        ("pick:abcdefghijkm:3:4", None),
+        ("", None),
+    ],
+)
 def test_the_one_button_codec(text: str, action: Action | None) -> None:
     assert Action.decode(text) == action
     if action is not None:
@@ -134,34 +162,51 @@ async def test_admin_refuses_a_shape_that_fits_no_entry(chat: Chat) -> None:
     assert "spamming the channel" in blocked.text
 
 
-@pytest.mark.parametrize("platform, token, uid", [
-    ("slack", "<@U0BOB>", "U0BOB"),
-    ("slack", "<@U0BOB|bob>", "U0BOB"),
-    ("slack", "<@W0BOB|bob.smith>", "W0BOB"),
-    ("slack", "U0BOB", "U0BOB"),
-    ("discord", "<@140000000000000002>", "140000000000000002"),
-    ("discord", "<@!140000000000000002>", "140000000000000002"),
-    ("discord", "140000000000000002", "140000000000000002"),
-    ("web", "bob", "bob"),
-])
+@pytest.mark.parametrize(
+    "platform, token, uid",
+    [
+        ("slack", "<@U0BOB>", "U0BOB"),
+        ("slack", "<@U0BOB|bob>", "U0BOB"),
+        ("slack", "<@W0BOB|bob.smith>", "W0BOB"),
+        ("slack", "U0BOB", "U0BOB"),
+        ("discord", "<@140000000000000002>", "140000000000000002"),
+        ("discord", "<@!140000000000000002>", "140000000000000002"),
+        ("discord", "140000000000000002", "140000000000000002"),
+        ("web", "bob", "bob"),
+    ],
+)
 def test_every_mention_form_resolves(platform: str, token: str, uid: str) -> None:
     assert admin.resolve_user(token, platform) == uid
 
 
-@pytest.mark.parametrize("platform, token", [
-    ("slack", "@bob"), ("slack", "bob"), ("discord", "@bob"), ("discord", "<@bob>"),
-    ("web", "<script>"),
-])
+@pytest.mark.parametrize(
+    "platform, token",
+    [
+        ("slack", "@bob"),
+        ("slack", "bob"),
+        ("discord", "@bob"),
+        ("discord", "<@bob>"),
+        ("web", "<script>"),
+    ],
+)
 def test_a_name_that_cannot_be_resolved_is_refused(platform: str, token: str) -> None:
     with pytest.raises(UserError):
         admin.resolve_user(token, platform)
 
 
-@pytest.mark.parametrize("line", [
-    "block @bob", "unblock @bob", "grant @bob 5", "limit @bob 3", "reset @bob",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "block @bob",
+        "unblock @bob",
+        "grant @bob 5",
+        "limit @bob 3",
+        "reset @bob",
+    ],
+)
 async def test_no_admin_command_reports_success_for_an_unresolved_user(
-        tmp_path: Path, line: str) -> None:
+    tmp_path: Path, line: str
+) -> None:
     async with open_chat(tmp_path) as chat:
         slack = Chat(chat.app, platform="slack", tenant="T0FAKE")
         [reply] = await slack.say("root", f"/admin {line}", admin=True)

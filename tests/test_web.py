@@ -20,7 +20,6 @@ from yarl import URL
 from adapters.web import ADAPTER
 from adapters.web.server import (
     RunningServer,
-    _Subscriber,
     create_web_app,
     parse_line,
     start,
@@ -48,8 +47,9 @@ def make_settings(tmp_path: Path, **web: Any) -> Settings:
 
 def bound_to(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> Settings:
     """The settings with another web address (port 0, a free one, is not a valid setting)."""
-    return dataclasses.replace(settings, web=dataclasses.replace(settings.web, host=host,
-                                                                  port=port))
+    return dataclasses.replace(
+        settings, web=dataclasses.replace(settings.web, host=host, port=port)
+    )
 
 
 @pytest.fixture
@@ -72,7 +72,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def command(
-    http: aiohttp.ClientSession, server: RunningServer, name: str, text: str,
+    http: aiohttp.ClientSession,
+    server: RunningServer,
+    name: str,
+    text: str,
     channel: str = "general",
 ) -> dict[str, Any]:
     async with http.post(
@@ -83,26 +86,101 @@ async def command(
         return body
 
 
-async def next_reply(ws: aiohttp.ClientWebSocketResponse, **want: Any) -> dict[str, Any]:
-    """The next live reply on the socket whose fields match ``want``."""
-    async with asyncio.timeout(30):
-        while True:
-            msg = await ws.receive_json()
-            if msg["type"] != "reply":
-                continue
-            reply: dict[str, Any] = msg["reply"]
-            if all(reply.get(k) == v for k, v in want.items()):
-                return reply
+# A whole card leaves its empty fields out; the page reads a missing field as empty.
+EMPTY_CARD: dict[str, Any] = {
+    "owner": "",
+    "text": "",
+    "images": [],
+    "tiles": [],
+    "buttons": [],
+    "ephemeral": False,
+    "form": None,
+    "job_id": None,
+    "parent_job_id": None,
+    "state": None,
+    "outcome": None,
+    "position": None,
+    "progress": None,
+    "notice": None,
+    "meta": {},
+}
+
+
+class LivePage:
+    """What a page's socket shows, applied as the page applies it: whole cards, deltas,
+    removals, the badge. ``replies`` is every card state seen, in order."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.cards: dict[str, dict[str, Any]] = {}
+        self.replies: list[dict[str, Any]] = []
+        self.items: list[dict[str, Any]] = []
+        self.frames = 0
+        self.quota: str | None = None
+
+    async def history(self) -> list[dict[str, Any]]:
+        first = await self.ws.receive_json(timeout=10)
+        assert first["type"] == "history"
+        for reply in first["replies"]:
+            self.cards[reply["ref"]] = reply
+        replies: list[dict[str, Any]] = first["replies"]
+        return replies
+
+    async def step(self) -> None:
+        frame = await self.ws.receive_json()
+        assert frame["type"] == "batch", frame
+        self.frames += 1
+        for item in frame["items"]:
+            self.items.append(item)
+            if item["op"] == "card":
+                reply = {**EMPTY_CARD, **item["reply"]}
+                if not reply["ephemeral"]:
+                    self.cards[reply["ref"]] = reply
+                self.replies.append(reply)
+            elif item["op"] == "delta":
+                known = self.cards.get(item["ref"])
+                assert known is not None, f"a delta without its base: {item}"
+                reply = {**known, **item["set"], "seq": item["seq"]}
+                self.cards[item["ref"]] = reply
+                self.replies.append(reply)
+            elif item["op"] == "remove":
+                # Seen as the card's last state: deleted (and gone from the page).
+                gone = self.cards.pop(item["ref"], None) or {**EMPTY_CARD, "ref": item["ref"]}
+                self.replies.append({**gone, "state": "deleted", "removed": True})
+            elif item["op"] == "quota":
+                self.quota = item["quota"]
+
+    async def until(self, check: Any, within_s: float = 30) -> Any:
+        async with asyncio.timeout(within_s):
+            while not (found := check(self)):
+                await self.step()
+        return found
+
+    async def reply(self, **want: Any) -> dict[str, Any]:
+        """The first card state seen (from now on or already) whose fields match ``want``."""
+
+        def match(page: LivePage) -> dict[str, Any] | None:
+            return next(
+                (r for r in page.replies if all(r.get(k) == v for k, v in want.items())), None
+            )
+
+        found: dict[str, Any] = await self.until(match)
+        return found
+
+
+async def next_reply(page: LivePage, **want: Any) -> dict[str, Any]:
+    return await page.reply(**want)
 
 
 async def open_socket(
-    http: aiohttp.ClientSession, server: RunningServer, name: str = "watcher",
+    http: aiohttp.ClientSession,
+    server: RunningServer,
+    name: str = "watcher",
     channel: str = "general",
-) -> tuple[aiohttp.ClientWebSocketResponse, list[dict[str, Any]]]:
+) -> tuple[LivePage, list[dict[str, Any]]]:
     ws = await http.ws_connect(f"{server.url}/ws?channel={channel}&name={name}")
-    first = await ws.receive_json(timeout=10)
-    assert first["type"] == "history"
-    return ws, first["replies"]
+    page = LivePage(ws)
+    return page, await page.history()
 
 
 # -- pure translation --------------------------------------------------------------------------
@@ -194,10 +272,10 @@ async def test_imagine_goes_live_and_serves_its_images(
         assert resp.status == 200
         assert resp.content_type.startswith("image/")
         assert len(await resp.read()) > 100
-    async with http.get(server.url + grids[0]["download_url"]) as resp:
+    async with http.get(server.url + grids[0]["url"] + "?download=1") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Disposition"].startswith("attachment;")
-    await ws.close()
+    await ws.ws.close()
 
     # A page opened later gets the finished job from history.
     ws2, history2 = await open_socket(http, server)
@@ -206,7 +284,7 @@ async def test_imagine_goes_live_and_serves_its_images(
     # The POST answer (queued) may reach a page after this history: it must not outrank it,
     # or the card rolls back to "queued" for good.
     assert history2[0]["seq"] > max(r["seq"] for r in body["replies"])
-    await ws2.close()
+    await ws2.ws.close()
 
 
 @pytest.mark.parametrize(
@@ -250,11 +328,12 @@ async def test_bad_flag_is_private_and_inline(
 
     # Bob's page never sees Alice's error: the next thing it gets is her next (public) job.
     await command(http, server, "alice", "/imagine a dog --n 1")
-    async with asyncio.timeout(10):
-        first = (await bob_ws.receive_json())["reply"]
+    await bob_ws.until(lambda page: page.replies)
+    first = bob_ws.replies[0]
     assert not first["ephemeral"] and first["job_id"]
-    await bob_ws.close()
-    await alice_ws.close()
+    assert not any(r["ephemeral"] for r in bob_ws.replies)
+    await bob_ws.ws.close()
+    await alice_ws.ws.close()
 
 
 async def test_unknown_command_gets_a_hint(
@@ -290,9 +369,10 @@ async def test_the_hint_follows_the_cores_table_not_hand_written_text(tmp_path: 
     async with WithOneFlag.open(make_settings(tmp_path)) as core:
         running = await start(core, "127.0.0.1", 0)
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                f"{running.url}/api/config"
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{running.url}/api/config") as resp,
+            ):
                 config = await resp.json()
         finally:
             await running.close()
@@ -419,9 +499,10 @@ async def test_binds_all_interfaces_with_a_token(tmp_path: Path) -> None:
     async with App.open(make_settings(tmp_path, access_token=TOKEN)) as app:
         running = await start(app, "0.0.0.0", 0)
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                f"http://127.0.0.1:{running.port}/healthz"
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{running.port}/healthz") as resp,
+            ):
                 assert resp.status == 200
         finally:
             await running.close()
@@ -452,23 +533,15 @@ async def test_serve_runs_until_cancelled(app: App) -> None:
 async def test_create_web_app_has_the_documented_routes(app: App) -> None:
     web_app = create_web_app(app)
     paths = {r.resource.canonical for r in web_app.router.routes() if r.resource is not None}
-    assert {"/", "/healthz", "/ws", "/images/{sha}", "/api/command", "/api/action"} <= paths
-
-
-async def test_a_page_that_falls_behind_gets_only_the_newest_state_of_each_card() -> None:
-    sub = _Subscriber(user_id="alice")
-    assert sub.put("job:a", "a queued #3")
-    assert sub.put("job:b", "b queued #4")
-    assert sub.put("job:a", "a running")
-    assert sub.put("seq:7", "a private notice")
-    assert [await sub.take() for _ in range(3)] == ["a running", "b queued #4", "a private notice"]
-    assert not sub.pending
-
-
-async def test_a_page_too_far_behind_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("adapters.web.server.SUBSCRIBER_QUEUE", 2)
-    sub = _Subscriber(user_id="alice")
-    assert sub.put("job:a", "1") and sub.put("job:b", "2")
-    assert sub.put("job:a", "1 newer")  # replacing a pending card never overflows
-    assert not sub.put("job:c", "3")
-    assert sub.overflowed
+    assert {
+        "/",
+        "/healthz",
+        "/ws",
+        "/images/{sha}",
+        "/api/command",
+        "/api/action",
+        "/api/imagine",
+        "/api/gallery",
+        "/api/lineage",
+        "/link",
+    } <= paths

@@ -97,8 +97,13 @@ class InteractionResponder:
     later edit them through :class:`DiscordPoster`; ephemeral ones cannot be edited that way).
     """
 
-    def __init__(self, interaction: discord.Interaction[Any], *, loading: bool = False,
-                 loading_ephemeral: bool = False) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction[Any],
+        *,
+        loading: bool = False,
+        loading_ephemeral: bool = False,
+    ) -> None:
         self._interaction = interaction
         self._loading = loading
         self._loading_ephemeral = loading_ephemeral
@@ -149,7 +154,8 @@ class InteractionResponder:
         files = kwargs.pop("files", [])
         async with self._lock:
             await self._interaction.followup.edit_message(
-                int(ref), attachments=files, view=kwargs.pop("view", None), **kwargs)
+                int(ref), attachments=files, view=kwargs.pop("view", None), **kwargs
+            )
 
     async def acknowledge(self) -> None:
         """The core was too slow for a direct answer: defer so the click does not fail."""
@@ -239,8 +245,11 @@ def _delivery_errors(what: str) -> Iterator[None]:
         if exc.status == 429 and retry_after is None:
             header = exc.response.headers.get("Retry-After") if exc.response else None
             retry_after = float(header) if header else None
-        raise DeliveryError(f"{what}: HTTP {exc.status}", permanent=exc.status in (403, 404),
-                            retry_after=retry_after) from exc
+        raise DeliveryError(
+            f"{what}: HTTP {exc.status}",
+            permanent=exc.status in (403, 404),
+            retry_after=retry_after,
+        ) from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise DeliveryError(f"{what}: {type(exc).__name__}") from exc
 
@@ -268,8 +277,7 @@ class ImagineClient(discord.Client):
             self._override(discord.http.Route, "BASE", base)
         gateway = (env.get("DISCORD_GATEWAY_URL") or "").strip()
         if gateway:
-            self._override(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY",
-                           yarl.URL(gateway))
+            self._override(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(gateway))
         # At DEBUG these loggers print request URLs, and follow-up URLs hold the
         # interaction token.
         for name in ("discord.http", "discord.webhook.async_", "discord.gateway"):
@@ -306,8 +314,7 @@ class ImagineClient(discord.Client):
                 # command-create limit.
                 await self.tree.sync()
         except discord.HTTPException as exc:
-            log.warning("could not sync slash commands: HTTP %s (code %s)", exc.status,
-                        exc.code)
+            log.warning("could not sync slash commands: HTTP %s (code %s)", exc.status, exc.code)
 
     async def on_ready(self) -> None:
         log.info("Discord adapter ready")
@@ -321,30 +328,50 @@ class ImagineClient(discord.Client):
         await self.core.deliver_pending(PLATFORM)
 
     # ---------------------------------------------------------------------------- events
-    async def run_command(self, interaction: discord.Interaction[Any], command: str,
-                          text: str, image: discord.Attachment | None,
-                          responder: InteractionResponder) -> None:
+    async def run_command(
+        self,
+        interaction: discord.Interaction[Any],
+        command: str,
+        text: str,
+        image: discord.Attachment | None,
+        responder: InteractionResponder,
+    ) -> None:
         async def invocation() -> Invocation | None:
             init = None
             if image is not None:
                 limit = self.core.settings.images.max_input_bytes
                 if image.size > limit:
-                    await responder.send(Reply(
-                        f"That image is {image.size / 2**20:.1f} MB; the limit is "
-                        f"{limit / 2**20:.0f} MB.", ephemeral=True))
+                    await responder.send(
+                        Reply(
+                            f"That image is {image.size / 2**20:.1f} MB; the limit is "
+                            f"{limit / 2**20:.0f} MB.",
+                            ephemeral=True,
+                        )
+                    )
                     return None
                 init = await image.read()
-            return Invocation(actor_for(interaction), _channel_id(interaction), command=command,
-                              text=text, init_image=init, interaction_id=str(interaction.id))
+            return Invocation(
+                actor_for(interaction),
+                _channel_id(interaction),
+                command=command,
+                text=text,
+                init_image=init,
+                interaction_id=str(interaction.id),
+            )
 
         await self._guarded(responder, invocation)
 
     async def on_action(self, interaction: discord.Interaction[Any], action: str) -> None:
         """A button from any message, old or new (dispatched by :class:`ActionButton`)."""
+
         async def invocation() -> Invocation:
-            return Invocation(actor_for(interaction), _channel_id(interaction),
-                              command="action", action=action,
-                              interaction_id=str(interaction.id))
+            return Invocation(
+                actor_for(interaction),
+                _channel_id(interaction),
+                command="action",
+                action=action,
+                interaction_id=str(interaction.id),
+            )
 
         decoded = Action.decode(action)
         if decoded is None or decoded.verb != "refine":
@@ -356,8 +383,9 @@ class ImagineClient(discord.Client):
         task = asyncio.create_task(self._guarded(responder, invocation))
         waiter = asyncio.create_task(responder.responded.wait())
         try:
-            await asyncio.wait({task, waiter}, timeout=LAZY_ACK_S,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {task, waiter}, timeout=LAZY_ACK_S, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiter.cancel()
         if not responder.responded.is_set():
@@ -378,14 +406,20 @@ class ImagineClient(discord.Client):
         fields = modal_fields(data.get("components") or [])
 
         async def invocation() -> Invocation:
-            return Invocation(actor_for(interaction), _channel_id(interaction),
-                              command="action", action=custom_id, fields=fields,
-                              interaction_id=str(interaction.id))
+            return Invocation(
+                actor_for(interaction),
+                _channel_id(interaction),
+                command="action",
+                action=custom_id,
+                fields=fields,
+                interaction_id=str(interaction.id),
+            )
 
         await self._guarded(InteractionResponder(interaction), invocation)
 
-    async def _guarded(self, responder: InteractionResponder,
-                       build: Callable[[], Awaitable[Invocation | None]]) -> None:
+    async def _guarded(
+        self, responder: InteractionResponder, build: Callable[[], Awaitable[Invocation | None]]
+    ) -> None:
         """Run the core for one interaction; rendering failures get an apology with a ref."""
         try:
             inv = await build()
@@ -395,8 +429,9 @@ class ImagineClient(discord.Client):
             ref = secrets.token_hex(4)
             log.exception("Discord interaction failed (ref %s)", ref)
             with contextlib.suppress(Exception):
-                await responder.send(Reply(
-                    f"Sorry, something went wrong on our side (ref {ref}).", ephemeral=True))
+                await responder.send(
+                    Reply(f"Sorry, something went wrong on our side (ref {ref}).", ephemeral=True)
+                )
         finally:
             await responder.finish()
 
@@ -406,9 +441,13 @@ def _register_commands(client: ImagineClient) -> None:
     flags = client.core.flag_help()
     options = flag_options(flags)
 
-    async def imagine(interaction: discord.Interaction[Any], /, prompt: str,
-                      image: discord.Attachment | None = None,
-                      **chosen: str | bool | None) -> None:
+    async def imagine(
+        interaction: discord.Interaction[Any],
+        /,
+        prompt: str,
+        image: discord.Attachment | None = None,
+        **chosen: str | bool | None,
+    ) -> None:
         """Generate images from a prompt. Try "help" for the flags."""
         await interaction.response.defer(thinking=True)
         responder = InteractionResponder(interaction, loading=True)
@@ -418,20 +457,29 @@ def _register_commands(client: ImagineClient) -> None:
     # discord.py reads a command's options from its callback's signature, so the flags'
     # options are written into it: one optional parameter per flag in the grammar's table.
     keyword = inspect.Parameter.KEYWORD_ONLY
-    imagine.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-        # (typeshed does not declare __signature__ on functions; inspect.signature reads it)
-        *list(inspect.signature(imagine).parameters.values())[:3],
-        *(inspect.Parameter(o.param, keyword, default=None,
-                            annotation=bool | None if o.switch else str | None)
-          for o in options),
-    ])
+    # (typeshed does not declare __signature__ on functions; inspect.signature reads it)
+    imagine.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            *list(inspect.signature(imagine).parameters.values())[:3],
+            *(
+                inspect.Parameter(
+                    o.param,
+                    keyword,
+                    default=None,
+                    annotation=bool | None if o.switch else str | None,
+                )
+                for o in options
+            ),
+        ]
+    )
     described = app_commands.describe(
         prompt=prompt_description(flags),
         image="A starting picture to transform (img2img)",
         **{o.param: o.description for o in options},
     )(imagine)
-    tree.command(name="imagine")(app_commands.rename(**{o.param: o.name for o in options})(
-        described))
+    tree.command(name="imagine")(
+        app_commands.rename(**{o.param: o.name for o in options})(described)
+    )
 
     @tree.command(name="quota")
     async def quota(interaction: discord.Interaction[Any]) -> None:
@@ -460,5 +508,7 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
         try:
             await client.start(token)
         except discord.LoginFailure:
-            raise ConfigError("Discord refused DISCORD_TOKEN: check that it is the bot token "
-                              "from the Developer Portal (Bot, Reset Token).") from None
+            raise ConfigError(
+                "Discord refused DISCORD_TOKEN: check that it is the bot token "
+                "from the Developer Portal (Bot, Reset Token)."
+            ) from None

@@ -56,12 +56,14 @@ def flag_options(flags: Sequence[FlagHelp]) -> list[FlagOption]:
     for flag in flags:
         name = flag.name.removeprefix("--").lower()
         if not OPTION_NAME_RE.fullmatch(name) or name in OWN_OPTIONS:
-            log.warning("flag %s cannot be a Discord option; it still works in the prompt",
-                        flag.name)
+            log.warning(
+                "flag %s cannot be a Discord option; it still works in the prompt", flag.name
+            )
             continue
         if len(out) + len(OWN_OPTIONS) == MAX_OPTIONS:
-            log.warning("more flags than Discord's %d options; the rest work in the prompt",
-                        MAX_OPTIONS)
+            log.warning(
+                "more flags than Discord's %d options; the rest work in the prompt", MAX_OPTIONS
+            )
             break
         # Python names of our own: a flag name need not be an identifier ("no" is, "from"
         # or "neg-prompt" would not be); discord.py renames the parameter to ``name``.

@@ -101,9 +101,9 @@ def fit_buttons(buttons: Sequence[Button]) -> list[list[Button]]:
             groups[-1].append(b)
         else:
             groups.append([b])
-    rows = [g[i:i + ROW_WIDTH] for g in groups for i in range(0, len(g), ROW_WIDTH)]
+    rows = [g[i : i + ROW_WIDTH] for g in groups for i in range(0, len(g), ROW_WIDTH)]
     if len(rows) > MAX_ROWS:
-        rows = [usable[i:i + ROW_WIDTH] for i in range(0, len(usable), ROW_WIDTH)]
+        rows = [usable[i : i + ROW_WIDTH] for i in range(0, len(usable), ROW_WIDTH)]
     return rows
 
 
@@ -115,16 +115,25 @@ class ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTI
     """Every button we send: its custom_id is the core's ``verb:job_id[:index]`` and nothing
     else, so a click after a restart is matched by the template, not by memory."""
 
-    def __init__(self, action: str, *, label: str | None = None,
-                 style: discord.ButtonStyle = discord.ButtonStyle.secondary,
-                 row: int | None = None) -> None:
+    def __init__(
+        self,
+        action: str,
+        *,
+        label: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        row: int | None = None,
+    ) -> None:
         super().__init__(discord.ui.Button(label=label, custom_id=action, style=style), row=row)
         self.action = action
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str], /
-                             ) -> ActionButton:
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ActionButton:
         label = getattr(item, "label", None)
         return cls(match["action"], label=label)
 
@@ -140,9 +149,14 @@ def view_for(buttons: Sequence[Button]) -> discord.ui.View | None:
     view = discord.ui.View(timeout=None)
     for row_no, row in enumerate(fit_buttons(buttons)):
         for b in row:
-            view.add_item(ActionButton(b.action, label=clip(b.label, MAX_LABEL) or b.action,
-                                       style=STYLES.get(b.style, discord.ButtonStyle.secondary),
-                                       row=row_no))
+            view.add_item(
+                ActionButton(
+                    b.action,
+                    label=clip(b.label, MAX_LABEL) or b.action,
+                    style=STYLES.get(b.style, discord.ButtonStyle.secondary),
+                    row=row_no,
+                )
+            )
     # A stopped view still serialises, but discord.py then does not keep it in its view store:
     # clicks are dispatched by the DynamicItem template, so one entry per message would only
     # grow memory for the life of the process.
@@ -156,8 +170,9 @@ class FormModal(discord.ui.Modal):
     opened before a restart can still be submitted after it; ``on_submit`` does nothing."""
 
     def __init__(self, form: Form) -> None:
-        super().__init__(title=clip(form.title, MODAL_TITLE), custom_id=form.action,
-                         timeout=15 * 60)
+        super().__init__(
+            title=clip(form.title, MODAL_TITLE), custom_id=form.action, timeout=15 * 60
+        )
         for f in form.fields[:5]:
             number = f.kind == "number"
             placeholder = None
@@ -172,10 +187,13 @@ class FormModal(discord.ui.Modal):
                 max_length=32 if number else TEXT_INPUT_MAX,
             )
             label = clip(f.label, MODAL_LABEL)
-            self.add_item(discord.ui.Label(
-                text=label, component=text_input,
-                description=clip(f.label, MODAL_DESCRIPTION) if label != f.label else None,
-            ))
+            self.add_item(
+                discord.ui.Label(
+                    text=label,
+                    component=text_input,
+                    description=clip(f.label, MODAL_DESCRIPTION) if label != f.label else None,
+                )
+            )
 
 
 def modal_fields(components: Sequence[Any]) -> dict[str, str]:

@@ -99,8 +99,13 @@ def _slack_error(exc: SlackApiError) -> str:
 class AdminCache:
     """``users.info`` -> is the user a workspace admin or owner? Cached, fail closed."""
 
-    def __init__(self, client: AsyncWebClient, *, ttl: float = ADMIN_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        ttl: float = ADMIN_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._ttl = ttl
         self._clock = clock
@@ -115,12 +120,14 @@ class AdminCache:
         try:
             resp = await self._client.users_info(user=user_id)
         except SlackApiError as exc:
-            log.warning("users.info failed (%s); treating the user as not an admin",
-                        _slack_error(exc))
+            log.warning(
+                "users.info failed (%s); treating the user as not an admin", _slack_error(exc)
+            )
             return False
         except Exception as exc:  # network, timeout, a malformed answer: all fail closed
-            log.warning("users.info failed (%s); treating the user as not an admin",
-                        type(exc).__name__)
+            log.warning(
+                "users.info failed (%s); treating the user as not an admin", type(exc).__name__
+            )
             return False
         user = resp.get("user") or {}
         flag = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
@@ -146,8 +153,11 @@ class SlackPoster:
         if reply.ephemeral and target.user_id:
             with _delivery_errors("chat.postEphemeral"):
                 await self._client.chat_postEphemeral(
-                    channel=target.channel_id, user=target.user_id, thread_ts=target.thread_id,
-                    text=fallback_text(reply), blocks=reply_blocks(reply),
+                    channel=target.channel_id,
+                    user=target.user_id,
+                    thread_ts=target.thread_id,
+                    text=fallback_text(reply),
+                    blocks=reply_blocks(reply),
                 )
             return None  # an ephemeral message cannot be updated with chat.update
         files = await self._files(target, reply, steps)
@@ -159,10 +169,17 @@ class SlackPoster:
             await steps.record("posting", f"{time.time() - 5:.6f}")
         with _delivery_errors("chat.postMessage"):
             resp = await self._client.chat_postMessage(
-                channel=target.channel_id, thread_ts=target.thread_id, text=fallback_text(reply),
-                blocks=reply_blocks(reply, files), unfurl_links=False, unfurl_media=False,
-                metadata=({"event_type": METADATA_EVENT, "event_payload": {"key": steps.key}}
-                          if steps is not None else None),
+                channel=target.channel_id,
+                thread_ts=target.thread_id,
+                text=fallback_text(reply),
+                blocks=reply_blocks(reply, files),
+                unfurl_links=False,
+                unfurl_media=False,
+                metadata=(
+                    {"event_type": METADATA_EVENT, "event_payload": {"key": steps.key}}
+                    if steps is not None
+                    else None
+                ),
             )
         ts = resp.get("ts")
         return _ref(str(ts), ids) if ts else None
@@ -170,7 +187,9 @@ class SlackPoster:
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
         with _delivery_errors("chat.update"):
             await self._client.chat_update(
-                channel=target.channel_id, ts=_ts(ref), text=fallback_text(reply),
+                channel=target.channel_id,
+                ts=_ts(ref),
+                text=fallback_text(reply),
                 blocks=reply_blocks(reply),
             )
 
@@ -193,19 +212,26 @@ class SlackPoster:
         try:
             if target.thread_id:
                 resp = await self._client.conversations_replies(
-                    channel=target.channel_id, ts=target.thread_id, oldest=since,
-                    include_all_metadata=True, limit=100)
+                    channel=target.channel_id,
+                    ts=target.thread_id,
+                    oldest=since,
+                    include_all_metadata=True,
+                    limit=100,
+                )
             else:
                 resp = await self._client.conversations_history(
-                    channel=target.channel_id, oldest=since, include_all_metadata=True,
-                    limit=100)
+                    channel=target.channel_id, oldest=since, include_all_metadata=True, limit=100
+                )
         except SlackApiError as exc:  # e.g. missing_scope: posting again is all we can do
             log.warning("could not look for an earlier post (%s)", _slack_error(exc))
             return None
         for message in resp.get("messages") or []:
             meta = message.get("metadata") if isinstance(message, Mapping) else None
-            if (isinstance(meta, Mapping) and meta.get("event_type") == METADATA_EVENT
-                    and (meta.get("event_payload") or {}).get("key") == steps.key):
+            if (
+                isinstance(meta, Mapping)
+                and meta.get("event_type") == METADATA_EVENT
+                and (meta.get("event_payload") or {}).get("key") == steps.key
+            ):
                 return str(message.get("ts"))
         return None
 
@@ -217,13 +243,15 @@ class SlackPoster:
             return tuple(PostedFile(*f) for f in json.loads(steps.get("files") or "[]"))
         files = await self._upload(target, reply.images, reply)
         if steps is not None and files:
-            await steps.record("files", json.dumps([[f.file_id, f.title, f.permalink]
-                                                    for f in files]))
+            await steps.record(
+                "files", json.dumps([[f.file_id, f.title, f.permalink] for f in files])
+            )
             await steps.record("undo", _ref("", ",".join(f.file_id for f in files)))
         return files
 
-    async def _upload(self, target: Target, images: tuple[ImageFile, ...],
-                      reply: Reply) -> tuple[PostedFile, ...]:
+    async def _upload(
+        self, target: Target, images: tuple[ImageFile, ...], reply: Reply
+    ) -> tuple[PostedFile, ...]:
         if not images:
             return ()
         uploads: list[dict[str, Any]] = []
@@ -231,28 +259,52 @@ class SlackPoster:
         for img in images:
             # The SDK would read a path synchronously on the event loop; read it in a thread.
             data = await asyncio.to_thread(img.path.read_bytes)
-            uploads.append({"file": data, "filename": img.filename, "title": img.filename,
-                            "alt_txt": alt})
+            uploads.append(
+                {"file": data, "filename": img.filename, "title": img.filename, "alt_txt": alt}
+            )
         with _delivery_errors("files_upload_v2"):
             resp = await self._client.files_upload_v2(
-                file_uploads=uploads, channel=target.channel_id, thread_ts=target.thread_id,
+                file_uploads=uploads,
+                channel=target.channel_id,
+                thread_ts=target.thread_id,
             )
         out = []
         for f in resp.get("files") or []:
             if isinstance(f, Mapping):
-                out.append(PostedFile(str(f.get("id", "")), str(f.get("title") or ""),
-                                      str(f.get("permalink") or "")))
+                out.append(
+                    PostedFile(
+                        str(f.get("id", "")),
+                        str(f.get("title") or ""),
+                        str(f.get("permalink") or ""),
+                    )
+                )
         return tuple(out)
 
 
 METADATA_EVENT = "imagine_bot_post"
 # Slack errors that retrying cannot cure.
-_PERMANENT = frozenset({
-    "channel_not_found", "is_archived", "not_in_channel", "account_inactive", "invalid_auth",
-    "token_revoked", "not_authed", "missing_scope", "restricted_action", "msg_too_long",
-    "message_not_found", "cant_update_message", "cant_delete_message", "cant_delete_file",
-    "file_not_found", "file_deleted", "channel_is_archived", "ekm_access_denied",
-})
+_PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "is_archived",
+        "not_in_channel",
+        "account_inactive",
+        "invalid_auth",
+        "token_revoked",
+        "not_authed",
+        "missing_scope",
+        "restricted_action",
+        "msg_too_long",
+        "message_not_found",
+        "cant_update_message",
+        "cant_delete_message",
+        "cant_delete_file",
+        "file_not_found",
+        "file_deleted",
+        "channel_is_archived",
+        "ekm_access_denied",
+    }
+)
 
 
 def _ref(ts: str, file_ids: str) -> str:
@@ -277,10 +329,12 @@ def _delivery_errors(method: str, *, gone: tuple[str, ...] = ()) -> Iterator[Non
         retry_after = None
         if code == "ratelimited":
             header = exc.response.headers.get("Retry-After") or exc.response.headers.get(
-                "retry-after")
+                "retry-after"
+            )
             retry_after = float(header) if header else 1.0
-        raise DeliveryError(f"{method}: {code}", permanent=code in _PERMANENT,
-                            retry_after=retry_after) from exc
+        raise DeliveryError(
+            f"{method}: {code}", permanent=code in _PERMANENT, retry_after=retry_after
+        ) from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise DeliveryError(f"{method}: {type(exc).__name__}") from exc
 
@@ -306,10 +360,10 @@ class SlackResponder:
             # reaches the user for 30 minutes.
             if self.respond is None:
                 raise
-            log.warning("Slack refused a message (%s); answering through response_url",
-                        exc.reason)
+            log.warning("Slack refused a message (%s); answering through response_url", exc.reason)
             await self.respond(
-                text=fallback_text(reply), blocks=reply_blocks(reply),
+                text=fallback_text(reply),
+                blocks=reply_blocks(reply),
                 response_type="ephemeral" if reply.ephemeral else "in_channel",
                 replace_original=False,
             )
@@ -322,15 +376,17 @@ class SlackResponder:
         assert reply.form is not None
         form = reply.form
         if self.trigger_id:
-            view = modal_view(form, FormContext(form.action, self.target.channel_id,
-                                                self.target.thread_id))
+            view = modal_view(
+                form, FormContext(form.action, self.target.channel_id, self.target.thread_id)
+            )
             try:
                 await self.client.views_open(trigger_id=self.trigger_id, view=view)
                 return
             except SlackApiError as exc:  # expired_trigger_id: we missed Slack's 3 s window
                 log.warning("views.open failed (%s)", _slack_error(exc))
-        await self.send(Reply("That dialog could not be opened in time. Please click again.",
-                              ephemeral=True))
+        await self.send(
+            Reply("That dialog could not be opened in time. Please click again.", ephemeral=True)
+        )
 
 
 # ------------------------------------------------------------------------------ listeners
@@ -343,62 +399,95 @@ def _interaction_key(team_id: str, *parts: object) -> str | None:
 class SlackAdapter:
     """Turns bolt payloads into invocations; one per bolt app."""
 
-    def __init__(self, core: Core, client: AsyncWebClient, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, core: Core, client: AsyncWebClient, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.core = core
         self.client = client
         self.poster = SlackPoster(client)
         self.admins = AdminCache(client, clock=clock)
 
     async def actor(self, team_id: str, user_id: str, name: str) -> Actor:
-        return Actor(PLATFORM, team_id, user_id, display_name=name or user_id,
-                     is_admin=await self.admins.is_admin(team_id, user_id))
+        return Actor(
+            PLATFORM,
+            team_id,
+            user_id,
+            display_name=name or user_id,
+            is_admin=await self.admins.is_admin(team_id, user_id),
+        )
 
-    def responder(self, team_id: str, user_id: str, channel_id: str, thread_id: str | None,
-                  trigger_id: str | None, respond: Respond | None) -> SlackResponder:
-        return SlackResponder(self.poster, self.client,
-                              Target(PLATFORM, team_id, channel_id, thread_id, user_id),
-                              trigger_id, respond)
+    def responder(
+        self,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        thread_id: str | None,
+        trigger_id: str | None,
+        respond: Respond | None,
+    ) -> SlackResponder:
+        return SlackResponder(
+            self.poster,
+            self.client,
+            Target(PLATFORM, team_id, channel_id, thread_id, user_id),
+            trigger_id,
+            respond,
+        )
 
-    async def on_command(self, name: str, command: Mapping[str, Any],
-                         respond: Respond | None) -> None:
+    async def on_command(
+        self, name: str, command: Mapping[str, Any], respond: Respond | None
+    ) -> None:
         team = str(command.get("team_id") or "")
         user = str(command.get("user_id") or "")
         channel = str(command.get("channel_id") or user)
         trigger = command.get("trigger_id")
         inv = Invocation(
             actor=await self.actor(team, user, str(command.get("user_name") or "")),
-            channel_id=channel, command=name, text=str(command.get("text") or ""),
+            channel_id=channel,
+            command=name,
+            text=str(command.get("text") or ""),
             interaction_id=_interaction_key(team, trigger),
         )
-        await self.core.handle(
-            inv, self.responder(team, user, channel, None, trigger, respond))
+        await self.core.handle(inv, self.responder(team, user, channel, None, trigger, respond))
 
-    async def on_action(self, body: Mapping[str, Any], action: Mapping[str, Any],
-                        team_id: str | None, respond: Respond | None) -> None:
+    async def on_action(
+        self,
+        body: Mapping[str, Any],
+        action: Mapping[str, Any],
+        team_id: str | None,
+        respond: Respond | None,
+    ) -> None:
         user = body.get("user") or {}
         user_id = str(user.get("id") or "")
         team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
         container = body.get("container") or {}
         message = body.get("message") or {}
-        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id")
-                      or user_id)  # a click outside a channel (App Home) answers in the DM
+        channel = str(
+            (body.get("channel") or {}).get("id") or container.get("channel_id") or user_id
+        )  # a click outside a channel (App Home) answers in the DM
         thread = container.get("thread_ts") or message.get("thread_ts")
         trigger = body.get("trigger_id")
-        key = (_interaction_key(team, trigger) if trigger else
-               _interaction_key(team, container.get("message_ts"), action.get("action_ts")))
+        key = (
+            _interaction_key(team, trigger)
+            if trigger
+            else _interaction_key(team, container.get("message_ts"), action.get("action_ts"))
+        )
         inv = Invocation(
-            actor=await self.actor(team, user_id, str(user.get("name") or
-                                                      user.get("username") or "")),
-            channel_id=channel, command="action",
+            actor=await self.actor(
+                team, user_id, str(user.get("name") or user.get("username") or "")
+            ),
+            channel_id=channel,
+            command="action",
             action=str(action.get("value") or action.get("action_id") or ""),
-            thread_id=str(thread) if thread else None, interaction_id=key,
+            thread_id=str(thread) if thread else None,
+            interaction_id=key,
         )
         await self.core.handle(
-            inv, self.responder(team, user_id, channel, inv.thread_id, trigger, respond))
+            inv, self.responder(team, user_id, channel, inv.thread_id, trigger, respond)
+        )
 
-    async def on_submit(self, body: Mapping[str, Any], view: Mapping[str, Any],
-                        team_id: str | None) -> None:
+    async def on_submit(
+        self, body: Mapping[str, Any], view: Mapping[str, Any], team_id: str | None
+    ) -> None:
         context = FormContext.load(str(view.get("private_metadata") or ""))
         if context is None:
             log.warning("a modal submission without our metadata was ignored")
@@ -407,17 +496,25 @@ class SlackAdapter:
         user_id = str(user.get("id") or "")
         team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
         trigger = body.get("trigger_id")
-        key = _interaction_key(team, trigger) if trigger else _interaction_key(
-            team, view.get("id"), view.get("hash"))
+        key = (
+            _interaction_key(team, trigger)
+            if trigger
+            else _interaction_key(team, view.get("id"), view.get("hash"))
+        )
         inv = Invocation(
-            actor=await self.actor(team, user_id, str(user.get("name") or
-                                                      user.get("username") or "")),
-            channel_id=context.channel_id, command="action", action=context.action,
-            fields=view_fields(view), thread_id=context.thread_id, interaction_id=key,
+            actor=await self.actor(
+                team, user_id, str(user.get("name") or user.get("username") or "")
+            ),
+            channel_id=context.channel_id,
+            command="action",
+            action=context.action,
+            fields=view_fields(view),
+            thread_id=context.thread_id,
+            interaction_id=key,
         )
         await self.core.handle(
-            inv, self.responder(team, user_id, context.channel_id, context.thread_id, trigger,
-                                None))
+            inv, self.responder(team, user_id, context.channel_id, context.thread_id, trigger, None)
+        )
 
 
 def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> AsyncApp:
@@ -432,27 +529,34 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
     core.register_poster(PLATFORM, adapter.poster)
 
     def command_listener(name: str) -> Callable[..., Awaitable[None]]:
-        async def listener(ack: AsyncAck, command: dict[str, Any], body: dict[str, Any],
-                           respond: AsyncRespond) -> None:
+        async def listener(
+            ack: AsyncAck, command: dict[str, Any], body: dict[str, Any], respond: AsyncRespond
+        ) -> None:
             await ack()  # before any I/O: Slack gives us 3 s
-            await adapter.on_command(name, command,
-                                     respond if body.get("response_url") else None)
+            await adapter.on_command(name, command, respond if body.get("response_url") else None)
 
         return listener
 
     for slash, name in COMMANDS.items():
         bolt.command(slash)(command_listener(name))
 
-    async def on_action(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                        context: AsyncBoltContext, respond: AsyncRespond) -> None:
+    async def on_action(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        context: AsyncBoltContext,
+        respond: AsyncRespond,
+    ) -> None:
         await ack()
-        await adapter.on_action(body, action, context.team_id,
-                                respond if body.get("response_url") else None)
+        await adapter.on_action(
+            body, action, context.team_id, respond if body.get("response_url") else None
+        )
 
     bolt.action(ACTION_ID_RE)(on_action)
 
-    async def on_submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
-                        context: AsyncBoltContext) -> None:
+    async def on_submit(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
         await ack()  # closes the modal; the core answers in the channel
         await adapter.on_submit(body, view, context.team_id)
 
@@ -477,8 +581,9 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
         raise ConfigError("SLACK_BOT_TOKEN is not set")
     app_token = settings.secret("SLACK_APP_TOKEN")
     if not app_token and not settings.secret("SLACK_SIGNING_SECRET"):
-        raise ConfigError("Slack HTTP mode needs SLACK_SIGNING_SECRET "
-                          "(or set SLACK_APP_TOKEN for Socket Mode)")
+        raise ConfigError(
+            "Slack HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)"
+        )
     bolt = build_bolt_app(core)
     if app_token:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -505,8 +610,10 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
-            raise ConfigError(f"The Slack adapter cannot listen on {host}:{port} "
-                              f"({exc.strerror}). Set SLACK_HOST / SLACK_PORT.") from None
+            raise ConfigError(
+                f"The Slack adapter cannot listen on {host}:{port} "
+                f"({exc.strerror}). Set SLACK_HOST / SLACK_PORT."
+            ) from None
         ready(f"listening on http://{host}:{port}{EVENTS_PATH}")
         await asyncio.Event().wait()  # until cancelled
     finally:

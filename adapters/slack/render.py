@@ -72,8 +72,11 @@ def fallback_text(reply: Reply) -> str:
 def button_element(button: Button) -> Block:
     element: Block = {
         "type": "button",
-        "text": {"type": "plain_text", "text": _clip(button.label, MAX_BUTTON_LABEL),
-                 "emoji": False},
+        "text": {
+            "type": "plain_text",
+            "text": _clip(button.label, MAX_BUTTON_LABEL),
+            "emoji": False,
+        },
         "action_id": button.action,
         "value": button.action,
     }
@@ -91,31 +94,51 @@ def action_blocks(buttons: Iterable[Button], *, budget: int = MAX_BLOCKS) -> lis
             continue
         seen.add(b.action)
         elements.append(button_element(b))
-    rows = [elements[i:i + BUTTONS_PER_ROW] for i in range(0, len(elements), BUTTONS_PER_ROW)]
-    return [{"type": "actions", "block_id": f"imagine-actions-{i}", "elements": row}
-            for i, row in enumerate(rows[:budget])]
+    rows = [elements[i : i + BUTTONS_PER_ROW] for i in range(0, len(elements), BUTTONS_PER_ROW)]
+    return [
+        {"type": "actions", "block_id": f"imagine-actions-{i}", "elements": row}
+        for i, row in enumerate(rows[:budget])
+    ]
 
 
 def reply_blocks(reply: Reply, files: Sequence[PostedFile] = ()) -> list[Block]:
-    blocks: list[Block] = [{
-        "type": "section",
-        "block_id": "imagine-text",
-        "text": {"type": "mrkdwn", "text": _mrkdwn(reply.text or " ", MAX_SECTION_TEXT)},
-    }]
+    blocks: list[Block] = [
+        {
+            "type": "section",
+            "block_id": "imagine-text",
+            "text": {"type": "mrkdwn", "text": _mrkdwn(reply.text or " ", MAX_SECTION_TEXT)},
+        }
+    ]
     if files:
         links = []
         for f in files:
             label = escape(f.title.replace("|", "/"))
             # A permalink comes from Slack's own answer, never from a user.
-            links.append(f"<{f.permalink}|{label}>" if f.permalink.startswith("https://")
-                         else label)
-        blocks.append({"type": "context", "block_id": "imagine-files", "elements": [
-            {"type": "mrkdwn", "text": _clip("Images: " + ", ".join(links), MAX_CONTEXT_TEXT)},
-        ]})
+            links.append(
+                f"<{f.permalink}|{label}>" if f.permalink.startswith("https://") else label
+            )
+        blocks.append(
+            {
+                "type": "context",
+                "block_id": "imagine-files",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": _clip("Images: " + ", ".join(links), MAX_CONTEXT_TEXT),
+                    },
+                ],
+            }
+        )
     if reply.notice:
-        blocks.append({"type": "context", "block_id": "imagine-notice", "elements": [
-            {"type": "mrkdwn", "text": _mrkdwn(reply.notice, MAX_CONTEXT_TEXT)},
-        ]})
+        blocks.append(
+            {
+                "type": "context",
+                "block_id": "imagine-notice",
+                "elements": [
+                    {"type": "mrkdwn", "text": _mrkdwn(reply.notice, MAX_CONTEXT_TEXT)},
+                ],
+            }
+        )
     blocks += action_blocks(reply.buttons, budget=MAX_BLOCKS - len(blocks))
     return blocks
 
@@ -162,22 +185,30 @@ def modal_view(form: Form, context: FormContext) -> Block:
         element: Block
         if f.kind == "number":
             element = {"type": "number_input", "action_id": f.name, "is_decimal_allowed": True}
-            for key, val in (("min_value", _number(f.min_value)),
-                             ("max_value", _number(f.max_value))):
+            for key, val in (
+                ("min_value", _number(f.min_value)),
+                ("max_value", _number(f.max_value)),
+            ):
                 if val is not None:
                     element[key] = val
         else:
-            element = {"type": "plain_text_input", "action_id": f.name,
-                       "multiline": f.name == "prompt", "max_length": 3000}
+            element = {
+                "type": "plain_text_input",
+                "action_id": f.name,
+                "multiline": f.name == "prompt",
+                "max_length": 3000,
+            }
         if f.value:
             element["initial_value"] = f.value
-        inputs.append({
-            "type": "input",
-            "block_id": f.name,
-            "optional": f.kind == "number",
-            "label": {"type": "plain_text", "text": _clip(f.label, 2000)},
-            "element": element,
-        })
+        inputs.append(
+            {
+                "type": "input",
+                "block_id": f.name,
+                "optional": f.kind == "number",
+                "label": {"type": "plain_text", "text": _clip(f.label, 2000)},
+                "element": element,
+            }
+        )
     return {
         "type": "modal",
         "callback_id": MODAL_CALLBACK_ID,

@@ -4,8 +4,12 @@
 address other machines can reach is refused without an access token, before any data is
 touched. aiohttp is imported only when the playground starts. Inside the package::
 
-    access.py   who may use it and from where (loopback rule, token rule, user names)
+    access.py   who may use it and from where (loopback rule, token rule, guests' names)
+    links.py    personal links: signed, reserved names, the secret in the data dir (pure)
     server.py   create_web_app(core), start(core, host, port), the routes and the sockets
+    wire.py     Reply, gallery and lineage values -> the page's JSON; request helpers
+    posting.py  the Responder of one request and the ChannelPoster the core posts through
+    live.py     the open pages of each channel: deltas, coalesced frames, removals
     static/     the page: plain HTML, CSS and JS, no build step
 """
 

@@ -1,5 +1,9 @@
 """Who may use the playground and from where: pure rules, no aiohttp.
 
+Two kinds of people: **guests**, who type a name (the page suggests one) and are never admins,
+and **linked** people, who opened a personal link (:mod:`adapters.web.links`) and are who the
+link says. A guest cannot take a linked name or an admin's.
+
 Kept apart from :mod:`adapters.web.server` so that ``serve`` can refuse an exposed address
 before anything is opened, and the CLI's ``quota --platform web`` can name a playground user
 the way the page does, without starting a web server.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Container
 
 from bot.core import Settings
 from bot.errors import ConfigError
@@ -52,16 +57,59 @@ def web_admins(settings: Settings) -> tuple[str, ...]:
     )
 
 
+def clean_display(name: str) -> str:
+    """A typed name as shown: whitespace collapsed, at most 64 characters."""
+    return " ".join(str(name).split())[:MAX_NAME_CHARS]
+
+
+def user_id_of(name: str, *, strict: bool = True) -> str:
+    """The one rule that turns a name into a user id ("  Alice! " -> "alice"): used for typed
+    names, linked names and the names in ``web.admins`` alike, so no spelling slips past."""
+    user_id = re.sub(r"[^a-z0-9_.-]", "", re.sub(r"\s+", "_", clean_display(name).lower()))[:32]
+    if strict and not USER_ID_RE.fullmatch(user_id):
+        raise InputError("Type a name with letters or digits ('.', '_' and '-' are fine too).")
+    return user_id
+
+
 def web_actor(name: str, admins: tuple[str, ...] = ()) -> Actor:
-    """The playground's identity: whatever name the person typed, normalised to a user id."""
-    display = " ".join(str(name).split())[:MAX_NAME_CHARS]
-    user_id = re.sub(r"[^a-z0-9_.-]", "", re.sub(r"\s+", "_", display.lower()))[:32]
-    if not USER_ID_RE.fullmatch(user_id):
-        raise InputError("Type your name first (letters, digits, '.', '_' or '-').")
+    """A playground user as the operator names one (``imagine-bot quota --platform web``):
+    the same user id the page uses, an admin when ``admins`` lists it."""
+    display = clean_display(name)
+    user_id = user_id_of(display)
+    listed = {user_id_of(a, strict=False) for a in admins}
     return Actor(
         platform=PLATFORM,
         tenant=TENANT,
         user_id=user_id,
         display_name=display,
-        is_admin=user_id in admins,
+        is_admin=user_id in listed,
+    )
+
+
+def guest_actor(name: str, reserved: Container[str] = ()) -> Actor:
+    """A browser without a personal link: whatever name the person typed, normalised to a user
+    id. A guest is never an admin, and cannot take a name in ``reserved`` (linked names and
+    admins'), in any case or spelling."""
+    display = clean_display(name)
+    user_id = user_id_of(display)
+    if user_id in reserved:
+        raise InputError(
+            f"The name {display!r} belongs to someone with a personal link; "
+            "choose another name (or open your own personal link)."
+        )
+    return Actor(platform=PLATFORM, tenant=TENANT, user_id=user_id, display_name=display)
+
+
+def linked_actor(
+    user_id: str, display_name: str, *, admin: bool, admins: tuple[str, ...] = ()
+) -> Actor:
+    """Someone who opened a personal link: an admin when the link says so or ``web.admins``
+    names them."""
+    listed = {user_id_of(a, strict=False) for a in admins}
+    return Actor(
+        platform=PLATFORM,
+        tenant=TENANT,
+        user_id=user_id,
+        display_name=display_name or user_id,
+        is_admin=admin or user_id in listed,
     )

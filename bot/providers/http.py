@@ -7,9 +7,11 @@ which owns the reliability rules so that no provider re-invents them:
 - connection failures (nothing reached the server) are retried freely, within the deadline;
 - 429 honours ``Retry-After`` (seconds or HTTP-date) up to a cap, above it we fail fast with
   :class:`RateLimited` so the user hears "busy" now rather than after minutes;
-- at most one retry of a 5xx (500/502/503: the service said it failed, so it did not charge);
-  a read timeout, a cut-off body or a 504 on a non-idempotent call is *not* retried, because
-  the service may have done (and billed) the work;
+- at most one retry of a 5xx, by the provider's :class:`RetryPolicy`: which statuses mean "the
+  service failed and did not charge" is the vendor's to say (Stability and OpenAI: 500/502/503;
+  for Cerebrium a 500 means the function ran and was billed, so a generation is never re-sent).
+  A read timeout, a cut-off body or a 504 on a non-idempotent call is *not* retried, because
+  the service may have done (and billed) the work; idempotent calls (GET) retry any 5xx once;
 - bodies are streamed and counted: over ``max_body_bytes`` or past the deadline, we abort;
 - a circuit breaker per provider: after N consecutive unavailability failures it opens for T
   seconds and answers :class:`ServicePaused` without any HTTP request, then lets one probe
@@ -34,9 +36,9 @@ from typing import Any
 
 import httpx
 
-from bot.errors import ConfigError
 from bot.providers.base import (
     AuthFailed,
+    CheckFailed,
     InvalidRequest,
     NotFound,
     ProviderError,
@@ -44,6 +46,21 @@ from bot.providers.base import (
     QuotaExhausted,
     RateLimited,
 )
+
+# The policy types and the config getters moved to bot.providers.policy; every name stays
+# importable from here.
+from bot.providers.policy import DEFAULT_RETRY as DEFAULT_RETRY
+from bot.providers.policy import POLICY_KEYS as POLICY_KEYS
+from bot.providers.policy import HttpPolicy as HttpPolicy
+from bot.providers.policy import RetryPolicy as RetryPolicy
+from bot.providers.policy import get_bool as get_bool
+from bot.providers.policy import get_float as get_float
+from bot.providers.policy import get_int as get_int
+from bot.providers.policy import get_secret as get_secret
+from bot.providers.policy import get_statuses as get_statuses
+from bot.providers.policy import get_str as get_str
+from bot.providers.policy import get_url as get_url
+from bot.providers.policy import reject_unknown as reject_unknown
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +72,6 @@ Classifier = Callable[[int, bytes, httpx.Headers], ProviderError]
 FilePart = tuple[str | None, bytes | str, str | None] | tuple[str | None, bytes | str]
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_RETRYABLE_5XX = frozenset({500, 502, 503})
 _BIG_JSON = 256 * 1024
 
 
@@ -66,129 +82,6 @@ class ServicePaused(ProviderUnavailable):
         "The image service failed several times in a row, so the bot paused calls to it for a "
         "short while. Your quota was refunded; try again in a minute."
     )
-
-
-# ------------------------------------------------------------------------------------ settings
-@dataclass(frozen=True)
-class HttpPolicy:
-    """Timeouts, caps and breaker thresholds; one per provider, read from its config section."""
-
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 120.0
-    deadline_s: float = 300.0
-    connect_retries: int = 2
-    max_rate_limit_retries: int = 2
-    retry_after_cap_s: float = 30.0
-    default_retry_after_s: float = 2.0
-    max_body_bytes: int = 64 * 1024 * 1024
-    breaker_threshold: int = 5
-    breaker_reset_s: float = 60.0
-
-    @classmethod
-    def from_mapping(cls, section: Mapping[str, object], prefix: str) -> HttpPolicy:
-        d = cls()
-        return cls(
-            connect_timeout_s=get_float(section, "connect_timeout_s", d.connect_timeout_s,
-                                        prefix, lo=0.1),
-            read_timeout_s=get_float(section, "timeout_s", d.read_timeout_s, prefix, lo=0.1),
-            deadline_s=get_float(section, "deadline_s", d.deadline_s, prefix, lo=0.1),
-            connect_retries=get_int(section, "connect_retries", d.connect_retries, prefix,
-                                    lo=0, hi=10),
-            max_rate_limit_retries=get_int(section, "rate_limit_retries",
-                                           d.max_rate_limit_retries, prefix, lo=0, hi=10),
-            retry_after_cap_s=get_float(section, "retry_after_cap_s", d.retry_after_cap_s,
-                                        prefix, lo=0.0),
-            default_retry_after_s=d.default_retry_after_s,
-            max_body_bytes=get_int(section, "max_body_bytes", d.max_body_bytes, prefix,
-                                   lo=1024),
-            breaker_threshold=get_int(section, "breaker_threshold", d.breaker_threshold,
-                                      prefix, lo=1, hi=1000),
-            breaker_reset_s=get_float(section, "breaker_reset_s", d.breaker_reset_s, prefix,
-                                      lo=0.0),
-        )
-
-
-def _key(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}"
-
-
-def get_str(section: Mapping[str, object], key: str, default: str, prefix: str) -> str:
-    value = section.get(key, default)
-    if not isinstance(value, str):
-        raise ConfigError(f"{_key(prefix, key)} must be a string")
-    return value
-
-
-def get_bool(section: Mapping[str, object], key: str, default: bool, prefix: str) -> bool:
-    value = section.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{_key(prefix, key)} must be true or false")
-    return value
-
-
-def get_int(section: Mapping[str, object], key: str, default: int, prefix: str, *,
-            lo: int | None = None, hi: int | None = None) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_key(prefix, key)} must be an integer")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{_key(prefix, key)} must be between {lo} and {hi}")
-    return value
-
-
-def get_float(section: Mapping[str, object], key: str, default: float, prefix: str, *,
-              lo: float | None = None, hi: float | None = None) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{_key(prefix, key)} must be a number")
-    f = float(value)
-    if not math.isfinite(f) or (lo is not None and f < lo) or (hi is not None and f > hi):
-        raise ConfigError(f"{_key(prefix, key)} must be between {lo} and {hi}")
-    return f
-
-
-def get_url(section: Mapping[str, object], key: str, default: str, prefix: str,
-            env: Mapping[str, str], env_name: str | None) -> str:
-    """A base URL: the environment wins over the file, so a proxy or fake can stand in."""
-    value = (env.get(env_name) if env_name else None) or get_str(section, key, default, prefix)
-    try:
-        url = httpx.URL(value)
-    except Exception as exc:  # httpx raises several types for bad URLs
-        raise ConfigError(f"{_key(prefix, key)} is not a valid URL") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"{_key(prefix, key)} must be an http(s) URL")
-    if url.userinfo:
-        # Credentials in URLs end up in logs (httpx logs URLs); insist on headers instead.
-        raise ConfigError(f"{_key(prefix, key)} must not contain credentials")
-    return value.rstrip("/")
-
-
-POLICY_KEYS = frozenset({
-    "connect_timeout_s", "timeout_s", "deadline_s", "connect_retries", "rate_limit_retries",
-    "retry_after_cap_s", "max_body_bytes", "breaker_threshold", "breaker_reset_s",
-})
-
-
-def reject_unknown(section: Mapping[str, object], prefix: str,
-                   keys: frozenset[str]) -> None:
-    """A typo in a provider table is an error naming the key, not a silently kept default."""
-    unknown = sorted(set(section) - keys - POLICY_KEYS - {"api_key"})
-    if unknown:
-        known = ", ".join(sorted(keys | POLICY_KEYS))
-        raise ConfigError(f"Unknown setting {prefix}.{unknown[0]}. Known keys: {known}")
-
-
-def get_secret(section: Mapping[str, object], env: Mapping[str, str], env_name: str,
-               prefix: str, *, required: bool) -> str | None:
-    """An API key: from the environment only (a key in a config file ends up in backups and
-    screenshots); ``None`` when optional and unset."""
-    if "api_key" in section:
-        raise ConfigError(f"{prefix}.api_key: keys come from the environment ({env_name}), "
-                          "never from the config file")
-    value = env.get(env_name, "").strip()
-    if required and not value:
-        raise ConfigError(f"{env_name} is not set (needed by {prefix})")
-    return value or None
 
 
 # ------------------------------------------------------------------------------ error mapping
@@ -338,14 +231,20 @@ class HttpResponse:
             raise ProviderUnavailable(f"malformed JSON answer (HTTP {self.status})") from exc
 
 
-def build_async_client(base_url: str, policy: HttpPolicy, *, headers: Mapping[str, str],
-                       auth: httpx.Auth | None = None,
-                       transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def build_async_client(
+    base_url: str,
+    policy: HttpPolicy,
+    *,
+    headers: Mapping[str, str],
+    auth: httpx.Auth | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
     # httpx logs every request URL at INFO; keep it quiet so nothing sensitive can leak there.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    timeout = httpx.Timeout(policy.read_timeout_s, connect=policy.connect_timeout_s,
-                            pool=policy.connect_timeout_s)
+    timeout = httpx.Timeout(
+        policy.read_timeout_s, connect=policy.connect_timeout_s, pool=policy.connect_timeout_s
+    )
     return httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers),
@@ -365,8 +264,7 @@ def b64decode_strict(data: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ProviderUnavailable("the service returned an image that is not valid base64") \
-            from exc
+        raise ProviderUnavailable("the service returned an image that is not valid base64") from exc
 
 
 async def b64decode_many(items: Sequence[str]) -> list[bytes]:
@@ -396,12 +294,25 @@ class HttpClient:
         self.policy = policy
         self._classify = classify
         self._sleep = sleep
-        self._client = build_async_client(base_url, policy, headers=headers or {}, auth=auth,
-                                          transport=transport)
+        self._client = build_async_client(
+            base_url, policy, headers=headers or {}, auth=auth, transport=transport
+        )
         self.breaker = CircuitBreaker(policy.breaker_threshold, policy.breaker_reset_s, clock)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def url(self, path: str) -> str:
+        """The absolute URL a path resolves to (for ``doctor``; base URLs hold no secrets)."""
+        return str(self._client.build_request("GET", path).url.copy_with(query=None))
+
+    async def check(self, method: str, path: str, **kwargs: Any) -> HttpResponse:
+        """:meth:`request` for ``check()``: a failure becomes :class:`CheckFailed` naming the
+        URL tried and the cause, which is what an admin needs, not the chat apology."""
+        try:
+            return await self.request(method, path, **kwargs)
+        except ProviderError as exc:
+            raise CheckFailed(self.url(path), exc.message, error=exc) from exc
 
     async def request(
         self,
@@ -428,12 +339,14 @@ class HttpClient:
         safe = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
         try:
             async with asyncio.timeout(deadline_s or self.policy.deadline_s) as scope:
-                resp = await self._attempts(method, path, json_body, files, params, headers,
-                                            safe, scope)
+                resp = await self._attempts(
+                    method, path, json_body, files, params, headers, safe, scope
+                )
         except TimeoutError:
             breaker.failure()
-            raise ProviderUnavailable(f"{self.label} did not answer in time "
-                                      f"({method} {path})") from None
+            raise ProviderUnavailable(
+                f"{self.label} did not answer in time ({method} {path})"
+            ) from None
         except ProviderUnavailable:
             breaker.failure()
             raise
@@ -447,10 +360,17 @@ class HttpClient:
         breaker.success()
         return resp
 
-    async def _attempts(self, method: str, path: str, json_body: object | None,
-                        files: Sequence[tuple[str, FilePart]] | None,
-                        params: Mapping[str, str] | None, headers: Mapping[str, str] | None,
-                        safe: bool, scope: asyncio.Timeout) -> HttpResponse:
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        json_body: object | None,
+        files: Sequence[tuple[str, FilePart]] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        safe: bool,
+        scope: asyncio.Timeout,
+    ) -> HttpResponse:
         retried_5xx = False
         rate_limit_retries = 0
         connect_retries = 0
@@ -464,24 +384,33 @@ class HttpClient:
                     connect_retries += 1
                     await self._sleep(min(0.5 * connect_retries, 2.0))
                     continue
-                raise ProviderUnavailable(f"cannot reach {self.label}: "
-                                          f"{type(exc).__name__}") from None
+                raise ProviderUnavailable(
+                    f"cannot reach {self.label}: {type(exc).__name__}"
+                ) from None
             except httpx.TimeoutException as exc:
                 # The request was sent: the service may be working on it (and billing it).
                 if safe and not retried_5xx:
                     retried_5xx = True
                     continue
-                raise ProviderUnavailable(f"{self.label} timed out "
-                                          f"({type(exc).__name__})") from None
+                raise ProviderUnavailable(
+                    f"{self.label} timed out ({type(exc).__name__})"
+                ) from None
             except httpx.TransportError as exc:
                 # Connection dropped mid-answer, truncated body, protocol error.
                 if safe and not retried_5xx:
                     retried_5xx = True
                     continue
-                raise ProviderUnavailable(f"{self.label} connection failed "
-                                          f"({type(exc).__name__})") from None
-            log.debug("%s %s %s -> %d in %.3fs", self.label, method, path, resp.status,
-                      time.perf_counter() - started)
+                raise ProviderUnavailable(
+                    f"{self.label} connection failed ({type(exc).__name__})"
+                ) from None
+            log.debug(
+                "%s %s %s -> %d in %.3fs",
+                self.label,
+                method,
+                path,
+                resp.status,
+                time.perf_counter() - started,
+            )
             if 200 <= resp.status < 300:
                 return resp
             err = self._classify(resp.status, resp.content, resp.headers)
@@ -495,30 +424,43 @@ class HttpClient:
                 left = math.inf if when is None else when - asyncio.get_running_loop().time()
                 # A wait the deadline would cut short is a rate limit now, not a timeout later
                 # (which would read as an outage and count against the breaker).
-                if (wait > self.policy.retry_after_cap_s or wait >= left
-                        or rate_limit_retries >= self.policy.max_rate_limit_retries):
+                if (
+                    wait > self.policy.retry_after_cap_s
+                    or wait >= left
+                    or rate_limit_retries >= self.policy.max_rate_limit_retries
+                ):
                     raise err
                 rate_limit_retries += 1
                 await self._sleep(wait)
                 continue
-            if isinstance(err, ProviderUnavailable) and not retried_5xx and (
-                resp.status in _RETRYABLE_5XX or (safe and resp.status >= 500)
+            retry = self.policy.retry
+            if (
+                isinstance(err, ProviderUnavailable)
+                and not retried_5xx
+                and (
+                    (safe and retry.idempotent_5xx and resp.status >= 500)
+                    or (not safe and resp.status in retry.post_statuses)
+                )
             ):
                 retried_5xx = True
                 continue
             raise err
 
-    async def _once(self, method: str, path: str, json_body: object | None,
-                    files: Sequence[tuple[str, FilePart]] | None,
-                    params: Mapping[str, str] | None,
-                    headers: Mapping[str, str] | None) -> HttpResponse:
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        json_body: object | None,
+        files: Sequence[tuple[str, FilePart]] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> HttpResponse:
         kwargs: dict[str, Any] = {}
         if json_body is not None:
             kwargs["json"] = json_body
         if files is not None:
             kwargs["files"] = list(files)
-        req = self._client.build_request(method, path, params=params, headers=headers,
-                                         **kwargs)
+        req = self._client.build_request(method, path, params=params, headers=headers, **kwargs)
         resp = await self._client.send(req, stream=True)
         try:
             declared = resp.headers.get("content-length")
@@ -530,8 +472,9 @@ class HttpClient:
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
                 if size > self.policy.max_body_bytes:
-                    raise ProviderUnavailable(f"{self.label} answer exceeded "
-                                              f"{self.policy.max_body_bytes} bytes")
+                    raise ProviderUnavailable(
+                        f"{self.label} answer exceeded {self.policy.max_body_bytes} bytes"
+                    )
                 chunks.append(chunk)
         finally:
             await resp.aclose()
@@ -544,6 +487,7 @@ __all__ = [
     "HttpClient",
     "HttpPolicy",
     "HttpResponse",
+    "RetryPolicy",
     "ServicePaused",
     "b64decode_many",
     "b64decode_strict",

@@ -32,6 +32,15 @@ class ProviderHub:
     def items(self) -> list[tuple[str, Provider]]:
         return list(self._providers.items())
 
+    def warnings(self) -> list[str]:
+        """What the providers found at start-up that an admin should act on before it breaks
+        (e.g. OpenAI's announced shutdown of the configured model), as "name: text"."""
+        return [
+            f"{name}: {text}"
+            for name, provider in self._providers.items()
+            for text in getattr(provider, "warnings", ())
+        ]
+
     @classmethod
     @asynccontextmanager
     async def open(
@@ -65,12 +74,17 @@ class ProviderHub:
             hub = cls(built, default, fallback)
             for name, provider in built.items():
                 refresh = getattr(provider, "refresh", None)
-                if refresh is not None and name == default:
+                # The default and the fallback are the ones that serve jobs: read what they
+                # offer (and what they warn about, e.g. an announced model shutdown) now.
+                if refresh is not None and name in (default, fallback):
                     try:
                         await refresh()
                     except Exception as exc:  # a dead service must not stop the bot starting
-                        log.warning("provider %s: could not read its capabilities (%s)", name,
-                                    type(exc).__name__)
+                        log.warning(
+                            "provider %s: could not read its capabilities (%s)",
+                            name,
+                            type(exc).__name__,
+                        )
             yield hub
         finally:
             for provider in built.values():

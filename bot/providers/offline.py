@@ -118,8 +118,7 @@ class OfflineSettings:
         for key, raw in section.items():
             if key not in bounds:
                 raise ConfigError(
-                    f"providers.offline.{key}: unknown setting "
-                    f"(known: {', '.join(sorted(bounds))})"
+                    f"providers.offline.{key}: unknown setting (known: {', '.join(sorted(bounds))})"
                 )
             # bool is an int in Python; `latency_ms = true` is a mistake, not 1.
             if isinstance(raw, bool) or not isinstance(raw, int):
@@ -143,15 +142,19 @@ class _Palette:
 
 
 def _hls(h: float, light: float, sat: float) -> RGB:
-    r, g, b = colorsys.hls_to_rgb((h % 360) / 360, min(0.97, max(0.02, light)),
-                                  min(1.0, max(0.0, sat)))
+    r, g, b = colorsys.hls_to_rgb(
+        (h % 360) / 360, min(0.97, max(0.02, light)), min(1.0, max(0.0, sat))
+    )
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
 def _palette(prompt: str, negative: str, style: str, rng: random.Random) -> _Palette:
     banned = set(_WORD_RE.findall(negative.lower()))
-    hits = [_COLOUR_WORDS[w] for w in _WORD_RE.findall(prompt.lower())
-            if w in _COLOUR_WORDS and w not in banned]
+    hits = [
+        _COLOUR_WORDS[w]
+        for w in _WORD_RE.findall(prompt.lower())
+        if w in _COLOUR_WORDS and w not in banned
+    ]
     digest = hashlib.sha256(f"{prompt.lower()}|{style.lower()}".encode()).digest()
     if hits:
         hue, sat, bias = hits[0]
@@ -187,8 +190,9 @@ def _gradient(size: tuple[int, int], top: RGB, bottom: RGB) -> Image.Image:
 
 def _ridge(rng: random.Random, w: int, h: int, base: float, rough: float) -> list[tuple[int, int]]:
     """A hill line: a few random sines summed, closed along the bottom edge."""
-    waves = [(rng.uniform(0.5, 3.5), rng.uniform(0, math.tau), rng.uniform(0.3, 1.0))
-             for _ in range(4)]
+    waves = [
+        (rng.uniform(0.5, 3.5), rng.uniform(0, math.tau), rng.uniform(0.3, 1.0)) for _ in range(4)
+    ]
     total = sum(a for _, _, a in waves)
     pts = [(0, h)]
     steps = 48
@@ -200,8 +204,9 @@ def _ridge(rng: random.Random, w: int, h: int, base: float, rough: float) -> lis
     return pts
 
 
-def _render_scene(prompt: str, negative: str, style: str, seed: int,
-                  width: int, height: int) -> Image.Image:
+def _render_scene(
+    prompt: str, negative: str, style: str, seed: int, width: int, height: int
+) -> Image.Image:
     """The picture without its caption, at ``width`` x ``height``."""
     rng = random.Random(f"{prompt}\x1f{negative}\x1f{style}\x1f{seed}\x1f{width}x{height}")
     pal = _palette(prompt, negative, style, rng)
@@ -217,12 +222,13 @@ def _render_scene(prompt: str, negative: str, style: str, seed: int,
     box = (round(cx - glow_r), round(cy - glow_r), round(cx + glow_r), round(cy + glow_r))
     glow_mask = Image.radial_gradient("L").point(lambda v: max(0, 190 - v) * 255 // 190)
     glow_mask = glow_mask.resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.BILINEAR)
-    img.paste(Image.new("RGB", glow_mask.size, pal.glow), box[:2], glow_mask.point(
-        lambda v: v * (120 if pal.night else 170) // 255))
-    disc_r = short * rng.uniform(0.05, 0.1)
-    ImageDraw.Draw(img).ellipse(
-        (cx - disc_r, cy - disc_r, cx + disc_r, cy + disc_r), fill=pal.glow
+    img.paste(
+        Image.new("RGB", glow_mask.size, pal.glow),
+        box[:2],
+        glow_mask.point(lambda v: v * (120 if pal.night else 170) // 255),
     )
+    disc_r = short * rng.uniform(0.05, 0.1)
+    ImageDraw.Draw(img).ellipse((cx - disc_r, cy - disc_r, cx + disc_r, cy + disc_r), fill=pal.glow)
 
     # Soft clouds / bokeh: blurred translucent ellipses.
     light = (255, 255, 255) if not pal.night else pal.accent
@@ -341,16 +347,15 @@ class OfflineProvider:
             raise InvalidRequest(f"n={req.n} outside 1..{caps.max_n_per_call}")
         for side in (req.width, req.height):
             if not caps.min_side <= side <= caps.max_side:
-                raise InvalidRequest(f"size {req.width}x{req.height} outside "
-                                     f"{caps.min_side}..{caps.max_side}")
+                raise InvalidRequest(
+                    f"size {req.width}x{req.height} outside {caps.min_side}..{caps.max_side}"
+                )
         if self._settings.latency_ms:
             await asyncio.sleep(self._settings.latency_ms / 1000)
         init: Image.Image | None = None
         if req.init_image is not None:
             try:
-                init = await asyncio.to_thread(
-                    _prepare_init, req.init_image, req.width, req.height
-                )
+                init = await asyncio.to_thread(_prepare_init, req.init_image, req.width, req.height)
             except ImageRejected as exc:
                 raise InvalidRequest(f"init image refused: {exc.message}") from None
         strength = _DEFAULT_STRENGTH if req.strength is None else req.strength

@@ -12,8 +12,55 @@ from bot.errors import ConfigError
 from bot.providers.base import Provider
 
 PROVIDER_NAMES: tuple[str, ...] = (
-    "offline", "stability", "automatic1111", "cerebrium", "openai", "comfyui",
+    "offline",
+    "stability",
+    "automatic1111",
+    "cerebrium",
+    "openai",
+    "comfyui",
+    "horde",
 )
+
+
+# The environment variables each provider reads: (name, is_secret). doctor lists them for the
+# providers a deployment uses: secrets as set/not set, addresses with their value.
+ENV_SETTINGS: Mapping[str, tuple[tuple[str, bool], ...]] = {
+    "offline": (),
+    "stability": (("STABILITY_API_KEY", True), ("STABILITY_API_BASE_URL", False)),
+    "automatic1111": (
+        ("AUTOMATIC1111_BASE_URL", False),
+        ("AUTOMATIC1111_USER", False),
+        ("AUTOMATIC1111_PASSWORD", True),
+    ),
+    "cerebrium": (("CEREBRIUM_API_KEY", True), ("CEREBRIUM_API_BASE_URL", False)),
+    "openai": (("OPENAI_API_KEY", True), ("OPENAI_API_BASE_URL", False)),
+    "comfyui": (("COMFYUI_BASE_URL", False), ("COMFYUI_API_KEY", True)),
+    "horde": (("AI_HORDE_API_KEY", True), ("AI_HORDE_BASE_URL", False)),
+}
+
+
+def wanted_names(default: str, fallback: str | None, sections: Mapping[str, object]) -> list[str]:
+    """The providers a configuration uses: the default, the fallback and every table."""
+    names = [default, *([fallback] if fallback else []), *sections]
+    return [n for n in dict.fromkeys(names) if n in PROVIDER_NAMES]
+
+
+def build_each(
+    default: str,
+    fallback: str | None,
+    sections: Mapping[str, Mapping[str, object]],
+    env: Mapping[str, str],
+) -> list[tuple[str, Provider | ConfigError]]:
+    """Every provider a configuration uses, each built on its own: a missing key or a bad
+    setting in one is returned as its ``ConfigError`` instead of stopping the others (doctor
+    reports each, then checks the rest)."""
+    out: list[tuple[str, Provider | ConfigError]] = []
+    for name in wanted_names(default, fallback, sections):
+        try:
+            out.append((name, build_provider(name, sections.get(name, {}), env)))
+        except ConfigError as exc:
+            out.append((name, exc))
+    return out
 
 
 def default_provider_name(env: Mapping[str, str], configured: str) -> str:
@@ -23,8 +70,7 @@ def default_provider_name(env: Mapping[str, str], configured: str) -> str:
     return "stability" if env.get("STABILITY_API_KEY", "").strip() else "offline"
 
 
-def build_provider(name: str, section: Mapping[str, object],
-                   env: Mapping[str, str]) -> Provider:
+def build_provider(name: str, section: Mapping[str, object], env: Mapping[str, str]) -> Provider:
     if name == "offline":
         from bot.providers.offline import OfflineProvider, OfflineSettings
 
@@ -49,4 +95,8 @@ def build_provider(name: str, section: Mapping[str, object],
         from bot.providers.comfyui import ComfyUIProvider, ComfyUISettings
 
         return ComfyUIProvider(ComfyUISettings.from_mapping(section, env))
+    if name == "horde":
+        from bot.providers.horde import HordeProvider, HordeSettings
+
+        return HordeProvider(HordeSettings.from_mapping(section, env))
     raise ConfigError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")

@@ -46,7 +46,13 @@ class JobPost:
 
 class OutboxRepository(Protocol):
     async def enqueue(
-        self, *, job_id: str | None, kind: Kind, target: Target, payload: str = "", at: float,
+        self,
+        *,
+        job_id: str | None,
+        kind: Kind,
+        target: Target,
+        payload: str = "",
+        at: float,
         lease_s: float = 0.0,
     ) -> OutboxRow | None:
         """Add a row due at ``at``, or None when the job already has a row of this kind (result

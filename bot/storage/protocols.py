@@ -41,8 +41,16 @@ class JobRepository(Protocol):
         ...
 
     async def duplicate_in_flight(
-        self, tx: Tx, *, kind: str, parent_job_id: str | None, parent_index: int | None,
-        platform: str, tenant: str, owner_id: str, since: float,
+        self,
+        tx: Tx,
+        *,
+        kind: str,
+        parent_job_id: str | None,
+        parent_index: int | None,
+        platform: str,
+        tenant: str,
+        owner_id: str,
+        since: float,
     ) -> bool:
         """The same owner asked for the same continuation (``parent_index`` None matching
         None) after ``since``, and it is still queued or running."""
@@ -63,9 +71,18 @@ class JobRepository(Protocol):
         ...
 
     async def finish(
-        self, tx: Tx, job_id: str, *, state: Literal["done", "filtered"], provider: str,
-        model: str | None, notice: str, grid_sha: str | None, grid_ext: str | None,
-        error: str | None, at: float,
+        self,
+        tx: Tx,
+        job_id: str,
+        *,
+        state: Literal["done", "filtered"],
+        provider: str,
+        model: str | None,
+        notice: str,
+        grid_sha: str | None,
+        grid_ext: str | None,
+        error: str | None,
+        at: float,
     ) -> bool:
         """running -> ``state`` with the results' facts (``model`` None keeps the stored
         one); False when the job was no longer running."""
@@ -92,9 +109,7 @@ class JobRepository(Protocol):
 
     async def set_status_ref(self, job_id: str, ref: str) -> None: ...
 
-    async def history(
-        self, platform: str, tenant: str, channel_id: str, limit: int
-    ) -> list[Job]:
+    async def history(self, platform: str, tenant: str, channel_id: str, limit: int) -> list[Job]:
         """The channel's newest ``limit`` jobs that were not deleted, oldest first."""
         ...
 
@@ -174,8 +189,14 @@ class LedgerRepository(Protocol):
     """One reserve per job, then at most one commit and one refund."""
 
     async def reserve(
-        self, tx: Tx, jobs: Sequence[tuple[str, int]], *, payer: str,
-        windows: Sequence[Window], exempt: bool, at: float,
+        self,
+        tx: Tx,
+        jobs: Sequence[tuple[str, int]],
+        *,
+        payer: str,
+        windows: Sequence[Window],
+        exempt: bool,
+        at: float,
     ) -> None:
         """A ``reserve`` entry per (job_id, units), each recording the windows charged."""
         ...

@@ -37,14 +37,22 @@ def make_png(tag: str = "", width: int = 8, height: int = 8) -> bytes:
     """A tiny valid PNG (grey pixels) with ``tag`` in a tEXt chunk, so images differ."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     raw = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"tEXt", b"tag\x00" + tag.encode()) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"tEXt", b"tag\x00" + tag.encode())
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass
@@ -88,7 +96,12 @@ Handler = Callable[[web.Request, RecordedRequest], Awaitable[web.StreamResponse]
 
 
 class FakeServer:
-    """Base: routing, recording, scripted faults. Subclasses add routes in ``routes()``."""
+    """Base: routing, recording, scripted faults. Subclasses add routes in ``routes()``.
+
+    ``unfaulted_paths``: routes a fault without a ``path`` skips (a side channel such as a
+    WebSocket that a test scripting "the next request" does not mean)."""
+
+    unfaulted_paths: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -102,14 +115,23 @@ class FakeServer:
     def routes(self) -> list[tuple[str, str, Handler]]:
         raise NotImplementedError
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         return web.json_response({"error": exc.message}, status=exc.status)
 
     # --------------------------------------------------------------------- scripting
-    def fail_next(self, status: int = 500, *, json: Any = None, body: bytes | None = None,
-                  headers: dict[str, str] | None = None, mode: Mode = "normal",
-                  path: str | None = None, times: int = 1) -> None:
+    def fail_next(
+        self,
+        status: int = 500,
+        *,
+        json: Any = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        mode: Mode = "normal",
+        path: str | None = None,
+        times: int = 1,
+    ) -> None:
         for _ in range(times):
             self._faults.append(Fault(status, json, body, dict(headers or {}), mode, path))
 
@@ -135,8 +157,9 @@ class FakeServer:
             await self._runner.cleanup()
 
     async def _record(self, request: web.Request) -> RecordedRequest:
-        rec = RecordedRequest(request.method, request.path, dict(request.query),
-                              dict(request.headers))
+        rec = RecordedRequest(
+            request.method, request.path, dict(request.query), dict(request.headers)
+        )
         ctype = request.content_type
         if ctype == "multipart/form-data":
             reader = await request.multipart()
@@ -150,8 +173,11 @@ class FakeServer:
                 data = await part.read()
                 rec.form_keys.append(name)
                 if part.filename:
-                    rec.files[name] = (part.filename, bytes(data),
-                                       part.headers.get("Content-Type", ""))
+                    rec.files[name] = (
+                        part.filename,
+                        bytes(data),
+                        part.headers.get("Content-Type", ""),
+                    )
                 else:
                     rec.form[name] = bytes(data).decode()
         else:
@@ -181,7 +207,9 @@ class FakeServer:
     def _take_fault(self, path: str) -> Fault | None:
         """``path`` is "METHOD /path": a fault's path may name the method too ("POST /x")."""
         for i, f in enumerate(self._faults):
-            if f.path is None or f.path in path:
+            if (f.path is None and path not in self.unfaulted_paths) or (
+                f.path is not None and f.path in path
+            ):
                 return self._faults.pop(i)
         return None
 
@@ -209,8 +237,11 @@ class FakeServer:
                 request.transport.close()
             return resp
         if fault.mode == "malformed":
-            return web.Response(status=200, body=b'{"oops": <html>', headers={
-                "Content-Type": "application/json", **fault.headers})
+            return web.Response(
+                status=200,
+                body=b'{"oops": <html>',
+                headers={"Content-Type": "application/json", **fault.headers},
+            )
         if fault.json is not None:
             return web.json_response(fault.json, status=fault.status, headers=fault.headers)
         return web.Response(status=fault.status, body=fault.body or b"", headers=fault.headers)

@@ -2,6 +2,14 @@
 
 Errors use the webui's handler shape ``{error, detail, body, errors}``; body validation
 failures FastAPI's ``{detail: [{loc, msg, type}]}`` with 422.
+
+``webui="1.10"`` (the default) behaves like webui 1.9 and later: samplers and schedulers are
+separate lists (``/sdapi/v1/schedulers``), and an unknown ``sampler_name`` or ``scheduler`` is
+*not* refused: ``get_sampler_and_scheduler`` silently falls back to the first sampler and the
+automatic schedule (``modules/sd_samplers.py``), after splitting a combined legacy name such
+as "DPM++ 2M Karras". Each such fallback is recorded in ``fallbacks`` (and the answer's info
+names what really ran). ``webui="1.8"`` is the older API: combined sampler names, no
+schedulers route, and a 404 "Sampler not found" for an unknown name.
 """
 
 from __future__ import annotations
@@ -16,56 +24,155 @@ from aiohttp import web
 
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, make_png, require
 
-SAMPLERS = [
+SAMPLERS = [  # webui >= 1.9: no scheduler in the names; options name the default schedule
+    {"name": "DPM++ 2M", "aliases": ["k_dpmpp_2m"], "options": {"scheduler": "karras"}},
+    {"name": "DPM++ SDE", "aliases": ["k_dpmpp_sde"], "options": {"scheduler": "karras"}},
+    {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {}},
+    {"name": "Euler", "aliases": ["k_euler"], "options": {}},
+    {"name": "DDIM", "aliases": ["ddim"], "options": {}},
+]
+SCHEDULERS = [
+    {
+        "name": "automatic",
+        "label": "Automatic",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": False,
+    },
+    {
+        "name": "uniform",
+        "label": "Uniform",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": True,
+    },
+    {
+        "name": "karras",
+        "label": "Karras",
+        "aliases": None,
+        "default_rho": 7.0,
+        "need_inner_model": False,
+    },
+    {
+        "name": "exponential",
+        "label": "Exponential",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": False,
+    },
+    {
+        "name": "sgm_uniform",
+        "label": "SGM Uniform",
+        "aliases": ["SGMUniform"],
+        "default_rho": -1,
+        "need_inner_model": True,
+    },
+    {
+        "name": "align_your_steps",
+        "label": "Align Your Steps",
+        "aliases": None,
+        "default_rho": -1,
+        "need_inner_model": False,
+    },
+]
+LEGACY_SAMPLERS = [  # webui <= 1.8: the schedule is part of the name
     {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {}},
     {"name": "Euler", "aliases": ["k_euler"], "options": {}},
     {"name": "DPM++ 2M", "aliases": ["k_dpmpp_2m"], "options": {}},
     {"name": "DPM++ 2M Karras", "aliases": ["k_dpmpp_2m_ka"], "options": {"scheduler": "karras"}},
 ]
 MODELS = [
-    {"title": "sd_xl_base_1.0.safetensors [31e35c80fc]", "model_name": "sd_xl_base_1.0",
-     "hash": "31e35c80fc", "sha256": "31e35c80fc" * 6, "filename": "/models/sd_xl_base_1.0"
-     ".safetensors", "config": None},
-    {"title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
-     "model_name": "v1-5-pruned-emaonly", "hash": "6ce0161689", "sha256": "6ce0161689" * 6,
-     "filename": "/models/v1-5.safetensors", "config": None},
+    {
+        "title": "sd_xl_base_1.0.safetensors [31e35c80fc]",
+        "model_name": "sd_xl_base_1.0",
+        "hash": "31e35c80fc",
+        "sha256": "31e35c80fc" * 6,
+        "filename": "/models/sd_xl_base_1.0.safetensors",
+        "config": None,
+    },
+    {
+        "title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+        "model_name": "v1-5-pruned-emaonly",
+        "hash": "6ce0161689",
+        "sha256": "6ce0161689" * 6,
+        "filename": "/models/v1-5.safetensors",
+        "config": None,
+    },
 ]
-KNOWN = {"prompt", "negative_prompt", "styles", "seed", "subseed", "subseed_strength",
-         "sampler_name", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width",
-         "height", "denoising_strength", "override_settings",
-         "override_settings_restore_afterwards", "restore_faces", "tiling", "send_images",
-         "save_images", "sampler_index", "init_images", "mask", "resize_mode",
-         "include_init_images", "alwayson_scripts", "script_name", "script_args"}
+KNOWN = {
+    "prompt",
+    "negative_prompt",
+    "styles",
+    "seed",
+    "subseed",
+    "subseed_strength",
+    "sampler_name",
+    "scheduler",
+    "batch_size",
+    "n_iter",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "denoising_strength",
+    "override_settings",
+    "override_settings_restore_afterwards",
+    "restore_faces",
+    "tiling",
+    "send_images",
+    "save_images",
+    "sampler_index",
+    "init_images",
+    "mask",
+    "resize_mode",
+    "include_init_images",
+    "alwayson_scripts",
+    "script_name",
+    "script_args",
+}
 
 
 def webui_error(status: int, kind: str, detail: str) -> web.Response:
-    return web.json_response({"error": kind, "detail": detail, "body": "",
-                              "errors": f"{status}: {detail}"}, status=status)
+    return web.json_response(
+        {"error": kind, "detail": detail, "body": "", "errors": f"{status}: {detail}"},
+        status=status,
+    )
 
 
 class Automatic1111Fake(FakeServer):
-    def __init__(self, auth: tuple[str, str] | None = None, return_grid: bool = False) -> None:
+    def __init__(
+        self, auth: tuple[str, str] | None = None, return_grid: bool = False, webui: str = "1.10"
+    ) -> None:
         super().__init__()
         self.auth = auth
         self.return_grid = return_grid
+        self.legacy = tuple(int(x) for x in webui.split(".")) < (1, 9)
+        self.sampler_list = LEGACY_SAMPLERS if self.legacy else SAMPLERS
+        self.fallbacks: list[str] = []  # names the webui silently replaced
         self.next_random_seed = 3_000_000_000
         self.work_s = 0.0
         self.current_progress = 0.0
 
     def routes(self) -> list[tuple[str, str, Handler]]:
-        return [
+        routes: list[tuple[str, str, Handler]] = [
             ("GET", "/sdapi/v1/samplers", self.samplers),
             ("GET", "/sdapi/v1/sd-models", self.models),
             ("POST", "/sdapi/v1/txt2img", self.txt2img),
             ("POST", "/sdapi/v1/img2img", self.img2img),
             ("GET", "/sdapi/v1/progress", self.progress),
         ]
+        if not self.legacy:
+            routes.append(("GET", "/sdapi/v1/schedulers", self.schedulers))
+        return routes
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         if exc.status == 422:
-            return web.json_response({"detail": [{"loc": ["body"], "msg": exc.message,
-                                                  "type": "value_error"}]}, status=422)
+            return web.json_response(
+                {"detail": [{"loc": ["body"], "msg": exc.message, "type": "value_error"}]},
+                status=422,
+            )
         return webui_error(exc.status, "HTTPException", exc.message)
 
     def _auth_failure(self, rec: RecordedRequest) -> web.Response | None:
@@ -83,7 +190,30 @@ class Automatic1111Fake(FakeServer):
         return None
 
     async def samplers(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
-        return self._auth_failure(rec) or web.json_response(SAMPLERS)
+        return self._auth_failure(rec) or web.json_response(self.sampler_list)
+
+    async def schedulers(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        return self._auth_failure(rec) or web.json_response(SCHEDULERS)
+
+    def _sampler_and_scheduler(self, p: dict[str, Any]) -> tuple[str, str]:
+        """What webui >= 1.9 really runs for the requested names (its silent fallbacks)."""
+        name = p.get("sampler_name") or p.get("sampler_index") or SAMPLERS[0]["name"]
+        wanted = p.get("scheduler")
+        by_name = {str(x["name"]): x for x in SCHEDULERS}
+        by_name.update({str(x["label"]): x for x in SCHEDULERS})
+        found = by_name.get(str(wanted)) if wanted is not None else SCHEDULERS[0]
+        if found is None:
+            self.fallbacks.append(f"scheduler {wanted}")
+            found = SCHEDULERS[0]
+        for sch in SCHEDULERS:
+            for option in (sch["label"], sch["name"], *(sch["aliases"] or [])):
+                if str(name).endswith(" " + str(option)):
+                    found, name = sch, str(name)[: -(len(str(option)) + 1)]
+                    break
+        if name not in {x["name"] for x in SAMPLERS}:
+            self.fallbacks.append(f"sampler {name}")
+            name = SAMPLERS[0]["name"]
+        return str(name), str(found["label"])
 
     async def models(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         return self._auth_failure(rec) or web.json_response(MODELS)
@@ -98,17 +228,31 @@ class Automatic1111Fake(FakeServer):
         require(isinstance(p.get("prompt", ""), str), "prompt: str type expected", 422)
         for k in ("seed", "batch_size", "n_iter", "steps", "width", "height"):
             if k in p:
-                require(isinstance(p[k], int) and not isinstance(p[k], bool),
-                        f"{k}: value is not a valid integer", 422)
+                require(
+                    isinstance(p[k], int) and not isinstance(p[k], bool),
+                    f"{k}: value is not a valid integer",
+                    422,
+                )
         require(1 <= p.get("batch_size", 1) <= 16, "batch_size out of range")
-        require(p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
-                "width and height must be multiples of 8")
-        if "sampler_name" in p:
-            require(p["sampler_name"] in {s["name"] for s in SAMPLERS}, "Sampler not found")
+        require(
+            p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
+            "width and height must be multiples of 8",
+        )
+        if "sampler_name" in p and self.legacy:
+            require(
+                p["sampler_name"] in {s["name"] for s in self.sampler_list},
+                "Sampler not found",
+                404,
+            )
+        if "scheduler" in p:
+            require(not self.legacy, "extra field scheduler", 422)
+            require(isinstance(p["scheduler"], str), "scheduler: str type expected", 422)
         ckpt = (p.get("override_settings") or {}).get("sd_model_checkpoint")
         if ckpt is not None:
-            require(ckpt in {m["title"] for m in MODELS} | {m["model_name"] for m in MODELS},
-                    f"model '{ckpt}' not found")
+            require(
+                ckpt in {m["title"] for m in MODELS} | {m["model_name"] for m in MODELS},
+                f"model '{ckpt}' not found",
+            )
         return p
 
     def _answer(self, p: dict[str, Any]) -> web.Response:
@@ -122,22 +266,41 @@ class Automatic1111Fake(FakeServer):
         if self.return_grid and n > 1:
             images.insert(0, base64.b64encode(make_png("grid")).decode())
             first = 1
-        info = {"prompt": p.get("prompt", ""), "all_prompts": [p.get("prompt", "")] * n,
-                "seed": seeds[0], "all_seeds": seeds, "subseed": 1, "all_subseeds": [1] * n,
-                "width": p.get("width", 512), "height": p.get("height", 512),
-                "sampler_name": p.get("sampler_name", "Euler"),
-                "sd_model_name": "sd_xl_base_1.0", "index_of_first_image": first,
-                "infotexts": ["..."] * n}
-        return web.json_response({"images": images, "parameters": p,
-                                  "info": json.dumps(info)})
+        info = {
+            "prompt": p.get("prompt", ""),
+            "all_prompts": [p.get("prompt", "")] * n,
+            "seed": seeds[0],
+            "all_seeds": seeds,
+            "subseed": 1,
+            "all_subseeds": [1] * n,
+            "width": p.get("width", 512),
+            "height": p.get("height", 512),
+            **self._ran_with(p),
+            "sd_model_name": "sd_xl_base_1.0",
+            "index_of_first_image": first,
+            "infotexts": ["..."] * n,
+        }
+        return web.json_response({"images": images, "parameters": p, "info": json.dumps(info)})
+
+    def _ran_with(self, p: dict[str, Any]) -> dict[str, str]:
+        if self.legacy:
+            return {"sampler_name": p.get("sampler_name", "Euler")}
+        sampler, scheduler = self._sampler_and_scheduler(p)
+        return {"sampler_name": sampler, "scheduler": scheduler}
 
     async def progress(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth_failure(rec)
         if fail:
             return fail
-        return web.json_response({"progress": self.current_progress, "eta_relative": 1.0,
-                                  "state": {"job_count": 1 if self.current_progress else 0},
-                                  "current_image": None, "textinfo": None})
+        return web.json_response(
+            {
+                "progress": self.current_progress,
+                "eta_relative": 1.0,
+                "state": {"job_count": 1 if self.current_progress else 0},
+                "current_image": None,
+                "textinfo": None,
+            }
+        )
 
     async def _work(self) -> None:
         """Like the webui, answer only when done; ``work_s`` > 0 makes it take that long,

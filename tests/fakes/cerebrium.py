@@ -16,14 +16,26 @@ from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest,
 
 TXT2IMG_PATH = "/v4/p-1234abcd/stable-diffusion/predict"
 IMG2IMG_PATH = "/v4/p-1234abcd/sd-img-2-img/predict"
-FIELDS = {"prompt", "negative_prompt", "height", "width", "num_inference_steps",
-          "guidance_scale", "num_images_per_prompt", "seed", "image", "file_url",
-          "webhook_endpoint", "hf_model_path"}
+FIELDS = {
+    "prompt",
+    "negative_prompt",
+    "height",
+    "width",
+    "num_inference_steps",
+    "guidance_scale",
+    "num_images_per_prompt",
+    "seed",
+    "image",
+    "file_url",
+    "webhook_endpoint",
+    "hf_model_path",
+}
 
 
 class CerebriumFake(FakeServer):
-    def __init__(self, api_key: str = "test-cerebrium-key", bearer: bool = True,
-                 single_string: bool = False) -> None:
+    def __init__(
+        self, api_key: str = "test-cerebrium-key", bearer: bool = True, single_string: bool = False
+    ) -> None:
         super().__init__()
         self.api_key = api_key
         self.bearer = bearer
@@ -40,11 +52,13 @@ class CerebriumFake(FakeServer):
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [("POST", TXT2IMG_PATH, self.predict), ("POST", IMG2IMG_PATH, self.predict)]
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         status = 422 if exc.status == 400 else exc.status
-        return web.json_response({"run_id": str(uuid.uuid4()), "message": exc.message,
-                                  "result": None}, status=status)
+        return web.json_response(
+            {"run_id": str(uuid.uuid4()), "message": exc.message, "result": None}, status=status
+        )
 
     async def predict(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         want = f"Bearer {self.api_key}" if self.bearer else self.api_key
@@ -61,8 +75,10 @@ class CerebriumFake(FakeServer):
             if k in p:
                 require(isinstance(p[k], int) and not isinstance(p[k], bool), f"{k}: int")
         require(1 <= p.get("num_images_per_prompt", 1) <= 8, "num_images_per_prompt 1..8")
-        require(p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
-                "width/height must be divisible by 8")
+        require(
+            p.get("width", 512) % 8 == 0 and p.get("height", 512) % 8 == 0,
+            "width/height must be divisible by 8",
+        )
         img2img = request.path == IMG2IMG_PATH
         if img2img:
             require(isinstance(p.get("image"), str), "image (base64) is required", 500)
@@ -74,9 +90,13 @@ class CerebriumFake(FakeServer):
             require("image" not in p, "stable-diffusion takes no image")
         seed = p.get("seed", 0)
         n = p.get("num_images_per_prompt", 1)
-        images = [base64.b64encode(make_png(f"cerebrium:{seed + i}")).decode()
-                  for i in range(n)]
+        images = [base64.b64encode(make_png(f"cerebrium:{seed + i}")).decode() for i in range(n)]
         result: object = images[0] if self.single_string else images
-        return web.json_response({"run_id": str(uuid.uuid4()), "run_time_ms": 1234.5,
-                                  "message": "Successfully generated images",
-                                  "result": result})
+        return web.json_response(
+            {
+                "run_id": str(uuid.uuid4()),
+                "run_time_ms": 1234.5,
+                "message": "Successfully generated images",
+                "result": result,
+            }
+        )

@@ -39,8 +39,14 @@ from aiohttp import WSMsgType, web
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
 
 APP_ID = "1100000000000000001"
-BOT_USER = {"id": APP_ID, "username": "imagine", "discriminator": "0", "avatar": None,
-            "bot": True, "global_name": None}
+BOT_USER = {
+    "id": APP_ID,
+    "username": "imagine",
+    "discriminator": "0",
+    "avatar": None,
+    "bot": True,
+    "global_name": None,
+}
 TOKEN = "fake-discord-bot-token"
 GUILD_ID = "1200000000000000001"
 CHANNEL_ID = "1300000000000000001"
@@ -69,8 +75,12 @@ class Msg:
         return bool(self.flags & EPHEMERAL)
 
     def custom_ids(self) -> list[str]:
-        return [c["custom_id"] for row in self.components for c in row.get("components", [])
-                if "custom_id" in c]
+        return [
+            c["custom_id"]
+            for row in self.components
+            for c in row.get("components", [])
+            if "custom_id" in c
+        ]
 
 
 @dataclass
@@ -93,13 +103,13 @@ def payload_of(rec: RecordedRequest) -> dict[str, Any]:
 
 
 def _response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data).encode(),
-                        content_type="application/json")
+    return web.Response(
+        status=status, body=json.dumps(data).encode(), content_type="application/json"
+    )
 
 
 def check_components(rows: Any) -> None:
-    require(isinstance(rows, list) and len(rows) <= 5, "at most 5 action rows",
-            name="50035")
+    require(isinstance(rows, list) and len(rows) <= 5, "at most 5 action rows", name="50035")
     seen: set[str] = set()
     for row in rows:
         require(row.get("type") == 1, "top-level components must be action rows", name="50035")
@@ -109,8 +119,11 @@ def check_components(rows: Any) -> None:
             if c.get("type") != 2 or c.get("style") == 5:
                 continue
             cid = c.get("custom_id")
-            require(isinstance(cid, str) and 1 <= len(cid) <= 100,
-                    "custom_id must be 1 to 100 characters", name="50035")
+            require(
+                isinstance(cid, str) and 1 <= len(cid) <= 100,
+                "custom_id must be 1 to 100 characters",
+                name="50035",
+            )
             require(cid not in seen, f"custom_id {cid} is not unique", name="50035")
             seen.add(cid)
             require(len(c.get("label") or "") <= 80, "label over 80 characters", name="50035")
@@ -118,9 +131,15 @@ def check_components(rows: Any) -> None:
 
 def check_message(data: dict[str, Any], files: dict[str, tuple[str, bytes, str]]) -> None:
     am = data.get("allowed_mentions")
-    require(isinstance(am, dict) and am.get("parse") == [] and not am.get("users")
-            and not am.get("roles") and not am.get("replied_user"),
-            f"allowed_mentions must ping nobody, got {am!r}", name="pings")
+    require(
+        isinstance(am, dict)
+        and am.get("parse") == []
+        and not am.get("users")
+        and not am.get("roles")
+        and not am.get("replied_user"),
+        f"allowed_mentions must ping nobody, got {am!r}",
+        name="pings",
+    )
     text = data.get("content") or ""
     require(len(text) <= 2000, "content over 2000 characters", name="50035")
     check_components(data.get("components") or [])
@@ -163,15 +182,21 @@ class DiscordFake(FakeServer):
         return self._at[id(rec)]
 
     def callbacks(self, interaction_id: str) -> list[dict[str, Any]]:
-        return [payload_of(r) for r in self.requests
-                if r.path.startswith(f"/api/v10/interactions/{interaction_id}/")]
+        return [
+            payload_of(r)
+            for r in self.requests
+            if r.path.startswith(f"/api/v10/interactions/{interaction_id}/")
+        ]
 
     def for_token(self, token: str) -> list[RecordedRequest]:
         return [r for r in self.requests if f"/{token}" in r.path]
 
     def channel_posts(self) -> list[RecordedRequest]:
-        return [r for r in self.requests
-                if r.method == "POST" and r.path.endswith(f"/channels/{CHANNEL_ID}/messages")]
+        return [
+            r
+            for r in self.requests
+            if r.method == "POST" and r.path.endswith(f"/channels/{CHANNEL_ID}/messages")
+        ]
 
     def message_payloads(self) -> list[dict[str, Any]]:
         """Every payload that could create or change a message (to check mentions on)."""
@@ -192,82 +217,172 @@ class DiscordFake(FakeServer):
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for the bot; requests seen:\n"
-                                     + "\n".join(f"{r.method} {r.path}" for r in self.requests))
+                raise AssertionError(
+                    "timed out waiting for the bot; requests seen:\n"
+                    + "\n".join(f"{r.method} {r.path}" for r in self.requests)
+                )
             await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------------ interactions
-    def _interaction(self, itype: int, data: dict[str, Any], *, user_id: str, permissions: int,
-                     guild: bool, message: dict[str, Any] | None) -> dict[str, Any]:
+    def _interaction(
+        self,
+        itype: int,
+        data: dict[str, Any],
+        *,
+        user_id: str,
+        permissions: int,
+        guild: bool,
+        message: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         iid = self.snowflake()
         token = f"itok-{iid}"
         self.interactions[iid] = FakeInteraction(iid, token, itype, CHANNEL_ID)
-        user = {"id": user_id, "username": f"user{user_id[-3:]}", "discriminator": "0",
-                "avatar": None, "global_name": f"User {user_id[-3:]}"}
+        user = {
+            "id": user_id,
+            "username": f"user{user_id[-3:]}",
+            "discriminator": "0",
+            "avatar": None,
+            "global_name": f"User {user_id[-3:]}",
+        }
         payload: dict[str, Any] = {
-            "id": iid, "application_id": APP_ID, "type": itype, "token": token, "version": 1,
-            "data": data, "attachment_size_limit": MAX_FILE, "locale": "en-US",
+            "id": iid,
+            "application_id": APP_ID,
+            "type": itype,
+            "token": token,
+            "version": 1,
+            "data": data,
+            "attachment_size_limit": MAX_FILE,
+            "locale": "en-US",
             "channel_id": CHANNEL_ID,
-            "channel": ({"id": CHANNEL_ID, "type": 0, "name": "general", "position": 0,
-                         "guild_id": GUILD_ID, "parent_id": None, "nsfw": False, "topic": None,
-                         "permission_overwrites": [], "rate_limit_per_user": 0, "flags": 0,
-                         "last_message_id": None, "permissions": str(permissions)}
-                        if guild else {"id": CHANNEL_ID, "type": 1, "flags": 0,
-                                       "last_message_id": None, "recipients": [user]}),
-            "app_permissions": "2147483647", "entitlements": [],
+            "channel": (
+                {
+                    "id": CHANNEL_ID,
+                    "type": 0,
+                    "name": "general",
+                    "position": 0,
+                    "guild_id": GUILD_ID,
+                    "parent_id": None,
+                    "nsfw": False,
+                    "topic": None,
+                    "permission_overwrites": [],
+                    "rate_limit_per_user": 0,
+                    "flags": 0,
+                    "last_message_id": None,
+                    "permissions": str(permissions),
+                }
+                if guild
+                else {
+                    "id": CHANNEL_ID,
+                    "type": 1,
+                    "flags": 0,
+                    "last_message_id": None,
+                    "recipients": [user],
+                }
+            ),
+            "app_permissions": "2147483647",
+            "entitlements": [],
             "authorizing_integration_owners": {"0": GUILD_ID} if guild else {"1": user_id},
             "context": 0 if guild else 1,
         }
         if guild:
             payload["guild_id"] = GUILD_ID
             payload["guild"] = {"id": GUILD_ID, "locale": "en-US", "features": []}
-            payload["member"] = {"user": user, "roles": [], "permissions": str(permissions),
-                                 "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
-                                 "mute": False, "flags": 0, "nick": None}
+            payload["member"] = {
+                "user": user,
+                "roles": [],
+                "permissions": str(permissions),
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "nick": None,
+            }
         else:
             payload["user"] = user
         if message is not None:
             payload["message"] = message
         return payload
 
-    def slash(self, name: str, options: dict[str, Any] | None = None, *,
-              user_id: str = "1400000000000000001", permissions: int = 0, guild: bool = True,
-              attachment: tuple[str, bytes] | None = None) -> dict[str, Any]:
+    def slash(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user_id: str = "1400000000000000001",
+        permissions: int = 0,
+        guild: bool = True,
+        attachment: tuple[str, bytes] | None = None,
+    ) -> dict[str, Any]:
         opts = [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]
-        data: dict[str, Any] = {"id": "1500000000000000001", "name": name, "type": 1,
-                                "options": opts}
+        data: dict[str, Any] = {
+            "id": "1500000000000000001",
+            "name": name,
+            "type": 1,
+            "options": opts,
+        }
         if attachment is not None:
             filename, blob = attachment
             aid = self.snowflake()
             self.files[filename] = blob
             opts.append({"name": "image", "type": 11, "value": aid})
-            data["resolved"] = {"attachments": {aid: {
-                "id": aid, "filename": filename, "size": len(blob), "content_type": "image/png",
-                "url": f"{self.base_url}/attachments/{filename}",
-                "proxy_url": f"{self.base_url}/attachments/{filename}"}}}
-        return self._interaction(2, data, user_id=user_id, permissions=permissions,
-                                 guild=guild, message=None)
+            data["resolved"] = {
+                "attachments": {
+                    aid: {
+                        "id": aid,
+                        "filename": filename,
+                        "size": len(blob),
+                        "content_type": "image/png",
+                        "url": f"{self.base_url}/attachments/{filename}",
+                        "proxy_url": f"{self.base_url}/attachments/{filename}",
+                    }
+                }
+            }
+        return self._interaction(
+            2, data, user_id=user_id, permissions=permissions, guild=guild, message=None
+        )
 
-    def click(self, custom_id: str, message: Msg, *, user_id: str = "1400000000000000001",
-              permissions: int = 0) -> dict[str, Any]:
+    def click(
+        self,
+        custom_id: str,
+        message: Msg,
+        *,
+        user_id: str = "1400000000000000001",
+        permissions: int = 0,
+    ) -> dict[str, Any]:
         """A button press on ``message`` (whose components must hold the button)."""
-        return self._interaction(3, {"custom_id": custom_id, "component_type": 2},
-                                 user_id=user_id, permissions=permissions, guild=True,
-                                 message=self.message_json(message))
+        return self._interaction(
+            3,
+            {"custom_id": custom_id, "component_type": 2},
+            user_id=user_id,
+            permissions=permissions,
+            guild=True,
+            message=self.message_json(message),
+        )
 
-    def submit(self, custom_id: str, values: dict[str, str], *,
-               user_id: str = "1400000000000000001") -> dict[str, Any]:
-        comps = [{"type": 18, "id": i + 1, "component": {"type": 4, "id": i + 10,
-                                                           "custom_id": k, "value": v}}
-                 for i, (k, v) in enumerate(values.items())]
-        return self._interaction(5, {"custom_id": custom_id, "components": comps},
-                                 user_id=user_id, permissions=0, guild=True, message=None)
+    def submit(
+        self, custom_id: str, values: dict[str, str], *, user_id: str = "1400000000000000001"
+    ) -> dict[str, Any]:
+        comps = [
+            {
+                "type": 18,
+                "id": i + 1,
+                "component": {"type": 4, "id": i + 10, "custom_id": k, "value": v},
+            }
+            for i, (k, v) in enumerate(values.items())
+        ]
+        return self._interaction(
+            5,
+            {"custom_id": custom_id, "components": comps},
+            user_id=user_id,
+            permissions=0,
+            guild=True,
+            message=None,
+        )
 
     # ----------------------------------------------------------------------- gateway
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         for ws in list(self._sockets):
-            await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq),
-                                          "d": data}))
+            await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
 
     async def _gateway(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         ws = web.WebSocketResponse()
@@ -283,10 +398,24 @@ class DiscordFake(FakeServer):
                     await ws.send_str(json.dumps({"op": 11}))
                 elif frame.get("op") == 2:
                     self.identify_tokens.append(str(frame["d"].get("token")))
-                    await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": 1, "d": {
-                        "v": 10, "user": BOT_USER, "guilds": [], "session_id": "fake-session",
-                        "resume_gateway_url": self.gateway_url, "private_channels": [],
-                        "application": {"id": APP_ID, "flags": 0}}}))
+                    await ws.send_str(
+                        json.dumps(
+                            {
+                                "op": 0,
+                                "t": "READY",
+                                "s": 1,
+                                "d": {
+                                    "v": 10,
+                                    "user": BOT_USER,
+                                    "guilds": [],
+                                    "session_id": "fake-session",
+                                    "resume_gateway_url": self.gateway_url,
+                                    "private_channels": [],
+                                    "application": {"id": APP_ID, "flags": 0},
+                                },
+                            }
+                        )
+                    )
                     self.identified.set()
         finally:
             self._sockets.remove(ws)
@@ -325,14 +454,19 @@ class DiscordFake(FakeServer):
         self._at[id(rec)] = time.time()
         return rec
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         code = int(exc.name) if exc.name.isdigit() else 50035
         return _response({"message": exc.message, "code": code}, exc.status)
 
     def _bot_auth(self, request: web.Request) -> None:
-        require(request.headers.get("Authorization") == f"Bot {TOKEN}", "401: Unauthorized",
-                401, name="0")
+        require(
+            request.headers.get("Authorization") == f"Bot {TOKEN}",
+            "401: Unauthorized",
+            401,
+            name="0",
+        )
 
     async def _me(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
@@ -340,15 +474,26 @@ class DiscordFake(FakeServer):
 
     async def _app_info(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
-        return _response({"id": APP_ID, "name": "imagine", "description": "", "icon": None,
-                          "bot_public": False, "bot_require_code_grant": False,
-                          "owner": BOT_USER, "verify_key": "00" * 32, "flags": 0})
+        return _response(
+            {
+                "id": APP_ID,
+                "name": "imagine",
+                "description": "",
+                "icon": None,
+                "bot_public": False,
+                "bot_require_code_grant": False,
+                "owner": BOT_USER,
+                "verify_key": "00" * 32,
+                "flags": 0,
+            }
+        )
 
     async def _sync(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
         body = rec.json if isinstance(rec.json, list) else []
-        self.commands = [{**c, "id": self.snowflake(), "application_id": APP_ID,
-                          "version": "1"} for c in body]
+        self.commands = [
+            {**c, "id": self.snowflake(), "application_id": APP_ID, "version": "1"} for c in body
+        ]
         return _response(self.commands)
 
     async def _attachment(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
@@ -360,11 +505,22 @@ class DiscordFake(FakeServer):
     # messages -----------------------------------------------------------------------
     def message_json(self, m: Msg) -> dict[str, Any]:
         return {
-            "id": m.id, "channel_id": m.channel_id, "type": 0, "content": m.content,
-            "author": BOT_USER, "attachments": m.attachments, "embeds": [], "mentions": [],
-            "mention_roles": [], "mention_everyone": False, "pinned": False, "tts": False,
-            "timestamp": dt.datetime.now(dt.UTC).isoformat(), "edited_timestamp": None,
-            "flags": m.flags, "components": m.components,
+            "id": m.id,
+            "channel_id": m.channel_id,
+            "type": 0,
+            "content": m.content,
+            "author": BOT_USER,
+            "attachments": m.attachments,
+            "embeds": [],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            "edited_timestamp": None,
+            "flags": m.flags,
+            "components": m.components,
             **({"nonce": m.nonce} if m.nonce is not None else {}),
             **({"webhook_id": APP_ID, "application_id": APP_ID} if m.via != "channel" else {}),
         }
@@ -378,44 +534,64 @@ class DiscordFake(FakeServer):
         new_files = [(f[0], f[1]) for k, f in sorted(rec.files.items()) if k.startswith("files[")]
         if new_files or "attachments" in data or not edit:
             m.files = new_files
-            m.attachments = [{"id": self.snowflake(), "filename": n, "size": len(b),
-                              "url": f"{self.base_url}/attachments/{n}",
-                              "proxy_url": f"{self.base_url}/attachments/{n}"}
-                             for n, b in new_files]
+            m.attachments = [
+                {
+                    "id": self.snowflake(),
+                    "filename": n,
+                    "size": len(b),
+                    "url": f"{self.base_url}/attachments/{n}",
+                    "proxy_url": f"{self.base_url}/attachments/{n}",
+                }
+                for n, b in new_files
+            ]
         if edit:
             m.edits += 1
 
-    def _new_message(self, channel_id: str, data: dict[str, Any], rec: RecordedRequest, *,
-                     via: str, flags: int = 0) -> Msg:
+    def _new_message(
+        self,
+        channel_id: str,
+        data: dict[str, Any],
+        rec: RecordedRequest,
+        *,
+        via: str,
+        flags: int = 0,
+    ) -> Msg:
         m = Msg(self.snowflake(), channel_id, "", flags=flags, via=via)
         self._write(m, data, rec, edit=False)
-        require(bool(m.content or m.files or m.components), "Cannot send an empty message",
-                name="50006")
+        require(
+            bool(m.content or m.files or m.components), "Cannot send an empty message", name="50006"
+        )
         self.messages[m.id] = m
         return m
 
-    async def _channel_post(self, request: web.Request, rec: RecordedRequest
-                            ) -> web.StreamResponse:
+    async def _channel_post(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
         data = payload_of(rec)
         nonce = data.get("nonce")
         if nonce is not None:
-            require(isinstance(nonce, (str, int)) and len(str(nonce)) <= 25,
-                    "nonce: at most 25 characters", name="50035")
+            require(
+                isinstance(nonce, (str, int)) and len(str(nonce)) <= 25,
+                "nonce: at most 25 characters",
+                name="50035",
+            )
             if data.get("enforce_nonce"):
                 # Discord: another message by the same author with this nonce in the past few
                 # minutes is returned, and no new message is created.
                 for old in self.messages.values():
-                    if (old.nonce == str(nonce) and old.via == "channel"
-                            and time.time() - old.created < NONCE_WINDOW_S):
+                    if (
+                        old.nonce == str(nonce)
+                        and old.via == "channel"
+                        and time.time() - old.created < NONCE_WINDOW_S
+                    ):
                         return _response(self.message_json(old))
         m = self._new_message(request.match_info["cid"], data, rec, via="channel")
         m.nonce = None if nonce is None else str(nonce)
         m.created = time.time()
         return _response(self.message_json(m))
 
-    async def _channel_delete(self, request: web.Request, rec: RecordedRequest
-                              ) -> web.StreamResponse:
+    async def _channel_delete(
+        self, request: web.Request, rec: RecordedRequest
+    ) -> web.StreamResponse:
         self._bot_auth(request)
         m = self.messages.get(request.match_info["mid"])
         if m is None or m.ephemeral or m.channel_id != request.match_info["cid"]:
@@ -424,8 +600,7 @@ class DiscordFake(FakeServer):
         self.deleted.append(m)
         return web.Response(status=204)
 
-    async def _channel_edit(self, request: web.Request, rec: RecordedRequest
-                            ) -> web.StreamResponse:
+    async def _channel_edit(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
         m = self.messages.get(request.match_info["mid"])
         # Ephemeral messages exist only for their viewer: the bot token cannot see them.
@@ -445,25 +620,38 @@ class DiscordFake(FakeServer):
         it = self.interactions.get(request.match_info["iid"])
         if it is None or it.token != request.match_info["token"]:
             return _response({"message": "Unknown interaction", "code": 10062}, 404)
-        require(it.callback is None, "Interaction has already been acknowledged.",
-                name="40060")
+        require(it.callback is None, "Interaction has already been acknowledged.", name="40060")
         body = payload_of(rec)
         ctype = body.get("type")
         data = body.get("data") or {}
         allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9), 5: (4, 5, 6, 7)}[it.type]
-        require(ctype in allowed, f"callback type {ctype} is not allowed for interaction "
-                f"type {it.type}", name="50035")
+        require(
+            ctype in allowed,
+            f"callback type {ctype} is not allowed for interaction type {it.type}",
+            name="50035",
+        )
         it.callback = ctype
-        answer: dict[str, Any] = {"id": it.id, "type": it.type,
-                                  "response_message_loading": ctype == 5,
-                                  "response_message_ephemeral": False}
+        answer: dict[str, Any] = {
+            "id": it.id,
+            "type": it.type,
+            "response_message_loading": ctype == 5,
+            "response_message_ephemeral": False,
+        }
         if ctype == 5:
-            require((data.get("flags") or 0) & ~EPHEMERAL == 0,
-                    "a deferred response may only carry the EPHEMERAL flag", name="50035")
+            require(
+                (data.get("flags") or 0) & ~EPHEMERAL == 0,
+                "a deferred response may only carry the EPHEMERAL flag",
+                name="50035",
+            )
             it.ephemeral = bool((data.get("flags") or 0) & EPHEMERAL)
             it.loading = True
-            m = Msg(self.snowflake(), it.channel_id, "", flags=EPHEMERAL if it.ephemeral else 0,
-                    via="interaction")
+            m = Msg(
+                self.snowflake(),
+                it.channel_id,
+                "",
+                flags=EPHEMERAL if it.ephemeral else 0,
+                via="interaction",
+            )
             self.messages[m.id] = m
             it.original = m.id
             answer["response_message_ephemeral"] = it.ephemeral
@@ -471,12 +659,17 @@ class DiscordFake(FakeServer):
             return _response({"interaction": answer})
         if ctype == 9:
             title, cid, comps = data.get("title"), data.get("custom_id"), data.get("components")
-            require(isinstance(title, str) and 1 <= len(title) <= 45, "modal title 1-45",
-                    name="50035")
-            require(isinstance(cid, str) and 1 <= len(cid) <= 100, "modal custom_id 1-100",
-                    name="50035")
-            require(isinstance(comps, list) and 1 <= len(comps) <= 5, "modal 1-5 components",
-                    name="50035")
+            require(
+                isinstance(title, str) and 1 <= len(title) <= 45, "modal title 1-45", name="50035"
+            )
+            require(
+                isinstance(cid, str) and 1 <= len(cid) <= 100, "modal custom_id 1-100", name="50035"
+            )
+            require(
+                isinstance(comps, list) and 1 <= len(comps) <= 5,
+                "modal 1-5 components",
+                name="50035",
+            )
             it.modal = data
             return _response({"interaction": answer})
         if ctype == 4:
@@ -485,8 +678,9 @@ class DiscordFake(FakeServer):
             it.original = m.id
             answer["response_message_ephemeral"] = bool(flags & EPHEMERAL)
             answer["response_message_id"] = m.id
-            return _response({"interaction": answer,
-                              "resource": {"type": 4, "message": self.message_json(m)}})
+            return _response(
+                {"interaction": answer, "resource": {"type": 4, "message": self.message_json(m)}}
+            )
         return _response({"interaction": answer})  # 6 (and 7, which this bot never sends)
 
     async def _followup(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
@@ -502,8 +696,13 @@ class DiscordFake(FakeServer):
             m = self.messages[it.original]
             self._write(m, data, rec, edit=True)
             return _response(self.message_json(m))
-        m = self._new_message(it.channel_id, data, rec, via="interaction",
-                              flags=int(data.get("flags") or 0) & EPHEMERAL)
+        m = self._new_message(
+            it.channel_id,
+            data,
+            rec,
+            via="interaction",
+            flags=int(data.get("flags") or 0) & EPHEMERAL,
+        )
         return _response(self.message_json(m))
 
     def _webhook_target(self, request: web.Request) -> tuple[FakeInteraction, Msg]:
@@ -517,16 +716,16 @@ class DiscordFake(FakeServer):
             raise ContractViolation("Unknown Message", 404, "10008")
         return it, m
 
-    async def _webhook_edit(self, request: web.Request, rec: RecordedRequest
-                            ) -> web.StreamResponse:
+    async def _webhook_edit(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         it, m = self._webhook_target(request)
         if m.id == it.original:
             it.loading = False
         self._write(m, payload_of(rec), rec, edit=True)
         return _response(self.message_json(m))
 
-    async def _webhook_delete(self, request: web.Request, rec: RecordedRequest
-                              ) -> web.StreamResponse:
+    async def _webhook_delete(
+        self, request: web.Request, rec: RecordedRequest
+    ) -> web.StreamResponse:
         it, m = self._webhook_target(request)
         if m.id == it.original:
             it.loading = False
@@ -534,5 +733,14 @@ class DiscordFake(FakeServer):
         return web.Response(status=204)
 
 
-__all__ = ["APP_ID", "CHANNEL_ID", "EPHEMERAL", "GUILD_ID", "MANAGE_GUILD", "TOKEN",
-           "DiscordFake", "Msg", "payload_of"]
+__all__ = [
+    "APP_ID",
+    "CHANNEL_ID",
+    "EPHEMERAL",
+    "GUILD_ID",
+    "MANAGE_GUILD",
+    "TOKEN",
+    "DiscordFake",
+    "Msg",
+    "payload_of",
+]

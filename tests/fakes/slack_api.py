@@ -69,20 +69,28 @@ class Message:
 ApiHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def _text_obj(obj: Any, where: str, limit: int, kinds: tuple[str, ...] = ("plain_text",)
-              ) -> None:
+def _text_obj(obj: Any, where: str, limit: int, kinds: tuple[str, ...] = ("plain_text",)) -> None:
     require(isinstance(obj, Mapping), f"{where}: a text object is required", name="invalid_blocks")
-    require(obj.get("type") in kinds, f"{where}: text type must be one of {kinds}",
-            name="invalid_blocks")
+    require(
+        obj.get("type") in kinds,
+        f"{where}: text type must be one of {kinds}",
+        name="invalid_blocks",
+    )
     text = obj.get("text")
-    require(isinstance(text, str) and 0 < len(text) <= limit,
-            f"{where}: text must be 1..{limit} characters", name="invalid_blocks")
+    require(
+        isinstance(text, str) and 0 < len(text) <= limit,
+        f"{where}: text must be 1..{limit} characters",
+        name="invalid_blocks",
+    )
 
 
 def check_message_blocks(blocks: Any) -> None:
     """Slack's Block Kit limits for a message surface."""
-    require(isinstance(blocks, list) and 0 < len(blocks) <= 50,
-            "a message holds 1..50 blocks", name="invalid_blocks")
+    require(
+        isinstance(blocks, list) and 0 < len(blocks) <= 50,
+        "a message holds 1..50 blocks",
+        name="invalid_blocks",
+    )
     block_ids: set[str] = set()
     action_ids: set[str] = set()
     for i, block in enumerate(blocks):
@@ -90,62 +98,101 @@ def check_message_blocks(blocks: Any) -> None:
         require(isinstance(block, Mapping), f"{where}: not an object", name="invalid_blocks")
         bid = block.get("block_id")
         if bid is not None:
-            require(isinstance(bid, str) and 0 < len(bid) <= 255 and bid not in block_ids,
-                    f"{where}: block_id must be unique and at most 255 characters",
-                    name="invalid_blocks")
+            require(
+                isinstance(bid, str) and 0 < len(bid) <= 255 and bid not in block_ids,
+                f"{where}: block_id must be unique and at most 255 characters",
+                name="invalid_blocks",
+            )
             block_ids.add(bid)
         kind = block.get("type")
         if kind == "section":
             _text_obj(block.get("text"), where, 3000, ("plain_text", "mrkdwn"))
         elif kind == "context":
             elements = block.get("elements")
-            require(isinstance(elements, list) and 0 < len(elements) <= 10,
-                    f"{where}: a context holds 1..10 elements", name="invalid_blocks")
+            require(
+                isinstance(elements, list) and 0 < len(elements) <= 10,
+                f"{where}: a context holds 1..10 elements",
+                name="invalid_blocks",
+            )
             for el in elements:
                 _text_obj(el, where, 3000, ("plain_text", "mrkdwn"))
         elif kind == "actions":
             elements = block.get("elements")
-            require(isinstance(elements, list) and 0 < len(elements) <= 25,
-                    f"{where}: an actions block holds 1..25 elements", name="invalid_blocks")
+            require(
+                isinstance(elements, list) and 0 < len(elements) <= 25,
+                f"{where}: an actions block holds 1..25 elements",
+                name="invalid_blocks",
+            )
             for el in elements:
-                require(isinstance(el, Mapping) and el.get("type") == "button",
-                        f"{where}: only buttons are expected here", name="invalid_blocks")
+                require(
+                    isinstance(el, Mapping) and el.get("type") == "button",
+                    f"{where}: only buttons are expected here",
+                    name="invalid_blocks",
+                )
                 _text_obj(el.get("text"), f"{where} button", 75)
                 aid = el.get("action_id")
-                require(isinstance(aid, str) and 0 < len(aid) <= 255,
-                        f"{where}: action_id must be 1..255 characters", name="invalid_blocks")
-                require(aid not in action_ids, f"{where}: duplicate action_id {aid!r}",
-                        name="invalid_blocks")
+                require(
+                    isinstance(aid, str) and 0 < len(aid) <= 255,
+                    f"{where}: action_id must be 1..255 characters",
+                    name="invalid_blocks",
+                )
+                require(
+                    aid not in action_ids,
+                    f"{where}: duplicate action_id {aid!r}",
+                    name="invalid_blocks",
+                )
                 action_ids.add(aid)
                 value = el.get("value")
-                require(value is None or (isinstance(value, str) and len(value) <= 2000),
-                        f"{where}: value must be at most 2000 characters", name="invalid_blocks")
-                require(el.get("style") in (None, "primary", "danger"),
-                        f"{where}: style must be primary or danger", name="invalid_blocks")
+                require(
+                    value is None or (isinstance(value, str) and len(value) <= 2000),
+                    f"{where}: value must be at most 2000 characters",
+                    name="invalid_blocks",
+                )
+                require(
+                    el.get("style") in (None, "primary", "danger"),
+                    f"{where}: style must be primary or danger",
+                    name="invalid_blocks",
+                )
         elif kind == "image":
-            require(isinstance(block.get("alt_text"), str), f"{where}: alt_text is required",
-                    name="invalid_blocks")
+            require(
+                isinstance(block.get("alt_text"), str),
+                f"{where}: alt_text is required",
+                name="invalid_blocks",
+            )
         else:
-            require(kind in ("divider", "header"), f"{where}: unexpected block type {kind!r}",
-                    name="invalid_blocks")
+            require(
+                kind in ("divider", "header"),
+                f"{where}: unexpected block type {kind!r}",
+                name="invalid_blocks",
+            )
 
 
 def check_modal(view: Any) -> None:
-    require(isinstance(view, Mapping) and view.get("type") == "modal", "view.type must be modal",
-            name="invalid_arguments")
+    require(
+        isinstance(view, Mapping) and view.get("type") == "modal",
+        "view.type must be modal",
+        name="invalid_arguments",
+    )
     _text_obj(view.get("title"), "view.title", 24)
     for key in ("submit", "close"):
         if view.get(key) is not None:
             _text_obj(view.get(key), f"view.{key}", 24)
     meta = view.get("private_metadata", "")
-    require(isinstance(meta, str) and len(meta) <= 3000,
-            "private_metadata must be at most 3000 characters", name="invalid_arguments")
+    require(
+        isinstance(meta, str) and len(meta) <= 3000,
+        "private_metadata must be at most 3000 characters",
+        name="invalid_arguments",
+    )
     cid = view.get("callback_id", "")
-    require(isinstance(cid, str) and len(cid) <= 255, "callback_id too long",
-            name="invalid_arguments")
+    require(
+        isinstance(cid, str) and len(cid) <= 255, "callback_id too long", name="invalid_arguments"
+    )
     blocks = view.get("blocks")
-    require(isinstance(blocks, list) and 0 < len(blocks) <= 100, "a modal holds 1..100 blocks",
-            name="invalid_arguments")
+    require(
+        isinstance(blocks, list) and 0 < len(blocks) <= 100,
+        "a modal holds 1..100 blocks",
+        name="invalid_arguments",
+    )
     has_input = False
     for i, block in enumerate(blocks):
         where = f"view.blocks[{i}]"
@@ -156,40 +203,63 @@ def check_modal(view: Any) -> None:
         el = block.get("element")
         require(isinstance(el, Mapping), f"{where}: element is required", name="invalid_arguments")
         aid = el.get("action_id")
-        require(isinstance(aid, str) and 0 < len(aid) <= 255, f"{where}: action_id 1..255",
-                name="invalid_arguments")
+        require(
+            isinstance(aid, str) and 0 < len(aid) <= 255,
+            f"{where}: action_id 1..255",
+            name="invalid_arguments",
+        )
         kind = el.get("type")
         if kind == "plain_text_input":
             init = el.get("initial_value")
-            require(init is None or (isinstance(init, str) and len(init) <= 3000),
-                    f"{where}: initial_value too long", name="invalid_arguments")
+            require(
+                init is None or (isinstance(init, str) and len(init) <= 3000),
+                f"{where}: initial_value too long",
+                name="invalid_arguments",
+            )
         elif kind == "number_input":
-            require(isinstance(el.get("is_decimal_allowed"), bool),
-                    f"{where}: number_input needs is_decimal_allowed", name="invalid_arguments")
+            require(
+                isinstance(el.get("is_decimal_allowed"), bool),
+                f"{where}: number_input needs is_decimal_allowed",
+                name="invalid_arguments",
+            )
             for key in ("initial_value", "min_value", "max_value"):
                 val = el.get(key)
-                require(val is None or isinstance(val, str),
-                        f"{where}: {key} must be a string", name="invalid_arguments")
+                require(
+                    val is None or isinstance(val, str),
+                    f"{where}: {key} must be a string",
+                    name="invalid_arguments",
+                )
             if el.get("initial_value") is not None:
                 init_f = float(el["initial_value"])
                 lo = float(el.get("min_value", "-inf"))
                 hi = float(el.get("max_value", "inf"))
-                require(lo <= init_f <= hi, f"{where}: initial_value outside min..max",
-                        name="invalid_arguments")
+                require(
+                    lo <= init_f <= hi,
+                    f"{where}: initial_value outside min..max",
+                    name="invalid_arguments",
+                )
         else:
-            raise ContractViolation(f"{where}: unexpected element {kind!r}",
-                                    name="invalid_arguments")
+            raise ContractViolation(
+                f"{where}: unexpected element {kind!r}", name="invalid_arguments"
+            )
     # A view_submission only fires for a modal with inputs and a submit button.
-    require(has_input and view.get("submit") is not None, "a form modal needs inputs and submit",
-            name="invalid_arguments")
+    require(
+        has_input and view.get("submit") is not None,
+        "a form modal needs inputs and submit",
+        name="invalid_arguments",
+    )
 
 
 class SlackFake(FakeServer):
     """State the tests script: ``users`` (id -> user object), ``triggers`` (valid trigger ids),
     ``member_channels`` (None: the bot is in every channel)."""
 
-    def __init__(self, token: str = "xoxb-test-token", team_id: str = TEAM_ID,
-                 app_token: str = "xapp-test-token") -> None:
+    def __init__(
+        self,
+        token: str = "xoxb-test-token",
+        team_id: str = TEAM_ID,
+        app_token: str = "xapp-test-token",
+    ) -> None:
         super().__init__()
         self.token = token
         self.app_token = app_token
@@ -230,11 +300,20 @@ class SlackFake(FakeServer):
     def api_url(self) -> str:
         return self.base_url + "/api/"
 
-    def add_user(self, user_id: str, name: str, *, admin: bool = False,
-                 owner: bool = False) -> None:
-        self.users[user_id] = {"id": user_id, "team_id": self.team_id, "name": name,
-                               "real_name": name.title(), "is_admin": admin, "is_owner": owner,
-                               "is_primary_owner": False, "is_bot": False, "deleted": False}
+    def add_user(
+        self, user_id: str, name: str, *, admin: bool = False, owner: bool = False
+    ) -> None:
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": name.title(),
+            "is_admin": admin,
+            "is_owner": owner,
+            "is_primary_owner": False,
+            "is_bot": False,
+            "deleted": False,
+        }
 
     def new_trigger(self) -> str:
         self._seq += 1
@@ -257,8 +336,13 @@ class SlackFake(FakeServer):
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(predicate)
 
-    async def wait_for(self, method: str, count: int = 1, within: float = 15.0,
-                       where: Callable[[ApiCall], bool] | None = None) -> list[ApiCall]:
+    async def wait_for(
+        self,
+        method: str,
+        count: int = 1,
+        within: float = 15.0,
+        where: Callable[[ApiCall], bool] | None = None,
+    ) -> list[ApiCall]:
         """Wait until ``count`` calls to ``method`` (matching ``where``) were answered."""
 
         def matching() -> list[ApiCall]:
@@ -282,8 +366,9 @@ class SlackFake(FakeServer):
             ("GET", "/link", self.link),
         ]
 
-    def violation_response(self, request: web.Request, exc: ContractViolation
-                           ) -> web.StreamResponse:
+    def violation_response(
+        self, request: web.Request, exc: ContractViolation
+    ) -> web.StreamResponse:
         return web.json_response({"ok": False, "error": exc.name, "detail": exc.message})
 
     def _params(self, rec: RecordedRequest) -> dict[str, Any]:
@@ -297,8 +382,9 @@ class SlackFake(FakeServer):
                 try:
                     params[key] = json.loads(params[key])
                 except ValueError:
-                    raise ContractViolation(f"{key} is not valid JSON",
-                                            name="invalid_arguments") from None
+                    raise ContractViolation(
+                        f"{key} is not valid JSON", name="invalid_arguments"
+                    ) from None
         return params
 
     async def _notify(self) -> None:
@@ -314,8 +400,9 @@ class SlackFake(FakeServer):
             if auth != f"Bearer {self.app_token}":
                 return web.json_response({"ok": False, "error": "invalid_auth"})
             self.calls.append(ApiCall(method, {}, rec.headers))
-            return web.json_response({"ok": True, "url": self.base_url.replace(
-                "http://", "ws://") + "/link"})
+            return web.json_response(
+                {"ok": True, "url": self.base_url.replace("http://", "ws://") + "/link"}
+            )
         if auth != f"Bearer {self.token}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
         handler = self._methods.get(method)
@@ -346,9 +433,16 @@ class SlackFake(FakeServer):
         return None
 
     async def auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": "https://fake-slack.test/", "team": "Fake Team",
-                "user": "imagine", "team_id": self.team_id, "user_id": BOT_USER,
-                "bot_id": "BBOT", "is_enterprise_install": False}
+        return {
+            "ok": True,
+            "url": "https://fake-slack.test/",
+            "team": "Fake Team",
+            "user": "imagine",
+            "team_id": self.team_id,
+            "user_id": BOT_USER,
+            "bot_id": "BBOT",
+            "is_enterprise_install": False,
+        }
 
     async def users_info(self, p: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(p.get("user", "")))
@@ -357,10 +451,16 @@ class SlackFake(FakeServer):
         return {"ok": True, "user": user}
 
     def _check_message(self, p: dict[str, Any]) -> None:
-        require(isinstance(p.get("channel"), str) and p["channel"] != "", "channel is required",
-                name="channel_not_found")
-        require(bool(p.get("text")) or bool(p.get("blocks")), "text or blocks is required",
-                name="no_text")
+        require(
+            isinstance(p.get("channel"), str) and p["channel"] != "",
+            "channel is required",
+            name="channel_not_found",
+        )
+        require(
+            bool(p.get("text")) or bool(p.get("blocks")),
+            "text or blocks is required",
+            name="no_text",
+        )
         if p.get("blocks") is not None:
             check_message_blocks(p["blocks"])
 
@@ -371,21 +471,43 @@ class SlackFake(FakeServer):
             return refused
         meta = p.get("metadata")
         if meta is not None:  # Slack's message metadata: an event_type and an object payload
-            require(isinstance(meta, Mapping) and isinstance(meta.get("event_type"), str)
-                    and isinstance(meta.get("event_payload"), Mapping),
-                    "metadata needs event_type and event_payload", name="invalid_metadata")
+            require(
+                isinstance(meta, Mapping)
+                and isinstance(meta.get("event_type"), str)
+                and isinstance(meta.get("event_payload"), Mapping),
+                "metadata needs event_type and event_payload",
+                name="invalid_metadata",
+            )
         ts = self._ts()
-        msg = Message(p["channel"], ts, str(p.get("text", "")), list(p.get("blocks") or []),
-                      p.get("thread_ts"), metadata=dict(meta) if meta else None)
+        msg = Message(
+            p["channel"],
+            ts,
+            str(p.get("text", "")),
+            list(p.get("blocks") or []),
+            p.get("thread_ts"),
+            metadata=dict(meta) if meta else None,
+        )
         self.messages[ts] = msg
-        return {"ok": True, "channel": msg.channel, "ts": ts,
-                "message": {"type": "message", "user": BOT_USER, "text": msg.text, "ts": ts,
-                            "blocks": msg.blocks}}
+        return {
+            "ok": True,
+            "channel": msg.channel,
+            "ts": ts,
+            "message": {
+                "type": "message",
+                "user": BOT_USER,
+                "text": msg.text,
+                "ts": ts,
+                "blocks": msg.blocks,
+            },
+        }
 
     async def post_ephemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         self._check_message(p)
-        require(isinstance(p.get("user"), str) and p["user"] != "", "user is required",
-                name="user_not_in_channel")
+        require(
+            isinstance(p.get("user"), str) and p["user"] != "",
+            "user is required",
+            name="user_not_in_channel",
+        )
         refused = self._in_channel(p["channel"])
         if refused:
             return refused
@@ -394,9 +516,11 @@ class SlackFake(FakeServer):
     async def update(self, p: dict[str, Any]) -> dict[str, Any]:
         self._check_message(p)
         msg = self.messages.get(str(p.get("ts", "")))
-        require(msg is not None and msg.channel == p["channel"],
-                "chat.update needs the ts of a message in that channel",
-                name="message_not_found")
+        require(
+            msg is not None and msg.channel == p["channel"],
+            "chat.update needs the ts of a message in that channel",
+            name="message_not_found",
+        )
         assert msg is not None
         msg.text, msg.blocks = str(p.get("text", "")), list(p.get("blocks") or [])
         msg.updates.append(p)
@@ -427,8 +551,7 @@ class SlackFake(FakeServer):
         for m in sorted(msgs, key=lambda m: m.ts, reverse=True):
             if float(m.ts) <= oldest:
                 continue
-            item: dict[str, Any] = {"type": "message", "user": BOT_USER, "text": m.text,
-                                    "ts": m.ts}
+            item: dict[str, Any] = {"type": "message", "user": BOT_USER, "text": m.text, "ts": m.ts}
             if m.thread_ts:
                 item["thread_ts"] = m.thread_ts
             if with_meta and m.metadata:
@@ -441,24 +564,36 @@ class SlackFake(FakeServer):
         refused = self._in_channel(channel)
         if refused:
             return refused
-        return self._listing(p, [m for m in self.messages.values()
-                                 if m.channel == channel and not m.thread_ts])
+        return self._listing(
+            p, [m for m in self.messages.values() if m.channel == channel and not m.thread_ts]
+        )
 
     async def replies(self, p: dict[str, Any]) -> dict[str, Any]:
         channel, root = str(p.get("channel", "")), str(p.get("ts", ""))
         refused = self._in_channel(channel)
         if refused:
             return refused
-        return self._listing(p, [m for m in self.messages.values()
-                                 if m.channel == channel and (m.thread_ts == root
-                                                              or m.ts == root)])
+        return self._listing(
+            p,
+            [
+                m
+                for m in self.messages.values()
+                if m.channel == channel and (m.thread_ts == root or m.ts == root)
+            ],
+        )
 
     async def views_open(self, p: dict[str, Any]) -> dict[str, Any]:
         trigger = p.get("trigger_id")
-        require(isinstance(trigger, str) and trigger in self.triggers,
-                "views.open needs a trigger_id from an interaction", name="invalid_trigger_id")
-        require(trigger not in self.used_triggers, "a trigger_id can be used once",
-                name="expired_trigger_id")
+        require(
+            isinstance(trigger, str) and trigger in self.triggers,
+            "views.open needs a trigger_id from an interaction",
+            name="invalid_trigger_id",
+        )
+        require(
+            trigger not in self.used_triggers,
+            "a trigger_id can be used once",
+            name="expired_trigger_id",
+        )
         self.used_triggers.add(str(trigger))
         check_modal(p.get("view"))
         self._seq += 1
@@ -467,24 +602,31 @@ class SlackFake(FakeServer):
     async def get_upload_url(self, p: dict[str, Any]) -> dict[str, Any]:
         filename = p.get("filename")
         length = str(p.get("length", ""))
-        require(isinstance(filename, str) and filename != "", "filename is required",
-                name="invalid_arguments")
-        require(length.isdigit() and int(length) > 0, "length must be a positive integer",
-                name="invalid_arguments")
+        require(
+            isinstance(filename, str) and filename != "",
+            "filename is required",
+            name="invalid_arguments",
+        )
+        require(
+            length.isdigit() and int(length) > 0,
+            "length must be a positive integer",
+            name="invalid_arguments",
+        )
         self._seq += 1
         file_id = f"F{self._seq:08d}"
-        self.uploads[file_id] = Upload(file_id, str(filename), int(length),
-                                       alt_txt=str(p.get("alt_txt") or ""))
-        return {"ok": True, "file_id": file_id,
-                "upload_url": f"{self.base_url}/upload/{file_id}"}
+        self.uploads[file_id] = Upload(
+            file_id, str(filename), int(length), alt_txt=str(p.get("alt_txt") or "")
+        )
+        return {"ok": True, "file_id": file_id, "upload_url": f"{self.base_url}/upload/{file_id}"}
 
     async def upload(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         up = self.uploads.get(request.match_info["file_id"])
         if up is None:
             return web.Response(status=404, text="not found")
         if len(rec.body) != up.length:
-            self.violations.append(f"upload {up.file_id}: {len(rec.body)} bytes, declared "
-                                   f"{up.length}")
+            self.violations.append(
+                f"upload {up.file_id}: {len(rec.body)} bytes, declared {up.length}"
+            )
             return web.Response(status=400, text="length mismatch")
         up.data = rec.body
         await self._notify()
@@ -492,20 +634,30 @@ class SlackFake(FakeServer):
 
     async def complete_upload(self, p: dict[str, Any]) -> dict[str, Any]:
         files = p.get("files")
-        require(isinstance(files, list) and 0 < len(files) <= 10, "files: a list of 1..10",
-                name="invalid_arguments")
+        require(
+            isinstance(files, list) and 0 < len(files) <= 10,
+            "files: a list of 1..10",
+            name="invalid_arguments",
+        )
         out = []
         for f in files:
             up = self.uploads.get(str(f.get("id"))) if isinstance(f, Mapping) else None
-            require(up is not None and up.data is not None,
-                    "files.completeUploadExternal for a file that was not uploaded",
-                    name="file_not_found")
+            require(
+                up is not None and up.data is not None,
+                "files.completeUploadExternal for a file that was not uploaded",
+                name="file_not_found",
+            )
             assert up is not None
-            out.append({"id": up.file_id, "name": up.filename,
-                        "title": f.get("title") or up.filename,
-                        "permalink": f"{PERMALINK_BASE}{up.file_id}/{up.filename}",
-                        "size": up.length, "channels": [p["channel_id"]] if p.get(
-                            "channel_id") else []})
+            out.append(
+                {
+                    "id": up.file_id,
+                    "name": up.filename,
+                    "title": f.get("title") or up.filename,
+                    "permalink": f"{PERMALINK_BASE}{up.file_id}/{up.filename}",
+                    "size": up.length,
+                    "channels": [p["channel_id"]] if p.get("channel_id") else [],
+                }
+            )
         channel = p.get("channel_id")
         if channel:
             refused = self._in_channel(str(channel))
@@ -521,9 +673,14 @@ class SlackFake(FakeServer):
     async def link(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_json({"type": "hello", "num_connections": 1,
-                            "debug_info": {"host": "fake-slack"},
-                            "connection_info": {"app_id": "A0IMAGINE"}})
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {"host": "fake-slack"},
+                "connection_info": {"app_id": "A0IMAGINE"},
+            }
+        )
         self.sockets.append(ws)
         await self._notify()
         async for msg in ws:

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH_UNITS = 16
 # Statements the read-only connection answers: a SELECT (or VALUES), or a PRAGMA that only
 # asks. Everything else, WITH ... included, is sent to the writer.
-_QUERY = re.compile(r"\s*(?:SELECT|VALUES)\b|\s*PRAGMA\s+[\w.]+\s*(?:\([^)]*\))?\s*;?\s*\Z",
-                    re.IGNORECASE)
+_QUERY = re.compile(
+    r"\s*(?:SELECT|VALUES)\b|\s*PRAGMA\s+[\w.]+\s*(?:\([^)]*\))?\s*;?\s*\Z", re.IGNORECASE
+)
 _MIGRATION = re.compile(r"V(\d+)__[\w-]+\.sql$")
 
 
@@ -234,8 +235,11 @@ class Database:
         one that failed, and each of them must hear it."""
         if self._batch is batch and not self._db.in_transaction:
             self._batch = None
-            batch.settle(error if isinstance(error, Exception) else
-                         sqlite3.OperationalError("the transaction was rolled back"))
+            batch.settle(
+                error
+                if isinstance(error, Exception)
+                else sqlite3.OperationalError("the transaction was rolled back")
+            )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -50,16 +50,31 @@ def _marks(n: int) -> str:
 
 def _job(row: aiosqlite.Row) -> Job:
     return Job(
-        id=row["id"], platform=row["platform"], tenant=row["tenant"],
-        channel_id=row["channel_id"], thread_id=row["thread_id"], owner_id=row["owner_id"],
-        owner_name=row["owner_name"], kind=row["kind"], parent_job_id=row["parent_job_id"],
-        parent_index=row["parent_index"], state=row["state"],
-        request=JobRequest.from_json(row["request_json"]), provider=row["provider"],
-        model=row["model"], seed=int(row["seed"]), n=int(row["n"]),
-        attempts=int(row["attempts"]), error=row["error"], notice=row["notice"],
-        status_ref=row["status_ref"], result_ref=row["result_ref"],
-        grid_sha=row["grid_sha"], grid_ext=row["grid_ext"],
-        deleted=bool(row["deleted"]), created_at=float(row["created_at"]),
+        id=row["id"],
+        platform=row["platform"],
+        tenant=row["tenant"],
+        channel_id=row["channel_id"],
+        thread_id=row["thread_id"],
+        owner_id=row["owner_id"],
+        owner_name=row["owner_name"],
+        kind=row["kind"],
+        parent_job_id=row["parent_job_id"],
+        parent_index=row["parent_index"],
+        state=row["state"],
+        request=JobRequest.from_json(row["request_json"]),
+        provider=row["provider"],
+        model=row["model"],
+        seed=int(row["seed"]),
+        n=int(row["n"]),
+        attempts=int(row["attempts"]),
+        error=row["error"],
+        notice=row["notice"],
+        status_ref=row["status_ref"],
+        result_ref=row["result_ref"],
+        grid_sha=row["grid_sha"],
+        grid_ext=row["grid_ext"],
+        deleted=bool(row["deleted"]),
+        created_at=float(row["created_at"]),
         finished_at=None if row["finished_at"] is None else float(row["finished_at"]),
     )
 
@@ -70,23 +85,37 @@ class SqliteJobs:
 
     # ------------------------------------------------------------- inside a transaction
     async def interaction_seen(self, tx: Tx, interaction_id: str) -> bool:
-        return bool(await _rows(tx, "SELECT 1 FROM jobs WHERE interaction_id = ?",
-                                (interaction_id,)))
+        return bool(
+            await _rows(tx, "SELECT 1 FROM jobs WHERE interaction_id = ?", (interaction_id,))
+        )
 
     async def duplicate_in_flight(
-        self, tx: Tx, *, kind: str, parent_job_id: str | None, parent_index: int | None,
-        platform: str, tenant: str, owner_id: str, since: float,
+        self,
+        tx: Tx,
+        *,
+        kind: str,
+        parent_job_id: str | None,
+        parent_index: int | None,
+        platform: str,
+        tenant: str,
+        owner_id: str,
+        since: float,
     ) -> bool:
         # `IS ?` would match NULL to NULL in one statement, but only SQLite has it.
-        index, index_params = (("parent_index IS NULL", ()) if parent_index is None
-                               else ("parent_index = ?", (parent_index,)))
-        return bool(await _rows(
-            tx,
-            f"SELECT 1 FROM jobs WHERE parent_job_id = ? AND kind = ? AND {index} "
-            "AND platform = ? AND tenant = ? AND owner_id = ? AND created_at > ? "
-            "AND state IN ('queued', 'running')",
-            (parent_job_id, kind, *index_params, platform, tenant, owner_id, since),
-        ))
+        index, index_params = (
+            ("parent_index IS NULL", ())
+            if parent_index is None
+            else ("parent_index = ?", (parent_index,))
+        )
+        return bool(
+            await _rows(
+                tx,
+                f"SELECT 1 FROM jobs WHERE parent_job_id = ? AND kind = ? AND {index} "
+                "AND platform = ? AND tenant = ? AND owner_id = ? AND created_at > ? "
+                "AND state IN ('queued', 'running')",
+                (parent_job_id, kind, *index_params, platform, tenant, owner_id, since),
+            )
+        )
 
     async def queued_counts(
         self, tx: Tx, platform: str, tenant: str, owner_id: str
@@ -107,40 +136,71 @@ class SqliteJobs:
             "owner_name, kind, parent_job_id, parent_index, state, request_json, "
             "provider, model, seed, n, notice, interaction_id, created_at) VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.platform, job.tenant, job.channel_id, job.thread_id, job.owner_id,
-             job.owner_name, job.kind, job.parent_job_id, job.parent_index, r.to_json(),
-             job.provider, r.model, r.seed, r.n, job.notice, job.interaction_id,
-             job.created_at),
+            (
+                job.id,
+                job.platform,
+                job.tenant,
+                job.channel_id,
+                job.thread_id,
+                job.owner_id,
+                job.owner_name,
+                job.kind,
+                job.parent_job_id,
+                job.parent_index,
+                r.to_json(),
+                job.provider,
+                r.model,
+                r.seed,
+                r.n,
+                job.notice,
+                job.interaction_id,
+                job.created_at,
+            ),
         )
 
     async def cancel_queued(self, tx: Tx, job_id: str, error: str, at: float) -> bool:
-        return bool(await _write(
-            tx,
-            "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
-            "WHERE id = ? AND state = 'queued'",
-            (error, at, job_id),
-        ))
+        return bool(
+            await _write(
+                tx,
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (error, at, job_id),
+            )
+        )
 
     async def finish(
-        self, tx: Tx, job_id: str, *, state: Literal["done", "filtered"], provider: str,
-        model: str | None, notice: str, grid_sha: str | None, grid_ext: str | None,
-        error: str | None, at: float,
+        self,
+        tx: Tx,
+        job_id: str,
+        *,
+        state: Literal["done", "filtered"],
+        provider: str,
+        model: str | None,
+        notice: str,
+        grid_sha: str | None,
+        grid_ext: str | None,
+        error: str | None,
+        at: float,
     ) -> bool:
-        return bool(await _write(
-            tx,
-            "UPDATE jobs SET state = ?, provider = ?, model = COALESCE(?, model), "
-            "notice = ?, grid_sha = ?, grid_ext = ?, finished_at = ?, error = ? "
-            "WHERE id = ? AND state = 'running'",
-            (state, provider, model, notice, grid_sha, grid_ext, at, error, job_id),
-        ))
+        return bool(
+            await _write(
+                tx,
+                "UPDATE jobs SET state = ?, provider = ?, model = COALESCE(?, model), "
+                "notice = ?, grid_sha = ?, grid_ext = ?, finished_at = ?, error = ? "
+                "WHERE id = ? AND state = 'running'",
+                (state, provider, model, notice, grid_sha, grid_ext, at, error, job_id),
+            )
+        )
 
     async def fail(self, tx: Tx, job_id: str, error: str, at: float) -> bool:
-        return bool(await _write(
-            tx,
-            "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
-            "WHERE id = ? AND state IN ('queued', 'running')",
-            (error, at, job_id),
-        ))
+        return bool(
+            await _write(
+                tx,
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
+                "WHERE id = ? AND state IN ('queued', 'running')",
+                (error, at, job_id),
+            )
+        )
 
     # ------------------------------------------------------------------- on their own
     async def get(self, job_id: str) -> Job | None:
@@ -150,31 +210,47 @@ class SqliteJobs:
     async def active(self, state: Literal["queued", "running"]) -> list[ActiveJob]:
         rows = await self._db.fetchall(
             "SELECT id, platform, tenant, owner_id, provider, attempts FROM jobs "
-            "WHERE state = ? ORDER BY created_at", (state,))
-        return [ActiveJob(r["id"], r["platform"], r["tenant"], r["owner_id"], r["provider"],
-                          int(r["attempts"])) for r in rows]
+            "WHERE state = ? ORDER BY created_at",
+            (state,),
+        )
+        return [
+            ActiveJob(
+                r["id"],
+                r["platform"],
+                r["tenant"],
+                r["owner_id"],
+                r["provider"],
+                int(r["attempts"]),
+            )
+            for r in rows
+        ]
 
     async def mark_running(self, job_id: str, at: float) -> bool:
-        return bool(await self._db.execute(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
-            "WHERE id = ? AND state = 'queued'",
-            (at, job_id),
-        ))
+        return bool(
+            await self._db.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (at, job_id),
+            )
+        )
 
     async def requeue(self, job_id: str, *, undo_attempt: bool) -> bool:
-        attempts = ", attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END" \
-            if undo_attempt else ""
-        return bool(await self._db.execute(
-            f"UPDATE jobs SET state = 'queued'{attempts} WHERE id = ? AND state = 'running'",
-            (job_id,),
-        ))
+        attempts = (
+            ", attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
+            if undo_attempt
+            else ""
+        )
+        return bool(
+            await self._db.execute(
+                f"UPDATE jobs SET state = 'queued'{attempts} WHERE id = ? AND state = 'running'",
+                (job_id,),
+            )
+        )
 
     async def set_status_ref(self, job_id: str, ref: str) -> None:
         await self._db.execute("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
 
-    async def history(
-        self, platform: str, tenant: str, channel_id: str, limit: int
-    ) -> list[Job]:
+    async def history(self, platform: str, tenant: str, channel_id: str, limit: int) -> list[Job]:
         rows = await self._db.fetchall(
             "SELECT * FROM (SELECT * FROM jobs WHERE platform = ? AND tenant = ? AND "
             "channel_id = ? AND deleted = 0 ORDER BY created_at DESC LIMIT ?) AS recent "
@@ -187,12 +263,16 @@ class SqliteJobs:
         await self._db.execute("UPDATE jobs SET deleted = 1 WHERE id = ?", (job_id,))
 
     async def claim_result(self, job_id: str) -> bool:
-        return bool(await self._db.execute(
-            "UPDATE jobs SET result_ref = '' WHERE id = ? AND result_ref IS NULL", (job_id,)))
+        return bool(
+            await self._db.execute(
+                "UPDATE jobs SET result_ref = '' WHERE id = ? AND result_ref IS NULL", (job_id,)
+            )
+        )
 
     async def release_result_claim(self, job_id: str) -> None:
         await self._db.execute(
-            "UPDATE jobs SET result_ref = NULL WHERE id = ? AND result_ref = ''", (job_id,))
+            "UPDATE jobs SET result_ref = NULL WHERE id = ? AND result_ref = ''", (job_id,)
+        )
 
     async def set_result_ref(self, job_id: str, ref: str) -> None:
         await self._db.execute("UPDATE jobs SET result_ref = ? WHERE id = ?", (ref, job_id))
@@ -200,7 +280,9 @@ class SqliteJobs:
     async def pending_results(self, platform: str) -> list[str]:
         rows = await self._db.fetchall(
             "SELECT id FROM jobs WHERE platform = ? AND state IN ('done', 'failed', 'filtered') "
-            "AND result_ref IS NULL AND deleted = 0 ORDER BY created_at", (platform,))
+            "AND result_ref IS NULL AND deleted = 0 ORDER BY created_at",
+            (platform,),
+        )
         return [str(r["id"]) for r in rows]
 
 
@@ -211,9 +293,15 @@ class SqliteImages:
     async def of_job(self, job_id: str) -> list[StoredJobImage]:
         rows = await self._db.fetchall(
             "SELECT idx, sha256, ext, seed, width, height FROM images WHERE job_id = ? "
-            "ORDER BY idx", (job_id,))
-        return [StoredJobImage(int(r["idx"]), r["sha256"], r["ext"], r["seed"], int(r["width"]),
-                               int(r["height"])) for r in rows]
+            "ORDER BY idx",
+            (job_id,),
+        )
+        return [
+            StoredJobImage(
+                int(r["idx"]), r["sha256"], r["ext"], r["seed"], int(r["width"]), int(r["height"])
+            )
+            for r in rows
+        ]
 
     async def put(self, tx: Tx, job_id: str, images: Sequence[StoredJobImage]) -> None:
         await _conn(tx).executemany(
@@ -231,32 +319,49 @@ class SqliteQuota:
 
     async def charge(self, tx: Tx, scope: str, win: str, units: int, limit: int) -> bool:
         if limit and units > limit:
-            return False  # would not fit even an empty window: nothing to try
+            # More than a fresh window holds: only room an admin granted into an existing
+            # window (a negative usage) can take it. Still one conditional write.
+            return bool(
+                await _write(
+                    tx,
+                    "UPDATE quota_usage SET used = used + ? WHERE scope = ? AND win = ? "
+                    "AND used + ? <= ?",
+                    (units, scope, win, units, limit),
+                )
+            )
         # A new window starts at `units` (fits, checked above); an existing one grows only
         # while it stays within the limit. One statement: the check is the write.
         within = " WHERE quota_usage.used + excluded.used <= ?" if limit else ""
-        return bool(await _write(
-            tx,
-            "INSERT INTO quota_usage (scope, win, used) VALUES (?, ?, ?) "
-            "ON CONFLICT (scope, win) DO UPDATE SET used = quota_usage.used + excluded.used"
-            + within,
-            (scope, win, units, *((limit,) if limit else ())),
-        ))
+        return bool(
+            await _write(
+                tx,
+                "INSERT INTO quota_usage (scope, win, used) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope, win) DO UPDATE SET used = quota_usage.used + excluded.used"
+                + within,
+                (scope, win, units, *((limit,) if limit else ())),
+            )
+        )
 
     async def used(self, tx: Tx, scope: str, win: str) -> int:
-        rows = await _rows(tx, "SELECT used FROM quota_usage WHERE scope = ? AND win = ?",
-                           (scope, win))
+        rows = await _rows(
+            tx, "SELECT used FROM quota_usage WHERE scope = ? AND win = ?", (scope, win)
+        )
         return int(rows[0]["used"]) if rows else 0
 
     async def used_in(self, tx: Tx, scope: str, wins: Sequence[str]) -> dict[str, int]:
         rows = await _rows(
-            tx, "SELECT win, used FROM quota_usage WHERE scope = ? AND win IN "
-            f"({_marks(len(wins))})", (scope, *wins))
+            tx,
+            f"SELECT win, used FROM quota_usage WHERE scope = ? AND win IN ({_marks(len(wins))})",
+            (scope, *wins),
+        )
         return {str(r["win"]): int(r["used"]) for r in rows}
 
     async def credit(self, tx: Tx, scope: str, win: str, units: int) -> None:
-        await _write(tx, "UPDATE quota_usage SET used = used - ? WHERE scope = ? AND win = ?",
-                     (units, scope, win))
+        await _write(
+            tx,
+            "UPDATE quota_usage SET used = used - ? WHERE scope = ? AND win = ?",
+            (units, scope, win),
+        )
 
     async def grant(self, tx: Tx, scope: str, win: str, units: int) -> None:
         await _write(
@@ -267,20 +372,26 @@ class SqliteQuota:
         )
 
     async def set_used(self, tx: Tx, scope: str, win: str, used: int) -> None:
-        await _write(tx, "UPDATE quota_usage SET used = ? WHERE scope = ? AND win = ?",
-                     (used, scope, win))
+        await _write(
+            tx, "UPDATE quota_usage SET used = ? WHERE scope = ? AND win = ?", (used, scope, win)
+        )
 
     async def limits(self, tx: Tx, scopes: Sequence[str]) -> dict[str, ScopeLimits]:
         rows = await _rows(
-            tx, f"SELECT scope, daily, monthly FROM quota_limits WHERE scope IN "
-            f"({_marks(len(scopes))})", scopes)
-        return {str(r["scope"]): ScopeLimits(
-            None if r["daily"] is None else int(r["daily"]),
-            None if r["monthly"] is None else int(r["monthly"])) for r in rows}
+            tx,
+            f"SELECT scope, daily, monthly FROM quota_limits WHERE scope IN "
+            f"({_marks(len(scopes))})",
+            scopes,
+        )
+        return {
+            str(r["scope"]): ScopeLimits(
+                None if r["daily"] is None else int(r["daily"]),
+                None if r["monthly"] is None else int(r["monthly"]),
+            )
+            for r in rows
+        }
 
-    async def set_limits(
-        self, tx: Tx, scope: str, daily: int | None, monthly: int | None
-    ) -> None:
+    async def set_limits(self, tx: Tx, scope: str, daily: int | None, monthly: int | None) -> None:
         await _write(
             tx,
             "INSERT INTO quota_limits (scope, daily, monthly) VALUES (?, ?, ?) "
@@ -291,8 +402,10 @@ class SqliteQuota:
 
     async def block_reason(self, tx: Tx, scopes: Sequence[str]) -> str | None:
         rows = await _rows(
-            tx, f"SELECT reason FROM blocks WHERE scope IN ({_marks(len(scopes))}) "
-            "ORDER BY scope", scopes)
+            tx,
+            f"SELECT reason FROM blocks WHERE scope IN ({_marks(len(scopes))}) ORDER BY scope",
+            scopes,
+        )
         return None if not rows else str(rows[0]["reason"])
 
     async def block(self, tx: Tx, scope: str, reason: str, at: float) -> None:
@@ -309,7 +422,9 @@ class SqliteQuota:
 
 def _reservation(row: aiosqlite.Row, job_id: str) -> Reservation:
     return Reservation(
-        job_id=job_id, payer=str(row["payer"]), units=int(row["units"]),
+        job_id=job_id,
+        payer=str(row["payer"]),
+        units=int(row["units"]),
         windows=tuple((str(s), str(w)) for s, w in json.loads(row["windows"])),
         exempt=bool(row["exempt"]),
     )
@@ -324,8 +439,14 @@ class SqliteLedger:
         self._db = db
 
     async def reserve(
-        self, tx: Tx, jobs: Sequence[tuple[str, int]], *, payer: str,
-        windows: Sequence[Window], exempt: bool, at: float,
+        self,
+        tx: Tx,
+        jobs: Sequence[tuple[str, int]],
+        *,
+        payer: str,
+        windows: Sequence[Window],
+        exempt: bool,
+        at: float,
     ) -> None:
         windows_json = _windows_json(windows)
         await _conn(tx).executemany(
@@ -347,17 +468,22 @@ class SqliteLedger:
         self, tx: Tx, reservation: Reservation, *, committed: int, refunded: int, at: float
     ) -> bool:
         r = reservation
-        entry = ("INSERT INTO ledger (job_id, kind, payer, units, windows, exempt, created_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
+        entry = (
+            "INSERT INTO ledger (job_id, kind, payer, units, windows, exempt, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
         windows_json = _windows_json(r.windows)
         # UNIQUE (job_id, kind) makes the commit the once-only gate: a second settlement
         # (a retry, the reconciler) writes nothing.
-        if not await _write(tx, entry + " ON CONFLICT (job_id, kind) DO NOTHING",
-                            (r.job_id, "commit", r.payer, committed, windows_json,
-                             int(r.exempt), at)):
+        if not await _write(
+            tx,
+            entry + " ON CONFLICT (job_id, kind) DO NOTHING",
+            (r.job_id, "commit", r.payer, committed, windows_json, int(r.exempt), at),
+        ):
             return False
-        await _write(tx, entry, (r.job_id, "refund", r.payer, refunded, windows_json,
-                                 int(r.exempt), at))
+        await _write(
+            tx, entry, (r.job_id, "refund", r.payer, refunded, windows_json, int(r.exempt), at)
+        )
         return True
 
     async def in_flight(self, tx: Tx, payer: str) -> list[Reservation]:
@@ -383,8 +509,9 @@ class SqliteLedger:
             """
         )
         assert row is not None  # an aggregate always yields one row
-        return LedgerTotals(int(row["reserved"]), int(row["refunded"]), int(row["committed"]),
-                            int(row["in_flight"]))
+        return LedgerTotals(
+            int(row["reserved"]), int(row["refunded"]), int(row["committed"]), int(row["in_flight"])
+        )
 
 
 class SqliteChannels:
@@ -428,9 +555,11 @@ class SqliteAlerts:
     async def claim(self, key: str, now: float, every_s: float) -> bool:
         # Insert, or move an old enough record forward; a recent one makes the update's
         # condition false and nothing changes.
-        return bool(await self._db.execute(
-            "INSERT INTO alerts (key, last_at) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at "
-            "WHERE excluded.last_at - alerts.last_at >= ?",
-            (key, now, every_s),
-        ))
+        return bool(
+            await self._db.execute(
+                "INSERT INTO alerts (key, last_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at "
+                "WHERE excluded.last_at - alerts.last_at >= ?",
+                (key, now, every_s),
+            )
+        )

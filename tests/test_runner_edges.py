@@ -236,8 +236,9 @@ class TurnstileProvider(GateProvider):
         super().__init__(concurrency=1)
         self.turns = asyncio.Semaphore(0)
 
-    async def generate(self, req: GenerationRequest,
-                       progress: ProgressCallback | None = None) -> GenerationResult:
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         self.calls += 1
         await self.turns.acquire()
         return GenerationResult((GeneratedImage(self._png, req.seed),), model="gate-1")
@@ -247,17 +248,18 @@ class TurnstileProvider(GateProvider):
             self.turns.release()
 
 
-async def test_a_long_line_gets_few_place_edits_and_the_front_exact_ones(
-        tmp_path: Path) -> None:
+async def test_a_long_line_gets_few_place_edits_and_the_front_exact_ones(tmp_path: Path) -> None:
     provider = TurnstileProvider()
-    settings = make_settings(tmp_path, {"providers": {"default": "gate"},
-                                        "jobs": {"max_queue": 100}})
+    settings = make_settings(
+        tmp_path, {"providers": {"default": "gate"}, "jobs": {"max_queue": 100}}
+    )
     async with App.open(settings, extra_providers={"gate": provider}) as app:
         chat = Chat(app)
         ids = []
         for i in range(40):
-            [queued] = [r for r in await chat.say(f"user{i:02d}", "/imagine a fox --n 1")
-                        if r.job_id]
+            [queued] = [
+                r for r in await chat.say(f"user{i:02d}", "/imagine a fox --n 1") if r.job_id
+            ]
             ids.append(queued.job_id)
         await wait_for(lambda: provider.calls == 1)
         await asyncio.sleep(1.0)  # the line as it stands has been announced

@@ -190,7 +190,7 @@ class Served:
     lines: list[str] = field(default_factory=list)
     stderr: str = ""
 
-    async def until(self, wanted: Callable[[str], bool], within: float = 30.0) -> str:
+    async def until(self, wanted: Callable[[str], bool], within: float = 60.0) -> str:
         assert self.proc.stdout is not None
         async with asyncio.timeout(within):
             for line in self.lines:
@@ -244,6 +244,8 @@ async def test_serve_runs_discord_alone_and_never_binds_the_web_port(tmp_path: P
         async with serving(tmp_path, env) as served:
             line = await served.until(lambda line: line.startswith("discord:"))
             assert "connected" in line
+            # the command sync may still be on its way when the line is printed
+            await fake.wait_for(lambda: {c["name"] for c in fake.commands} >= {"imagine"})
             assert fake.identify_tokens == [DISCORD_TOKEN]
             assert {c["name"] for c in fake.commands} >= {"imagine", "quota"}
             assert port_is_closed(web_port)

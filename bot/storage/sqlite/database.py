@@ -117,8 +117,14 @@ class Database:
             yield database
         finally:
             if database is not None:
-                # What was accepted is committed before the connection goes.
-                await asyncio.gather(*database._flushers, return_exceptions=True)
+                # What was accepted is committed before the connection goes, stragglers
+                # included (a shielded write a cancelled task still finishes).
+                for _ in range(100):
+                    await asyncio.gather(*list(database._flushers), return_exceptions=True)
+                    async with database._lock:
+                        idle = not database._flushers and database._batch is None
+                    if idle:
+                        break
             if reader is not None:
                 await reader.close()
             await db.close()
@@ -222,7 +228,7 @@ class Database:
             await self._db.execute("COMMIT")
         except Exception as exc:
             # Disk full, I/O error: the batch is not kept, and each unit hears it.
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, ValueError):  # ValueError: closed
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")
             batch.settle(exc)

@@ -307,19 +307,36 @@ async def watch_web(
     all_in: asyncio.Event,
     expected: int,
 ) -> None:
+    """One open page: notes when each job's card first shows its result. Reads both the
+    playground's batched frames (cards whole, then deltas) and single reply messages."""
+    cards: dict[str, dict[str, Any]] = {}  # ref -> what the page knows of the card
+
+    def look(ref: str) -> None:
+        card = cards[ref]
+        job, state = card.get("job_id") or ref, card.get("state")
+        if state in FINAL and (card.get("images") or state != "done"):
+            seen.setdefault(str(job), time.perf_counter())
+            if len(seen) >= expected:
+                all_in.set()
+
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
-        reply = json.loads(msg.data).get("reply") or {}
-        job = reply.get("job_id")
-        if (
-            job
-            and reply.get("state") in FINAL
-            and (reply.get("images") or reply.get("state") != "done")
-        ):
-            seen.setdefault(job, time.perf_counter())
-            if len(seen) >= expected:
-                all_in.set()
+        frame = json.loads(msg.data)
+        if frame.get("type") == "reply":
+            items = [{"op": "card", "reply": frame.get("reply") or {}}]
+        else:
+            items = frame.get("items") or []
+        for item in items:
+            if item.get("op") == "card":
+                reply = item.get("reply") or {}
+                ref = str(reply.get("ref") or reply.get("job_id") or "")
+                if ref:
+                    cards[ref] = dict(reply)
+                    look(ref)
+            elif item.get("op") == "delta" and str(item.get("ref")) in cards:
+                cards[str(item["ref"])].update(item.get("set") or {})
+                look(str(item["ref"]))
 
 
 def slash_body(fake: Any, uid: str, channel: str, text: str) -> str:

@@ -226,3 +226,53 @@ async def test_the_provider_slot_is_free_while_a_result_is_being_posted(tmp_path
         held.release.set()
         await chat.settle()
         assert {r.job_id for r in held.posted if r.state == "done"} == {a, b}
+
+
+# ------------------------------------------------------------------------- place in line
+class TurnstileProvider(GateProvider):
+    """Answers one call per ``let_through()``."""
+
+    def __init__(self) -> None:
+        super().__init__(concurrency=1)
+        self.turns = asyncio.Semaphore(0)
+
+    async def generate(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        self.calls += 1
+        await self.turns.acquire()
+        return GenerationResult((GeneratedImage(self._png, req.seed),), model="gate-1")
+
+    def let_through(self, n: int) -> None:
+        for _ in range(n):
+            self.turns.release()
+
+
+async def test_a_long_line_gets_few_place_edits_and_the_front_exact_ones(tmp_path: Path) -> None:
+    provider = TurnstileProvider()
+    settings = make_settings(
+        tmp_path, {"providers": {"default": "gate"}, "jobs": {"max_queue": 100}}
+    )
+    async with App.open(settings, extra_providers={"gate": provider}) as app:
+        chat = Chat(app)
+        ids = []
+        for i in range(40):
+            [queued] = [
+                r for r in await chat.say(f"user{i:02d}", "/imagine a fox --n 1") if r.job_id
+            ]
+            ids.append(queued.job_id)
+        await wait_for(lambda: provider.calls == 1)
+        await asyncio.sleep(1.0)  # the line as it stands has been announced
+        before = len(chat.channel.updated)
+        provider.let_through(3)  # three starts: everyone waiting moves up three places
+        await wait_for(lambda: provider.calls == 4)
+        await asyncio.sleep(2.0)  # the announcement rounds that follow
+        edits = [r for r in chat.channel.updated[before:] if r.position is not None]
+        shown = {r.job_id: r.position for r in edits}
+        assert shown[ids[4]] == app.runner.position(ids[4]) == 1  # the front: exact
+        assert shown[ids[13]] == app.runner.position(ids[13]) == 10
+        # Far back, three places out of thirty-six is no edit; nobody got one per start.
+        assert ids[-1] not in shown and app.runner.position(ids[-1]) == 36
+        assert len(edits) <= 36
+        provider.let_through(40)
+        await chat.settle()

@@ -76,12 +76,21 @@ def _api_url(env: Mapping[str, str]) -> str | None:
     return url if url.endswith("/") else url + "/"
 
 
-def make_client(settings: Settings) -> AsyncWebClient:
+def make_client(
+    settings: Settings, *, session: aiohttp.ClientSession | None = None
+) -> AsyncWebClient:
+    """The Web API client. With ``session`` every call reuses its connections: without one,
+    slack_sdk opens a new HTTP session (a new TCP and TLS handshake) for every call, which was
+    most of the bot's CPU per job under load (bench/load.py --slack-session)."""
     token = settings.secret("SLACK_BOT_TOKEN")
     if not token:
         raise ConfigError("SLACK_BOT_TOKEN is not set")
     base = _api_url(settings.env)
-    client = AsyncWebClient(token=token, base_url=base) if base else AsyncWebClient(token=token)
+    client = (
+        AsyncWebClient(token=token, base_url=base, session=session)
+        if base
+        else AsyncWebClient(token=token, session=session)
+    )
     # Slack answers bursts with 429 + Retry-After; the SDK's handler waits and retries.
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
     return client
@@ -584,7 +593,17 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
         raise ConfigError(
             "Slack HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)"
         )
-    bolt = build_bolt_app(core)
+    session = aiohttp.ClientSession()
+    try:
+        await _serve(core, settings, ready, make_client(settings, session=session), app_token)
+    finally:
+        await session.close()
+
+
+async def _serve(
+    core: Core, settings: Settings, ready: Ready, client: AsyncWebClient, app_token: str | None
+) -> None:
+    bolt = build_bolt_app(core, client=client)
     if app_token:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 

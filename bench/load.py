@@ -34,7 +34,7 @@ Printed:
   Web API calls the bot made.
 
 ``--slack-session`` gives the bot's Slack client one long-lived HTTP session (slack_sdk opens
-a new one per call unless given one): what the adapter would gain from keeping one.
+a new one per call unless given one), as ``imagine-bot serve`` now does: measure with it.
 
     python bench/load.py [--users 500] [--web-share 0.2] [--spread-s 5] [--latency-s 2]
                          [--slots 8] [--slack-session] [--profile FILE]

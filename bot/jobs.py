@@ -11,11 +11,9 @@ silently dropped and nothing is charged twice.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from bot.providers.base import (
 )
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas, user_scope
+from bot.scheduler import FairQueue
 from bot.storage.protocols import Storage
 from bot.storage.records import Job, NewJob, StoredJobImage
 from bot.types import Actor
@@ -124,21 +123,11 @@ class JobRunner:
         )
         self._events = events
         self._clock = clock
-        self._queues: dict[str, deque[str]] = {}
-        # Fairness: the user served longest ago goes first; a newcomer before everyone served.
-        self._turns = itertools.count()
-        self._last_served: dict[str, int] = {}
-        self._arrival: dict[str, int] = {}
-        self._job_owner: dict[str, str] = {}
-        self._job_provider: dict[str, str] = {}
-        self._running_user: Counter[str] = Counter()
-        self._running_provider: Counter[str] = Counter()
-        self._queued_provider: Counter[str] = Counter()
+        self._queue = FairQueue(job_settings.max_running_per_user, self._provider_limit)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._last_positions: dict[str, int] = {}
-        self._order_index: dict[str, int] | None = None  # job -> place in line, cached
         # Each job's events go out in order, one after the other, without the runner waiting
         # for the platforms: the newest publishing task per job (it waits for the one before).
         self._publishing: dict[str, asyncio.Task[None]] = {}
@@ -235,42 +224,15 @@ class JobRunner:
         return ids
 
     def _enqueue(self, job_id: str, user: str, provider: str) -> None:
-        if user not in self._queues:
-            self._queues[user] = deque()
-            self._arrival[user] = next(self._turns)
-        self._queues[user].append(job_id)
-        self._queued_provider[provider] += 1
-        self._order_index = None
-        self._job_owner[job_id] = user
-        self._job_provider[job_id] = provider
+        self._queue.add(job_id, user, provider)
         self._idle.clear()
         self._wake.set()
 
-    # ---------------------------------------------------------------------- positions
-    def _users(self) -> list[str]:
-        return sorted(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
-
-    def _order(self) -> list[str]:
-        """The order queued jobs will start in: one per user per round, users in turn."""
-        queues = [list(self._queues[u]) for u in self._users()]
-        order: list[str] = []
-        depth = 0
-        while True:
-            row = [q[depth] for q in queues if depth < len(q)]
-            if not row:
-                return order
-            order.extend(row)
-            depth += 1
-
     def position(self, job_id: str) -> int | None:
-        # Every status message asks: with hundreds queued, computing the order each time was
-        # quadratic. Cached until the queues or the turns change.
-        if self._order_index is None:
-            self._order_index = {j: i for i, j in enumerate(self._order(), start=1)}
-        return self._order_index.get(job_id)
+        return self._queue.position(job_id)
 
     def queued_count(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return self._queue.queued_count()
 
     # ---------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -309,18 +271,9 @@ class JobRunner:
             if not await self._storage.jobs.cancel_queued(tx, job_id, message, self._clock()):
                 return False
             await self._quotas.settle(tx, job_id, 0)
-        user = self._job_owner.get(job_id)
-        queue = self._queues.get(user) if user is not None else None
-        if user is not None and queue is not None and job_id in queue:
-            # Not yet handed to a worker: forget it here. (Once handed over, the worker finds
-            # the row no longer queued and skips it.)
-            queue.remove(job_id)
-            if not queue:
-                del self._queues[user]
-                del self._arrival[user]
-            self._queued_provider[self._job_provider.pop(job_id)] -= 1
-            del self._job_owner[job_id]
-            self._order_index = None
+        # Not yet handed to a worker: forget it here. (Once handed over, the worker finds the
+        # row no longer queued and skips it.)
+        self._queue.remove(job_id)
         self._last_positions.pop(job_id, None)
         self._wake.set()
         self._schedule_positions()  # everyone behind it moved up
@@ -359,50 +312,20 @@ class JobRunner:
         except Exception:
             return 1
 
-    def _take_next(self) -> str | None:
-        # Woken at every submission and every finish: with hundreds of people waiting and
-        # every provider busy, sorting them all to find nobody can start was most of the
-        # dispatcher's time.
-        if all(
-            self._running_provider[p] >= self._provider_limit(p)
-            for p, n in self._queued_provider.items()
-            if n
-        ):
-            return None
-        for user in self._users():
-            queue = self._queues[user]
-            if self._running_user[user] >= self._settings.max_running_per_user:
-                continue
-            job_id = queue[0]
-            provider = self._job_provider[job_id]
-            if self._running_provider[provider] >= self._provider_limit(provider):
-                continue
-            queue.popleft()
-            if not queue:
-                del self._queues[user]
-                del self._arrival[user]
-            self._last_served[user] = next(self._turns)
-            self._order_index = None
-            self._queued_provider[provider] -= 1
-            return job_id
-        return None
-
     async def _dispatch_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             started = False
-            while (job_id := self._take_next()) is not None:
-                user, provider = self._job_owner[job_id], self._job_provider[job_id]
-                self._running_user[user] += 1
-                self._running_provider[provider] += 1
-                task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+            while (taken := self._queue.take_next()) is not None:
+                job_id, user, provider = taken
+                task = asyncio.create_task(self._run(job_id, user, provider), name=f"job-{job_id}")
                 task.add_done_callback(_log_failure)
                 self._tasks[job_id] = task
                 started = True
             if started:
                 self._schedule_positions()
-            if not self._tasks and not self._queues:
+            if not self._tasks and not self._queue:
                 self._idle.set()
 
     def _schedule_positions(self) -> None:
@@ -415,7 +338,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(POSITION_DEBOUNCE_S)
             stale: list[tuple[float, int, str]] = []
-            for i, job_id in enumerate(self._order(), start=1):
+            for i, job_id in enumerate(self._queue.order(), start=1):
                 shown = self._last_positions.get(job_id)
                 if shown == i:
                     continue
@@ -464,8 +387,7 @@ class JobRunner:
     async def load_images(self, job_id: str) -> list[StoredJobImage]:
         return await self._storage.images.of_job(job_id)
 
-    async def _run(self, job_id: str) -> None:
-        user, provider_name = self._job_owner.pop(job_id), self._job_provider.pop(job_id)
+    async def _run(self, job_id: str, user: str, provider_name: str) -> None:
         self._last_positions.pop(job_id, None)
         held = True
 
@@ -474,8 +396,7 @@ class JobRunner:
             nonlocal held
             if held:
                 held = False
-                self._running_user[user] -= 1
-                self._running_provider[provider_name] -= 1
+                self._queue.release(user, provider_name)
                 self._wake.set()
 
         try:

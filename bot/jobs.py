@@ -22,40 +22,21 @@ from bot import images
 from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
 from bot.events import EventBus, JobEvent
+from bot.execution import SETTLE_RETRY_FIRST_S, JobExecutor, image_path
 from bot.job_request import Display, JobRequest
 from bot.providers.base import (
-    Capabilities,
     GenerationRequest,
-    GenerationResult,
-    ProgressCallback,
-    Provider,
     ProviderError,
-    ProviderUnavailable,
-    fit_request,
-    generate_split,
 )
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas, user_scope
-from bot.scheduler import FairQueue
+from bot.scheduler import FairQueue, PlaceInLine
 from bot.storage.protocols import Storage
 from bot.storage.records import Job, NewJob, StoredJobImage
 from bot.types import Actor
 
 log = logging.getLogger(__name__)
 
-POSITION_DEBOUNCE_S = 0.5
-# Place-in-line edits per announcement round. A busy queue moves hundreds of people up at
-# every start; editing every message each time kept the platforms (and this process) busy
-# with edits nobody needs that often. The most wrong places (relative to the true one: 5 -> 4
-# before 305 -> 304) are edited first, the rest in the next rounds.
-POSITION_EDITS_PER_ROUND = 10
-# Near the front every step is shown; further back, once the shown place is 10% off.
-POSITION_EXACT_WITHIN = 10
-POSITION_TOLERANCE = 0.1
-# When even recording a job's failure fails (disk full, a read-only database), the job would
-# stay 'running' with its quota held: retried with backoff until writing works again.
-SETTLE_RETRY_FIRST_S = 0.5
-SETTLE_RETRY_MAX_S = 30.0
 # A second identical Vary/Reroll click by the same person within this window is the same
 # wish (a double click, a laggy client), not a second job to pay for.
 DOUBLE_CLICK_S = 5.0
@@ -65,10 +46,6 @@ _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 def new_job_id() -> str:
     """Random, short, unguessable (not sequential: ids travel in button payloads)."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
-def image_path(data_dir: Path, sha256: str, ext: str) -> Path:
-    return data_dir / "images" / sha256[:2] / f"{sha256}.{ext}"
 
 
 @dataclass(frozen=True)
@@ -115,28 +92,36 @@ class JobRunner:
         self._providers = providers
         self._data_dir = data_dir
         self._settings = job_settings
-        self._limits = images.ImageLimits(
-            max_input_bytes=image_settings.max_input_bytes,
-            max_input_pixels=image_settings.max_input_pixels,
-            preview_max_bytes=image_settings.preview_max_bytes,
-            preview_max_side=image_settings.preview_max_side,
-        )
         self._events = events
         self._clock = clock
         self._queue = FairQueue(job_settings.max_running_per_user, self._provider_limit)
+        self._places = PlaceInLine(
+            self._queue, lambda job_id, i: self._publish(JobEvent(job_id, position=i))
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
-        self._last_positions: dict[str, int] = {}
         # Each job's events go out in order, one after the other, without the runner waiting
         # for the platforms: the newest publishing task per job (it waits for the one before).
         self._publishing: dict[str, asyncio.Task[None]] = {}
-        self._positions_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        # max_concurrency bounds provider *calls*, across jobs: generate_split's own
-        # parallelism is per job, so N jobs x M calls would otherwise reach the service.
-        self._call_slots: dict[str, asyncio.Semaphore] = {}
+        self._executor = JobExecutor(
+            storage,
+            quotas,
+            providers,
+            data_dir=data_dir,
+            job_settings=job_settings,
+            limits=images.ImageLimits(
+                max_input_bytes=image_settings.max_input_bytes,
+                max_input_pixels=image_settings.max_input_pixels,
+                preview_max_bytes=image_settings.preview_max_bytes,
+                preview_max_side=image_settings.preview_max_side,
+            ),
+            events=events,
+            provider_limit=self._provider_limit,
+            clock=clock,
+        )
 
     # --------------------------------------------------------------------- submission
     async def submit(
@@ -220,7 +205,7 @@ class JobRunner:
             self._enqueue(job_id, scope, spec.provider)
         for job_id in ids:  # what the status message about to be sent shows
             if (place := self.position(job_id)) is not None:
-                self._last_positions[job_id] = place
+                self._places.shown(job_id, place)
         return ids
 
     def _enqueue(self, job_id: str, user: str, provider: str) -> None:
@@ -249,10 +234,10 @@ class JobRunner:
     async def stop(self) -> None:
         """Graceful stop: running jobs go back to the queue (not counted as an attempt) so the
         next start runs them; nothing is refunded or charged twice."""
-        for background in (self._dispatcher, self._positions_task):
-            if background is not None:
-                background.cancel()
-                await asyncio.gather(background, return_exceptions=True)
+        await self._places.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
         running = list(self._tasks)
         for task in [*self._tasks.values(), *self._publishing.values()]:
             task.cancel()
@@ -274,9 +259,9 @@ class JobRunner:
         # Not yet handed to a worker: forget it here. (Once handed over, the worker finds the
         # row no longer queued and skips it.)
         self._queue.remove(job_id)
-        self._last_positions.pop(job_id, None)
+        self._places.forget(job_id)
         self._wake.set()
-        self._schedule_positions()  # everyone behind it moved up
+        self._places.schedule()  # everyone behind it moved up
         await self._publish(JobEvent(job_id))  # after its place-in-line edits, if any
         return True
 
@@ -291,7 +276,7 @@ class JobRunner:
                 await self._storage.jobs.requeue(job.id, undo_attempt=False)
                 log.info("job %s was interrupted; retrying it", job.id)
             else:
-                await self._finish_failed(
+                await self._executor.finish_failed(
                     job.id,
                     "The bot restarted while this job was running, and it had "
                     "already been retried. Your quota was refunded.",
@@ -324,37 +309,9 @@ class JobRunner:
                 self._tasks[job_id] = task
                 started = True
             if started:
-                self._schedule_positions()
+                self._places.schedule()
             if not self._tasks and not self._queue:
                 self._idle.set()
-
-    def _schedule_positions(self) -> None:
-        """Coalesced: when many jobs start at once, everyone behind them moves up; one
-        announcement a moment later beats one edit per person per start."""
-        if self._positions_task is None or self._positions_task.done():
-            self._positions_task = asyncio.create_task(self._announce_positions())
-
-    async def _announce_positions(self) -> None:
-        while True:
-            await asyncio.sleep(POSITION_DEBOUNCE_S)
-            stale: list[tuple[float, int, str]] = []
-            for i, job_id in enumerate(self._queue.order(), start=1):
-                shown = self._last_positions.get(job_id)
-                if shown == i:
-                    continue
-                error = 1.0 if shown is None else abs(shown - i) / i
-                if i <= POSITION_EXACT_WITHIN or error >= POSITION_TOLERANCE:
-                    stale.append((error, i, job_id))
-            if not stale:
-                return
-            stale.sort(key=lambda s: (-s[0], s[1]))
-            sent = []
-            for _, i, job_id in stale[:POSITION_EDITS_PER_ROUND]:
-                self._last_positions[job_id] = i
-                sent.append(self._publish(JobEvent(job_id, position=i)))
-            await asyncio.wait(sent)  # a round at a time: the edits pace themselves
-            if len(stale) <= POSITION_EDITS_PER_ROUND:
-                return
 
     # ----------------------------------------------------------------------- events
     def _publish(self, event: JobEvent) -> asyncio.Task[None]:
@@ -388,7 +345,7 @@ class JobRunner:
         return await self._storage.images.of_job(job_id)
 
     async def _run(self, job_id: str, user: str, provider_name: str) -> None:
-        self._last_positions.pop(job_id, None)
+        self._places.forget(job_id)
         held = True
 
         def release() -> None:
@@ -434,9 +391,9 @@ class JobRunner:
 
         alert: ProviderError | None = None
         try:
-            req = await self._build_request(job)
-            result, used_provider, notice = await self._generate(job, req, on_progress)
-            await self._store_results(job, result, used_provider, notice)
+            req = await self._executor.build_request(job)
+            result, used_provider, notice = await self._executor.generate(job, req, on_progress)
+            await self._executor.store_results(job, result, used_provider, notice)
         except asyncio.CancelledError:
             raise  # left 'running' (or re-queued by stop()); settled at the next start
         except ProviderError as exc:
@@ -447,14 +404,14 @@ class JobRunner:
                 type(exc).__name__,
                 exc.status,
             )
-            await self._settle_failed(job_id, exc.user_message, release)
+            await self._executor.settle_failed(job_id, exc.user_message, release)
             alert = exc if exc.global_failure else None
         except UserError as exc:
-            await self._settle_failed(job_id, exc.message, release)
+            await self._executor.settle_failed(job_id, exc.message, release)
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("job %s failed unexpectedly (ref %s)", job_id, ref)
-            await self._settle_failed(
+            await self._executor.settle_failed(
                 job_id,
                 f"Something went wrong on our side (ref {ref}). Your quota was refunded.",
                 release,
@@ -463,158 +420,6 @@ class JobRunner:
         if alert is not None:
             await self._events.alert(job.provider, alert)
         await self._publish(JobEvent(job_id))
-
-    async def _settle_failed(self, job_id: str, message: str, release: Callable[[], None]) -> None:
-        """Record the failure and refund, retrying with backoff for as long as that fails
-        (disk full, a read-only database); the job's slots are given back meanwhile."""
-        delay = SETTLE_RETRY_FIRST_S
-        while True:
-            try:
-                await self._finish_failed(job_id, message, notify=False)
-                return
-            except Exception as exc:
-                log.warning(
-                    "could not record the failure of job %s (%s: %s); its quota is "
-                    "held until that works, next try in %.1f s",
-                    job_id,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-            release()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SETTLE_RETRY_MAX_S)
-
-    async def _build_request(self, job: Job) -> GenerationRequest:
-        r = job.request
-        init: bytes | None = None
-        if r.init_sha:
-            path = image_path(self._data_dir, r.init_sha, r.init_ext or "png")
-            data = await asyncio.to_thread(path.read_bytes)
-            init = await images.resize_for_init(data, r.width, r.height)
-        return r.generation(init_image=init, user_ref=job.payer_scope)
-
-    def _gated(self, name: str) -> Provider:
-        slots = self._call_slots.setdefault(name, asyncio.Semaphore(self._provider_limit(name)))
-        return _GatedProvider(self._providers.get(name), slots)
-
-    async def _generate(
-        self, job: Job, req: GenerationRequest, on_progress: Callable[[float], None]
-    ) -> tuple[GenerationResult, str, str]:
-        provider = self._gated(job.provider)
-        try:
-            async with asyncio.timeout(self._settings.job_timeout_s):
-                result = await generate_split(
-                    provider,
-                    req,
-                    parallel=provider.capabilities.max_concurrency,
-                    progress=on_progress,
-                )
-            return result, job.provider, ""
-        except TimeoutError:
-            error: ProviderError = ProviderUnavailable(
-                f"job exceeded {self._settings.job_timeout_s:g}s"
-            )
-        except ProviderError as exc:
-            error = exc
-        fallback = self._providers.fallback
-        if (
-            fallback is None
-            or fallback == job.provider
-            or not (isinstance(error, ProviderUnavailable) or error.global_failure)
-        ):
-            raise error
-        if error.global_failure:
-            await self._events.alert(job.provider, error)
-        backup = self._gated(fallback)
-        try:
-            fitted = fit_request(req, backup.capabilities, backup.label)
-        except ProviderError:
-            raise error from None
-        try:
-            async with asyncio.timeout(self._settings.job_timeout_s):
-                result = await generate_split(
-                    backup,
-                    fitted.request,
-                    parallel=backup.capabilities.max_concurrency,
-                    progress=on_progress,
-                )
-        except TimeoutError:
-            raise ProviderUnavailable(
-                f"fallback job exceeded {self._settings.job_timeout_s:g}s"
-            ) from None
-        notice = (
-            f"{self._providers.get(job.provider).label} was unavailable, so "
-            f"{backup.label} made these instead."
-        )
-        return result, fallback, notice
-
-    async def _store_results(
-        self, job: Job, result: GenerationResult, provider: str, notice: str
-    ) -> None:
-        kept = [img for img in result.images if not img.filtered]
-        filtered = len(result.images) - len(kept)
-        # A provider without seeds (seed_max None, e.g. OpenAI) ignored ours: recording
-        # seed + i would claim a reproducibility that does not exist.
-        seedless = self._providers.get(provider).capabilities.seed_max is None
-        seeds: list[int | None] = [
-            img.seed if img.seed is not None else (None if seedless else job.seed + i)
-            for i, img in enumerate(kept)
-        ]
-        outputs = [
-            (
-                img.data,
-                {
-                    "prompt": job.request.prompt,
-                    "negative_prompt": job.request.negative_prompt or "",
-                    **({"seed": str(seed)} if seed is not None else {}),
-                    "provider": provider,
-                    "model": str(result.model or ""),
-                    "job_id": job.id,
-                    "parameters": _a1111_parameters(job, seed, result.model),
-                },
-            )
-            for img, seed in zip(kept, seeds, strict=True)
-        ]
-        files, grid = await images.store_job_images(self._data_dir, outputs, self._limits)
-        stored = list(zip(files, seeds, strict=True))
-        notes = [n for n in (job.notice, notice) if n]
-        if filtered:
-            notes.append(
-                f"{filtered} image{'s were' if filtered != 1 else ' was'} removed by the "
-                "provider's content filter and refunded."
-            )
-        async with self._storage.transaction() as tx:
-            await self._storage.images.put(
-                tx,
-                job.id,
-                [
-                    StoredJobImage(i, f.sha256, f.path.suffix.lstrip("."), seed, f.width, f.height)
-                    for i, (f, seed) in enumerate(stored, start=1)
-                ],
-            )
-            await self._storage.jobs.finish(
-                tx,
-                job.id,
-                state="done" if stored else "filtered",
-                provider=provider,
-                model=result.model,
-                notice=" ".join(notes),
-                grid_sha=grid.sha256 if grid else None,
-                grid_ext=grid.path.suffix.lstrip(".") if grid else None,
-                error=None
-                if stored
-                else "Every image was removed by the provider's content filter.",
-                at=self._clock(),
-            )
-            await self._quotas.settle(tx, job.id, len(stored))
-
-    async def _finish_failed(self, job_id: str, message: str, *, notify: bool = True) -> None:
-        async with self._storage.transaction() as tx:
-            await self._storage.jobs.fail(tx, job_id, message, self._clock())
-            await self._quotas.settle(tx, job_id, 0)
-        if notify:
-            await self._events.job(JobEvent(job_id))
 
 
 async def _false() -> bool:
@@ -626,50 +431,6 @@ def _log_failure(task: asyncio.Task[None]) -> None:
     when the task is collected, as "Task exception was never retrieved")."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("job task %s failed", task.get_name(), exc_info=exc)
-
-
-class _GatedProvider:
-    """A provider whose calls wait for one of its service-wide slots."""
-
-    def __init__(self, inner: Provider, slots: asyncio.Semaphore) -> None:
-        self._inner, self._slots = inner, slots
-        self.name, self.label = inner.name, inner.label
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._inner.capabilities
-
-    async def generate(
-        self, req: GenerationRequest, progress: ProgressCallback | None = None
-    ) -> GenerationResult:
-        async with self._slots:
-            return await self._inner.generate(req, progress)
-
-    async def check(self) -> dict[str, str]:
-        return await self._inner.check()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _a1111_parameters(job: Job, seed: int | None, model: str | None) -> str:
-    """The widely read "parameters" text chunk (as AUTOMATIC1111 writes it)."""
-    r = job.request
-    parts = [r.prompt]
-    if r.negative_prompt:
-        parts.append(f"Negative prompt: {r.negative_prompt}")
-    fields = ([f"Seed: {seed}"] if seed is not None else []) + [f"Size: {r.width}x{r.height}"]
-    if r.steps:
-        fields.insert(0, f"Steps: {r.steps}")
-    if r.sampler:
-        fields.append(f"Sampler: {r.sampler}")
-    if r.cfg is not None:
-        fields.append(f"CFG scale: {r.cfg}")
-    if model:
-        fields.append(f"Model: {model}")
-    fields.append(f"Provider: {job.provider}")
-    parts.append(", ".join(fields))
-    return "\n".join(parts)
 
 
 # Job, StoredJobImage and JobEvent live in bot.storage.records and bot.events; importing them

@@ -229,11 +229,23 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         actor = _local_actor(args.user)
         await app.handle(
             Invocation(
-                actor=actor, channel_id="cli", command="imagine", text=args.prompt, init_image=init
+                actor=actor,
+                channel_id="cli",
+                command="imagine",
+                text=args.prompt,
+                init_image=init,
+                confirmed=args.yes,
             ),
             collector,
         )
         job_ids = list(dict.fromkeys(r.job_id for r in collector.replies if r.job_id))
+        if asked := next((r for r in collector.replies if "confirm" in r.meta), None):
+            raise CliError(
+                f"This prompt expands to {asked.meta['jobs']} jobs: {asked.meta['images']} "
+                "images from your quota. Nothing was charged; add --yes to run them all.",
+                Exit.USAGE,
+                "confirm",
+            )
         if not job_ids:  # refused: a bad flag, no quota left, a queue cap
             text = " ".join(r.text for r in collector.replies) or "nothing was started."
             raise CliError(text, Exit.USAGE, "refused")
@@ -514,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--user", help="whose quota pays (default: your login name)")
     g.add_argument("--image", help="an input image to refine (img2img)")
+    g.add_argument(
+        "--yes", action="store_true", help="run a prompt that expands to many jobs without asking"
+    )
     q = sub.add_parser("quota", help="show what is left")
     q.add_argument("--user", help="whose quota (default: your login name)")
     q.add_argument("--platform", default="cli", help=PLATFORM_HELP)

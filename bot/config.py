@@ -53,6 +53,9 @@ class GrammarSettings:
     default_n: int = 4
     max_prompt_chars: int = 1000
     max_permutations: int = 8
+    # A command that expands to more jobs than this asks first (a Confirm button; --yes on
+    # the CLI): nothing is charged until then.
+    confirm_over: int = 2
     base_side: int = 1024
 
 
@@ -479,6 +482,7 @@ def _validate(s: Settings, sources: _Sources) -> None:
     need(1 <= g.default_n <= g.max_images, "grammar.default_n", "must be 1..grammar.max_images")
     need(1 <= g.max_prompt_chars <= 10000, "grammar.max_prompt_chars", "must be 1..10000")
     need(1 <= g.max_permutations <= 64, "grammar.max_permutations", "must be 1..64")
+    need(1 <= g.confirm_over <= 64, "grammar.confirm_over", "must be 1..64")
     need(256 <= g.base_side <= 2048, "grammar.base_side", "must be 256..2048")
     q = s.quota
     try:

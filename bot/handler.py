@@ -15,6 +15,7 @@ like in :mod:`bot.render`, posting it in :mod:`bot.delivery`.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import secrets
@@ -22,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from bot import admin, render
+from bot import admin, confirm, render
 from bot.access import Access
 from bot.actions import VerbTable, default_table
 from bot.config import Settings
@@ -38,7 +39,7 @@ from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
 from bot.store import Store
 from bot.styles import StyleBook
-from bot.types import ACTION_RE, Actor, ChannelPoster, Invocation, Reply, Responder
+from bot.types import ACTION_RE, Action, Actor, ChannelPoster, Invocation, Reply, Responder
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Handler:
         self.delivery = Delivery(self.ctx)
         self._routes: Mapping[str, Route] = {
             "imagine": lambda inv, r: imagine(self.ctx, self.delivery, inv, r),
-            "action": lambda inv, r: self.ctx.verbs.press(self.ctx, self.delivery, inv, r),
+            "action": self._press,
             "admin": lambda inv, r: admin.run(self.ctx, inv, r),
             "quota": self._quota,
         }
@@ -96,8 +97,8 @@ class Handler:
     async def handle(self, inv: Invocation, responder: Responder) -> None:
         try:
             route = self._routes.get(inv.command)
-            if route is None:
-                raise UserError(f"Unknown command {inv.command!r}. Try /imagine help.")
+            if route is None or (inv.command == "action" and not inv.action):
+                raise UserError(unknown_command(inv.command))
             await route(inv, responder)
         except (UserError, ProviderError) as exc:
             await responder.send(Reply(exc.message, ephemeral=True))
@@ -110,6 +111,13 @@ class Handler:
                     ephemeral=True,
                 )
             )
+
+    async def _press(self, inv: Invocation, responder: Responder) -> None:
+        action = Action.decode(inv.action)
+        if action is not None and action.verb in confirm.VERBS:
+            await confirm.press(self.ctx, self.delivery, inv, responder, action)
+        else:
+            await self.ctx.verbs.press(self.ctx, self.delivery, inv, responder)
 
     async def _quota(self, inv: Invocation, responder: Responder) -> None:
         st = await self.ctx.quotas.status(inv.actor)
@@ -152,3 +160,15 @@ class Handler:
 
     async def aclose(self) -> None:
         await self.delivery.aclose()
+
+
+# The commands a person types (a button press arrives as "action").
+TYPED_COMMANDS = ("imagine", "quota", "admin")
+
+
+def unknown_command(command: str) -> str:
+    """``Unknown command /imagin. Did you mean /imagine? ...``"""
+    shown = "/" + command.lstrip("/")[:40]
+    close = difflib.get_close_matches(command.lstrip("/").lower(), TYPED_COMMANDS, n=1, cutoff=0.7)
+    hint = f" Did you mean /{close[0]}?" if close else ""
+    return f"Unknown command {shown}.{hint} Try /imagine help."

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bot import grammar, images, specs
+from bot import confirm, grammar, images, specs
 from bot.events import JobEvent
 from bot.jobs import JobSpec
 from bot.providers.base import NotSupported
@@ -57,8 +57,15 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
         )
         for r in result.requests
     ]
-    if len(job_specs) > 1:
-        # The cost is told before anything runs.
+    if confirm.needs_asking(ctx, inv, len(job_specs)):
+        # Over the configured number of jobs, nothing runs before the owner says so.
+        init = (init_sha, init_ext) if init_sha and init_ext else None
+        await confirm.ask(
+            ctx, inv, responder, jobs=len(job_specs), images=result.total_images, init=init
+        )
+        return
+    if len(job_specs) > 1 and not inv.confirmed:
+        # The cost is told before anything runs (a Confirm told it already).
         await responder.send(
             Reply(
                 f"Your prompt expands to {plural(len(job_specs), 'job')} "

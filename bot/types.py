@@ -53,6 +53,8 @@ class Invocation:
     init_image: bytes | None = None
     interaction_id: str | None = None
     channel_allows_collaboration: bool | None = None
+    # The user already agreed to a large permutation (the CLI's --yes, a Confirm button).
+    confirmed: bool = False
 
 
 # The one button codec, used by every adapter and the core: ``verb:job_id[:index]``. A verb is

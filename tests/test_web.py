@@ -195,7 +195,8 @@ async def open_socket(
         ("/admin refund j1", ("admin", "refund j1")),
         ("a fox without a slash", ("imagine", "a fox without a slash")),
         ("/IMAGINE loud", ("imagine", "loud")),
-        ("/dance now", None),
+        ("/dance now", ("dance", "now")),  # the core answers an unknown command
+        ("   ", None),
     ],
 )
 def test_parse_line(line: str, expected: tuple[str, str] | None) -> None:
@@ -354,8 +355,22 @@ async def test_the_hint_is_the_grammars_flag_table(
         {"name": f.name, "value": f.value, "help": f.help, "example": f.example} for f in flags
     ]
     assert all(f.name in config["hint"] for f in flags)
+    body = await command(http, server, "alice", "   ")
+    assert body["replies"][0]["text"] == config["hint"]
+
+
+async def test_an_unknown_command_is_answered_by_the_core_with_the_closest_one(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    body = await command(http, server, "alice", "/imagin a fox")
+    assert body["replies"][0]["text"] == (
+        "Unknown command /imagin. Did you mean /imagine? Try /imagine help."
+    )
     body = await command(http, server, "alice", "/dance")
-    assert body["replies"][0]["text"] == f"Unknown command. {config['hint']}"
+    assert body["replies"][0]["text"] == "Unknown command /dance. Try /imagine help."
+    # A button press is not a command one can type.
+    body = await command(http, server, "alice", "/action confirm:abcdefghijkm")
+    assert body["replies"][0]["text"].startswith("Unknown command /action.")
 
 
 class WithOneFlag(App):

@@ -386,7 +386,7 @@ class WebPlayground:
     ) -> web.Response:
         parsed = parse_line(text)
         if parsed is None or not text.strip():
-            hint = Reply(text=f"Unknown command. {self.hint}", ephemeral=True)
+            hint = Reply(text=self.hint, ephemeral=True)
             message = self.reply_json(hint, ref=self.new_ref(hint), owner=actor.user_id)
             return web.json_response({"replies": [message]})
         command, rest = parsed

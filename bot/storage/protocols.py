@@ -22,6 +22,7 @@ from bot.storage.records import (
     Job,
     LedgerTotals,
     NewJob,
+    PendingCommand,
     Reservation,
     ScopeLimits,
     StoredJobImage,
@@ -238,6 +239,27 @@ class AlertRepository(Protocol):
         ...
 
 
+class ConfirmationRepository(Protocol):
+    """Commands waiting for their owner's Confirm button (:mod:`bot.confirm`)."""
+
+    async def put(self, pending: PendingCommand) -> None: ...
+
+    async def get(self, pending_id: str) -> PendingCommand | None: ...
+
+    async def use(self, pending_id: str, at: float) -> bool:
+        """Mark it used; False when it already was (one conditional write: a double click
+        runs the command once)."""
+        ...
+
+    async def unuse(self, pending_id: str) -> None:
+        """Make it pressable again (the run it started was refused, e.g. no quota left)."""
+        ...
+
+    async def forget_before(self, at: float) -> int:
+        """Delete the ones created before ``at``; how many."""
+        ...
+
+
 class Storage(Protocol):
     """The bundle the core is built on (``app.storage``)."""
 
@@ -268,6 +290,9 @@ class Storage(Protocol):
     @property
     def posts(self) -> PostRepository: ...
 
+    @property
+    def confirmations(self) -> ConfirmationRepository: ...
+
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A write transaction that holds the write lock from its start (so a read inside it
         cannot be overtaken by another writer); commits on exit, rolls back on any error,
@@ -283,6 +308,7 @@ __all__ = [
     "AdminLog",
     "AlertRepository",
     "ChannelRepository",
+    "ConfirmationRepository",
     "ImageRepository",
     "JobRepository",
     "LedgerRepository",

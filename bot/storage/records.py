@@ -146,3 +146,19 @@ __all__ = [
     "user_scope",
     "workspace_scope",
 ]
+
+
+@dataclass(frozen=True)
+class PendingCommand:
+    """An ``/imagine`` waiting for its owner's Confirm (see :mod:`bot.confirm`)."""
+
+    id: str
+    platform: str
+    tenant: str
+    channel_id: str
+    owner_id: str
+    text: str
+    init_sha: str | None
+    init_ext: str | None
+    created_at: float
+    used_at: float | None = None

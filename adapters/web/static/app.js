@@ -533,14 +533,20 @@
       fillImages(images, reply);
       item.append(images);
     }
-    if ((reply.buttons || []).length) {
+    const asks = (reply.buttons || []).length > 0;
+    if (asks) {
+      // A question (Run 3 jobs? Cancel): it stays until answered, then goes.
       const buttons = el("div", { class: "buttons" });
       fillButtons(buttons, reply.buttons);
+      buttons.addEventListener("click", (event) => {
+        if (event.target.closest("button")) setTimeout(() => item.remove(), 0);
+      });
       item.append(buttons);
     }
     if (reply.extra) item.append(reply.extra);
     box.prepend(item);
     while (box.children.length > 4) box.lastElementChild.remove();
+    if (asks) return item;
     // Long enough to read (longer for errors and long texts), paused while pointed at.
     const text = reply.text || "";
     const ms = reply.ms || Math.min(20000, (reply.error ? 9000 : 5000) + 40 * text.length);

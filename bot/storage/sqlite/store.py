@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiosqlite
 
+from bot.storage.sqlite.confirmations import SqliteConfirmations
 from bot.storage.sqlite.database import Database
 from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
 from bot.storage.sqlite.repositories import (
@@ -32,3 +33,4 @@ class Store(Database):
         self.alerts = SqliteAlerts(self)
         self.outbox = SqliteOutbox(self)
         self.posts = SqlitePosts(self)
+        self.confirmations = SqliteConfirmations(self)

@@ -76,16 +76,19 @@ class App:
         clock: Callable[[], float] = time.time,
         start: bool = True,
         extra_providers: Mapping[str, Provider] | None = None,
+        shared: bool = False,
     ) -> AsyncIterator[App]:
         """Open the database, build the providers, start the job runner; undo it all on exit.
 
         Jobs still queued at exit stay queued in SQLite and resume at the next start.
+        ``shared``: other processes use the same database at once (a shared store): no
+        data-dir lock, and jobs are taken by lease (:mod:`bot.leasing`).
         """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as locks:
-            if start:
+            if start and not shared:
                 locks.enter_context(runner_lock(settings.data_dir))
-            async with cls._open(settings, clock, start, extra_providers) as app:
+            async with cls._open(settings, clock, start, extra_providers, shared) as app:
                 yield app
 
     @classmethod
@@ -96,6 +99,7 @@ class App:
         clock: Callable[[], float],
         start: bool,
         extra_providers: Mapping[str, Provider] | None,
+        shared: bool,
     ) -> AsyncIterator[App]:
         styles = StyleBook.from_config(settings.styles)
         data_dir = settings.data_dir
@@ -116,6 +120,7 @@ class App:
                 image_settings=settings.images,
                 events=events,
                 clock=clock,
+                shared=shared,
             )
             handler = Handler(
                 settings, store, quotas, runner, providers, styles, access=access, clock=clock

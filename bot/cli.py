@@ -249,7 +249,7 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         if not job_ids:  # refused: a bad flag, no quota left, a queue cap
             text = " ".join(r.text for r in collector.replies) or "nothing was started."
             raise CliError(text, Exit.USAGE, "refused")
-        await app.runner.wait_idle()
+        await app.runner.wait_finished(job_ids)
         results: list[dict[str, Any]] = []
         for job_id in job_ids:
             job = await app.runner.load(job_id)

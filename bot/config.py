@@ -78,6 +78,10 @@ class JobSettings:
     max_queue: int = 500
     retry_interrupted: int = 1
     job_timeout_s: float = 300.0
+    # Several processes on one database (store.url): a running job's lease, renewed while it
+    # runs, and how often each process looks for queued jobs.
+    lease_s: float = 5.0
+    claim_poll_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -506,6 +510,8 @@ def _validate(s: Settings, sources: _Sources) -> None:
     need(j.max_queue >= 1, "jobs.max_queue", "must be at least 1")
     need(j.retry_interrupted >= 0, "jobs.retry_interrupted", "must be 0 or more")
     need(j.job_timeout_s > 0, "jobs.job_timeout_s", "must be positive")
+    need(0.2 <= j.lease_s <= 600, "jobs.lease_s", "must be 0.2..600 seconds")
+    need(0.05 <= j.claim_poll_s <= 60, "jobs.claim_poll_s", "must be 0.05..60 seconds")
     a = s.actions
     need(0 < a.refine_strength <= 1, "actions.refine_strength", "must be in (0, 1]")
     need(0 < a.vary_strength <= 1, "actions.vary_strength", "must be in (0, 1]")

@@ -124,8 +124,10 @@ class Delivery:
             return
         self._started = True
         # The data-dir lock makes this the only deliverer: a lease still held was a dead
-        # process's. Finished jobs without a row died between their final state and it.
-        await self._outbox.release_leases()
+        # process's. (With a shared store other deliverers hold live leases: theirs run out.)
+        # Finished jobs without a row died between their final state and it.
+        if not self._ctx.runner.shared:
+            await self._outbox.release_leases()
         for job_id in await self._outbox.missing_results():
             job = await self._jobs.get(job_id)
             if job is not None:

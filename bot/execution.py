@@ -31,7 +31,7 @@ from bot.providers.base import (
 )
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
-from bot.storage.protocols import Storage
+from bot.storage.protocols import Storage, Tx
 from bot.storage.records import Job, StoredJobImage
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # stay 'running' with its quota held: retried with backoff until writing works again.
 SETTLE_RETRY_FIRST_S = 0.5
 SETTLE_RETRY_MAX_S = 30.0
+
+
+class LeaseLost(Exception):
+    """Shared mode: another process holds the job now; this one must not record an outcome."""
 
 
 def image_path(data_dir: Path, sha256: str, ext: str) -> Path:
@@ -74,6 +78,15 @@ class JobExecutor:
         # max_concurrency bounds provider *calls*, across jobs: generate_split's own
         # parallelism is per job, so N jobs x M calls would otherwise reach the service.
         self._call_slots: dict[str, asyncio.Semaphore] = {}
+        # Shared mode (bot.leasing): this process's lease name; an outcome is recorded only
+        # while the lease is still this process's.
+        self.lease_owner: str | None = None
+
+    async def _check_lease(self, tx: Tx, job_id: str) -> None:
+        if self.lease_owner is not None and not await self._storage.leases.holds(
+            tx, job_id, self.lease_owner
+        ):
+            raise LeaseLost(job_id)
 
     async def settle_failed(self, job_id: str, message: str, release: Callable[[], None]) -> None:
         """Record the failure and refund, retrying with backoff for as long as that fails
@@ -83,6 +96,8 @@ class JobExecutor:
             try:
                 await self.finish_failed(job_id, message, notify=False)
                 return
+            except LeaseLost:
+                return  # another process runs it now: the outcome is theirs to record
             except Exception as exc:
                 log.warning(
                     "could not record the failure of job %s (%s: %s); its quota is "
@@ -196,6 +211,7 @@ class JobExecutor:
                 "provider's content filter and refunded."
             )
         async with self._storage.transaction() as tx:
+            await self._check_lease(tx, job.id)
             await self._storage.images.put(
                 tx,
                 job.id,
@@ -222,6 +238,7 @@ class JobExecutor:
 
     async def finish_failed(self, job_id: str, message: str, *, notify: bool = True) -> None:
         async with self._storage.transaction() as tx:
+            await self._check_lease(tx, job_id)
             await self._storage.jobs.fail(tx, job_id, message, self._clock())
             await self._quotas.settle(tx, job_id, 0)
         if notify:

@@ -22,8 +22,9 @@ from bot import images
 from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
 from bot.events import EventBus, JobEvent
-from bot.execution import SETTLE_RETRY_FIRST_S, JobExecutor, image_path
+from bot.execution import SETTLE_RETRY_FIRST_S, JobExecutor, LeaseLost, image_path
 from bot.job_request import Display, JobRequest
+from bot.leasing import LeaseDispatcher, process_owner
 from bot.providers.base import (
     GenerationRequest,
     ProviderError,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # A second identical Vary/Reroll click by the same person within this window is the same
 # wish (a double click, a laggy client), not a second job to pay for.
 DOUBLE_CLICK_S = 5.0
+_ACTIVE = ("queued", "running")
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
@@ -86,7 +88,10 @@ class JobRunner:
         image_settings: ImageSettings,
         events: EventBus,
         clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
+        """``shared``: several processes use this database (see :mod:`bot.leasing`): jobs
+        are claimed from it by lease instead of queued in this process's memory."""
         self._storage = storage
         self._quotas = quotas
         self._providers = providers
@@ -122,6 +127,26 @@ class JobRunner:
             provider_limit=self._provider_limit,
             clock=clock,
         )
+        self._leases: LeaseDispatcher | None = None
+        if shared:
+            self._leases = LeaseDispatcher(
+                storage,
+                quotas,
+                settings=job_settings,
+                owner=process_owner(),
+                clock=clock,
+                provider_names=providers.names,
+                provider_limit=self._provider_limit,
+                spawn=self._spawn_claimed,
+                tasks=self._tasks,
+                publish=self._publish,
+                idle=self._idle,
+            )
+            self._executor.lease_owner = self._leases.owner
+
+    @property
+    def shared(self) -> bool:
+        return self._leases is not None
 
     # --------------------------------------------------------------------- submission
     async def submit(
@@ -209,11 +234,15 @@ class JobRunner:
         return ids
 
     def _enqueue(self, job_id: str, user: str, provider: str) -> None:
+        if self._leases is not None:
+            self._leases.wake()  # the database is the queue
+            return
         self._queue.add(job_id, user, provider)
         self._idle.clear()
         self._wake.set()
 
     def position(self, job_id: str) -> int | None:
+        """The job's place in line (this process's queue; None in shared mode)."""
         return self._queue.position(job_id)
 
     def queued_count(self) -> int:
@@ -228,6 +257,10 @@ class JobRunner:
         )
         if removed:
             log.info("removed %d unfinished image file(s) left by an earlier run", removed)
+        if self._leases is not None:
+            self._idle.clear()  # until the first look at the shared queue
+            await self._leases.start()
+            return
         await self._recover()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="job-dispatcher")
 
@@ -235,6 +268,8 @@ class JobRunner:
         """Graceful stop: running jobs go back to the queue (not counted as an attempt) so the
         next start runs them; nothing is refunded or charged twice."""
         await self._places.stop()
+        if self._leases is not None:
+            await self._leases.stop()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
@@ -244,6 +279,9 @@ class JobRunner:
         await asyncio.gather(
             *self._tasks.values(), *self._publishing.values(), return_exceptions=True
         )
+        if self._leases is not None:
+            await self._leases.give_back(running)
+            return
         for job_id in running:
             try:
                 await self._storage.jobs.requeue(job_id, undo_attempt=True)
@@ -269,6 +307,17 @@ class JobRunner:
         """Wait until nothing is queued or running (tests, the CLI)."""
         async with asyncio.timeout(within):
             await self._idle.wait()
+
+    async def wait_finished(self, job_ids: Sequence[str], poll_s: float = 0.2) -> None:
+        """Wait until these jobs have ended, whichever process runs them."""
+        if self._leases is None:
+            await self.wait_idle()
+            return
+        pending = list(job_ids)
+        while pending:
+            pending = [j for j in pending if (job := await self.load(j)) and job.state in _ACTIVE]
+            if pending:
+                await asyncio.sleep(poll_s)
 
     async def _recover(self) -> None:
         for job in await self._storage.jobs.active("running"):
@@ -373,6 +422,29 @@ class JobRunner:
             self._tasks.pop(job_id, None)
             self._wake.set()
 
+    def _spawn_claimed(self, job_id: str, provider_name: str) -> None:
+        """Shared mode: run a job this process just claimed (it is running already)."""
+        task = asyncio.create_task(self._run_claimed(job_id, provider_name), name=f"job-{job_id}")
+        task.add_done_callback(_log_failure)
+        self._tasks[job_id] = task
+
+    async def _run_claimed(self, job_id: str, provider_name: str) -> None:
+        assert self._leases is not None
+        leases = self._leases
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                leases.release(provider_name)
+
+        try:
+            await self._execute(job_id, release)
+        finally:
+            release()
+            self._tasks.pop(job_id, None)
+
     async def _execute(self, job_id: str, release: Callable[[], None]) -> None:
         """Run the job at its provider and record the outcome, holding the job's slots; then
         give them back and post the outcome (posting is not the provider's time)."""
@@ -396,6 +468,10 @@ class JobRunner:
             await self._executor.store_results(job, result, used_provider, notice)
         except asyncio.CancelledError:
             raise  # left 'running' (or re-queued by stop()); settled at the next start
+        except LeaseLost:
+            log.warning("job %s was taken over by another process; its outcome is theirs", job_id)
+            release()
+            return
         except ProviderError as exc:
             log.warning(
                 "job %s failed at provider %s: %s (%s)",

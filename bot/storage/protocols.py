@@ -239,6 +239,44 @@ class AlertRepository(Protocol):
         ...
 
 
+class JobLeaseRepository(Protocol):
+    """Jobs held by one of several processes on a shared database (``bot.jobs``, shared mode).
+
+    A claim takes the fairest queued job of a provider (the payer served longest ago, under
+    the per-user cap of running jobs) and holds it until ``until``; the holder renews it while
+    the job runs. A lease that ran out is anyone's to put back in the queue.
+    """
+
+    async def queued_providers(self) -> set[str]: ...
+
+    async def claim_next(
+        self, *, provider: str, owner: str, now: float, until: float, max_running_per_user: int
+    ) -> str | None:
+        """The claimed job's id (now running, one more attempt), or None."""
+        ...
+
+    async def renew(self, owner: str, job_ids: Sequence[str], until: float) -> set[str]:
+        """Extend the leases ``owner`` still holds among ``job_ids``; which ones those are."""
+        ...
+
+    async def expired(self, now: float) -> list[ActiveJob]: ...
+
+    async def requeue_expired(self, job_id: str, now: float) -> bool:
+        """Back to the queue if its lease is still expired (one process wins)."""
+        ...
+
+    async def fail_expired(self, tx: Tx, job_id: str, error: str, now: float) -> bool: ...
+
+    async def holds(self, tx: Tx, job_id: str, owner: str) -> bool:
+        """``owner`` still holds the running job (checked in the transaction that records
+        its outcome, so a job taken over by another process is recorded once)."""
+        ...
+
+    async def release(self, owner: str, job_id: str) -> bool:
+        """A graceful stop: back to the queue, the attempt not counted."""
+        ...
+
+
 class ConfirmationRepository(Protocol):
     """Commands waiting for their owner's Confirm button (:mod:`bot.confirm`)."""
 
@@ -293,6 +331,9 @@ class Storage(Protocol):
     @property
     def confirmations(self) -> ConfirmationRepository: ...
 
+    @property
+    def leases(self) -> JobLeaseRepository: ...
+
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A write transaction that holds the write lock from its start (so a read inside it
         cannot be overtaken by another writer); commits on exit, rolls back on any error,
@@ -310,6 +351,7 @@ __all__ = [
     "ChannelRepository",
     "ConfirmationRepository",
     "ImageRepository",
+    "JobLeaseRepository",
     "JobRepository",
     "LedgerRepository",
     "QuotaRepository",

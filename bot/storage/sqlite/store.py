@@ -6,6 +6,7 @@ import aiosqlite
 
 from bot.storage.sqlite.confirmations import SqliteConfirmations
 from bot.storage.sqlite.database import Database
+from bot.storage.sqlite.leases import SqliteLeases
 from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
 from bot.storage.sqlite.repositories import (
     SqliteAdminLog,
@@ -34,3 +35,4 @@ class Store(Database):
         self.outbox = SqliteOutbox(self)
         self.posts = SqlitePosts(self)
         self.confirmations = SqliteConfirmations(self)
+        self.leases = SqliteLeases(self)

@@ -31,7 +31,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ from bot.providers.http import (
     json_or_none,
     reject_unknown,
 )
+from bot.providers.pool import POOL_KEYS, ServerSpec, parse_health_interval, parse_servers
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ SETTING_KEYS = frozenset(
         "poll_interval_s",
         "websocket",
         "workflow",
+        *POOL_KEYS,
     }
 )
 IMAGE_TYPES = ("output", "temp")  # SaveImage writes "output", PreviewImage "temp"
@@ -140,6 +142,20 @@ class ComfyUISettings:
     max_side: int = 2048
     max_concurrency: int = 1
     policy: HttpPolicy = field(default_factory=HttpPolicy)
+    # base_urls: a pool of servers (bot.providers.pool); empty for one base_url.
+    servers: tuple[ServerSpec, ...] = ()
+    health_interval_s: float = 5.0
+
+    def for_server(self, server: ServerSpec) -> ComfyUISettings:
+        """One pool member's settings: a refused connection is not retried there, since the
+        pool moves the call to another server at once."""
+        return replace(
+            self,
+            base_url=server.url,
+            max_concurrency=server.max_concurrency,
+            policy=replace(self.policy, connect_retries=0),
+            servers=(),
+        )
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, object], env: Mapping[str, str]) -> ComfyUISettings:
@@ -151,12 +167,16 @@ class ComfyUISettings:
                 "workflow JSON with placeholders"
             )
         batch = "{{batch_size}}" in workflow
+        concurrency = get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16)
+        servers = parse_servers(
+            section, PREFIX, env, "COMFYUI_BASE_URL", default_concurrency=concurrency
+        )
         return cls(
             workflow=workflow,
             img2img_workflow=_load_workflow(section, "img2img_workflow"),
-            base_url=get_url(
-                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"
-            ),
+            base_url=servers[0].url
+            if servers
+            else get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"),
             api_key=env.get("COMFYUI_API_KEY", "").strip() or None,
             max_n_per_call=get_int(
                 section, "max_n_per_call", 4 if batch else 1, PREFIX, lo=1, hi=16 if batch else 1
@@ -164,8 +184,10 @@ class ComfyUISettings:
             poll_interval_s=get_float(section, "poll_interval_s", 0.5, PREFIX, lo=0.0, hi=10.0),
             websocket=get_bool(section, "websocket", True, PREFIX),
             max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
-            max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
+            max_concurrency=concurrency,
             policy=HttpPolicy.from_mapping(section, PREFIX),
+            servers=servers,
+            health_interval_s=parse_health_interval(section, PREFIX),
         )
 
 
@@ -313,6 +335,17 @@ class ComfyUIProvider:
             "version": str(version),
             "img2img": "yes" if self.settings.img2img_workflow else "no",
         }
+
+    async def ping(self) -> None:
+        """The pool's health check: ``GET /system_stats``, which every ComfyUI serves (also
+        while it runs a workflow). An answer also closes this server's circuit breaker."""
+        await self._http.request(
+            "GET",
+            "/system_stats",
+            side_channel=True,
+            deadline_s=min(10.0, self.settings.policy.deadline_s),
+        )
+        self._http.breaker.success()
 
     async def _upload(self, image: bytes) -> str:
         files: list[tuple[str, FilePart]] = [

@@ -32,7 +32,6 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,6 +51,9 @@ from bot.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from bot.providers.comfyui_workflow import PLACEHOLDERS as PLACEHOLDERS
+from bot.providers.comfyui_workflow import fill as fill
+from bot.providers.comfyui_workflow import load_workflow
 from bot.providers.http import (
     FilePart,
     HttpClient,
@@ -61,7 +63,6 @@ from bot.providers.http import (
     get_bool,
     get_float,
     get_int,
-    get_str,
     get_url,
     json_or_none,
     reject_unknown,
@@ -88,46 +89,6 @@ SETTING_KEYS = frozenset(
 )
 IMAGE_TYPES = ("output", "temp")  # SaveImage writes "output", PreviewImage "temp"
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
-PLACEHOLDERS = (
-    "prompt",
-    "negative",
-    "seed",
-    "steps",
-    "cfg",
-    "width",
-    "height",
-    "denoise",
-    "init_image",
-    "batch_size",
-)
-_PH = re.compile(r"\{\{(\w+)\}\}")
-
-
-def _load_workflow(section: Mapping[str, object], key: str) -> str | None:
-    path = get_str(section, key, "", PREFIX).strip()
-    if not path:
-        return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except OSError as exc:
-        raise ConfigError(f"{PREFIX}.{key}: cannot read {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{PREFIX}.{key}: {path} is not JSON") from exc
-    if (
-        not isinstance(data, dict)
-        or not data
-        or not all(isinstance(v, dict) and "class_type" in v for v in data.values())
-    ):
-        raise ConfigError(
-            f"{PREFIX}.{key}: {path} is not an API-format workflow (use 'Save (API Format)')"
-        )
-    unknown = set(_PH.findall(text)) - set(PLACEHOLDERS)
-    if unknown:
-        raise ConfigError(f"{PREFIX}.{key}: unknown placeholders {sorted(unknown)}")
-    if "{{prompt}}" not in text:
-        raise ConfigError(f"{PREFIX}.{key}: the workflow has no {{{{prompt}}}} placeholder")
-    return text
 
 
 @dataclass(frozen=True)
@@ -160,7 +121,7 @@ class ComfyUISettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, object], env: Mapping[str, str]) -> ComfyUISettings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
-        workflow = _load_workflow(section, "workflow")
+        workflow = load_workflow(section, "workflow")
         if workflow is None:
             raise ConfigError(
                 f"{PREFIX}.workflow is required: the path of an API-format "
@@ -173,7 +134,7 @@ class ComfyUISettings:
         )
         return cls(
             workflow=workflow,
-            img2img_workflow=_load_workflow(section, "img2img_workflow"),
+            img2img_workflow=load_workflow(section, "img2img_workflow"),
             base_url=servers[0].url
             if servers
             else get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"),
@@ -259,22 +220,6 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
         code=str(err.get("type") or "") or None,
         user_message=f"ComfyUI rejected the workflow at {where}: {cause}. Your quota was refunded.",
     )
-
-
-def fill(template: str, values: Mapping[str, object]) -> Any:
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            whole = _PH.fullmatch(node)
-            if whole and whole.group(1) in values:
-                return values[whole.group(1)]
-            return _PH.sub(lambda m: str(values.get(m.group(1), m.group(0))), node)
-        return node
-
-    return walk(json.loads(template))
 
 
 class ComfyUIProvider:

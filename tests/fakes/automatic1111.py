@@ -156,6 +156,7 @@ class Automatic1111Fake(FakeServer):
         # (modules/call_queue.py), so a second request waits there.
         self.queue_lock = asyncio.Lock()
         self.waiting = 0  # generation requests waiting behind the lock
+        self.most_waiting = 0  # the most that ever waited at once
         self.generated = 0  # generations done
 
     def routes(self) -> list[tuple[str, str, Handler]]:
@@ -311,6 +312,7 @@ class Automatic1111Fake(FakeServer):
         """Like the webui, answer only when done, one generation at a time; ``work_s`` > 0
         makes each take that long, reporting its progress on /sdapi/v1/progress meanwhile."""
         self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting - 1 + self.queue_lock.locked())
         async with self.queue_lock:
             self.waiting -= 1
             steps = 10

@@ -17,7 +17,12 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.providers.automatic1111 import Automatic1111Settings
-from bot.providers.base import CheckFailed, GenerationRequest, ProviderUnavailable
+from bot.providers.base import (
+    CheckFailed,
+    GenerationRequest,
+    ProviderUnavailable,
+    progress_note,
+)
 from bot.providers.comfyui import ComfyUISettings
 from bot.providers.pool import PooledProvider
 from bot.providers.registry import build_provider
@@ -220,6 +225,39 @@ async def test_the_health_check_brings_a_server_back() -> None:
             await until(lambda: dict(pool.servers())[url].startswith("down"))
         finally:
             await pool.aclose()
+
+
+async def test_a_server_its_breaker_paused_is_passed_over() -> None:
+    async with webuis(2) as (a, b):
+        pool = a1111_pool([a.base_url, b.base_url], breaker_threshold=1, health_interval_s=60)
+        try:
+            a.fail_next(500, json={"error": "RuntimeError", "detail": "CUDA error"}, times=2)
+            with pytest.raises(ProviderUnavailable):  # a failure of its own stays the call's
+                await pool.generate(req(1))
+            assert (await pool.generate(req(2))).server == b.base_url
+            sent = len(a.requests_to("/txt2img"))
+            # a's turn again, but its breaker is open: the call goes to b, nothing is sent to a.
+            assert (await pool.generate(req(3))).server == b.base_url
+            assert len(a.requests_to("/txt2img")) == sent
+            assert dict(pool.servers())[a.base_url].startswith("up")  # paused, not down
+        finally:
+            await pool.aclose()
+
+
+async def test_waiting_for_a_slot_says_so_in_the_progress() -> None:
+    async with webuis(1, work_s=0.3) as (a,):
+        pool = a1111_pool([a.base_url, dead_url()], health_interval_s=60)
+        notes: list[str | None] = []
+        try:
+            await pool.refresh()  # finds the second one down
+            first = asyncio.create_task(pool.generate(req(1)))
+            await until(lambda: a.queue_lock.locked())
+            second = await pool.generate(req(2), lambda p: notes.append(progress_note(p)))
+            await first
+        finally:
+            await pool.aclose()
+        assert second.server == a.base_url
+        assert "waiting for a free Stable Diffusion webui server" in notes
 
 
 async def test_every_server_down_fails_clearly() -> None:

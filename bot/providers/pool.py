@@ -182,12 +182,17 @@ class PooledProvider:
         self._watchers: list[asyncio.Task[None]] = []
         self._closed = False
         self.total_slots = sum(s.slots for s in self._servers)
+        self._caps_of: Capabilities | None = None  # the member capabilities _caps was made from
+        self._caps = first.capabilities
 
     # ------------------------------------------------------------------ the provider face
     @property
     def capabilities(self) -> Capabilities:
-        base = next((s for s in self._servers if s.up), self._servers[0]).member
-        return replace(base.capabilities, max_concurrency=self.total_slots)
+        # Read at every dispatch: made again only when the member's own capabilities change.
+        base = next((s for s in self._servers if s.up), self._servers[0]).member.capabilities
+        if base is not self._caps_of:
+            self._caps_of, self._caps = base, replace(base, max_concurrency=self.total_slots)
+        return self._caps
 
     def servers(self) -> list[tuple[str, str]]:
         """(url, state) of each server, in the configured order."""

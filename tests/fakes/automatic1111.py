@@ -152,8 +152,8 @@ class Automatic1111Fake(FakeServer):
         self.next_random_seed = 3_000_000_000
         self.work_s = 0.0
         self.current_progress = 0.0
-        # The webui runs one generation at a time: its API handlers take shared.queue_lock
-        # (modules/call_queue.py), so a second request waits there.
+        # The webui runs one generation at a time: text2imgapi and img2imgapi run under
+        # ``with self.queue_lock:`` (modules/api/api.py), so a second request waits there.
         self.queue_lock = asyncio.Lock()
         self.waiting = 0  # generation requests waiting behind the lock
         self.most_waiting = 0  # the most that ever waited at once

@@ -14,8 +14,9 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
+from bot.admission import new_job_id
 from bot.errors import JobNotFound, UserError
-from bot.jobs import image_path, new_job_id
+from bot.jobs import image_path
 from bot.render import plural
 from bot.storage.records import PendingCommand
 from bot.types import Action, Button, Invocation, Reply, Responder

@@ -226,6 +226,7 @@ class JobExecutor:
                 state="done" if stored else "filtered",
                 provider=provider,
                 model=result.model,
+                server=result.server,
                 notice=" ".join(notes),
                 grid_sha=grid.sha256 if grid else None,
                 grid_ext=grid.path.suffix.lstrip(".") if grid else None,

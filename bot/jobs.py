@@ -15,65 +15,28 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot import images
+from bot.admission import JobSpec, write_jobs
 from bot.config import ImageSettings, JobSettings
-from bot.errors import QueueFull, UserError
+from bot.errors import UserError
 from bot.events import EventBus, JobEvent
 from bot.execution import SETTLE_RETRY_FIRST_S, JobExecutor, LeaseLost, image_path
-from bot.job_request import Display, JobRequest
 from bot.leasing import LeaseDispatcher, process_owner
 from bot.providers.base import (
-    GenerationRequest,
     ProviderError,
 )
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas, user_scope
 from bot.scheduler import FairQueue, PlaceInLine
 from bot.storage.protocols import Storage
-from bot.storage.records import Job, NewJob, StoredJobImage
+from bot.storage.records import Job, StoredJobImage
 from bot.types import Actor
 
 log = logging.getLogger(__name__)
 
-# A second identical Vary/Reroll click by the same person within this window is the same
-# wish (a double click, a laggy client), not a second job to pay for.
-DOUBLE_CLICK_S = 5.0
 _ACTIVE = ("queued", "running")
-_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
-
-
-def new_job_id() -> str:
-    """Random, short, unguessable (not sequential: ids travel in button payloads)."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What the handler asks to run: one job, validated and fitted to its provider."""
-
-    kind: str
-    request: GenerationRequest
-    provider: str
-    init_sha: str | None = None
-    init_ext: str | None = None
-    parent_job_id: str | None = None
-    parent_index: int | None = None
-    notice: str = ""
-    display: Display = field(default_factory=Display)  # the user's own words
-
-    def job_request(self, actor: Actor) -> JobRequest:
-        """What is stored for this job, with who pays as the platform vouched for them now."""
-        return JobRequest.from_generation(
-            self.request,
-            init_sha=self.init_sha,
-            init_ext=self.init_ext,
-            display=self.display,
-            payer_roles=tuple(actor.roles),
-            payer_admin=actor.is_admin,
-        )
 
 
 class JobRunner:
@@ -160,72 +123,18 @@ class JobRunner:
     ) -> list[str]:
         """Write the jobs and reserve their quota in one ``BEGIN IMMEDIATE`` transaction, then
         queue them. All or nothing: a quota or queue refusal writes nothing."""
-        ids = [new_job_id() for _ in specs]
-        now = self._clock()
+        ids = await write_jobs(
+            self._storage,
+            self._quotas,
+            self._settings,
+            self._clock(),
+            actor,
+            channel_id,
+            thread_id,
+            specs,
+            interaction_id,
+        )
         scope = user_scope(actor.platform, actor.tenant, actor.user_id)
-        jobs = self._storage.jobs
-        async with self._storage.transaction() as tx:
-            # The checks are independent reads: asked together, they cost the connection one
-            # round trip instead of one each (under load, each waits for a busy event loop).
-            seen, duplicates, (queued, total) = await asyncio.gather(
-                jobs.interaction_seen(tx, interaction_id)
-                if interaction_id is not None
-                else _false(),
-                asyncio.gather(
-                    *(
-                        jobs.duplicate_in_flight(
-                            tx,
-                            kind=spec.kind,
-                            parent_job_id=spec.parent_job_id,
-                            parent_index=spec.parent_index,
-                            platform=actor.platform,
-                            tenant=actor.tenant,
-                            owner_id=actor.user_id,
-                            since=now - DOUBLE_CLICK_S,
-                        )
-                        for spec in specs
-                        if spec.kind in ("vary", "reroll")
-                    )
-                ),
-                jobs.queued_counts(tx, actor.platform, actor.tenant, actor.user_id),
-            )
-            if seen:
-                return []  # a replayed delivery: already accepted once
-            if any(duplicates):
-                raise UserError("That is already on its way.")
-            cap = self._settings.max_queued_per_user
-            if queued + len(specs) > cap:
-                raise QueueFull(
-                    f"You already have {queued} job{'s' if queued != 1 else ''} waiting; the "
-                    f"limit is {cap}. Try again when some have finished."
-                )
-            if total + len(specs) > self._settings.max_queue:
-                raise QueueFull("The queue is full right now. Nothing was charged; try again soon.")
-            for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True)):
-                await jobs.insert(
-                    tx,
-                    NewJob(
-                        id=job_id,
-                        platform=actor.platform,
-                        tenant=actor.tenant,
-                        channel_id=channel_id,
-                        thread_id=thread_id,
-                        owner_id=actor.user_id,
-                        owner_name=actor.display_name or actor.user_id,
-                        kind=spec.kind,
-                        parent_job_id=spec.parent_job_id,
-                        parent_index=spec.parent_index,
-                        request=spec.job_request(actor),
-                        provider=spec.provider,
-                        notice=spec.notice,
-                        interaction_id=interaction_id if i == 0 else None,
-                        # Apart by a microsecond, so one submission keeps its order everywhere.
-                        created_at=now + i * 1e-6,
-                    ),
-                )
-            await self._quotas.reserve(
-                tx, actor, [(j, s.request.n) for j, s in zip(ids, specs, strict=True)]
-            )
         for job_id, spec in zip(ids, specs, strict=True):
             self._enqueue(job_id, scope, spec.provider)
         for job_id in ids:  # what the status message about to be sent shows
@@ -496,10 +405,6 @@ class JobRunner:
         if alert is not None:
             await self._events.alert(job.provider, alert)
         await self._publish(JobEvent(job_id))
-
-
-async def _false() -> bool:
-    return False
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -167,7 +167,11 @@ def info_text(job: Job, imgs: Sequence[StoredJobImage], provider_label: str) -> 
     lines.append(f"Size: {r.width}x{r.height}, images: {job.n}, base seed: {job.seed}")
     if imgs and all(i.seed is not None for i in imgs):
         lines.append("Seeds: " + ", ".join(f"{i.index}={i.seed}" for i in imgs))
-    lines.append(f"Provider: {provider_label}" + (f", model {job.model}" if job.model else ""))
+    lines.append(
+        f"Provider: {provider_label}"
+        + (f", model {job.model}" if job.model else "")
+        + (f", on {job.server}" if job.server else "")
+    )
     if job.parent_job_id:
         lines.append(
             f"Parent: job {job.parent_job_id}"

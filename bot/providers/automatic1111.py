@@ -56,6 +56,7 @@ from bot.providers.http import (
     json_or_none,
     reject_unknown,
 )
+from bot.providers.pool import POOL_KEYS, ServerSpec, parse_health_interval, parse_servers
 
 PREFIX = "providers.automatic1111"
 # The keys of this provider's config table (plus the shared HTTP ones).
@@ -70,6 +71,7 @@ SETTING_KEYS = frozenset(
         "progress_interval_s",
         "sampler",
         "scheduler",
+        *POOL_KEYS,
     }
 )
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
@@ -89,6 +91,20 @@ class Automatic1111Settings:
     max_concurrency: int = 1
     progress_interval_s: float = 1.0
     policy: HttpPolicy = field(default_factory=HttpPolicy)
+    # base_urls: a pool of servers (bot.providers.pool); empty for one base_url.
+    servers: tuple[ServerSpec, ...] = ()
+    health_interval_s: float = 5.0
+
+    def for_server(self, server: ServerSpec) -> Automatic1111Settings:
+        """One pool member's settings: a refused connection is not retried there, since the
+        pool moves the call to another server at once."""
+        return replace(
+            self,
+            base_url=server.url,
+            max_concurrency=server.max_concurrency,
+            policy=replace(self.policy, connect_retries=0),
+            servers=(),
+        )
 
     @classmethod
     def from_mapping(
@@ -105,8 +121,15 @@ class Automatic1111Settings:
             raise ConfigError(
                 f"{PREFIX}.password: secrets come from the environment (AUTOMATIC1111_PASSWORD)"
             )
+        # The webui serialises generations behind one lock; more only queues there.
+        concurrency = get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16)
+        servers = parse_servers(
+            section, PREFIX, env, "AUTOMATIC1111_BASE_URL", default_concurrency=concurrency
+        )
         return cls(
-            base_url=get_url(
+            base_url=servers[0].url
+            if servers
+            else get_url(
                 section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "AUTOMATIC1111_BASE_URL"
             ),
             username=user,
@@ -117,12 +140,13 @@ class Automatic1111Settings:
             catalog_ttl_s=get_float(section, "catalog_ttl_s", 600.0, PREFIX, lo=0.0, hi=86400.0),
             max_n_per_call=get_int(section, "max_n_per_call", 4, PREFIX, lo=1, hi=16),
             max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
-            # The webui serialises generations behind one lock; more only queues there.
-            max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
+            max_concurrency=concurrency,
             progress_interval_s=get_float(
                 section, "progress_interval_s", 1.0, PREFIX, lo=0.0, hi=60.0
             ),
             policy=HttpPolicy.from_mapping(section, PREFIX),
+            servers=servers,
+            health_interval_s=parse_health_interval(section, PREFIX),
         )
 
 
@@ -359,6 +383,19 @@ class Automatic1111Provider:
                 " Your quota was refunded.", ""
             )
         return facts
+
+    async def ping(self) -> None:
+        """The pool's health check: ``/sdapi/v1/progress`` is on every webui and Forge API
+        (also with ``--nowebui``, which has no ``/internal/ping``), cheap, and answered while
+        a generation runs. An answer also closes this server's circuit breaker."""
+        await self._http.request(
+            "GET",
+            "/sdapi/v1/progress",
+            params={"skip_current_image": "true"},
+            side_channel=True,
+            deadline_s=min(10.0, self.settings.policy.deadline_s),
+        )
+        self._http.breaker.success()
 
     async def _poll_progress(self, progress: ProgressCallback) -> None:
         """The webui answers a generation only when it is done; its ``/progress`` endpoint

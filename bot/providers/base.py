@@ -262,6 +262,7 @@ class GenerationResult:
     images: tuple[GeneratedImage, ...]
     model: str | None = None
     request_id: str | None = None
+    server: str | None = None  # which server of a pool made it (bot.providers.pool)
 
 
 @dataclass(frozen=True)
@@ -580,4 +581,8 @@ async def generate_split(
         raise group.exceptions[0] from None
     results: Sequence[GenerationResult] = [t.result() for t in tasks]
     images = tuple(img for r in results for img in r.images)
-    return GenerationResult(images=images, model=results[0].model, request_id=results[0].request_id)
+    # The calls of one job may run on several servers of a pool: name each once.
+    servers = ", ".join(dict.fromkeys(r.server for r in results if r.server)) or None
+    return GenerationResult(
+        images=images, model=results[0].model, request_id=results[0].request_id, server=servers
+    )

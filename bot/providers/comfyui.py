@@ -31,8 +31,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -52,6 +51,9 @@ from bot.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from bot.providers.comfyui_workflow import PLACEHOLDERS as PLACEHOLDERS
+from bot.providers.comfyui_workflow import fill as fill
+from bot.providers.comfyui_workflow import load_workflow
 from bot.providers.http import (
     FilePart,
     HttpClient,
@@ -61,11 +63,11 @@ from bot.providers.http import (
     get_bool,
     get_float,
     get_int,
-    get_str,
     get_url,
     json_or_none,
     reject_unknown,
 )
+from bot.providers.pool import POOL_KEYS, ServerSpec, parse_health_interval, parse_servers
 
 log = logging.getLogger(__name__)
 
@@ -82,50 +84,11 @@ SETTING_KEYS = frozenset(
         "poll_interval_s",
         "websocket",
         "workflow",
+        *POOL_KEYS,
     }
 )
 IMAGE_TYPES = ("output", "temp")  # SaveImage writes "output", PreviewImage "temp"
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
-PLACEHOLDERS = (
-    "prompt",
-    "negative",
-    "seed",
-    "steps",
-    "cfg",
-    "width",
-    "height",
-    "denoise",
-    "init_image",
-    "batch_size",
-)
-_PH = re.compile(r"\{\{(\w+)\}\}")
-
-
-def _load_workflow(section: Mapping[str, object], key: str) -> str | None:
-    path = get_str(section, key, "", PREFIX).strip()
-    if not path:
-        return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except OSError as exc:
-        raise ConfigError(f"{PREFIX}.{key}: cannot read {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{PREFIX}.{key}: {path} is not JSON") from exc
-    if (
-        not isinstance(data, dict)
-        or not data
-        or not all(isinstance(v, dict) and "class_type" in v for v in data.values())
-    ):
-        raise ConfigError(
-            f"{PREFIX}.{key}: {path} is not an API-format workflow (use 'Save (API Format)')"
-        )
-    unknown = set(_PH.findall(text)) - set(PLACEHOLDERS)
-    if unknown:
-        raise ConfigError(f"{PREFIX}.{key}: unknown placeholders {sorted(unknown)}")
-    if "{{prompt}}" not in text:
-        raise ConfigError(f"{PREFIX}.{key}: the workflow has no {{{{prompt}}}} placeholder")
-    return text
 
 
 @dataclass(frozen=True)
@@ -140,23 +103,41 @@ class ComfyUISettings:
     max_side: int = 2048
     max_concurrency: int = 1
     policy: HttpPolicy = field(default_factory=HttpPolicy)
+    # base_urls: a pool of servers (bot.providers.pool); empty for one base_url.
+    servers: tuple[ServerSpec, ...] = ()
+    health_interval_s: float = 5.0
+
+    def for_server(self, server: ServerSpec) -> ComfyUISettings:
+        """One pool member's settings: a refused connection is not retried there, since the
+        pool moves the call to another server at once."""
+        return replace(
+            self,
+            base_url=server.url,
+            max_concurrency=server.max_concurrency,
+            policy=replace(self.policy, connect_retries=0),
+            servers=(),
+        )
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, object], env: Mapping[str, str]) -> ComfyUISettings:
         reject_unknown(section, PREFIX, SETTING_KEYS)
-        workflow = _load_workflow(section, "workflow")
+        workflow = load_workflow(section, "workflow")
         if workflow is None:
             raise ConfigError(
                 f"{PREFIX}.workflow is required: the path of an API-format "
                 "workflow JSON with placeholders"
             )
         batch = "{{batch_size}}" in workflow
+        concurrency = get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16)
+        servers = parse_servers(
+            section, PREFIX, env, "COMFYUI_BASE_URL", default_concurrency=concurrency
+        )
         return cls(
             workflow=workflow,
-            img2img_workflow=_load_workflow(section, "img2img_workflow"),
-            base_url=get_url(
-                section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"
-            ),
+            img2img_workflow=load_workflow(section, "img2img_workflow"),
+            base_url=servers[0].url
+            if servers
+            else get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"),
             api_key=env.get("COMFYUI_API_KEY", "").strip() or None,
             max_n_per_call=get_int(
                 section, "max_n_per_call", 4 if batch else 1, PREFIX, lo=1, hi=16 if batch else 1
@@ -164,8 +145,10 @@ class ComfyUISettings:
             poll_interval_s=get_float(section, "poll_interval_s", 0.5, PREFIX, lo=0.0, hi=10.0),
             websocket=get_bool(section, "websocket", True, PREFIX),
             max_side=get_int(section, "max_side", 2048, PREFIX, lo=256, hi=8192),
-            max_concurrency=get_int(section, "max_concurrency", 1, PREFIX, lo=1, hi=16),
+            max_concurrency=concurrency,
             policy=HttpPolicy.from_mapping(section, PREFIX),
+            servers=servers,
+            health_interval_s=parse_health_interval(section, PREFIX),
         )
 
 
@@ -239,22 +222,6 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
     )
 
 
-def fill(template: str, values: Mapping[str, object]) -> Any:
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            whole = _PH.fullmatch(node)
-            if whole and whole.group(1) in values:
-                return values[whole.group(1)]
-            return _PH.sub(lambda m: str(values.get(m.group(1), m.group(0))), node)
-        return node
-
-    return walk(json.loads(template))
-
-
 class ComfyUIProvider:
     name = "comfyui"
 
@@ -313,6 +280,17 @@ class ComfyUIProvider:
             "version": str(version),
             "img2img": "yes" if self.settings.img2img_workflow else "no",
         }
+
+    async def ping(self) -> None:
+        """The pool's health check: ``GET /system_stats``, which every ComfyUI serves (also
+        while it runs a workflow). An answer also closes this server's circuit breaker."""
+        await self._http.request(
+            "GET",
+            "/system_stats",
+            side_channel=True,
+            deadline_s=min(10.0, self.settings.policy.deadline_s),
+        )
+        self._http.breaker.success()
 
     async def _upload(self, image: bytes) -> str:
         files: list[tuple[str, FilePart]] = [

@@ -75,6 +75,11 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _BIG_JSON = 256 * 1024
 
 
+class ServerUnreachable(ProviderUnavailable):
+    """Nothing reached the service (connection refused, connect timeout): nothing ran, so
+    another server of a pool may take the call (:mod:`bot.providers.pool`)."""
+
+
 class ServicePaused(ProviderUnavailable):
     """The circuit breaker is open: we are not calling the service for a while."""
 
@@ -384,7 +389,7 @@ class HttpClient:
                     connect_retries += 1
                     await self._sleep(min(0.5 * connect_retries, 2.0))
                     continue
-                raise ProviderUnavailable(
+                raise ServerUnreachable(
                     f"cannot reach {self.label}: {type(exc).__name__}"
                 ) from None
             except httpx.TimeoutException as exc:
@@ -488,6 +493,7 @@ __all__ = [
     "HttpPolicy",
     "HttpResponse",
     "RetryPolicy",
+    "ServerUnreachable",
     "ServicePaused",
     "b64decode_many",
     "b64decode_strict",

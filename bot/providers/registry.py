@@ -82,7 +82,16 @@ def build_provider(name: str, section: Mapping[str, object], env: Mapping[str, s
     if name == "automatic1111":
         from bot.providers.automatic1111 import Automatic1111Provider, Automatic1111Settings
 
-        return Automatic1111Provider(Automatic1111Settings.from_mapping(section, env))
+        a1111 = Automatic1111Settings.from_mapping(section, env)
+        if a1111.servers:  # base_urls: a pool of webui servers
+            from bot.providers.pool import build_pool
+
+            return build_pool(
+                a1111.servers,
+                lambda s: Automatic1111Provider(a1111.for_server(s)),
+                health_interval_s=a1111.health_interval_s,
+            )
+        return Automatic1111Provider(a1111)
     if name == "cerebrium":
         from bot.providers.cerebrium import CerebriumProvider, CerebriumSettings
 
@@ -94,7 +103,16 @@ def build_provider(name: str, section: Mapping[str, object], env: Mapping[str, s
     if name == "comfyui":
         from bot.providers.comfyui import ComfyUIProvider, ComfyUISettings
 
-        return ComfyUIProvider(ComfyUISettings.from_mapping(section, env))
+        comfy = ComfyUISettings.from_mapping(section, env)
+        if comfy.servers:  # base_urls: a pool of ComfyUI servers
+            from bot.providers.pool import build_pool
+
+            return build_pool(
+                comfy.servers,
+                lambda s: ComfyUIProvider(comfy.for_server(s)),
+                health_interval_s=comfy.health_interval_s,
+            )
+        return ComfyUIProvider(comfy)
     if name == "horde":
         from bot.providers.horde import HordeProvider, HordeSettings
 

@@ -84,9 +84,11 @@ class JobRepository(Protocol):
         grid_ext: str | None,
         error: str | None,
         at: float,
+        server: str | None = None,
     ) -> bool:
         """running -> ``state`` with the results' facts (``model`` None keeps the stored
-        one); False when the job was no longer running."""
+        one; ``server``: which server(s) of a provider pool made it); False when the job was
+        no longer running."""
         ...
 
     async def fail(self, tx: Tx, job_id: str, error: str, at: float) -> bool:

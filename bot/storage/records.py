@@ -49,6 +49,7 @@ class Job:
     deleted: bool
     created_at: float
     finished_at: float | None
+    server: str | None = None  # the server(s) of a provider pool that made the images
 
     @property
     def payer_scope(self) -> str:

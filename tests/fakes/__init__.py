@@ -109,6 +109,7 @@ class FakeServer:
         self._faults: list[Fault] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.port = 0  # set before entering to listen on a given port (a server coming back)
         self._hang = asyncio.Event()
 
     # ------------------------------------------------------------------- to override
@@ -145,7 +146,7 @@ class FakeServer:
             app.router.add_route(method, path, self._wrap(handler))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"

@@ -152,6 +152,12 @@ class Automatic1111Fake(FakeServer):
         self.next_random_seed = 3_000_000_000
         self.work_s = 0.0
         self.current_progress = 0.0
+        # The webui runs one generation at a time: text2imgapi and img2imgapi run under
+        # ``with self.queue_lock:`` (modules/api/api.py), so a second request waits there.
+        self.queue_lock = asyncio.Lock()
+        self.waiting = 0  # generation requests waiting behind the lock
+        self.most_waiting = 0  # the most that ever waited at once
+        self.generated = 0  # generations done
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         routes: list[tuple[str, str, Handler]] = [
@@ -303,15 +309,20 @@ class Automatic1111Fake(FakeServer):
         )
 
     async def _work(self) -> None:
-        """Like the webui, answer only when done; ``work_s`` > 0 makes it take that long,
-        reporting its progress on /sdapi/v1/progress meanwhile."""
-        steps = 10
-        for i in range(steps):
-            if self.work_s <= 0:
-                break
-            self.current_progress = i / steps
-            await asyncio.sleep(self.work_s / steps)
-        self.current_progress = 0.0
+        """Like the webui, answer only when done, one generation at a time; ``work_s`` > 0
+        makes each take that long, reporting its progress on /sdapi/v1/progress meanwhile."""
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting - 1 + self.queue_lock.locked())
+        async with self.queue_lock:
+            self.waiting -= 1
+            steps = 10
+            for i in range(steps):
+                if self.work_s <= 0:
+                    break
+                self.current_progress = i / steps
+                await asyncio.sleep(self.work_s / steps)
+            self.current_progress = 0.0
+            self.generated += 1
 
     async def txt2img(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         fail = self._auth_failure(rec)
@@ -335,4 +346,5 @@ class Automatic1111Fake(FakeServer):
             except (binascii.Error, ValueError):
                 return webui_error(500, "HTTPException", "Invalid encoded image")
         require(0 <= float(p.get("denoising_strength", 0.75)) <= 1, "denoising_strength")
+        await self._work()
         return self._answer(p)

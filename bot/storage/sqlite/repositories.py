@@ -76,6 +76,7 @@ def _job(row: aiosqlite.Row) -> Job:
         deleted=bool(row["deleted"]),
         created_at=float(row["created_at"]),
         finished_at=None if row["finished_at"] is None else float(row["finished_at"]),
+        server=row["server"],
     )
 
 
@@ -181,14 +182,15 @@ class SqliteJobs:
         grid_ext: str | None,
         error: str | None,
         at: float,
+        server: str | None = None,
     ) -> bool:
         return bool(
             await _write(
                 tx,
                 "UPDATE jobs SET state = ?, provider = ?, model = COALESCE(?, model), "
-                "notice = ?, grid_sha = ?, grid_ext = ?, finished_at = ?, error = ? "
-                "WHERE id = ? AND state = 'running'",
-                (state, provider, model, notice, grid_sha, grid_ext, at, error, job_id),
+                "notice = ?, grid_sha = ?, grid_ext = ?, finished_at = ?, error = ?, "
+                "server = ? WHERE id = ? AND state = 'running'",
+                (state, provider, model, notice, grid_sha, grid_ext, at, error, server, job_id),
             )
         )
 

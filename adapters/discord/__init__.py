@@ -22,7 +22,7 @@ guild only, where they appear at once; ``off`` leaves them alone).
 
 from __future__ import annotations
 
-from bot.core import AdapterSpec, Core, Ready, Settings
+from bot.core import AdapterSpec, Core, Ready, Settings, TokenCheck
 
 
 def enabled(settings: Settings) -> bool:
@@ -37,6 +37,13 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     await adapter.serve(core, settings, ready)
 
 
-ADAPTER = AdapterSpec(name="discord", enabled=enabled, serve=serve)
+async def check(settings: Settings) -> list[TokenCheck]:
+    """``doctor``: does each configured token work, and is it the right kind?"""
+    from adapters.discord import tokens
 
-__all__ = ["ADAPTER", "enabled", "serve"]
+    return await tokens.check(settings)
+
+
+ADAPTER = AdapterSpec(name="discord", enabled=enabled, serve=serve, check=check)
+
+__all__ = ["ADAPTER", "check", "enabled", "serve"]

@@ -15,7 +15,7 @@ proxy or a test fake in place of https://slack.com/api/).
 
 from __future__ import annotations
 
-from bot.core import AdapterSpec, Core, Ready, Settings
+from bot.core import AdapterSpec, Core, Ready, Settings, TokenCheck
 
 SECRETS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
 
@@ -32,6 +32,13 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     await adapter.serve(core, settings, ready)
 
 
-ADAPTER = AdapterSpec(name="slack", enabled=enabled, serve=serve)
+async def check(settings: Settings) -> list[TokenCheck]:
+    """``doctor``: does each configured token work, and is it the right kind?"""
+    from adapters.slack import tokens
 
-__all__ = ["ADAPTER", "enabled", "serve"]
+    return await tokens.check(settings)
+
+
+ADAPTER = AdapterSpec(name="slack", enabled=enabled, serve=serve, check=check)
+
+__all__ = ["ADAPTER", "check", "enabled", "serve"]

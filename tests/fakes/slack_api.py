@@ -10,7 +10,10 @@ plus ``POST /response/<id>`` as a ``response_url``, and Socket Mode: ``apps.conn
 (app token) hands out ``ws://.../link``, where the fake says hello, pushes the envelopes a
 test queues with ``socket_send`` and records the client's acks in ``socket_acks``.
 
-Answers have Slack's shape: HTTP 200 and ``{"ok": false, "error": "..."}`` for errors.
+Answers have Slack's shape: HTTP 200 and ``{"ok": false, "error": "..."}`` for errors
+(``not_authed`` without a token, ``invalid_auth`` for an unknown one). Every answer to the bot
+token carries ``x-oauth-scopes``, the scopes it was granted (``fake.scopes``: by default what
+``imagine-bot setup slack`` asks for), as Slack's do.
 Requests are checked against Slack's documented limits (Block Kit sizes, unique action ids,
 modal title length, one use per trigger id, an upload's declared length, a known ``ts`` for
 chat.update); a breach is answered with Slack's error *and* appended to ``fake.violations``.
@@ -29,6 +32,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+from bot.setup import slack_bot_scopes
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
 
 TEAM_ID = "T0FAKE"
@@ -271,6 +275,7 @@ class SlackFake(FakeServer):
         self.triggers: set[str] = set()
         self.used_triggers: set[str] = set()
         self.member_channels: set[str] | None = None
+        self.scopes: list[str] = list(slack_bot_scopes())
         self.messages: dict[str, Message] = {}
         self.uploads: dict[str, Upload] = {}
         self.responses: list[tuple[str, Any]] = []  # (response id, JSON posted to it)
@@ -420,7 +425,7 @@ class SlackFake(FakeServer):
         # A slow answer after the work is done: the window in which a client that dies has
         # made a message it never heard about.
         await asyncio.sleep(self.answer_delay.get(method, 0.0))
-        return web.json_response(answer)
+        return web.json_response(answer, headers={"x-oauth-scopes": ",".join(self.scopes)})
 
     # ------------------------------------------------------------------------- methods
     def _ts(self) -> str:

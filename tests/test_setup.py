@@ -257,3 +257,16 @@ def test_setup_discord_without_an_id_says_where_to_find_one(tmp_path: Path) -> N
     assert "DISCORD_APPLICATION_ID" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(tmp_path, "setup")
     assert proc.returncode == 2 and "slack" in proc.stderr
+
+
+def test_the_readmes_say_what_setup_prints() -> None:
+    slack = (REPO / "adapters" / "slack" / "README.md").read_text()
+    for scope in setup.slack_bot_scopes():
+        assert f"`{scope}`" in slack, f"adapters/slack/README.md does not explain {scope}"
+    assert "imagine_refine_message" in slack and "connections:write" in slack
+    discord_readme = (REPO / "adapters" / "discord" / "README.md").read_text()
+    assert f"`{setup.discord_permission_value()}`" in discord_readme
+    for permission in setup.DISCORD_PERMISSIONS:
+        assert f"| {permission.name} | {permission.why} |" in discord_readme
+    top = (REPO / "README.md").read_text()
+    assert "adapters/slack/README.md" in top and "adapters/discord/README.md" in top

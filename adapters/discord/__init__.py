@@ -8,6 +8,9 @@ the package::
                 serve(core, settings, ready): the gateway client, until cancelled
     options.py  the grammar's flag table -> /imagine's typed options, and back to text; pure
     render.py   Reply -> message parts (text, files, buttons, modals); pure
+    tokens.py   check(settings): doctor's token check (login: /users/@me, the application)
+
+Setting a bot up from nothing (the invite URL, its permissions): README.md beside this file.
 
 Commands: ``/imagine prompt:<text with flags> [image:<attachment>] [n:..] [ar:..] ...`` (one
 optional option per flag in ``core.flag_help()``), ``/quota``, ``/imagine-admin text:<admin

@@ -7,6 +7,9 @@ slack-bolt is imported only when the adapter starts. Inside the package::
     adapter.py  build_bolt_app(core, client=None) -> AsyncApp: listeners and the poster;
                 serve(core, settings, ready): Socket Mode or HTTP, until cancelled
     render.py   Reply / Form -> Block Kit JSON, and modal submissions back; pure
+    tokens.py   check(settings): doctor's token checks (auth.test, apps.connections.open)
+
+Setting an app up from nothing, Socket Mode or HTTP: README.md beside this file.
 
 Environment: SLACK_BOT_TOKEN (required), SLACK_SIGNING_SECRET (HTTP mode), SLACK_APP_TOKEN
 (Socket Mode), SLACK_PORT / SLACK_HOST (HTTP mode, default 0.0.0.0:3000), SLACK_API_URL (a

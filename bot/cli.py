@@ -1,4 +1,4 @@
-"""The ``imagine-bot`` command line: generate, quota, doctor, serve.
+"""The ``imagine-bot`` command line: generate, quota, doctor, serve, web-link, setup.
 
 Every mistake a person can make here (a bad flag, a missing input file, a data dir that
 cannot be written, a second bot on the same data dir, a closed pipe) ends in one line on
@@ -446,7 +446,9 @@ def provider_line(app: App) -> str:
 async def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
     """Print the Slack manifest or the Discord invite URL, with the steps that remain."""
     if args.platform == "slack":
-        print(setup.slack_text(args.http_url))
+        manifest, steps = setup.slack_text(args.http_url)  # before printing: a bad URL is one line
+        print(manifest, flush=True)
+        print(steps, file=sys.stderr)
     else:
         print(setup.discord_text(settings.env, threads=args.threads))
     return Exit.OK

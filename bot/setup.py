@@ -225,7 +225,7 @@ def slack_steps(http_url: str | None = None) -> str:
         serve = 'imagine-bot serve  (it says "slack: connected (Socket Mode)")'
     else:
         url = slack_request_url(http_url)
-        env = "SLACK_BOT_TOKEN=xoxb-... SLACK_SIGNING_SECRET=..."
+        env = "SLACK_BOT_TOKEN=xoxb-... SLACK_SIGNING_SECRET=<the secret>"
         serve = (
             "imagine-bot serve  (it listens on SLACK_HOST:SLACK_PORT, default 0.0.0.0:3000; "
             f"your TLS proxy must pass {url} to http://<this host>:3000{SLACK_EVENTS_PATH})"
@@ -345,19 +345,19 @@ def discord_text(env: Mapping[str, str], *, threads: bool = False) -> str:
     return "\n".join(lines)
 
 
-def slack_text(http_url: str | None = None) -> str:
+def slack_text(http_url: str | None = None) -> tuple[str, str]:
+    """The manifest as JSON alone (so ``setup slack > manifest.json`` works), and the words
+    around it: which mode it is for and the steps after it."""
     manifest = json.dumps(slack_manifest(http_url), indent=2)
     mode = "Socket Mode" if http_url is None else f"HTTP mode ({slack_request_url(http_url)})"
-    return "\n".join(
+    words = "\n".join(
         [
-            f"Slack app manifest, {mode}:",
             "",
-            manifest,
-            "",
-            "Then:",
+            f"That is the Slack app manifest for {mode}. Then:",
             slack_steps(http_url),
         ]
     )
+    return manifest, words
 
 
 def manifest_problems(manifest: Mapping[str, Any]) -> Sequence[str]:

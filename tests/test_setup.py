@@ -208,30 +208,24 @@ def test_the_application_id_comes_from_the_setting_or_the_token() -> None:
 
 
 # ------------------------------------------------------------------------------- the CLI
-def _manifest_of(stdout: str) -> dict[str, Any]:
-    start = stdout.index("{")
-    manifest, _ = json.JSONDecoder().raw_decode(stdout[start:])
-    assert isinstance(manifest, dict)
-    return manifest
-
-
 def test_setup_slack_prints_a_manifest_then_the_steps(tmp_path: Path) -> None:
     proc = run(tmp_path, "setup", "slack")
     assert proc.returncode == 0, proc.stderr
-    assert _manifest_of(proc.stdout) == setup.slack_manifest()
-    assert "connections:write" in proc.stdout and "/invite @imagine" in proc.stdout
+    assert json.loads(proc.stdout) == setup.slack_manifest()  # the JSON alone: > manifest.json
+    assert "Socket Mode" in proc.stderr
+    assert "connections:write" in proc.stderr and "/invite @imagine" in proc.stderr
     assert not (tmp_path / "data").exists()  # setup touches no data
 
 
 def test_setup_slack_http_mode(tmp_path: Path) -> None:
     proc = run(tmp_path, "setup", "slack", "--http-url", "https://bot.example.com")
     assert proc.returncode == 0, proc.stderr
-    manifest = _manifest_of(proc.stdout)
+    manifest = json.loads(proc.stdout)
     assert manifest["settings"]["socket_mode_enabled"] is False
     assert manifest["settings"]["interactivity"]["request_url"] == (
         "https://bot.example.com/slack/events"
     )
-    assert "SLACK_SIGNING_SECRET" in proc.stdout
+    assert "SLACK_SIGNING_SECRET" in proc.stderr
 
 
 def test_setup_slack_refuses_a_plain_http_url_in_one_line(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import discord
 import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.discord import ADAPTER as DISCORD
 from adapters.slack import ADAPTER as SLACK
@@ -251,3 +253,14 @@ async def test_doctor_reports_each_platform_and_never_prints_a_token(
     assert "[ok] discord DISCORD_TOKEN: works" in output
     for secret in (BOT, APP, DISCORD_TOKEN, DISCORD_TOKEN.split(".", 1)[1]):
         assert secret not in output
+
+
+async def test_the_fake_refuses_a_call_without_its_scope(tmp_path: Path, slack: SlackFake) -> None:
+    # An app installed with the scopes the old README listed: no history scope.
+    slack.scopes = ["commands", "chat:write", "files:write", "users:read"]
+    client = AsyncWebClient(token=BOT, base_url=slack.api_url)
+    with pytest.raises(SlackApiError) as refused:
+        await client.conversations_history(channel="C1")
+    assert refused.value.response["error"] == "missing_scope"
+    assert refused.value.response["needed"] == "channels:history"
+    assert (await client.chat_postMessage(channel="C1", text="hi"))["ok"]

@@ -1,4 +1,4 @@
-"""The ``imagine-bot`` command line: generate, quota, doctor, serve.
+"""The ``imagine-bot`` command line: generate, quota, doctor, serve, web-link, setup.
 
 Every mistake a person can make here (a bad flag, a missing input file, a data dir that
 cannot be written, a second bot on the same data dir, a closed pipe) ends in one line on
@@ -30,7 +30,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from bot import setup
+from bot.adapter_registry import enabled_adapters  # re-exported: doctor uses it too
 from bot.app import DB_NAME, App
+from bot.cli_parser import PLATFORM_HELP, build_parser
 from bot.config import Settings, load_settings
 from bot.core import AdapterSpec
 from bot.doctor import cmd_doctor, secret_env_names  # re-exported: doctor has its own module
@@ -39,9 +42,8 @@ from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
 log = logging.getLogger("bot")
 
-# Adapters are found through the registry in the ``adapters`` package and imported by name at
-# serve time: the core never imports a platform library, and never names one here.
-ADAPTERS_PACKAGE = "adapters"
+# Adapters are found through the registry in the ``adapters`` package (bot/adapter_registry.py)
+# and imported by name at serve time: the core never imports a platform library here.
 WEB_ACCESS = "adapters.web.access"  # the playground's user names, for quota --platform web
 WEB_LINKS = "adapters.web.links"  # the playground's personal links, for web-link
 
@@ -58,18 +60,6 @@ class Exit(enum.IntEnum):
     BUSY = 75  # EX_TEMPFAIL: another imagine-bot runs on this data dir; try when it stops
     INTERRUPTED = 130  # 128 + SIGINT
     BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for `yes | head`
-
-
-EXIT_HELP = """exit codes:
-  0    done
-  1    a job failed, or doctor found a problem
-  2    a mistake in the command, the prompt or the settings (also: nothing to serve)
-  66   --image is missing, a folder, or unreadable
-  70   a bug (the traceback is in the log)
-  73   the data dir, the database or --out cannot be written
-  75   another imagine-bot is running on this data dir
-  130  interrupted
-  141  the output was closed early (e.g. piped into head)"""
 
 
 class CliError(Exception):
@@ -311,12 +301,6 @@ async def _copy_out(src: Path, dest: Path, job_id: str) -> None:
         ) from None
 
 
-PLATFORM_HELP = (
-    "where the user is: cli (default), web, slack:TEAM_ID (a Slack workspace) or "
-    "discord:SERVER_ID (a Discord server)"
-)
-
-
 def quota_actor(settings: Settings, user: str | None, platform: str) -> tuple[Actor, str]:
     """``--user`` on ``--platform``, with the tenant ids the adapters use, and where that is
     in words. Chat users are their platform ids (U0123, 80351110224678912)."""
@@ -405,29 +389,6 @@ def _playground_url(settings: Settings) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def enabled_adapters(settings: Settings) -> list[AdapterSpec]:
-    """The registry's adapters whose ``enabled(settings)`` is true, in registry order.
-
-    An adapter may refuse a setup here (ConfigError), before any data is touched. A package
-    that cannot even be imported is reported and skipped: the others still run."""
-    registry: Sequence[str] = importlib.import_module(ADAPTERS_PACKAGE).REGISTRY
-    specs = []
-    for module_name in registry:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            log.warning(
-                "adapter %s cannot be loaded (%s); the others still start", module_name, exc
-            )
-            continue
-        spec = getattr(module, "ADAPTER", None)
-        if not isinstance(spec, AdapterSpec):
-            raise ConfigError(f"{module_name} is in the adapter registry but has no ADAPTER.")
-        if spec.enabled(settings):
-            specs.append(spec)
-    return specs
-
-
 def _say(line: str) -> None:
     """One line for the operator on stdout (logs go to stderr). A reader that went away
     (``serve | head -3``) must not stop the bot."""
@@ -494,58 +455,15 @@ def provider_line(app: App) -> str:
     return line
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("imagine-bot")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "(not installed)"
-
-
-DESCRIPTION = """A self-hosted /imagine bot: the web playground, Discord and Slack on one core.
-
-With no command, serve starts the web playground on 127.0.0.1:8080 with the offline
-renderer, plus Discord and Slack when their tokens are in the environment."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="imagine-bot",
-        description=DESCRIPTION,
-        epilog=EXIT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"imagine-bot {_version()}")
-    p.add_argument("--config", type=Path, help="TOML settings file (see config/default.toml)")
-    p.add_argument("--data-dir", help="where the database and images live (default ./data)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    g = sub.add_parser("generate", help="run one /imagine from the shell")
-    g.add_argument("prompt", help='prompt and flags, e.g. "a lighthouse --n 2 --ar 3:2"')
-    g.add_argument("--out", default="out", help="folder for the images")
-    g.add_argument(
-        "--json", action="store_true", help='print JSON for scripts (an error is {"error": {...}})'
-    )
-    g.add_argument("--user", help="whose quota pays (default: your login name)")
-    g.add_argument("--image", help="an input image to refine (img2img)")
-    g.add_argument(
-        "--yes", action="store_true", help="run a prompt that expands to many jobs without asking"
-    )
-    q = sub.add_parser("quota", help="show what is left")
-    q.add_argument("--user", help="whose quota (default: your login name)")
-    q.add_argument("--platform", default="cli", help=PLATFORM_HELP)
-    sub.add_parser("doctor", help="check config, data dir, database and providers")
-    s = sub.add_parser("serve", help="start the enabled adapters (the web playground by default)")
-    s.add_argument("--host", help="web playground address (web.host)")
-    s.add_argument("--port", type=int, help="web playground port (web.port)")
-    w = sub.add_parser("web-link", help="print a personal link into the web playground")
-    w.add_argument("name", help="who the link is for; the playground reserves this name")
-    w.add_argument("--admin", action="store_true", help="the link's holder is an admin")
-    w.add_argument("--days", type=int, default=30, help="how long the link works (default 30)")
-    w.add_argument(
-        "--base-url",
-        help="the playground's address as its people reach it "
-        "(default: from web.host and web.port)",
-    )
-    return p
+async def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the Slack manifest or the Discord invite URL, with the steps that remain."""
+    if args.platform == "slack":
+        manifest, steps = setup.slack_text(args.http_url)  # before printing: a bad URL is one line
+        print(manifest, flush=True)
+        print(steps, file=sys.stderr)
+    else:
+        print(setup.discord_text(settings.env, threads=args.threads))
+    return Exit.OK
 
 
 def _silence_stdout() -> None:
@@ -584,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": cmd_doctor,
         "serve": cmd_serve,
         "web-link": cmd_web_link,
+        "setup": cmd_setup,
     }[command]
     try:
         code = asyncio.run(runner(settings, args))

@@ -95,13 +95,27 @@ Ready = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class TokenCheck:
+    """What ``doctor`` learnt about one platform credential. ``detail`` names what works or
+    what is wrong (invalid, the wrong kind of token, unreachable) and never holds the token."""
+
+    name: str  # the environment variable, e.g. SLACK_BOT_TOKEN
+    ok: bool
+    detail: str
+    scopes: frozenset[str] | None = None  # what the platform says the token may do, if told
+
+
+@dataclass(frozen=True)
 class AdapterSpec:
-    """One platform adapter, as ``serve`` sees it."""
+    """One platform adapter, as ``serve`` and ``doctor`` see it."""
 
     name: str
     enabled: Callable[[Settings], bool]
     serve: Callable[[Core, Settings, Ready], Awaitable[None]]
     """Runs until cancelled; raises :class:`~bot.errors.ConfigError` for a bad setup."""
+    check: Callable[[Settings], Awaitable[Sequence[TokenCheck]]] | None = None
+    """``doctor``: asks the platform, through its SDK, whether each configured token works.
+    Never raises for a bad token or a dead network: that is a failed :class:`TokenCheck`."""
 
 
 # ---------------------------------------------------------------- gallery and lineage values
@@ -168,5 +182,6 @@ __all__ = [
     "Outcome",
     "Ready",
     "Settings",
+    "TokenCheck",
     "WebSettings",
 ]

@@ -1,4 +1,6 @@
-"""``imagine-bot doctor``: checks the config, the data dir, the database and each provider.
+"""``imagine-bot doctor``: checks the config, the data dir, the database, each provider and
+each configured platform's tokens (through the adapter's ``check``, so the platform's own SDK
+does the asking; the core compares the scopes Slack reports with what the bot asks for).
 
 Split out of :mod:`bot.cli`, which still re-exports :func:`cmd_doctor` and
 :func:`secret_env_names`.
@@ -11,8 +13,11 @@ import asyncio
 import logging
 from dataclasses import replace
 
+from bot import setup
+from bot.adapter_registry import registered_adapters
 from bot.app import App
 from bot.config import SECRET_ENV, ProviderSettings, Settings
+from bot.core import AdapterSpec
 from bot.errors import ConfigError
 from bot.providers.base import CheckFailed, ProviderError
 from bot.providers.registry import (
@@ -24,6 +29,8 @@ from bot.providers.registry import (
 )
 
 log = logging.getLogger("bot")
+
+PLATFORM_TIMEOUT_S = 30.0
 
 
 def secret_env_names() -> list[str]:
@@ -111,4 +118,42 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
             line(False, f"provider {name} ({built.label}): {type(exc).__name__}")
         finally:
             await built.aclose()
+    for spec in registered_adapters():
+        for good, text in await check_platform(spec, settings):
+            line(good, text)
     return 0 if ok else 1
+
+
+async def check_platform(spec: AdapterSpec, settings: Settings) -> list[tuple[bool, str]]:
+    """The lines for one adapter's tokens: none when it is not configured or has no check."""
+    if spec.check is None:
+        return []
+    try:
+        if not spec.enabled(settings):
+            return []
+    except ConfigError as exc:
+        return [(False, f"{spec.name}: {exc}")]
+    try:
+        async with asyncio.timeout(PLATFORM_TIMEOUT_S):
+            results = await spec.check(settings)
+    except TimeoutError:
+        return [(False, f"{spec.name}: no answer within {PLATFORM_TIMEOUT_S:.0f} s")]
+    except Exception as exc:  # report, never crash the doctor
+        log.debug("doctor: %s check failed", spec.name, exc_info=True)
+        return [(False, f"{spec.name}: the check failed ({type(exc).__name__})")]
+    lines: list[tuple[bool, str]] = []
+    for r in results:
+        lines.append((r.ok, f"{spec.name} {r.name}: {r.detail}"))
+        wanted = setup.required_scopes(spec.name, r.name)
+        if r.ok and r.scopes is not None and wanted:
+            missing = [s for s in wanted if s not in r.scopes]
+            if missing:
+                lines.append(
+                    (
+                        False,
+                        f"{spec.name} {r.name} is missing the scopes {', '.join(missing)}: add "
+                        "them under OAuth & Permissions > Bot Token Scopes (or paste the "
+                        "manifest from imagine-bot setup slack), then reinstall the app",
+                    )
+                )
+    return lines

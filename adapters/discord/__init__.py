@@ -8,6 +8,9 @@ the package::
                 serve(core, settings, ready): the gateway client, until cancelled
     options.py  the grammar's flag table -> /imagine's typed options, and back to text; pure
     render.py   Reply -> message parts (text, files, buttons, modals); pure
+    tokens.py   check(settings): doctor's token check (login: /users/@me, the application)
+
+Setting a bot up from nothing (the invite URL, its permissions): README.md beside this file.
 
 Commands: ``/imagine prompt:<text with flags> [image:<attachment>] [n:..] [ar:..] ...`` (one
 optional option per flag in ``core.flag_help()``), ``/quota``, ``/imagine-admin text:<admin
@@ -22,7 +25,7 @@ guild only, where they appear at once; ``off`` leaves them alone).
 
 from __future__ import annotations
 
-from bot.core import AdapterSpec, Core, Ready, Settings
+from bot.core import AdapterSpec, Core, Ready, Settings, TokenCheck
 
 
 def enabled(settings: Settings) -> bool:
@@ -37,6 +40,13 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     await adapter.serve(core, settings, ready)
 
 
-ADAPTER = AdapterSpec(name="discord", enabled=enabled, serve=serve)
+async def check(settings: Settings) -> list[TokenCheck]:
+    """``doctor``: does each configured token work, and is it the right kind?"""
+    from adapters.discord import tokens
 
-__all__ = ["ADAPTER", "enabled", "serve"]
+    return await tokens.check(settings)
+
+
+ADAPTER = AdapterSpec(name="discord", enabled=enabled, serve=serve, check=check)
+
+__all__ = ["ADAPTER", "check", "enabled", "serve"]

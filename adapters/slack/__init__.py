@@ -7,6 +7,9 @@ slack-bolt is imported only when the adapter starts. Inside the package::
     adapter.py  build_bolt_app(core, client=None) -> AsyncApp: listeners and the poster;
                 serve(core, settings, ready): Socket Mode or HTTP, until cancelled
     render.py   Reply / Form -> Block Kit JSON, and modal submissions back; pure
+    tokens.py   check(settings): doctor's token checks (auth.test, apps.connections.open)
+
+Setting an app up from nothing, Socket Mode or HTTP: README.md beside this file.
 
 Environment: SLACK_BOT_TOKEN (required), SLACK_SIGNING_SECRET (HTTP mode), SLACK_APP_TOKEN
 (Socket Mode), SLACK_PORT / SLACK_HOST (HTTP mode, default 0.0.0.0:3000), SLACK_API_URL (a
@@ -15,7 +18,7 @@ proxy or a test fake in place of https://slack.com/api/).
 
 from __future__ import annotations
 
-from bot.core import AdapterSpec, Core, Ready, Settings
+from bot.core import AdapterSpec, Core, Ready, Settings, TokenCheck
 
 SECRETS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
 
@@ -32,6 +35,13 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     await adapter.serve(core, settings, ready)
 
 
-ADAPTER = AdapterSpec(name="slack", enabled=enabled, serve=serve)
+async def check(settings: Settings) -> list[TokenCheck]:
+    """``doctor``: does each configured token work, and is it the right kind?"""
+    from adapters.slack import tokens
 
-__all__ = ["ADAPTER", "enabled", "serve"]
+    return await tokens.check(settings)
+
+
+ADAPTER = AdapterSpec(name="slack", enabled=enabled, serve=serve, check=check)
+
+__all__ = ["ADAPTER", "check", "enabled", "serve"]

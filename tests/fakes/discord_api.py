@@ -26,6 +26,7 @@ JSON answers use exactly ``Content-Type: application/json``: discord.py parses n
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import itertools
 import json
@@ -47,7 +48,10 @@ BOT_USER = {
     "bot": True,
     "global_name": None,
 }
-TOKEN = "fake-discord-bot-token"
+# Shaped like a real bot token: the bot user's id in base64, a timestamp, an HMAC.
+TOKEN = (
+    base64.b64encode(APP_ID.encode()).decode().rstrip("=") + ".GfAkE1.fake-discord-bot-token-hmac"
+)
 GUILD_ID = "1200000000000000001"
 CHANNEL_ID = "1300000000000000001"
 MAX_FILE = 10 * 1024 * 1024

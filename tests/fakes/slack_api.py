@@ -10,7 +10,12 @@ plus ``POST /response/<id>`` as a ``response_url``, and Socket Mode: ``apps.conn
 (app token) hands out ``ws://.../link``, where the fake says hello, pushes the envelopes a
 test queues with ``socket_send`` and records the client's acks in ``socket_acks``.
 
-Answers have Slack's shape: HTTP 200 and ``{"ok": false, "error": "..."}`` for errors.
+Answers have Slack's shape: HTTP 200 and ``{"ok": false, "error": "..."}`` for errors
+(``not_authed`` without a token, ``invalid_auth`` for an unknown one). Every answer to the bot
+token carries ``x-oauth-scopes``, the scopes it was granted (``fake.scopes``: by default what
+``imagine-bot setup slack`` asks for), as Slack's do, and a method whose scope was not granted
+(``NEEDS_SCOPE``) is answered ``missing_scope``: so every Slack test also checks that the
+manifest's scopes cover what the adapter calls.
 Requests are checked against Slack's documented limits (Block Kit sizes, unique action ids,
 modal title length, one use per trigger id, an upload's declared length, a known ``ts`` for
 chat.update); a breach is answered with Slack's error *and* appended to ``fake.violations``.
@@ -29,6 +34,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+from bot.setup import slack_bot_scopes
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
 
 TEAM_ID = "T0FAKE"
@@ -36,6 +42,22 @@ BOT_USER = "UBOT"
 PERMALINK_BASE = "https://fake-slack.test/files/"
 # Fields slack_sdk sends as JSON-encoded strings when it posts a form.
 JSON_FIELDS = ("blocks", "view", "files", "attachments", "metadata")
+# The bot scopes each method's reference page asks for (one of them); history depends on the
+# kind of conversation. A call without one is answered missing_scope, needed, provided.
+WRITE = ("chat:write",)
+HISTORY = ("channels:history", "groups:history", "im:history", "mpim:history")
+NEEDS_SCOPE: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("chat.postMessage", "chat.postEphemeral", "chat.update", "chat.delete"), WRITE
+    ),
+    **dict.fromkeys(
+        ("files.getUploadURLExternal", "files.completeUploadExternal"), ("files:write",)
+    ),
+    "files.delete": ("files:write",),
+    "files.info": ("files:read",),
+    "users.info": ("users:read",),
+    **dict.fromkeys(("conversations.history", "conversations.replies"), HISTORY),
+}
 
 
 @dataclass
@@ -271,6 +293,7 @@ class SlackFake(FakeServer):
         self.triggers: set[str] = set()
         self.used_triggers: set[str] = set()
         self.member_channels: set[str] | None = None
+        self.scopes: list[str] = list(slack_bot_scopes())
         self.messages: dict[str, Message] = {}
         self.uploads: dict[str, Upload] = {}
         self.responses: list[tuple[str, Any]] = []  # (response id, JSON posted to it)
@@ -408,6 +431,16 @@ class SlackFake(FakeServer):
         handler = self._methods.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
+        needed = NEEDS_SCOPE.get(method, ())
+        if needed and not set(needed) & set(self.scopes):
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error": "missing_scope",
+                    "needed": needed[0],
+                    "provided": ",".join(self.scopes),
+                }
+            )
         params = self._params(rec)
         gate = self.holds.get(method)
         if gate is not None:
@@ -420,7 +453,7 @@ class SlackFake(FakeServer):
         # A slow answer after the work is done: the window in which a client that dies has
         # made a message it never heard about.
         await asyncio.sleep(self.answer_delay.get(method, 0.0))
-        return web.json_response(answer)
+        return web.json_response(answer, headers={"x-oauth-scopes": ",".join(self.scopes)})
 
     # ------------------------------------------------------------------------- methods
     def _ts(self) -> str:

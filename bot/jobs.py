@@ -23,6 +23,7 @@ from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
 from bot.events import EventBus, JobEvent
 from bot.job_request import Display, JobRequest
+from bot.providers import edits
 from bot.providers.base import (
     Capabilities,
     GenerationRequest,
@@ -59,6 +60,9 @@ SETTLE_RETRY_MAX_S = 30.0
 # A second identical Vary/Reroll click by the same person within this window is the same
 # wish (a double click, a laggy client), not a second job to pay for.
 DOUBLE_CLICK_S = 5.0
+DOUBLE_CLICK_KINDS = frozenset(
+    {"vary", "vary-subtle", "vary-strong", "reroll", "upscale", "zoom", "pan"}
+)
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
@@ -84,6 +88,8 @@ class JobSpec:
     parent_index: int | None = None
     notice: str = ""
     display: Display = field(default_factory=Display)  # the user's own words
+    remix: bool = False
+    cost: int = 1  # quota units per image
 
     def job_request(self, actor: Actor) -> JobRequest:
         """What is stored for this job, with who pays as the platform vouched for them now."""
@@ -94,6 +100,8 @@ class JobSpec:
             display=self.display,
             payer_roles=tuple(actor.roles),
             payer_admin=actor.is_admin,
+            remix=self.remix,
+            cost=self.cost,
         )
 
 
@@ -174,7 +182,7 @@ class JobRunner:
                             since=now - DOUBLE_CLICK_S,
                         )
                         for spec in specs
-                        if spec.kind in ("vary", "reroll")
+                        if spec.kind in DOUBLE_CLICK_KINDS
                     )
                 ),
                 jobs.queued_counts(tx, actor.platform, actor.tenant, actor.user_id),
@@ -214,7 +222,7 @@ class JobRunner:
                     ),
                 )
             await self._quotas.reserve(
-                tx, actor, [(j, s.request.n) for j, s in zip(ids, specs, strict=True)]
+                tx, actor, [(j, s.request.n * s.cost) for j, s in zip(ids, specs, strict=True)]
             )
         for job_id, spec in zip(ids, specs, strict=True):
             self._enqueue(job_id, scope, spec.provider)
@@ -607,7 +615,7 @@ class JobRunner:
                 else "Every image was removed by the provider's content filter.",
                 at=self._clock(),
             )
-            await self._quotas.settle(tx, job.id, len(stored))
+            await self._quotas.settle(tx, job.id, len(stored) * job.request.cost)
 
     async def _finish_failed(self, job_id: str, message: str, *, notify: bool = True) -> None:
         async with self._storage.transaction() as tx:
@@ -643,6 +651,8 @@ class _GatedProvider:
         self, req: GenerationRequest, progress: ProgressCallback | None = None
     ) -> GenerationResult:
         async with self._slots:
+            if req.edit is not None:  # an image verb: upscale or outpaint the init image
+                return await edits.perform(self._inner, req, progress)
             return await self._inner.generate(req, progress)
 
     async def check(self) -> dict[str, str]:

@@ -74,7 +74,8 @@ def content(reply: Reply) -> str:
     return clip(body, MAX_CONTENT)
 
 
-PER_IMAGE = ("pick", "refine", "vary")
+# Dropped first when a grid has more than 25 buttons (the Pick reply repeats them).
+DROPPABLE = ("vary", "vary-strong", "vary-subtle")
 
 
 def _verb(button: Button) -> str:
@@ -87,7 +88,7 @@ def fit_buttons(buttons: Sequence[Button]) -> list[list[Button]]:
     if len(usable) != len(buttons):
         log.warning("dropped %d button(s) with an over-long id", len(buttons) - len(usable))
     while len(usable) > MAX_BUTTONS:
-        varies = [i for i, b in enumerate(usable) if _verb(b) == "vary"]
+        varies = [i for i, b in enumerate(usable) if _verb(b) in DROPPABLE]
         if not varies:
             log.warning("dropped %d button(s) beyond Discord's 25", len(usable) - MAX_BUTTONS)
             usable = usable[:MAX_BUTTONS]
@@ -108,7 +109,12 @@ def fit_buttons(buttons: Sequence[Button]) -> list[list[Button]]:
 
 
 def _group(button: Button) -> str:
-    return _verb(button) if _verb(button) in PER_IMAGE else "job"
+    # A per-image button (its id ends in an index) rows up with its verb; the rest share rows.
+    return (
+        _verb(button)
+        if ACTION_RE.fullmatch(button.action) and button.action.count(":") == 2
+        else "job"
+    )
 
 
 class ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_TEMPLATE):

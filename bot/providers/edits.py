@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from PIL import Image, ImageFilter
@@ -55,7 +56,16 @@ async def perform(
     caps = provider.capabilities
     if edit.op == "upscale":
         if caps.upscale == "model" and isinstance(provider, Upscaler):
-            return await provider.upscale(req, progress)
+            result = await provider.upscale(req, progress)
+            # An upscaler with a fixed factor (Stability's fast one is 4x) is brought to the
+            # configured one: a 4096 px PNG would not fit a chat upload.
+            target = edit.out_size(req.width, req.height)
+            return replace(
+                result,
+                images=tuple(
+                    [replace(img, data=await fit_within(img.data, target)) for img in result.images]
+                ),
+            )
         data = await resize(req.init_image, edit.scale)
         return GenerationResult((GeneratedImage(data, seed=None),), model=RESIZE_MODEL)
     if caps.outpaint and isinstance(provider, Outpainter):
@@ -86,6 +96,20 @@ def resize_sync(data: bytes, scale: float) -> bytes:
 
 async def resize(data: bytes, scale: float) -> bytes:
     return await asyncio.to_thread(resize_sync, data, scale)
+
+
+def fit_within_sync(data: bytes, size: tuple[int, int]) -> bytes:
+    """``data`` unchanged when it is no larger than ``size``, else shrunk to fit it."""
+    with Image.open(io.BytesIO(data)) as probe:
+        if probe.width <= size[0] and probe.height <= size[1]:
+            return data
+    img = _open(data)
+    img.thumbnail(size, Image.Resampling.LANCZOS)
+    return _png(img)
+
+
+async def fit_within(data: bytes, size: tuple[int, int]) -> bytes:
+    return await asyncio.to_thread(fit_within_sync, data, size)
 
 
 def padded_sync(data: bytes, edit: Edit) -> tuple[bytes, bytes]:

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bot.errors import ConfigError
+from bot.providers import automatic1111_edits
 from bot.providers.base import (
     AuthFailed,
     Capabilities,
@@ -70,6 +71,7 @@ SETTING_KEYS = frozenset(
         "progress_interval_s",
         "sampler",
         "scheduler",
+        *automatic1111_edits.SETTING_KEYS,
     }
 )
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
@@ -89,6 +91,8 @@ class Automatic1111Settings:
     max_concurrency: int = 1
     progress_interval_s: float = 1.0
     policy: HttpPolicy = field(default_factory=HttpPolicy)
+    upscaler: str = ""  # a name from /sdapi/v1/upscalers for Upscale; empty: none
+    outpaint_strength: float = automatic1111_edits.OUTPAINT_STRENGTH
 
     @classmethod
     def from_mapping(
@@ -123,6 +127,8 @@ class Automatic1111Settings:
                 section, "progress_interval_s", 1.0, PREFIX, lo=0.0, hi=60.0
             ),
             policy=HttpPolicy.from_mapping(section, PREFIX),
+            upscaler=get_str(section, "upscaler", "", PREFIX).strip(),
+            outpaint_strength=get_float(section, "outpaint_strength", 0.85, PREFIX, lo=0.1, hi=1.0),
         )
 
 
@@ -196,6 +202,8 @@ class Automatic1111Provider:
             negative_prompt=True,
             models=(),
             max_concurrency=settings.max_concurrency,
+            upscale="model" if settings.upscaler else "none",
+            outpaint=True,  # img2img with a padded canvas and a mask
         )
 
         self._catalog_at: float | None = None  # monotonic time of the last read
@@ -378,6 +386,24 @@ class Automatic1111Provider:
             value = data.get("progress") if isinstance(data, dict) else None
             if isinstance(value, int | float) and 0.0 <= value <= 1.0:
                 progress(float(value))
+
+    # ------------------------------------------------- image verbs (automatic1111_edits)
+    async def upscale(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        return await automatic1111_edits.upscale(self._http, req, self.settings.upscaler)
+
+    async def outpaint(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        sampler, scheduler = await self._names(req)
+        extra: dict[str, Any] = {"sampler_name": sampler} if sampler else {}
+        extra.update({"scheduler": scheduler} if scheduler else {})
+        if checkpoint := req.model or self.settings.checkpoint:
+            extra["override_settings"] = {"sd_model_checkpoint": checkpoint}
+            extra["override_settings_restore_afterwards"] = True
+        strength = self.settings.outpaint_strength
+        return await automatic1111_edits.outpaint(self._http, req, extra, strength)
 
     async def generate(
         self, req: GenerationRequest, progress: ProgressCallback | None = None

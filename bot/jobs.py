@@ -18,22 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot import images
+from bot import images, provider_calls
 from bot.config import ImageSettings, JobSettings
 from bot.errors import QueueFull, UserError
 from bot.events import EventBus, JobEvent
 from bot.job_request import Display, JobRequest
-from bot.providers import edits
 from bot.providers.base import (
-    Capabilities,
     GenerationRequest,
     GenerationResult,
-    ProgressCallback,
     Provider,
     ProviderError,
-    ProviderUnavailable,
-    fit_request,
-    generate_split,
 )
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas, user_scope
@@ -504,58 +498,14 @@ class JobRunner:
 
     def _gated(self, name: str) -> Provider:
         slots = self._call_slots.setdefault(name, asyncio.Semaphore(self._provider_limit(name)))
-        return _GatedProvider(self._providers.get(name), slots)
+        return provider_calls.GatedProvider(self._providers.get(name), slots)
 
     async def _generate(
         self, job: Job, req: GenerationRequest, on_progress: Callable[[float], None]
     ) -> tuple[GenerationResult, str, str]:
-        provider = self._gated(job.provider)
-        try:
-            async with asyncio.timeout(self._settings.job_timeout_s):
-                result = await generate_split(
-                    provider,
-                    req,
-                    parallel=provider.capabilities.max_concurrency,
-                    progress=on_progress,
-                )
-            return result, job.provider, ""
-        except TimeoutError:
-            error: ProviderError = ProviderUnavailable(
-                f"job exceeded {self._settings.job_timeout_s:g}s"
-            )
-        except ProviderError as exc:
-            error = exc
-        fallback = self._providers.fallback
-        if (
-            fallback is None
-            or fallback == job.provider
-            or not (isinstance(error, ProviderUnavailable) or error.global_failure)
-        ):
-            raise error
-        if error.global_failure:
-            await self._events.alert(job.provider, error)
-        backup = self._gated(fallback)
-        try:
-            fitted = fit_request(req, backup.capabilities, backup.label)
-        except ProviderError:
-            raise error from None
-        try:
-            async with asyncio.timeout(self._settings.job_timeout_s):
-                result = await generate_split(
-                    backup,
-                    fitted.request,
-                    parallel=backup.capabilities.max_concurrency,
-                    progress=on_progress,
-                )
-        except TimeoutError:
-            raise ProviderUnavailable(
-                f"fallback job exceeded {self._settings.job_timeout_s:g}s"
-            ) from None
-        notice = (
-            f"{self._providers.get(job.provider).label} was unavailable, so "
-            f"{backup.label} made these instead."
+        return await provider_calls.generate_with_fallback(
+            job, req, on_progress, self._gated, self._providers, self._events, self._settings
         )
-        return result, fallback, notice
 
     async def _store_results(
         self, job: Job, result: GenerationResult, provider: str, notice: str
@@ -579,7 +529,7 @@ class JobRunner:
                     "provider": provider,
                     "model": str(result.model or ""),
                     "job_id": job.id,
-                    "parameters": _a1111_parameters(job, seed, result.model),
+                    "parameters": provider_calls.a1111_parameters(job, seed, result.model),
                 },
             )
             for img, seed in zip(kept, seeds, strict=True)
@@ -634,52 +584,6 @@ def _log_failure(task: asyncio.Task[None]) -> None:
     when the task is collected, as "Task exception was never retrieved")."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("job task %s failed", task.get_name(), exc_info=exc)
-
-
-class _GatedProvider:
-    """A provider whose calls wait for one of its service-wide slots."""
-
-    def __init__(self, inner: Provider, slots: asyncio.Semaphore) -> None:
-        self._inner, self._slots = inner, slots
-        self.name, self.label = inner.name, inner.label
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._inner.capabilities
-
-    async def generate(
-        self, req: GenerationRequest, progress: ProgressCallback | None = None
-    ) -> GenerationResult:
-        async with self._slots:
-            if req.edit is not None:  # an image verb: upscale or outpaint the init image
-                return await edits.perform(self._inner, req, progress)
-            return await self._inner.generate(req, progress)
-
-    async def check(self) -> dict[str, str]:
-        return await self._inner.check()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _a1111_parameters(job: Job, seed: int | None, model: str | None) -> str:
-    """The widely read "parameters" text chunk (as AUTOMATIC1111 writes it)."""
-    r = job.request
-    parts = [r.prompt]
-    if r.negative_prompt:
-        parts.append(f"Negative prompt: {r.negative_prompt}")
-    fields = ([f"Seed: {seed}"] if seed is not None else []) + [f"Size: {r.width}x{r.height}"]
-    if r.steps:
-        fields.insert(0, f"Steps: {r.steps}")
-    if r.sampler:
-        fields.append(f"Sampler: {r.sampler}")
-    if r.cfg is not None:
-        fields.append(f"CFG scale: {r.cfg}")
-    if model:
-        fields.append(f"Model: {model}")
-    fields.append(f"Provider: {job.provider}")
-    parts.append(", ".join(fields))
-    return "\n".join(parts)
 
 
 # Job, StoredJobImage and JobEvent live in bot.storage.records and bot.events; importing them

@@ -32,7 +32,6 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,6 +51,7 @@ from bot.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from bot.providers.comfyui_workflows import _load_workflow, fill
 from bot.providers.http import (
     FilePart,
     HttpClient,
@@ -61,7 +61,6 @@ from bot.providers.http import (
     get_bool,
     get_float,
     get_int,
-    get_str,
     get_url,
     json_or_none,
     reject_unknown,
@@ -80,58 +79,20 @@ SETTING_KEYS = frozenset(
         "max_n_per_call",
         "max_side",
         "poll_interval_s",
+        "upscale_workflow",
         "websocket",
         "workflow",
     }
 )
 IMAGE_TYPES = ("output", "temp")  # SaveImage writes "output", PreviewImage "temp"
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
-PLACEHOLDERS = (
-    "prompt",
-    "negative",
-    "seed",
-    "steps",
-    "cfg",
-    "width",
-    "height",
-    "denoise",
-    "init_image",
-    "batch_size",
-)
-_PH = re.compile(r"\{\{(\w+)\}\}")
-
-
-def _load_workflow(section: Mapping[str, object], key: str) -> str | None:
-    path = get_str(section, key, "", PREFIX).strip()
-    if not path:
-        return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except OSError as exc:
-        raise ConfigError(f"{PREFIX}.{key}: cannot read {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{PREFIX}.{key}: {path} is not JSON") from exc
-    if (
-        not isinstance(data, dict)
-        or not data
-        or not all(isinstance(v, dict) and "class_type" in v for v in data.values())
-    ):
-        raise ConfigError(
-            f"{PREFIX}.{key}: {path} is not an API-format workflow (use 'Save (API Format)')"
-        )
-    unknown = set(_PH.findall(text)) - set(PLACEHOLDERS)
-    if unknown:
-        raise ConfigError(f"{PREFIX}.{key}: unknown placeholders {sorted(unknown)}")
-    if "{{prompt}}" not in text:
-        raise ConfigError(f"{PREFIX}.{key}: the workflow has no {{{{prompt}}}} placeholder")
-    return text
 
 
 @dataclass(frozen=True)
 class ComfyUISettings:
     workflow: str  # API-format JSON text with placeholders
     img2img_workflow: str | None = None
+    upscale_workflow: str | None = None  # Upscale: {{init_image}}, {{scale}} (the factor)
     base_url: str = DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)
     max_n_per_call: int = 1
@@ -154,6 +115,7 @@ class ComfyUISettings:
         return cls(
             workflow=workflow,
             img2img_workflow=_load_workflow(section, "img2img_workflow"),
+            upscale_workflow=_load_workflow(section, "upscale_workflow", needs="init_image"),
             base_url=get_url(
                 section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"
             ),
@@ -239,22 +201,6 @@ def classify(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
     )
 
 
-def fill(template: str, values: Mapping[str, object]) -> Any:
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            whole = _PH.fullmatch(node)
-            if whole and whole.group(1) in values:
-                return values[whole.group(1)]
-            return _PH.sub(lambda m: str(values.get(m.group(1), m.group(0))), node)
-        return node
-
-    return walk(json.loads(template))
-
-
 class ComfyUIProvider:
     name = "comfyui"
 
@@ -293,6 +239,7 @@ class ComfyUIProvider:
             samplers=(),
             negative_prompt="{{negative}}" in settings.workflow,
             max_concurrency=settings.max_concurrency,
+            upscale="model" if settings.upscale_workflow else "none",
         )
 
     @property
@@ -337,10 +284,27 @@ class ComfyUIProvider:
         except TimeoutError:
             raise ProviderUnavailable("ComfyUI did not finish in time") from None
 
-    async def _generate(
-        self, req: GenerationRequest, progress: ProgressCallback | None
+    async def upscale(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
     ) -> GenerationResult:
-        template = self.settings.workflow
+        """The image verb Upscale: the configured upscale workflow on the picked image."""
+        if self.settings.upscale_workflow is None or req.edit is None:
+            raise ProviderUnavailable("no upscale workflow configured")
+        extra = {"scale": req.edit.scale, "denoise": req.strength or 0.0}
+        try:
+            async with asyncio.timeout(self.settings.policy.deadline_s):
+                return await self._generate(req, progress, self.settings.upscale_workflow, extra)
+        except TimeoutError:
+            raise ProviderUnavailable("ComfyUI did not finish in time") from None
+
+    async def _generate(
+        self,
+        req: GenerationRequest,
+        progress: ProgressCallback | None,
+        workflow: str | None = None,  # an image verb's own workflow, with its extra values
+        extra: Mapping[str, object] | None = None,
+    ) -> GenerationResult:
+        template = workflow or self.settings.workflow
         values: dict[str, object] = {
             "prompt": req.prompt,
             "negative": req.negative_prompt or "",
@@ -353,11 +317,12 @@ class ComfyUIProvider:
             "batch_size": max(1, req.n),
         }
         if req.init_image is not None:
-            if self.settings.img2img_workflow is None:
+            if workflow is None and self.settings.img2img_workflow is None:
                 raise ProviderUnavailable("no img2img workflow configured")
-            template = self.settings.img2img_workflow
+            template = workflow or self.settings.img2img_workflow or template
             values["init_image"] = await self._upload(req.init_image)
             values["denoise"] = 0.75 if req.strength is None else req.strength
+        values.update(extra or {})
         workflow = fill(template, values)
         # A fresh client id per call: ComfyUI sends a client's events to its latest socket.
         client_id = uuid.uuid4().hex

@@ -3,10 +3,11 @@
 Pure translation: no I/O except reading the image files the core already wrote (in a thread).
 
 Button budget: a legacy message holds at most 5 action rows of 5 buttons (25). A finished job
-of n images offers Pick/Refine/Vary per image plus Reroll/Info/Delete, i.e. 3n + 3 buttons, so
-above n = 7 it does not fit. We keep every Pick and Refine (the only way to reach an image
-and its img2img path) and drop Vary buttons from the highest image index down until the rest
-fits; Vary stays reachable from the Pick reply, which repeats Refine/Vary for that one image.
+of n images offers Pick/Refine/Vary (Strong) per image plus Reroll/Info/Delete, i.e. 3n + 3
+buttons, so above n = 7 it does not fit. We keep every Pick and Refine (the only way to reach
+an image and its img2img path) and drop the Vary buttons from the highest image index down
+until the rest fits; they stay reachable from the Pick reply, which has the image verbs for that
+one image (11 at most: three rows).
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def _open(data: bytes) -> Image.Image:
 
 def _png(img: Image.Image) -> bytes:
     out = io.BytesIO()
-    img.save(out, format="PNG")
+    img.save(out, format="PNG", compress_level=1)  # quick: the core re-encodes for storage
     return out.getvalue()
 
 

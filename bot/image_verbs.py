@@ -132,6 +132,12 @@ async def _edit_spec(c: Call, kind: str, make: Callable[[int, int], Edit]) -> Jo
     if edit.op == "upscale":
         if caps.upscale == "none":  # a button from before the settings changed
             raise NotSupported(f"{provider.label} offers no upscale here.")
+        limit = caps.upscale_max_pixels
+        if caps.upscale == "model" and limit and img.width * img.height > limit:
+            raise UserError(
+                f"That image is {img.width}x{img.height}; the upscaler of {provider.label} "
+                f"takes at most {limit / 1e6:.1f} megapixels. Nothing was charged."
+            )
         cost = c.ctx.settings.actions.cost_of_upscale(name)
         if caps.upscale == "resize":
             notice = RESIZED_NOTE.format(label=provider.label)

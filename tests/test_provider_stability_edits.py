@@ -179,3 +179,19 @@ async def test_through_the_core_pan_works_and_a_refused_upscale_is_refunded(
         assert await ledger(chat, panned) == {"reserve": 1, "commit": 1, "refund": 0}
         [call] = r.stability.requests_to("/edit/outpaint")
         assert call.form["left"] == "8"  # half of 8 px, at least the multiple of 8
+
+
+async def test_an_upscale_larger_than_the_upscaler_takes_is_refused_before_charging(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, "stability-sdxl") as r:
+        chat = r.chat
+        job = await imagine(chat, "a glacier --n 1 --seed 5")
+        # An earlier upscale made a 2048 px picture: Stability's fast upscaler takes 1 MP.
+        await chat.app.store.execute(
+            "UPDATE images SET width = 2048, height = 2048 WHERE job_id = ?", (job,)
+        )
+        [reply] = await chat.click("bob", f"upscale:{job}:1")
+        assert reply.ephemeral and "2048x2048" in reply.text and "Nothing was charged" in reply.text
+        assert "50 of 50" in (await chat.say("bob", "/quota"))[0].text
+        assert r.stability.requests_to("/upscale/") == []

@@ -306,6 +306,7 @@ class Capabilities:
     # Image verbs (bot.providers.edits): "model" a real upscaler, "resize" a Pillow resize
     # labelled so, "none" hidden; outpaint: Zoom out and Pan.
     upscale: Literal["none", "model", "resize"] = "none"
+    upscale_max_pixels: int = 0  # the largest image the upscaler takes (0: not known)
     outpaint: bool = False
 
 

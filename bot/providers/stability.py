@@ -313,7 +313,9 @@ class StabilityProvider:
     def _compute_caps(self) -> Capabilities:
         models = (*V2_ENDPOINTS, *self._engines)
         caps = capabilities_for(self.settings.model, models, self.settings.max_concurrency)
-        return replace(caps, upscale="model", outpaint=True)  # v2beta, whatever the model
+        limit = stability_edits.MAX_INPUT_PIXELS.get(self.settings.edits.upscaler, 0)
+        # v2beta, whatever the model
+        return replace(caps, upscale="model", upscale_max_pixels=limit, outpaint=True)
 
     @property
     def capabilities(self) -> Capabilities:

@@ -46,6 +46,8 @@ OUTPAINT_PATH = "/v2beta/stable-image/edit/outpaint"
 RESULTS_PATH = "/v2beta/results/{id}"
 MAX_PAD = 2000
 CREATIVITY = {"conservative": (0.2, 0.5), "creative": (0.1, 0.5)}
+# The largest input each upscaler takes (fast: also 1536 px a side); conservative: not known.
+MAX_INPUT_PIXELS = {"fast": 1_048_576, "creative": 1_048_576}
 POLL_TIMEOUT_S = 600.0
 
 Sleep = Callable[[float], Awaitable[None]]

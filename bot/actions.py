@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from bot import grammar, render, specs
+from bot import grammar, image_verbs, render, specs
 from bot.access import Rule
 from bot.errors import JobNotFound, UserError
 from bot.imagine import submit
@@ -122,14 +122,27 @@ class VerbTable:
         return tuple(out)
 
     def pick_buttons(self, job: Job, img: StoredJobImage, caps: Capabilities) -> tuple[Button, ...]:
+        """The buttons under one picked image: its message shows that image alone, so the
+        labels carry no index ("Upscale", not "Upscale 2"); the buttons do."""
         return tuple(
             Button(
-                f"{v.label} {img.index}" if v.per_image else v.label,
+                v.label,
                 Action(v.name, job.id, img.index if v.per_image else None).encode(),
                 v.places["pick"],
             )
             for v in self._for("pick", caps)
         )
+
+    def help_text(self, caps: Capabilities) -> str:
+        """The buttons, for ``/imagine help``: where each shows and what it does (the ones
+        the current provider cannot do are left out)."""
+        where = {"queued": "while queued", "grid": "on a result", "pick": "on a picked image"}
+        lines = ["Buttons:"]
+        for v in self._verbs.values():
+            if v.places and v.help and v.needs(caps):
+                shown = ", ".join(where[p] for p in v.places)
+                lines.append(f"  {v.label} ({shown}): {v.help}")
+        return "\n".join(lines)
 
     async def press(
         self, ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder
@@ -193,50 +206,6 @@ async def _pick(c: Call) -> None:
     await c.delivery.record_post(c.job, ref, "pick")  # Delete takes it down too
 
 
-def _child(c: Call, parsed: grammar.ImagineRequest, kind: str, **kw: object) -> JobSpec:
-    name, provider = c.ctx.provider()
-    return specs.build_spec(
-        parsed,
-        kind=kind,
-        provider_name=name,
-        caps=provider.capabilities,
-        provider_label=provider.label,
-        styles=c.ctx.styles,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-async def _reroll(c: Call) -> JobSpec:
-    r = c.job.request
-    return _child(
-        c,
-        specs.reparse(c.job),
-        "reroll",
-        init_sha=r.init_sha,
-        init_ext=r.init_ext,
-        strength=r.strength,
-        parent=(c.job.id, None),
-        n=c.job.n,
-        seed=specs.random_seed(),
-    )
-
-
-async def _vary(c: Call) -> JobSpec:
-    img = await c.ctx.image(c.job, c.index)
-    return _child(
-        c,
-        specs.reparse(c.job),
-        "vary",
-        init_sha=img.sha256,
-        init_ext=img.ext,
-        init_size=(img.width, img.height),
-        strength=c.ctx.settings.actions.vary_strength,
-        parent=(c.job.id, img.index),
-        n=c.job.n,
-        seed=specs.random_seed(),
-    )
-
-
 async def _refine(c: Call) -> JobSpec | None:
     img = await c.ctx.image(c.job, c.index)
     default = c.ctx.settings.actions.refine_strength
@@ -269,7 +238,7 @@ async def _refine(c: Call) -> JobSpec | None:
         await c.responder.send(Reply(parsed.text, ephemeral=True))
         return None
     refined = parsed.requests[0]
-    return _child(
+    return image_verbs.child(
         c,
         refined,
         "refine",
@@ -284,6 +253,22 @@ async def _refine(c: Call) -> JobSpec | None:
 
 def _img2img(caps: Capabilities) -> bool:
     return caps.img2img
+
+
+def _upscale(caps: Capabilities) -> bool:
+    return caps.upscale != "none"
+
+
+def _outpaint(caps: Capabilities) -> bool:
+    return caps.outpaint
+
+
+def _subtle(c: Call) -> float:
+    return c.ctx.settings.actions.vary_strength
+
+
+def _strong(c: Call) -> float:
+    return c.ctx.settings.actions.vary_strong_strength
 
 
 _CONTINUE = (
@@ -303,6 +288,17 @@ VERBS: tuple[Verb, ...] = (
         help="show one image at full size",
     ),
     Verb(
+        "upscale",
+        "Upscale",
+        "continue",
+        _CONTINUE,
+        build=image_verbs.upscale,
+        per_image=True,
+        needs=_upscale,
+        places={"pick": "primary"},
+        help="a larger version of this image (a plain resize where no upscaler exists)",
+    ),
+    Verb(
         "refine",
         "Refine",
         "continue",
@@ -313,25 +309,83 @@ VERBS: tuple[Verb, ...] = (
         places={"grid": "secondary", "pick": "primary"},
         help="img2img from this image with an edited prompt",
     ),
+    # The single Vary of earlier versions: no longer shown, still answered (a button posted
+    # before an upgrade works after it, as Vary (Subtle)).
     Verb(
         "vary",
         "Vary",
         "continue",
         _CONTINUE,
-        build=_vary,
+        build=image_verbs.vary(_subtle, "vary", "Remix: Vary"),
+        per_image=True,
+        needs=_img2img,
+    ),
+    Verb(
+        "vary-subtle",
+        "Vary (Subtle)",
+        "continue",
+        _CONTINUE,
+        build=image_verbs.vary(_subtle, "vary-subtle", "Remix: Vary (Subtle)"),
+        per_image=True,
+        needs=_img2img,
+        places={"pick": "secondary"},
+        help="close variations of this image",
+    ),
+    Verb(
+        "vary-strong",
+        "Vary (Strong)",
+        "continue",
+        _CONTINUE,
+        build=image_verbs.vary(_strong, "vary-strong", "Remix: Vary (Strong)"),
         per_image=True,
         needs=_img2img,
         places={"grid": "secondary", "pick": "secondary"},
-        help="variations of this image",
+        help="bolder variations of this image",
     ),
     Verb(
         "reroll",
         "Reroll",
         "continue",
         _CONTINUE,
-        build=_reroll,
+        build=image_verbs.reroll,
         places={"grid": "secondary"},
-        help="the same prompt with new seeds",
+        help="the same prompt with new seeds (with --remix: edit it first)",
+    ),
+    Verb(
+        "zoom-out",
+        "Zoom out 1.5x",
+        "continue",
+        _CONTINUE,
+        build=image_verbs.zoom(1.5),
+        per_image=True,
+        needs=_outpaint,
+        places={"pick": "secondary"},
+        help="widen the view: the picture is extended on every side",
+    ),
+    Verb(
+        "zoom-out-double",
+        "Zoom out 2x",
+        "continue",
+        _CONTINUE,
+        build=image_verbs.zoom(2.0),
+        per_image=True,
+        needs=_outpaint,
+        places={"pick": "secondary"},
+        help="widen the view twice as far",
+    ),
+    *(
+        Verb(
+            f"pan-{d}",
+            f"Pan {d}",
+            "continue",
+            _CONTINUE,
+            build=image_verbs.panner(d),
+            per_image=True,
+            needs=_outpaint,
+            places={"pick": "secondary"},
+            help=f"extend the picture to the {d}" if d in ("left", "right") else f"extend it {d}",
+        )
+        for d in image_verbs.PAN_DIRECTIONS
     ),
     # Info shows the prompt and seeds: the same rule as every verb that continues a result.
     Verb(

@@ -23,6 +23,9 @@ from bot.types import Actor
 # A second identical Vary/Reroll click by the same person within this window is the same
 # wish (a double click, a laggy client), not a second job to pay for.
 DOUBLE_CLICK_S = 5.0
+DOUBLE_CLICK_KINDS = frozenset(
+    {"vary", "vary-subtle", "vary-strong", "reroll", "upscale", "zoom", "pan"}
+)
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
@@ -44,6 +47,8 @@ class JobSpec:
     parent_index: int | None = None
     notice: str = ""
     display: Display = field(default_factory=Display)  # the user's own words
+    remix: bool = False
+    cost: int = 1  # quota units per image
 
     def job_request(self, actor: Actor) -> JobRequest:
         """What is stored for this job, with who pays as the platform vouched for them now."""
@@ -54,6 +59,8 @@ class JobSpec:
             display=self.display,
             payer_roles=tuple(actor.roles),
             payer_admin=actor.is_admin,
+            remix=self.remix,
+            cost=self.cost,
         )
 
 
@@ -90,7 +97,7 @@ async def write_jobs(
                         since=now - DOUBLE_CLICK_S,
                     )
                     for spec in specs
-                    if spec.kind in ("vary", "reroll")
+                    if spec.kind in DOUBLE_CLICK_KINDS
                 )
             ),
             jobs.queued_counts(tx, actor.platform, actor.tenant, actor.user_id),
@@ -129,7 +136,7 @@ async def write_jobs(
                     created_at=now + i * 1e-6,
                 ),
             )
-        await quotas.reserve(tx, actor, [(j, s.request.n) for j, s in zip(ids, specs, strict=True)])
+        await quotas.reserve(tx, actor, [(j, s.request.n * s.cost) for j, s in zip(ids, specs, strict=True)])
     return ids
 
 

@@ -95,8 +95,19 @@ class ImageSettings:
 @dataclass(frozen=True)
 class ActionSettings:
     refine_strength: float = 0.6
-    vary_strength: float = 0.3
+    vary_strength: float = 0.3  # Vary (Subtle), and the old single Vary buttons
+    vary_strong_strength: float = 0.75
     collaborative: bool = True  # default for channels without their own setting
+    # Upscale: the factor asked of a provider's upscaler (or of the resize), quota units per
+    # upscale by provider name ("default" for the rest), and whether a provider without an
+    # upscaler offers a plain resize (labelled "resized, not generated") or no Upscale button.
+    upscale_factor: float = 2.0
+    upscale_cost: Mapping[str, int] = field(default_factory=lambda: {"default": 1, "stability": 2})
+    upscale_resize: bool = True
+    pan_fraction: float = 0.5  # Pan extends the image by this share of its side
+
+    def cost_of_upscale(self, provider: str) -> int:
+        return int(self.upscale_cost.get(provider, self.upscale_cost.get("default", 1)))
 
 
 @dataclass(frozen=True)
@@ -515,6 +526,17 @@ def _validate(s: Settings, sources: _Sources) -> None:
     a = s.actions
     need(0 < a.refine_strength <= 1, "actions.refine_strength", "must be in (0, 1]")
     need(0 < a.vary_strength <= 1, "actions.vary_strength", "must be in (0, 1]")
+    need(0 < a.vary_strong_strength <= 1, "actions.vary_strong_strength", "must be in (0, 1]")
+    need(1 < a.upscale_factor <= 4, "actions.upscale_factor", "must be in (1, 4]")
+    need(0 < a.pan_fraction <= 1, "actions.pan_fraction", "must be in (0, 1]")
+    need(
+        all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 100
+            for v in a.upscale_cost.values()
+        ),
+        "actions.upscale_cost",
+        "must map provider names to whole numbers 1..100",
+    )
     need(1 <= s.web.port <= 65535, "web.port", "must be 1..65535")
     need(
         s.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bot import grammar, images, render
@@ -67,7 +67,12 @@ class Context:
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.provider()[1].capabilities
+        """What the verbs may offer: the provider's own capabilities, plus the plain resize
+        standing in for an upscaler where the settings allow it."""
+        caps = self.provider()[1].capabilities
+        if caps.upscale == "none" and self.settings.actions.upscale_resize:
+            return replace(caps, upscale="resize")
+        return caps
 
     def provider_label(self, name: str) -> str:
         return self.providers.get(name).label if name in self.providers.names() else name

@@ -29,6 +29,7 @@ from bot.providers.base import (
     fit_request,
     generate_split,
 )
+from bot.providers import edits
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
 from bot.storage.protocols import Storage, Tx
@@ -235,7 +236,7 @@ class JobExecutor:
                 else "Every image was removed by the provider's content filter.",
                 at=self._clock(),
             )
-            await self._quotas.settle(tx, job.id, len(stored))
+            await self._quotas.settle(tx, job.id, len(stored) * job.request.cost)
 
     async def finish_failed(self, job_id: str, message: str, *, notify: bool = True) -> None:
         async with self._storage.transaction() as tx:
@@ -261,6 +262,8 @@ class _GatedProvider:
         self, req: GenerationRequest, progress: ProgressCallback | None = None
     ) -> GenerationResult:
         async with self._slots:
+            if req.edit is not None:  # an image verb: upscale or outpaint the init image
+                return await edits.perform(self._inner, req, progress)
             return await self._inner.generate(req, progress)
 
     async def check(self) -> dict[str, str]:

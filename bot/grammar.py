@@ -148,6 +148,7 @@ class ImagineRequest:
     strength: float | None
     avatar: bool
     n_explicit: bool = False  # the user gave --n (a refine keeps the parent's n)
+    remix: bool = False  # --remix: Vary and Reroll of the result open the prompt first
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,13 @@ _FLAGS: dict[str, _Flag] = {
             "",
             "--avatar",
             lambda lim: f"a square head-and-shoulders profile picture ({_square(lim)})",
+        ),
+        _Flag(
+            "remix",
+            "bool",
+            "",
+            "--remix",
+            lambda lim: "Vary and Reroll of the result let you edit the prompt first",
         ),
     )
 }
@@ -776,6 +784,7 @@ def _build(scan: _Values, limits: GrammarLimits) -> ImagineRequest:
         ),
         avatar=avatar,
         n_explicit="n" in v,
+        remix="remix" in v,
     )
 
 

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder) -> None:
     result = grammar.parse(inv.text, ctx.limits)
     if isinstance(result, grammar.HelpRequest):
-        await responder.send(Reply(result.text, ephemeral=True))
+        text = f"{result.text}\n{ctx.verbs.help_text(ctx.capabilities)}"
+        await responder.send(Reply(text, ephemeral=True))
         return
     name, provider = ctx.provider()
     init_sha = init_ext = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.providers.base import GenerationRequest, WeightedPrompt
+from bot.providers.edit_types import Edit
 
 VERSION = 1
 
@@ -67,6 +68,11 @@ class JobRequest:
     # use the same limits (roles, admin exemption) as the reservation did.
     payer_roles: tuple[str, ...] = ()
     payer_admin: bool = False
+    # Remix: Vary and Reroll of this job open the prompt for editing first. Set by --remix, or
+    # by the user's stored defaults (another module) before the job is built.
+    remix: bool = False
+    edit: Edit | None = None  # an image verb's upscale or outpaint of the init image
+    cost: int = 1  # quota units per image (an upscale may cost more, per provider)
 
     @property
     def shown_prompt(self) -> str:
@@ -83,6 +89,8 @@ class JobRequest:
         display: Display = Display(),
         payer_roles: tuple[str, ...] = (),
         payer_admin: bool = False,
+        remix: bool = False,
+        cost: int = 1,
     ) -> JobRequest:
         return cls(
             prompt=req.prompt,
@@ -103,6 +111,9 @@ class JobRequest:
             display=display,
             payer_roles=payer_roles,
             payer_admin=payer_admin,
+            remix=remix,
+            edit=req.edit,
+            cost=cost,
         )
 
     def generation(
@@ -125,6 +136,7 @@ class JobRequest:
             init_image=init_image,
             strength=self.strength,
             user_ref=user_ref,
+            edit=self.edit,
         )
 
     def to_json(self) -> str:
@@ -151,6 +163,9 @@ class JobRequest:
             "display_weighted": [[w.text, w.weight] for w in self.display.weighted],
             "payer_roles": list(self.payer_roles),
             "payer_admin": self.payer_admin,
+            "remix": self.remix,
+            "edit": self.edit.to_dict() if self.edit else None,
+            "cost": self.cost,
         }
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
@@ -184,6 +199,9 @@ class JobRequest:
             ),
             payer_roles=tuple(str(x) for x in r.get("payer_roles") or ()),
             payer_admin=bool(r.get("payer_admin")),
+            remix=bool(r.get("remix")),
+            edit=Edit.from_dict(r.get("edit")),
+            cost=max(1, int(r.get("cost") or 1)),
         )
 
 

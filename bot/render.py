@@ -17,7 +17,17 @@ from bot.quotas import QuotaStatus
 from bot.types import Button, ImageFile, Reply
 
 OFFLINE_NOTICE = "Offline preview: a procedural picture, not a diffusion model."
-_LEAD = {"imagine": "", "refine": "Refinement: ", "vary": "Variation: ", "reroll": "Reroll: "}
+_LEAD = {
+    "imagine": "",
+    "refine": "Refinement: ",
+    "vary": "Variation: ",
+    "vary-subtle": "Variation (subtle): ",
+    "vary-strong": "Variation (strong): ",
+    "reroll": "Reroll: ",
+    "upscale": "Upscale: ",
+    "zoom": "Zoom out: ",
+    "pan": "Pan: ",
+}
 _VERDICT = {
     "done": "done, see below",
     "failed": "failed, see below",

@@ -85,6 +85,7 @@ def build_spec(
         parent_job_id=parent[0] if parent else None,
         parent_index=parent[1] if parent else None,
         notice=" ".join(fitted.notes),
+        remix=parsed.remix,
         display=Display(
             prompt=parsed.prompt,
             style=parsed.style or "",
@@ -123,6 +124,7 @@ def reparse(job: Job) -> grammar.ImagineRequest:
         style=style,
         strength=r.strength,
         avatar=avatar,
+        remix=r.remix,
     )
 
 

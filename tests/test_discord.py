@@ -139,7 +139,7 @@ async def test_imagine_defers_first_then_posts_the_grid_with_buttons(
         assert result.custom_ids() == (
             [f"pick:{jid}:{i}" for i in range(1, 5)]
             + [f"refine:{jid}:{i}" for i in range(1, 5)]
-            + [f"vary:{jid}:{i}" for i in range(1, 5)]
+            + [f"vary-strong:{jid}:{i}" for i in range(1, 5)]
             + [f"reroll:{jid}", f"info:{jid}", f"delete:{jid}"]
         )
         assert [len(row["components"]) for row in result.components] == [4, 4, 4, 3]
@@ -176,7 +176,10 @@ async def test_a_button_from_before_a_restart_still_works(
         assert not (picked.get("flags") or 0) & EPHEMERAL
         assert [f[0] for f in replies[0].files.values()] == [f"{job_id}-2.png"]
         ids = [c["custom_id"] for row in picked["components"] for c in row["components"]]
-        assert ids == [f"refine:{job_id}:2", f"vary:{job_id}:2", f"info:{job_id}"]
+        verbs = ["upscale", "refine", "vary-subtle", "vary-strong", "zoom-out", "zoom-out-double"]
+        verbs += ["pan-left", "pan-right", "pan-up", "pan-down"]
+        assert ids == [f"{v}:{job_id}:2" for v in verbs] + [f"info:{job_id}"]
+        assert [len(row["components"]) for row in picked["components"]] == [5, 5, 1]
 
         # A refine form opened before the restart is submitted after it: read from the raw
         # payload, not from a Modal object the old process held.
@@ -238,6 +241,28 @@ async def test_refine_opens_a_modal_and_its_submit_makes_a_child_job(
         assert (child["parent_job_id"], child["parent_index"]) == (job_id, 1)
         assert child["owner_id"] == ALICE
         assert posts[-1].content.startswith("Refinement: a castle at dusk")
+        assert fake.violations == []
+
+
+async def test_remix_vary_opens_a_modal_and_its_submit_makes_the_variation(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
+    async with running(tmp_path, fake) as (app, client):
+        job_id, result = await imagine(client, fake, "a castle --n 2 --remix")
+        click = fake.click(f"vary-strong:{job_id}:2", result, user_id=ALICE)
+        inject(client, click)
+        await fake.wait_for(lambda: fake.callbacks(click["id"]))
+        [modal] = fake.callbacks(click["id"])  # not deferred: the modal answers the click
+        assert modal["type"] == 9 and modal["data"]["custom_id"] == f"vary-strong:{job_id}:2"
+        before = len(result_posts(fake))
+        submit = fake.submit(
+            f"vary-strong:{job_id}:2", {"prompt": "a castle at dawn"}, user_id=ALICE
+        )
+        inject(client, submit)
+        posts = await fake.wait_for(lambda: len(result_posts(fake)) > before and result_posts(fake))
+        assert posts[-1].content.startswith("Variation (strong): a castle at dawn")
+        row = await app.store.fetchone("SELECT kind FROM jobs WHERE kind = 'vary-strong'")
+        assert row is not None
         assert fake.violations == []
 
 

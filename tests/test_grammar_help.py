@@ -65,6 +65,7 @@ photographic, pixel-art, tile-texture
   --model NAME    a model the image service offers
   --strength X    0 to 1, how much a refine may change the image (0 keeps it)
   --avatar        a square head-and-shoulders profile picture (1024x1024)
+  --remix         Vary and Reroll of the result let you edit the prompt first
 Prompt tricks:
   a castle::2 fog::-0.5   weights: the number after :: weighs the text before it
   a {red, blue} car       one job per option (at most 8 jobs); write \\{ for a literal brace

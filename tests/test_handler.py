@@ -40,7 +40,7 @@ async def test_imagine_posts_a_grid_with_buttons_and_the_quota_left(chat: Chat) 
     assert labels(result) == (
         [f"Pick {i}" for i in range(1, 5)]
         + [f"Refine {i}" for i in range(1, 5)]
-        + [f"Vary {i}" for i in range(1, 5)]
+        + [f"Vary (Strong) {i}" for i in range(1, 5)]
         + ["Reroll", "Info", "Delete"]
     )
     assert all(len(b.action) <= 100 for b in result.buttons)
@@ -53,11 +53,27 @@ async def test_imagine_posts_a_grid_with_buttons_and_the_quota_left(chat: Chat) 
     assert last_status.state == "done" and "done, see below" in last_status.text
 
 
+PICK_LABELS = [
+    "Upscale",
+    "Refine",
+    "Vary (Subtle)",
+    "Vary (Strong)",
+    "Zoom out 1.5x",
+    "Zoom out 2x",
+    "Pan left",
+    "Pan right",
+    "Pan up",
+    "Pan down",
+    "Info",
+]
+
+
 async def test_pick_posts_full_image_with_its_own_buttons(chat: Chat) -> None:
     job = await imagine(chat, "alice", "a red fox --n 2 --seed 3")
     [pick] = await chat.click("alice", f"pick:{job}:2")
     assert not pick.ephemeral and pick.parent_job_id == job
-    assert labels(pick) == ["Refine 2", "Vary 2", "Info"]
+    assert labels(pick) == PICK_LABELS
+    assert {b.action.rsplit(":", 1)[-1] for b in pick.buttons if b.label != "Info"} == {"2"}
     [img] = pick.images
     assert img.kind == "image" and img.path.suffix == ".png"
     with Image.open(img.path) as im:

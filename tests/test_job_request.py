@@ -68,6 +68,9 @@ def test_the_json_keeps_the_keys_and_formatting_jobs_were_stored_with() -> None:
         "display_style",
         "display_avatar",
         "display_weighted",
+        "remix",
+        "edit",
+        "cost",
         "payer_roles",
         "payer_admin",
     }
@@ -138,3 +141,13 @@ def test_generation_is_the_provider_call_and_from_generation_its_inverse() -> No
         payer_admin=True,
     )
     assert back == FULL
+
+
+def test_an_image_verb_request_round_trips_and_older_rows_read_without_it() -> None:
+    from bot.providers.edit_types import Edit
+
+    verb = JobRequest(prompt="a bay", remix=True, cost=3, edit=Edit("outpaint", 1.0, 8, 0, 16, 24))
+    assert JobRequest.from_json(verb.to_json()) == verb
+    assert verb.generation(init_image=b"x").edit == Edit("outpaint", 1.0, 8, 0, 16, 24)
+    old = JobRequest.from_json('{"v": 1, "prompt": "a bay"}')
+    assert (old.remix, old.edit, old.cost) == (False, None, 1)

@@ -199,8 +199,8 @@ async def test_imagine_two_images_on_each_provider(tmp_path: Path, kind: str) ->
                 "Pick 2",
                 "Refine 1",
                 "Refine 2",
-                "Vary 1",
-                "Vary 2",
+                "Vary (Strong) 1",
+                "Vary (Strong) 2",
                 "Reroll",
                 "Info",
                 "Delete",
@@ -475,7 +475,14 @@ async def test_one_filtered_image_is_dropped_and_refunded(tmp_path: Path) -> Non
         assert result.state == "done"
         imgs = await r.chat.app.runner.load_images(job)
         assert [(i.index, i.seed) for i in imgs] == [(1, 3)]
-        assert labels(result) == ["Pick 1", "Refine 1", "Vary 1", "Reroll", "Info", "Delete"]
+        assert labels(result) == [
+            "Pick 1",
+            "Refine 1",
+            "Vary (Strong) 1",
+            "Reroll",
+            "Info",
+            "Delete",
+        ]
         assert "1 image was removed by the provider's content filter and refunded" in (
             result.notice or ""
         )

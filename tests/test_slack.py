@@ -457,6 +457,42 @@ async def test_refine_opens_a_modal_and_its_submission_creates_a_child(ws: Works
     assert ws.fake.violations == []
 
 
+async def test_a_picked_image_offers_the_image_verbs_and_a_remix_reroll_opens_a_modal(
+    ws: Workspace,
+) -> None:
+    hana = ws.user("hana")
+    await ws.slash(hana, "/imagine", "a lantern --n 2 --remix")
+    result = await ws.result()
+    parent = (await ws.jobs())[0]["id"]
+    assert f"vary-strong:{parent}:1" in button_ids(result)
+    assert (await ws.click(hana, result, f"pick:{parent}:1"))[0] == 200
+    picked = await ws.result(2)
+    ids = button_ids(picked)
+    for verb in ("upscale", "vary-subtle", "vary-strong", "zoom-out", "pan-left", "pan-down"):
+        assert f"{verb}:{parent}:1" in ids
+    assert all(len(b["elements"]) <= 25 for b in picked.params["blocks"] if b["type"] == "actions")
+
+    trigger = ws.fake.new_trigger()
+    assert (await ws.click(hana, result, f"reroll:{parent}", trigger=trigger))[0] == 200
+    (opened,) = await ws.fake.wait_for("views.open")
+    view = opened.params["view"]
+    assert FormContext.load(view["private_metadata"]) == FormContext(f"reroll:{parent}", CHANNEL)
+    status, _ = await ws.submit(hana, view, {"prompt": "a lantern in the rain"})
+    assert status == 200
+    rerolled = await ws.result(3)
+    assert "Reroll: a lantern in the rain" in rerolled.params["text"]
+    jobs = await ws.jobs()
+    assert (jobs[-1]["kind"], jobs[-1]["parent_job_id"]) == ("reroll", parent)
+    # Upscale from the picked message: a labelled resize on the offline renderer.
+    assert (await ws.click(hana, picked, f"upscale:{parent}:1"))[0] == 200
+    upscaled = await ws.result(4)
+    assert "Upscale: a lantern" in upscaled.params["text"]
+    assert "Resized, not generated" in upscaled.params["text"] or any(
+        "Resized, not generated" in json.dumps(b) for b in upscaled.params["blocks"]
+    )
+    assert ws.fake.violations == []
+
+
 async def test_admin_commands_follow_slack_roles_and_fail_closed(ws: Workspace) -> None:
     henry = ws.user("henry")  # an ordinary member
     owner = ws.user("olga", owner=True)

@@ -117,9 +117,48 @@ def test_the_table_refuses_a_duplicate_or_malformed_verb() -> None:
 
 def test_buttons_follow_table_order_and_capabilities() -> None:
     table = VerbTable(VERBS)
-    assert table.names() == ["pick", "refine", "vary", "reroll", "info", "delete", "cancel"]
+    assert table.names() == [
+        "pick",
+        "upscale",
+        "refine",
+        "vary",
+        "vary-subtle",
+        "vary-strong",
+        "reroll",
+        "zoom-out",
+        "zoom-out-double",
+        "pan-left",
+        "pan-right",
+        "pan-up",
+        "pan-down",
+        "info",
+        "delete",
+        "cancel",
+    ]
     no_img2img = Capabilities(img2img=False)
     assert "refine" not in [v.name for v in table._for("grid", no_img2img)]
+    # The image verbs are gated by the capabilities that make them work.
+    plain = Capabilities()
+    pick = [v.name for v in table._for("pick", plain)]
+    assert "upscale" not in pick and not any(n.startswith(("zoom", "pan")) for n in pick)
+    full = Capabilities(upscale="model", outpaint=True)
+    pick = [v.name for v in table._for("pick", full)]
+    assert {"upscale", "zoom-out", "zoom-out-double", "pan-left", "pan-down"} <= set(pick)
+    assert "upscale" in [v.name for v in table._for("pick", Capabilities(upscale="resize"))]
+
+
+def test_buttons_fit_every_platform() -> None:
+    """A grid of 4 and a picked image with every verb fit Discord's 5 rows of 5 buttons and
+    Slack's 25 elements per actions block; the image verbs are on the Pick reply only."""
+    table = VerbTable(VERBS)
+    full = Capabilities(upscale="model", outpaint=True)
+    grid = [v for v in table._for("grid", full)]
+    assert sum(4 if v.per_image else 1 for v in grid) <= 25
+    assert not {"upscale", "zoom-out", "pan-left"} & {v.name for v in grid}
+    assert len(table._for("pick", full)) <= 15
+    # The old single Vary is still in the table, so its buttons keep working, but not shown.
+    assert table.get("vary") is not None
+    assert all("vary" not in [v.name for v in table._for(p, full)] for p in ("grid", "pick"))
 
 
 @pytest.mark.parametrize(

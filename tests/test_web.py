@@ -560,3 +560,41 @@ async def test_create_web_app_has_the_documented_routes(app: App) -> None:
         "/api/lineage",
         "/link",
     } <= paths
+
+
+async def test_image_verbs_through_the_playground(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """Pick, then Zoom out and a remix Vary (Strong) through /api/action, as the page does."""
+
+    async def press(action: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
+        payload = {"name": "Alice", "channel": "general", "action": action, "fields": fields or {}}
+        async with http.post(f"{server.url}/api/action", json=payload) as resp:
+            assert resp.status == 200, await resp.text()
+            body: dict[str, Any] = await resp.json()
+            return body
+
+    ws, _ = await open_socket(http, server)
+    body = await command(http, server, "Alice", "/imagine a fox den --n 1 --size 256x256 --remix")
+    job_id = next(r["job_id"] for r in body["replies"] if r["job_id"])
+    done = await next_reply(ws, job_id=job_id, state="done")
+    assert [b["action"] for b in done["buttons"]][:3] == [
+        f"pick:{job_id}:1",
+        f"refine:{job_id}:1",
+        f"vary-strong:{job_id}:1",
+    ]
+    picked = await press(f"pick:{job_id}:1")
+    labels = [b["label"] for r in picked["replies"] for b in r["buttons"]]
+    assert labels[:4] == ["Upscale", "Refine", "Vary (Subtle)", "Vary (Strong)"]
+    zoom = await press(f"zoom-out:{job_id}:1")
+    child = next(r["job_id"] for r in zoom["replies"] if r["job_id"])
+    zoomed = await next_reply(ws, job_id=child, state="done")
+    assert zoomed["text"].startswith("Zoom out: a fox den")
+    form = await press(f"vary-strong:{job_id}:1")
+    [dialog] = [r["form"] for r in form["replies"] if r.get("form")]
+    assert dialog["action"] == f"vary-strong:{job_id}:1"
+    varied = await press(f"vary-strong:{job_id}:1", {"prompt": "a fox den in snow"})
+    child = next(r["job_id"] for r in varied["replies"] if r["job_id"])
+    done = await next_reply(ws, job_id=child, state="done")
+    assert done["text"].startswith("Variation (strong): a fox den in snow")
+    await ws.ws.close()

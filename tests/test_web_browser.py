@@ -230,7 +230,7 @@ async def test_the_first_command_just_works_and_two_people_iterate_together(
         assert await img.evaluate("img => img.complete && img.naturalWidth > 0")
         await expect(img).to_have_attribute("alt", f"Image {i + 1} of 4: a red fox in snow")
         labels = await tile.get_by_test_id("tile-actions").locator("button").all_text_contents()
-        assert labels == ["Pick", "Refine", "Vary"]
+        assert labels == ["Pick", "Refine", "Vary (Strong)"]
     # No row of fifteen buttons: the card's own actions are in its menu.
     await expect(own(fox, "buttons").locator("button")).to_have_count(0)
     await fox.locator(':scope > .card-head [data-testid="card-menu-button"]').click()
@@ -275,7 +275,7 @@ async def test_the_first_command_just_works_and_two_people_iterate_together(
     alice_quota = await alice.get_by_test_id("quota").text_content()
     bob_quota = await bob.get_by_test_id("quota").text_content()
     await bob_child.get_by_test_id("tile").first.hover()
-    await bob_child.locator(f'button[data-action="vary:{child_id}:1"]').click()
+    await bob_child.locator(f'button[data-action="vary-strong:{child_id}:1"]').click()
     grandchild = bob_child.locator(':scope > [data-testid="children"] > [data-testid="job-card"]')
     await expect(grandchild).to_have_attribute("data-state", "done")
     await expect(grandchild.locator(":scope > .card-head .owner")).to_have_text("@bob")
@@ -323,7 +323,9 @@ async def test_a_pick_persists_and_the_lightbox_steps_through_the_images(
     await expect(alice.get_by_test_id("lightbox-caption")).to_contain_text("3 / 3")
     assert await image.evaluate("img => img.complete && img.naturalWidth > 0")
     actions = alice.get_by_test_id("lightbox-actions")
-    await expect(actions.locator("button[data-action]")).to_have_text(["Pick", "Refine", "Vary"])
+    await expect(actions.locator("button[data-action]")).to_have_text(
+        ["Pick", "Refine", "Vary (Strong)"]
+    )
     await alice.screenshot(path=str(OUT / "lightbox.png"))
     async with alice.expect_download() as info:
         await alice.get_by_test_id("lightbox-download").click()
@@ -638,7 +640,7 @@ async def test_lineage_shows_the_family_and_who_made_each(
     bob_root = card(bob, root_id)
     await expect(bob_root).to_have_attribute("data-state", "done")
     await own(bob_root, "images").get_by_test_id("tile").nth(1).hover()
-    await bob_root.locator(f'button[data-action="vary:{root_id}:2"]').click()
+    await bob_root.locator(f'button[data-action="vary-strong:{root_id}:2"]').click()
     first_child = root.locator(':scope > [data-testid="children"] > [data-testid="job-card"]')
     await expect(first_child).to_have_attribute("data-state", "done")
     child = card(alice, await first_child.get_attribute("data-job-id") or "")
@@ -657,7 +659,7 @@ async def test_lineage_shows_the_family_and_who_made_each(
     await expect(nodes).to_have_count(3)
     await expect(nodes.nth(0)).to_contain_text("Imagined · @alice")
     await expect(tree.locator("li > ul > li").get_by_test_id("lineage-node")).to_have_count(2)
-    await expect(tree).to_contain_text("Variation of image 2 · @bob")
+    await expect(tree).to_contain_text("Strong variation of image 2 · @bob")
     await expect(tree).to_contain_text("Reroll · @alice")
     await expect(tree.locator(".ln-node.focus")).to_contain_text("@bob")
     await alice.screenshot(path=str(OUT / "lineage.png"))

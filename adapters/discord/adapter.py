@@ -49,6 +49,9 @@ from bot.types import Action, Actor, Invocation, PostSteps, Reply, Target
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+# Clicks the core may answer with a form (Refine always; Vary and Reroll of a remix job): a
+# modal must be the first response, so these are not deferred at once.
+FORM_VERBS = frozenset({"refine", "vary", "vary-subtle", "vary-strong", "reroll"})
 LAZY_ACK_S = 2.0  # refine clicks: answer with the modal, or defer after this long
 FORM_TOO_LATE = "That took too long to open the form. Please click the button again."
 DEFAULT_API = "https://discord.com/api/v10"
@@ -374,7 +377,7 @@ class ImagineClient(discord.Client):
             )
 
         decoded = Action.decode(action)
-        if decoded is None or decoded.verb != "refine":
+        if decoded is None or decoded.verb not in FORM_VERBS:
             await interaction.response.defer()
             await self._guarded(InteractionResponder(interaction), invocation)
             return

@@ -3,10 +3,11 @@
 Pure translation: no I/O except reading the image files the core already wrote (in a thread).
 
 Button budget: a legacy message holds at most 5 action rows of 5 buttons (25). A finished job
-of n images offers Pick/Refine/Vary per image plus Reroll/Info/Delete, i.e. 3n + 3 buttons, so
-above n = 7 it does not fit. We keep every Pick and Refine (the only way to reach an image
-and its img2img path) and drop Vary buttons from the highest image index down until the rest
-fits; Vary stays reachable from the Pick reply, which repeats Refine/Vary for that one image.
+of n images offers Pick/Refine/Vary (Strong) per image plus Reroll/Info/Delete, i.e. 3n + 3
+buttons, so above n = 7 it does not fit. We keep every Pick and Refine (the only way to reach
+an image and its img2img path) and drop the Vary buttons from the highest image index down
+until the rest fits; they stay reachable from the Pick reply, which has the image verbs for that
+one image (11 at most: three rows).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def content(reply: Reply) -> str:
     return clip(body, MAX_CONTENT)
 
 
-PER_IMAGE = ("pick", "refine", "vary")
+# Dropped first when a grid has more than 25 buttons (the Pick reply repeats them).
+DROPPABLE = ("vary", "vary-strong", "vary-subtle")
 
 
 def _verb(button: Button) -> str:
@@ -87,7 +89,7 @@ def fit_buttons(buttons: Sequence[Button]) -> list[list[Button]]:
     if len(usable) != len(buttons):
         log.warning("dropped %d button(s) with an over-long id", len(buttons) - len(usable))
     while len(usable) > MAX_BUTTONS:
-        varies = [i for i, b in enumerate(usable) if _verb(b) == "vary"]
+        varies = [i for i, b in enumerate(usable) if _verb(b) in DROPPABLE]
         if not varies:
             log.warning("dropped %d button(s) beyond Discord's 25", len(usable) - MAX_BUTTONS)
             usable = usable[:MAX_BUTTONS]
@@ -108,7 +110,12 @@ def fit_buttons(buttons: Sequence[Button]) -> list[list[Button]]:
 
 
 def _group(button: Button) -> str:
-    return _verb(button) if _verb(button) in PER_IMAGE else "job"
+    # A per-image button (its id ends in an index) rows up with its verb; the rest share rows.
+    return (
+        _verb(button)
+        if ACTION_RE.fullmatch(button.action) and button.action.count(":") == 2
+        else "job"
+    )
 
 
 class ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_TEMPLATE):

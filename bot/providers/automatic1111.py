@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bot.errors import ConfigError
+from bot.providers import automatic1111_edits
 from bot.providers.base import (
     AuthFailed,
     Capabilities,
@@ -72,6 +73,7 @@ SETTING_KEYS = frozenset(
         "sampler",
         "scheduler",
         *POOL_KEYS,
+        *automatic1111_edits.SETTING_KEYS,
     }
 )
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
@@ -105,6 +107,8 @@ class Automatic1111Settings:
             policy=replace(self.policy, connect_retries=0),
             servers=(),
         )
+    upscaler: str = ""  # a name from /sdapi/v1/upscalers for Upscale; empty: none
+    outpaint_strength: float = automatic1111_edits.OUTPAINT_STRENGTH
 
     @classmethod
     def from_mapping(
@@ -147,6 +151,8 @@ class Automatic1111Settings:
             policy=HttpPolicy.from_mapping(section, PREFIX),
             servers=servers,
             health_interval_s=parse_health_interval(section, PREFIX),
+            upscaler=get_str(section, "upscaler", "", PREFIX).strip(),
+            outpaint_strength=get_float(section, "outpaint_strength", 0.85, PREFIX, lo=0.1, hi=1.0),
         )
 
 
@@ -220,6 +226,8 @@ class Automatic1111Provider:
             negative_prompt=True,
             models=(),
             max_concurrency=settings.max_concurrency,
+            upscale="model" if settings.upscaler else "none",
+            outpaint=True,  # img2img with a padded canvas and a mask
         )
 
         self._catalog_at: float | None = None  # monotonic time of the last read
@@ -415,6 +423,24 @@ class Automatic1111Provider:
             value = data.get("progress") if isinstance(data, dict) else None
             if isinstance(value, int | float) and 0.0 <= value <= 1.0:
                 progress(float(value))
+
+    # ------------------------------------------------- image verbs (automatic1111_edits)
+    async def upscale(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        return await automatic1111_edits.upscale(self._http, req, self.settings.upscaler)
+
+    async def outpaint(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        sampler, scheduler = await self._names(req)
+        extra: dict[str, Any] = {"sampler_name": sampler} if sampler else {}
+        extra.update({"scheduler": scheduler} if scheduler else {})
+        if checkpoint := req.model or self.settings.checkpoint:
+            extra["override_settings"] = {"sd_model_checkpoint": checkpoint}
+            extra["override_settings_restore_afterwards"] = True
+        strength = self.settings.outpaint_strength
+        return await automatic1111_edits.outpaint(self._http, req, extra, strength)
 
     async def generate(
         self, req: GenerationRequest, progress: ProgressCallback | None = None

@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
+from bot.providers.edit_types import Edit
+
 ProgressCallback = Callable[[float], None]
 
 
@@ -244,6 +246,7 @@ class GenerationRequest:
     init_image: bytes | None = None
     strength: float | None = None
     user_ref: str | None = None
+    edit: Edit | None = None  # upscale or outpaint the init image instead (bot.providers.edits)
 
     @property
     def mode(self) -> Literal["txt2img", "img2img"]:
@@ -301,6 +304,11 @@ class Capabilities:
     weighted_prompts: bool = False
     models: tuple[str, ...] = ()
     max_concurrency: int = 2
+    # Image verbs (bot.providers.edits): "model" a real upscaler, "resize" a Pillow resize
+    # labelled so, "none" hidden; outpaint: Zoom out and Pan.
+    upscale: Literal["none", "model", "resize"] = "none"
+    upscale_max_pixels: int = 0  # the largest image the upscaler takes (0: not known)
+    outpaint: bool = False
 
 
 class Provider(Protocol):

@@ -51,9 +51,9 @@ from bot.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from bot.providers.comfyui_workflow import PLACEHOLDERS as PLACEHOLDERS
-from bot.providers.comfyui_workflow import fill as fill
-from bot.providers.comfyui_workflow import load_workflow
+from bot.providers.comfyui_workflows import PLACEHOLDERS as PLACEHOLDERS
+from bot.providers.comfyui_workflows import fill as fill
+from bot.providers.comfyui_workflows import load_workflow
 from bot.providers.http import (
     FilePart,
     HttpClient,
@@ -82,6 +82,7 @@ SETTING_KEYS = frozenset(
         "max_n_per_call",
         "max_side",
         "poll_interval_s",
+        "upscale_workflow",
         "websocket",
         "workflow",
         *POOL_KEYS,
@@ -95,6 +96,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8188"
 class ComfyUISettings:
     workflow: str  # API-format JSON text with placeholders
     img2img_workflow: str | None = None
+    upscale_workflow: str | None = None  # Upscale: {{init_image}}, {{scale}} (the factor)
     base_url: str = DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)
     max_n_per_call: int = 1
@@ -135,6 +137,7 @@ class ComfyUISettings:
         return cls(
             workflow=workflow,
             img2img_workflow=load_workflow(section, "img2img_workflow"),
+            upscale_workflow=load_workflow(section, "upscale_workflow", needs="init_image"),
             base_url=servers[0].url
             if servers
             else get_url(section, "base_url", DEFAULT_BASE_URL, PREFIX, env, "COMFYUI_BASE_URL"),
@@ -260,6 +263,7 @@ class ComfyUIProvider:
             samplers=(),
             negative_prompt="{{negative}}" in settings.workflow,
             max_concurrency=settings.max_concurrency,
+            upscale="model" if settings.upscale_workflow else "none",
         )
 
     @property
@@ -315,10 +319,27 @@ class ComfyUIProvider:
         except TimeoutError:
             raise ProviderUnavailable("ComfyUI did not finish in time") from None
 
-    async def _generate(
-        self, req: GenerationRequest, progress: ProgressCallback | None
+    async def upscale(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
     ) -> GenerationResult:
-        template = self.settings.workflow
+        """The image verb Upscale: the configured upscale workflow on the picked image."""
+        if self.settings.upscale_workflow is None or req.edit is None:
+            raise ProviderUnavailable("no upscale workflow configured")
+        extra = {"scale": req.edit.scale, "denoise": req.strength or 0.0}
+        try:
+            async with asyncio.timeout(self.settings.policy.deadline_s):
+                return await self._generate(req, progress, self.settings.upscale_workflow, extra)
+        except TimeoutError:
+            raise ProviderUnavailable("ComfyUI did not finish in time") from None
+
+    async def _generate(
+        self,
+        req: GenerationRequest,
+        progress: ProgressCallback | None,
+        workflow: str | None = None,  # an image verb's own workflow, with its extra values
+        extra: Mapping[str, object] | None = None,
+    ) -> GenerationResult:
+        template = workflow or self.settings.workflow
         values: dict[str, object] = {
             "prompt": req.prompt,
             "negative": req.negative_prompt or "",
@@ -331,11 +352,12 @@ class ComfyUIProvider:
             "batch_size": max(1, req.n),
         }
         if req.init_image is not None:
-            if self.settings.img2img_workflow is None:
+            if workflow is None and self.settings.img2img_workflow is None:
                 raise ProviderUnavailable("no img2img workflow configured")
-            template = self.settings.img2img_workflow
+            template = workflow or self.settings.img2img_workflow or template
             values["init_image"] = await self._upload(req.init_image)
             values["denoise"] = 0.75 if req.strength is None else req.strength
+        values.update(extra or {})
         workflow = fill(template, values)
         # A fresh client id per call: ComfyUI sends a client's events to its latest socket.
         client_id = uuid.uuid4().hex

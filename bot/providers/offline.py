@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from bot.errors import ConfigError
 from bot.images import ImageLimits, ImageRejected, decode_checked_sync, fit_cover_sync
+from bot.providers import edits
 from bot.providers.base import (
     Capabilities,
     GeneratedImage,
@@ -332,6 +333,7 @@ class OfflineProvider:
             samplers=None,
             native_styles=(),  # styles arrive as prompt templates
             max_concurrency=settings.concurrency,
+            outpaint=True,  # Zoom out and Pan: the scene is drawn larger around the image
         )
 
     @property
@@ -391,6 +393,31 @@ class OfflineProvider:
             GeneratedImage(data=t.result(), seed=s) for t, s in zip(tasks, seeds, strict=True)
         )
         return GenerationResult(images=images, model=MODEL)
+
+    async def outpaint(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        """Zoom out and Pan: the same procedural scene drawn at the grown size, with the
+        picked image laid over it where it was (feathered at the seam)."""
+        edit, source = req.edit, req.init_image
+        if edit is None or source is None:
+            raise InvalidRequest("outpaint needs an image and an edit")
+        width, height = edit.out_size(req.width, req.height)
+        if max(width, height) > 2 * self._caps.max_side:
+            raise InvalidRequest(f"outpainted size {width}x{height} is too large")
+        background = await asyncio.to_thread(
+            render_sync,
+            req.prompt,
+            seed=req.seed % _SEED_MOD,
+            width=width,
+            height=height,
+            style=req.style or "",
+            negative=req.negative_prompt or "",
+        )
+        data = await asyncio.to_thread(edits.paste_sync, background, source, edit)
+        if progress is not None:
+            progress(1.0)
+        return GenerationResult((GeneratedImage(data, seed=req.seed),), model=MODEL)
 
     async def check(self) -> dict[str, str]:
         return {"status": "ok", "kind": "offline"}

@@ -32,12 +32,13 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, cast
 
 from bot.errors import ConfigError
 from bot.providers.base import (
     Capabilities,
     CheckFailed,
+    NotSupported,
     GenerationRequest,
     GenerationResult,
     Progress,
@@ -219,12 +220,30 @@ class PooledProvider:
     async def generate(
         self, req: GenerationRequest, progress: ProgressCallback | None = None
     ) -> GenerationResult:
+        return await self._on_a_server(lambda m: m.generate(req, progress), progress)
+
+    async def upscale(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        """An image verb, on a free server like a generation (bot.providers.edits)."""
+        return await self._on_a_server(lambda m: _editor(m, "upscale")(req, progress), progress)
+
+    async def outpaint(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        return await self._on_a_server(lambda m: _editor(m, "outpaint")(req, progress), progress)
+
+    async def _on_a_server(
+        self,
+        call: Callable[[PoolMember], Awaitable[GenerationResult]],
+        progress: ProgressCallback | None,
+    ) -> GenerationResult:
         self._watch()
         tried: set[str] = set()
         while True:
             server = await self._acquire(tried, progress)
             try:
-                result = await server.member.generate(req, progress)
+                result = await call(server.member)
             except ServerUnreachable as exc:
                 # Refused: nothing reached it, so nothing ran and nothing is charged.
                 self._mark_down(server, exc)
@@ -362,6 +381,18 @@ class PooledProvider:
                 log.exception("%s health check of %s failed", self.label, server.url)
             else:
                 self._mark_up(server)
+
+
+def _editor(
+    member: PoolMember, name: str
+) -> Callable[[GenerationRequest, ProgressCallback | None], Awaitable[GenerationResult]]:
+    method = getattr(member, name, None)
+    if method is None:
+        raise NotSupported(f"this server cannot {name}")
+    return cast(
+        "Callable[[GenerationRequest, ProgressCallback | None], Awaitable[GenerationResult]]",
+        method,
+    )
 
 
 def build_pool(

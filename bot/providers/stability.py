@@ -23,12 +23,13 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
 from bot.errors import ConfigError
+from bot.providers import stability_edits
 from bot.providers.base import (
     AuthFailed,
     Capabilities,
@@ -43,7 +44,6 @@ from bot.providers.base import (
     ProviderError,
     ProviderUnavailable,
     QuotaExhausted,
-    WeightedPrompt,
     nearest_aspect,
     nearest_size,
     wrap_seed,
@@ -65,6 +65,7 @@ from bot.providers.http import (
     json_or_none,
     reject_unknown,
 )
+from bot.providers.stability_prompts import _int_or_none, v1_text_prompts, v2_prompt
 
 PREFIX = "providers.stability"
 MODEL_SETTING = f"{PREFIX}.model"
@@ -77,6 +78,7 @@ SETTING_KEYS = frozenset(
         "clip_guidance_preset",
         "max_concurrency",
         "model",
+        *stability_edits.SETTING_KEYS,
     }
 )
 DEFAULT_BASE_URL = "https://api.stability.ai"
@@ -165,6 +167,9 @@ class StabilitySettings:
     clip_guidance_preset: str | None = None
     max_concurrency: int = 2
     policy: HttpPolicy = field(default_factory=lambda: HttpPolicy(retry=RETRY))
+    edits: stability_edits.StabilityEditSettings = field(
+        default_factory=stability_edits.StabilityEditSettings
+    )
 
     @classmethod
     def from_mapping(
@@ -198,6 +203,7 @@ class StabilitySettings:
             clip_guidance_preset=clip,
             max_concurrency=get_int(section, "max_concurrency", 2, PREFIX, lo=1, hi=64),
             policy=HttpPolicy.from_mapping(section, PREFIX, retry=RETRY),
+            edits=stability_edits.StabilityEditSettings.from_mapping(section, PREFIX),
         )
 
 
@@ -302,10 +308,14 @@ class StabilityProvider:
             sleep=sleep,
         )
         self._caps = self._compute_caps()
+        self._sleep = sleep
 
     def _compute_caps(self) -> Capabilities:
         models = (*V2_ENDPOINTS, *self._engines)
-        return capabilities_for(self.settings.model, models, self.settings.max_concurrency)
+        caps = capabilities_for(self.settings.model, models, self.settings.max_concurrency)
+        limit = stability_edits.MAX_INPUT_PIXELS.get(self.settings.edits.upscaler, 0)
+        # v2beta, whatever the model
+        return replace(caps, upscale="model", upscale_max_pixels=limit, outpaint=True)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -390,6 +400,23 @@ class StabilityProvider:
                     code=exc.code,
                 ) from None
             raise
+
+    # ------------------------------------------------------ image verbs (stability_edits)
+    async def upscale(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        headers = self._headers(req, "application/json" if self.settings.accept_json else "image/*")
+        return await stability_edits.upscale(
+            self._http, headers, req, v2_prompt(req), self.settings.edits, self._sleep, progress
+        )
+
+    async def outpaint(
+        self, req: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        headers = self._headers(req, "application/json" if self.settings.accept_json else "image/*")
+        return await stability_edits.outpaint(
+            self._http, headers, req, v2_prompt(req), self.settings.edits
+        )
 
     def _headers(self, req: GenerationRequest, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -547,41 +574,3 @@ def _about_the_model(exc: ProviderError) -> bool:
     if isinstance(exc, NotFound):
         return True
     return exc.status == 400 and _MODEL_FIELD.match(exc.message) is not None
-
-
-def v1_text_prompts(req: GenerationRequest) -> list[WeightedPrompt]:
-    """Our ``::`` weights map to ``text_prompts`` weights; ``--no`` is a negative weight."""
-    prompts = [p for p in req.weighted_prompts if p.text.strip()] or [
-        WeightedPrompt(req.prompt, 1.0)
-    ]
-    if req.negative_prompt:
-        prompts.append(WeightedPrompt(req.negative_prompt, -1.0))
-    return [WeightedPrompt(p.text[:2000], p.weight) for p in prompts]
-
-
-def v2_prompt(req: GenerationRequest) -> tuple[str, str | None]:
-    """v2beta takes ``(text:weight)`` in the prompt; negative weights go to the negative."""
-    if not req.weighted_prompts:
-        return req.prompt, req.negative_prompt
-    pos: list[str] = []
-    neg: list[str] = [req.negative_prompt] if req.negative_prompt else []
-    for p in req.weighted_prompts:
-        if p.weight < 0:
-            neg.append(p.text)
-        elif p.weight == 1.0:
-            pos.append(p.text)
-        else:
-            pos.append(f"({p.text}:{p.weight:g})")
-    return ", ".join(pos) or req.prompt, ", ".join(neg) or None
-
-
-def _int_or_none(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None

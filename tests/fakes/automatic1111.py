@@ -130,6 +130,53 @@ KNOWN = {
     "script_name",
     "script_args",
 }
+# img2img's own fields (StableDiffusionImg2ImgProcessingAPI): txt2img refuses them.
+IMG2IMG_ONLY = {
+    "init_images",
+    "mask",
+    "resize_mode",
+    "include_init_images",
+    "mask_blur",
+    "mask_blur_x",
+    "mask_blur_y",
+    "inpainting_fill",
+    "inpaint_full_res",
+    "inpaint_full_res_padding",
+    "inpainting_mask_invert",
+    "initial_noise_multiplier",
+    "image_cfg_scale",
+}
+KNOWN |= IMG2IMG_ONLY
+# GET /sdapi/v1/upscalers (a stock install with the Real-ESRGAN models downloaded)
+UPSCALERS = [
+    {"name": n, "model_name": m, "model_path": None, "model_url": None, "scale": sc}
+    for n, m, sc in (
+        ("None", None, 4),
+        ("Lanczos", None, 4),
+        ("Nearest", None, 4),
+        ("ESRGAN_4x", "ESRGAN_4x", 4),
+        ("R-ESRGAN 4x+", "RealESRGAN_x4plus", 4),
+        ("R-ESRGAN 4x+ Anime6B", "RealESRGAN_x4plus_anime_6B", 4),
+        ("SwinIR 4x", "SwinIR 4x", 4),
+    )
+]
+# ExtrasSingleImageRequest (modules/api/models.py)
+EXTRAS_KNOWN = {
+    "image",
+    "resize_mode",
+    "show_extras_results",
+    "gfpgan_visibility",
+    "codeformer_visibility",
+    "codeformer_weight",
+    "upscaling_resize",
+    "upscaling_resize_w",
+    "upscaling_resize_h",
+    "upscaling_crop",
+    "upscaler_1",
+    "upscaler_2",
+    "extras_upscaler_2_visibility",
+    "upscale_first",
+}
 
 
 def webui_error(status: int, kind: str, detail: str) -> web.Response:
@@ -152,6 +199,7 @@ class Automatic1111Fake(FakeServer):
         self.next_random_seed = 3_000_000_000
         self.work_s = 0.0
         self.current_progress = 0.0
+        self.masks: list[tuple[tuple[int, int], dict[str, Any]]] = []  # img2img masks seen
         # The webui runs one generation at a time: text2imgapi and img2imgapi run under
         # ``with self.queue_lock:`` (modules/api/api.py), so a second request waits there.
         self.queue_lock = asyncio.Lock()
@@ -166,6 +214,8 @@ class Automatic1111Fake(FakeServer):
             ("POST", "/sdapi/v1/txt2img", self.txt2img),
             ("POST", "/sdapi/v1/img2img", self.img2img),
             ("GET", "/sdapi/v1/progress", self.progress),
+            ("GET", "/sdapi/v1/upscalers", self.upscalers),
+            ("POST", "/sdapi/v1/extra-single-image", self.extra_single_image),
         ]
         if not self.legacy:
             routes.append(("GET", "/sdapi/v1/schedulers", self.schedulers))
@@ -329,6 +379,8 @@ class Automatic1111Fake(FakeServer):
         if fail:
             return fail
         payload = self._validate(rec)
+        for key in payload:
+            require(key not in IMG2IMG_ONLY, f"extra field {key}", 422)
         await self._work()
         return self._answer(payload)
 
@@ -346,5 +398,54 @@ class Automatic1111Fake(FakeServer):
             except (binascii.Error, ValueError):
                 return webui_error(500, "HTTPException", "Invalid encoded image")
         require(0 <= float(p.get("denoising_strength", 0.75)) <= 1, "denoising_strength")
+        if "mask" in p:
+            size = _png_size(p["mask"])
+            require(size is not None, "mask: invalid encoded image", 500)
+            self.masks.append((size or (0, 0), p))
+        if "inpainting_fill" in p:
+            require(p["inpainting_fill"] in (0, 1, 2, 3), "inpainting_fill: 0..3", 422)
         await self._work()
         return self._answer(p)
+
+    async def upscalers(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        return self._auth_failure(rec) or web.json_response(UPSCALERS)
+
+    async def extra_single_image(
+        self, request: web.Request, rec: RecordedRequest
+    ) -> web.StreamResponse:
+        fail = self._auth_failure(rec)
+        if fail:
+            return fail
+        require(rec.content_type == "application/json", "content type must be JSON", 422)
+        p = rec.json
+        require(isinstance(p, dict), "body must be an object", 422)
+        for key in p:
+            require(key in EXTRAS_KNOWN, f"extra field {key}", 422)
+        size = _png_size(p.get("image", ""))
+        if size is None:
+            return webui_error(500, "HTTPException", "Invalid encoded image")
+        name = p.get("upscaler_1", "None")
+        if name not in {u["name"] for u in UPSCALERS}:
+            # postprocessing_upscale: assert upscaler1 ..., f"could not find upscaler named"
+            return webui_error(500, "AssertionError", f"could not find upscaler named {name}")
+        factor = float(p.get("upscaling_resize", 2))
+        require(1 <= factor <= 8, "upscaling_resize: 1..8", 422)
+        if p.get("resize_mode", 0) == 0:
+            out = (round(size[0] * factor), round(size[1] * factor))
+        else:
+            out = (int(p.get("upscaling_resize_w", 512)), int(p.get("upscaling_resize_h", 512)))
+        png = make_png(f"extras:{name}", *out)
+        return web.json_response({"html_info": "<p></p>", "image": base64.b64encode(png).decode()})
+
+
+def _png_size(b64: object) -> tuple[int, int] | None:
+    """The size of a base64 PNG (its IHDR), or None when it is not one."""
+    if not isinstance(b64, str):
+        return None
+    try:
+        data = base64.b64decode(b64.split(",", 1)[-1], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")

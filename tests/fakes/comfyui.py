@@ -67,6 +67,21 @@ PREVIEW_WORKFLOW: dict[str, Any] = {
     "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
 }
 IMAGE_OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
+# Upscale with a model, then to the asked factor (stock nodes: comfy_extras/nodes_upscale_model
+# and nodes.ImageScaleBy, whose scale_by is a float 0.01..8).
+UPSCALE_WORKFLOW: dict[str, Any] = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "{{init_image}}"}},
+    "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "RealESRGAN_x4plus.pth"}},
+    "3": {
+        "class_type": "ImageUpscaleWithModel",
+        "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]},
+    },
+    "4": {
+        "class_type": "ImageScaleBy",
+        "inputs": {"image": ["3", 0], "upscale_method": "lanczos", "scale_by": "{{scale}}"},
+    },
+    "5": {"class_type": "SaveImage", "inputs": {"filename_prefix": "upscaled", "images": ["4", 0]}},
+}
 
 
 def validation_error(
@@ -124,6 +139,7 @@ class ComfyUIFake(FakeServer):
         self.files: dict[tuple[str, str], bytes] = {}
         self.uploads: dict[str, bytes] = {}
         self.checkpoints = {"sd_xl.safetensors", "sd15.safetensors"}
+        self.upscale_models = {"RealESRGAN_x4plus.pth", "4x-UltraSharp.pth"}
         self.fail_execution: str | None = None
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.ws_clients: list[str] = []
@@ -252,6 +268,28 @@ class ComfyUIFake(FakeServer):
                 require(inputs["image"] in self.uploads, f"Invalid image file: {inputs['image']}")
             if node["class_type"] == "CLIPTextEncode":
                 require(isinstance(inputs["text"], str), "text: must be a string")
+            if node["class_type"] == "ImageScaleBy":
+                scale = inputs.get("scale_by")
+                require(
+                    isinstance(scale, int | float) and 0.01 <= scale <= 8,
+                    "scale_by: must be a number 0.01..8",
+                )
+            if (
+                node["class_type"] == "UpscaleModelLoader"
+                and inputs["model_name"] not in self.upscale_models
+            ):
+                known = sorted(self.upscale_models)
+                return web.json_response(
+                    validation_error(
+                        node_id,
+                        "UpscaleModelLoader",
+                        "value_not_in_list",
+                        "Value not in list",
+                        f"model_name: '{inputs['model_name']}' not in {known}",
+                        {"input_name": "model_name", "received_value": inputs["model_name"]},
+                    ),
+                    status=400,
+                )
             if (
                 node["class_type"] == "CheckpointLoaderSimple"
                 and inputs["ckpt_name"] not in self.checkpoints
@@ -285,7 +323,7 @@ class ComfyUIFake(FakeServer):
             ),
             1,
         )
-        seed = next(n["inputs"]["seed"] for n in wf.values() if n["class_type"] == "KSampler")
+        seed = next((n["inputs"]["seed"] for n in wf.values() if n["class_type"] == "KSampler"), 0)
         outputs: dict[str, Any] = {}
         for node_id, node in wf.items():
             kind = IMAGE_OUTPUT_NODES.get(node["class_type"])

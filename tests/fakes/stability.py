@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, make_png, require
+from tests.fakes.stability_edits import EditRoutes
 
 SDXL_SIZES = {
     (1024, 1024),
@@ -91,7 +92,7 @@ def v2_error(status: int, name: str, errors: list[str]) -> web.Response:
     )
 
 
-class StabilityFake(FakeServer):
+class StabilityFake(EditRoutes, FakeServer):
     def __init__(self, api_key: str = "sk-test-stability-key") -> None:
         super().__init__()
         self.api_key = api_key
@@ -101,6 +102,9 @@ class StabilityFake(FakeServer):
         self.sd3_models = set(SD3_MODELS)
         self.engine_list = [dict(e) for e in ENGINES]
         self.engines_list_gone = False  # True: /v1/engines/list answers 404
+        # Creative upscales: id -> (the key that started it, polls still answered 202, image)
+        self.pending: dict[str, tuple[str, int, bytes, int]] = {}
+        self.polls_before_ready = 2
 
     def retire_engine(self, engine_id: str) -> None:
         self.engine_list = [e for e in self.engine_list if e["id"] != engine_id]
@@ -112,6 +116,9 @@ class StabilityFake(FakeServer):
             ("POST", "/v1/generation/{engine}/text-to-image", self.v1_text_to_image),
             ("POST", "/v1/generation/{engine}/image-to-image", self.v1_image_to_image),
             ("POST", "/v2beta/stable-image/generate/{kind}", self.v2_generate),
+            ("POST", "/v2beta/stable-image/upscale/{kind}", self.v2_upscale),
+            ("POST", "/v2beta/stable-image/edit/outpaint", self.v2_outpaint),
+            ("GET", "/v2beta/results/{id}", self.v2_result),
         ]
 
     def violation_response(

@@ -336,7 +336,10 @@
     fillButtons(node.querySelector(".buttons"), reply.buttons || []);
   }
 
-  const KIND = { refine: "Refinement", vary: "Variation", reroll: "Reroll" };
+  const KIND = {
+    refine: "Refinement", vary: "Variation", "vary-subtle": "Subtle variation", "vary-strong": "Strong variation",
+    reroll: "Reroll", upscale: "Upscale", zoom: "Zoom out", pan: "Pan",
+  };
   const OUTCOME = { done: "Done", failed: "Failed", filtered: "Filtered", cancelled: "Cancelled", running: "Rendering", queued: "Queued" };
 
   function fillHead(head, reply, outcome) {

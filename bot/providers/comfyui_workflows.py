@@ -1,5 +1,8 @@
-"""ComfyUI workflow templates: an API-format workflow with ``{{placeholders}}``, loaded and
-checked once from the file a setting names, filled per request (see :mod:`bot.providers.comfyui`).
+"""ComfyUI workflows: reading an API-format workflow with ``{{placeholders}}`` from the file a
+setting names, and filling it per request (split from :mod:`bot.providers.comfyui`).
+
+A string that *is* a placeholder becomes the typed value (``"{{seed}}"`` -> ``1234``); one
+inside a longer string is replaced as text. ``{{scale}}`` is the Upscale workflow's factor.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from bot.errors import ConfigError
 from bot.providers.policy import get_str
 
 PREFIX = "providers.comfyui"
+
 PLACEHOLDERS = (
     "prompt",
     "negative",
@@ -25,12 +29,12 @@ PLACEHOLDERS = (
     "denoise",
     "init_image",
     "batch_size",
+    "scale",
 )
 _PH = re.compile(r"\{\{(\w+)\}\}")
 
 
-def load_workflow(section: Mapping[str, object], key: str) -> str | None:
-    """The workflow file a setting names, checked: API format, known placeholders, a prompt."""
+def load_workflow(section: Mapping[str, object], key: str, needs: str = "prompt") -> str | None:
     path = get_str(section, key, "", PREFIX).strip()
     if not path:
         return None
@@ -52,8 +56,8 @@ def load_workflow(section: Mapping[str, object], key: str) -> str | None:
     unknown = set(_PH.findall(text)) - set(PLACEHOLDERS)
     if unknown:
         raise ConfigError(f"{PREFIX}.{key}: unknown placeholders {sorted(unknown)}")
-    if "{{prompt}}" not in text:
-        raise ConfigError(f"{PREFIX}.{key}: the workflow has no {{{{prompt}}}} placeholder")
+    if "{{" + needs + "}}" not in text:
+        raise ConfigError(f"{PREFIX}.{key}: the workflow has no {{{{{needs}}}}} placeholder")
     return text
 
 
@@ -71,3 +75,9 @@ def fill(template: str, values: Mapping[str, object]) -> Any:
         return node
 
     return walk(json.loads(template))
+
+
+# The old private name, kept for code that imported it.
+_load_workflow = load_workflow
+
+__all__ = ["PLACEHOLDERS", "fill", "load_workflow"]

@@ -43,6 +43,10 @@ class Display:
     style: str = ""
     avatar: bool = False
     weighted: tuple[WeightedPrompt, ...] = ()
+    # Saved defaults (bot/defaults.py): whether Vary and Reroll open the prompt first, and
+    # where each value came from ("n" -> "your default"), for Info.
+    remix: bool = False
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class JobRequest:
     # use the same limits (roles, admin exemption) as the reservation did.
     payer_roles: tuple[str, ...] = ()
     payer_admin: bool = False
+
+    @property
+    def remix(self) -> bool:
+        """The asker's Remix setting when the job was made: Vary and Reroll open the prompt
+        for editing first."""
+        return self.display.remix
 
     @property
     def shown_prompt(self) -> str:
@@ -149,6 +159,8 @@ class JobRequest:
             "display_style": self.display.style,
             "display_avatar": self.display.avatar,
             "display_weighted": [[w.text, w.weight] for w in self.display.weighted],
+            "display_remix": self.display.remix,
+            "display_sources": [[k, v] for k, v in self.display.sources],
             "payer_roles": list(self.payer_roles),
             "payer_admin": self.payer_admin,
         }
@@ -181,6 +193,8 @@ class JobRequest:
                 style=str(r.get("display_style") or ""),
                 avatar=bool(r.get("display_avatar")),
                 weighted=_weights(r.get("display_weighted")),
+                remix=bool(r.get("display_remix")),
+                sources=tuple((str(k), str(v)) for k, v in r.get("display_sources") or ()),
             ),
             payer_roles=tuple(str(x) for x in r.get("payer_roles") or ()),
             payer_admin=bool(r.get("payer_admin")),

@@ -6,6 +6,7 @@ import aiosqlite
 
 from bot.storage.sqlite.database import Database
 from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
+from bot.storage.sqlite.prefs import SqlitePrefs
 from bot.storage.sqlite.repositories import (
     SqliteAdminLog,
     SqliteAlerts,
@@ -32,3 +33,4 @@ class Store(Database):
         self.alerts = SqliteAlerts(self)
         self.outbox = SqliteOutbox(self)
         self.posts = SqlitePosts(self)
+        self.prefs = SqlitePrefs(self)

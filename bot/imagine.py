@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bot import grammar, images, specs
+from bot import defaults, grammar, images, reproduce, specs
 from bot.events import JobEvent
 from bot.jobs import JobSpec
 from bot.providers.base import NotSupported
@@ -26,14 +27,33 @@ log = logging.getLogger(__name__)
 
 
 async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder) -> None:
+    from bot import team  # settings, info, tree, avatar: the words that are not a prompt
+
+    if await team.route(ctx, delivery, inv, responder):
+        return
     result = grammar.parse(inv.text, ctx.limits)
     if isinstance(result, grammar.HelpRequest):
-        await responder.send(Reply(result.text, ephemeral=True))
+        await responder.send(Reply(result.text + "\n" + team.help_text(), ephemeral=True))
         return
-    name, provider = ctx.provider()
+    mine, channel = await defaults.load(ctx, inv.actor, inv.channel_id)
+    merged = [
+        defaults.merge(
+            r,
+            mine,
+            channel,
+            ctx.limits,
+            providers=ctx.providers.names(),
+            keep_size=inv.init_image is not None,
+        )
+        for r in result.requests
+        if r.from_job is None
+    ]
+    # No flag names a provider, so every request of one command goes to the same one.
+    name = next((m.provider for m in merged if m.provider), None) or ctx.provider()[0]
+    provider = ctx.providers.get(name)
     init_sha = init_ext = None
     init_size = None
-    if inv.init_image is not None:
+    if inv.init_image is not None and merged:
         if not provider.capabilities.img2img:  # before anything is stored or charged
             raise NotSupported(f"{provider.label} cannot work from an input image.")
         png = await images.normalize_input(inv.init_image, ctx.image_limits)
@@ -43,7 +63,13 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
         init_sha, init_ext = stored.sha256, stored.path.suffix.lstrip(".")
         init_size = (stored.width, stored.height)
     job_specs = [
-        specs.build_spec(
+        await reproduce.from_job(ctx, inv, r.from_job)
+        for r in result.requests
+        if r.from_job is not None
+    ]
+    for m in merged:
+        r = m.request
+        spec = specs.build_spec(
             r,
             kind="imagine",
             provider_name=name,
@@ -55,14 +81,15 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
             init_size=init_size,
             strength=r.strength if r.strength is not None else ctx.settings.actions.refine_strength,
         )
-        for r in result.requests
-    ]
+        display = replace(spec.display, remix=m.remix, sources=m.sources)
+        job_specs.append(replace(spec, display=display))
     if len(job_specs) > 1:
         # The cost is told before anything runs.
+        total = sum(s.request.n for s in job_specs)
         await responder.send(
             Reply(
                 f"Your prompt expands to {plural(len(job_specs), 'job')} "
-                f"({plural(result.total_images, 'image')} from your quota; the cap is "
+                f"({plural(total, 'image')} from your quota; the cap is "
                 f"{ctx.limits.max_permutations} jobs).",
                 ephemeral=True,
             )

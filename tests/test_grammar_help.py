@@ -64,6 +64,7 @@ photographic, pixel-art, tile-texture
   --sampler NAME  a sampler the image service knows, e.g. euler
   --model NAME    a model the image service offers
   --strength X    0 to 1, how much a refine may change the image (0 keeps it)
+  --from JOB      make that job again: the same parameters, seeds and provider
   --avatar        a square head-and-shoulders profile picture (1024x1024)
 Prompt tricks:
   a castle::2 fog::-0.5   weights: the number after :: weighs the text before it
@@ -186,7 +187,8 @@ def test_a_long_help_line_is_clipped_to_the_maximum(
 
 def test_every_example_in_the_table_parses() -> None:
     for h in flag_help():
-        result = parse(f"a lighthouse {h.example}")
+        # --from repeats a job as it was: it stands alone.
+        result = parse(h.example if h.name == "--from" else f"a lighthouse {h.example}")
         assert isinstance(result, ParsedImagine), h.example
 
 

@@ -53,6 +53,10 @@ def _always(_: Capabilities) -> bool:
     return True
 
 
+def _any_job(_: Job) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Verb:
     name: str
@@ -65,6 +69,7 @@ class Verb:
     needs: Callable[[Capabilities], bool] = _always
     places: Mapping[Place, ButtonStyle] = field(default_factory=dict)
     help: str = ""
+    shows: Callable[[Job], bool] = _any_job  # e.g. only on an avatar job's picks
 
     @property
     def charges(self) -> bool:
@@ -95,8 +100,10 @@ class VerbTable:
     def names(self) -> list[str]:
         return list(self._verbs)
 
-    def _for(self, place: Place, caps: Capabilities) -> list[Verb]:
-        return [v for v in self._verbs.values() if place in v.places and v.needs(caps)]
+    def _for(self, place: Place, caps: Capabilities, job: Job) -> list[Verb]:
+        return [
+            v for v in self._verbs.values() if place in v.places and v.needs(caps) and v.shows(job)
+        ]
 
     def buttons(
         self, job: Job, imgs: Sequence[StoredJobImage], caps: Capabilities
@@ -106,7 +113,7 @@ class VerbTable:
         if place is None:
             return ()
         out: list[Button] = []
-        for verb in self._for(place, caps):
+        for verb in self._for(place, caps, job):
             style = verb.places[place]
             if verb.per_image:
                 out += [
@@ -128,7 +135,7 @@ class VerbTable:
                 Action(v.name, job.id, img.index if v.per_image else None).encode(),
                 v.places["pick"],
             )
-            for v in self._for("pick", caps)
+            for v in self._for("pick", caps, job)
         )
 
     async def press(
@@ -282,6 +289,22 @@ async def _refine(c: Call) -> JobSpec | None:
     )
 
 
+async def _tree(c: Call) -> None:
+    from bot.lineage_image import post_tree
+
+    await post_tree(c.ctx, c.delivery, c.inv, c.responder, c.job.id)
+
+
+async def _sizes(c: Call) -> None:
+    from bot.avatars import post_sizes
+
+    await post_sizes(c.ctx, c.delivery, c.responder, c.job, await c.ctx.image(c.job, c.index))
+
+
+def _avatar_job(job: Job) -> bool:
+    return job.request.display.avatar
+
+
 def _img2img(caps: Capabilities) -> bool:
     return caps.img2img
 
@@ -360,6 +383,27 @@ VERBS: tuple[Verb, ...] = (
         run=_cancel,
         places={"queued": "danger"},
         help="cancel a queued job, refunded in full",
+    ),
+    # Team workflows (issue 11): the family tree, and an avatar's download sizes.
+    Verb(
+        "tree",
+        "Lineage",
+        "continue",
+        _CONTINUE,
+        run=_tree,
+        places={"pick": "secondary"},
+        help="post this job's family tree as one picture",
+    ),
+    Verb(
+        "sizes",
+        "Sizes",
+        "continue",
+        _CONTINUE,
+        run=_sizes,
+        per_image=True,
+        places={"pick": "secondary"},
+        shows=_avatar_job,
+        help="an avatar at 1024, 512, 256 and 128 px, and a round preview",
     ),
 )
 

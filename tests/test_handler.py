@@ -57,7 +57,7 @@ async def test_pick_posts_full_image_with_its_own_buttons(chat: Chat) -> None:
     job = await imagine(chat, "alice", "a red fox --n 2 --seed 3")
     [pick] = await chat.click("alice", f"pick:{job}:2")
     assert not pick.ephemeral and pick.parent_job_id == job
-    assert labels(pick) == ["Refine 2", "Vary 2", "Info"]
+    assert labels(pick) == ["Refine 2", "Vary 2", "Info", "Lineage"]
     [img] = pick.images
     assert img.kind == "image" and img.path.suffix == ".png"
     with Image.open(img.path) as im:

@@ -117,7 +117,17 @@ def test_the_table_refuses_a_duplicate_or_malformed_verb() -> None:
 
 def test_buttons_follow_table_order_and_capabilities() -> None:
     table = VerbTable(VERBS)
-    assert table.names() == ["pick", "refine", "vary", "reroll", "info", "delete", "cancel"]
+    assert table.names() == [
+        "pick",
+        "refine",
+        "vary",
+        "reroll",
+        "info",
+        "delete",
+        "cancel",
+        "tree",
+        "sizes",
+    ]
     no_img2img = Capabilities(img2img=False)
     assert "refine" not in [v.name for v in table._for("grid", no_img2img)]
 

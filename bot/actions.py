@@ -100,9 +100,11 @@ class VerbTable:
     def names(self) -> list[str]:
         return list(self._verbs)
 
-    def _for(self, place: Place, caps: Capabilities, job: Job) -> list[Verb]:
+    def _for(self, place: Place, caps: Capabilities, job: Job | None = None) -> list[Verb]:
         return [
-            v for v in self._verbs.values() if place in v.places and v.needs(caps) and v.shows(job)
+            v
+            for v in self._verbs.values()
+            if place in v.places and v.needs(caps) and (job is None or v.shows(job))
         ]
 
     def buttons(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from bot import admin, render
+from bot import admin, render, team
 from bot.access import Access
 from bot.actions import VerbTable, default_table
 from bot.config import Settings
@@ -76,7 +76,7 @@ class Handler:
         self.delivery = Delivery(self.ctx)
         self._routes: Mapping[str, Route] = {
             "imagine": lambda inv, r: imagine(self.ctx, self.delivery, inv, r),
-            "action": lambda inv, r: self.ctx.verbs.press(self.ctx, self.delivery, inv, r),
+            "action": self._action,
             "admin": lambda inv, r: admin.run(self.ctx, inv, r),
             "quota": self._quota,
         }
@@ -110,6 +110,11 @@ class Handler:
                     ephemeral=True,
                 )
             )
+
+    async def _action(self, inv: Invocation, responder: Responder) -> None:
+        if await team.press(self.ctx, inv, responder):  # the settings form: names no job
+            return
+        await self.ctx.verbs.press(self.ctx, self.delivery, inv, responder)
 
     async def _quota(self, inv: Invocation, responder: Responder) -> None:
         st = await self.ctx.quotas.status(inv.actor)

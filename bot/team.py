@@ -9,14 +9,14 @@ Discord, Slack and web forms all work the same way.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot import defaults, render
 from bot.errors import NotAllowed, UserError
 from bot.reproduce import load_visible
-from bot.types import Invocation, Reply, Responder
+from bot.types import Button, Form, FormField, Invocation, Reply, Responder
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -56,7 +56,10 @@ async def _settings(
     current = chan if channel else mine
     whose = "This channel's" if channel else "Your"
     if not words:
-        await responder.send(Reply(_shown(mine, chan), ephemeral=True))
+        edit = [Button("Edit my defaults", FORM_ACTIONS["user"], "primary")]
+        if ctx.access.is_admin(actor):
+            edit.append(Button("Edit the channel's", FORM_ACTIONS["channel"]))
+        await responder.send(Reply(_shown(mine, chan), ephemeral=True, buttons=tuple(edit)))
         return
     if [w.lower() for w in words] == ["reset"]:
         await defaults.save(ctx, actor, scope, subject, defaults.Defaults())
@@ -75,6 +78,87 @@ async def _settings(
             ephemeral=True,
         )
     )
+
+
+# The settings form: a button under "/imagine settings" opens it (a click can open a modal on
+# every platform; a slash command on Discord cannot), and its submit comes back here. Each
+# action fits the button codec; neither names a job.
+FORM_ACTIONS = {"user": "settings:yourdefaults", "channel": "settings:channeldefts"}
+_UNSET = "default"
+
+
+def _form(ctx: Context, scope: str, current: defaults.Defaults) -> Form:
+    def text(value: object) -> str:
+        return _UNSET if value is None else str(value)
+
+    engine = " ".join(x for x in (current.provider, current.model) if x) or _UNSET
+    remix = _UNSET if current.remix is None else ("on" if current.remix else "off")
+    return Form(
+        title="Channel defaults" if scope == "channel" else "Your defaults",
+        action=FORM_ACTIONS[scope],
+        submit_label="Save",
+        fields=(
+            FormField(
+                "n",
+                "Images per job (empty: default)",
+                "" if current.n is None else str(current.n),
+                kind="number",
+                min_value=1,
+                max_value=ctx.limits.max_images,
+            ),
+            FormField("ar", "Aspect ratio W:H, or default", text(current.ar)),
+            FormField("style", "Style name, or default", text(current.style)),
+            FormField("engine", "Provider and/or model, or default", engine),
+            FormField("remix", "Remix: on, off or default", remix),
+        ),
+    )
+
+
+def _form_words(ctx: Context, fields: Mapping[str, str]) -> list[str]:
+    """The form's values as ``key=value`` words (an empty or "default" value clears)."""
+
+    def value(name: str) -> str:
+        raw = " ".join(fields.get(name, "").split())
+        return raw if raw and raw.lower() != _UNSET else "none"
+
+    words = [f"{k}={value(k)}" for k in ("n", "ar", "style", "remix")]
+    engine = value("engine").split()
+    provider = engine[0] if engine and engine[0] in ctx.providers.names() else None
+    model = " ".join(engine[1:] if provider else engine)
+    words.append(f"provider={provider or 'none'}")
+    if " " in model:
+        raise UserError("A model name is one word here; type /imagine settings model=NAME.")
+    words.append(f"model={model}" if model and model != "none" else "model=none")
+    return words
+
+
+async def press(ctx: Context, inv: Invocation, responder: Responder) -> bool:
+    """A settings button or form submit; False for every other button."""
+    scope = next((k for k, v in FORM_ACTIONS.items() if v == inv.action), None)
+    if scope is None:
+        return False
+    actor = inv.actor
+    if scope == "channel" and not ctx.access.is_admin(actor):
+        raise NotAllowed("Only admins can change this channel's defaults.")
+    subject = inv.channel_id if scope == "channel" else actor.user_id
+    mine, chan = await defaults.load(ctx, actor, inv.channel_id)
+    current = chan if scope == "channel" else mine
+    if "ar" not in inv.fields:  # the click: open the form, prefilled
+        await responder.send(
+            Reply("Edit defaults", ephemeral=True, form=_form(ctx, scope, current))
+        )
+        return True
+    words = _form_words(ctx, inv.fields)
+    given, cleared = defaults.parse_assignments(words, ctx.limits, ctx.providers.names())
+    updated = defaults.Defaults().updated(given, cleared)
+    await defaults.save(ctx, actor, scope, subject, updated)
+    if scope == "channel":
+        await ctx.store.admin_log.append(
+            actor.key, "channel-defaults", updated.to_json(), ctx.clock()
+        )
+    whose = "This channel's" if scope == "channel" else "Your"
+    await responder.send(Reply(f"{whose} defaults: {updated.describe()}.", ephemeral=True))
+    return True
 
 
 def _shown(mine: defaults.Defaults, chan: defaults.Defaults) -> str:
@@ -167,4 +251,4 @@ async def route(ctx: Context, delivery: Delivery, inv: Invocation, responder: Re
     return True
 
 
-__all__ = ["SUBCOMMANDS", "Subcommand", "help_text", "route"]
+__all__ = ["FORM_ACTIONS", "SUBCOMMANDS", "Subcommand", "help_text", "press", "route"]

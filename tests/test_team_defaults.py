@@ -162,3 +162,30 @@ async def test_defaults_survive_a_restart_and_charge_what_they_ask(tmp_path: Pat
         assert await ledger_balances(chat.app.store)
         assert (await chat.app.store.ledger.totals()).committed == 3  # the default's n
     assert defaults.KEYS == ("n", "ar", "style", "provider", "model", "remix")
+
+
+async def test_the_settings_form_opens_prefilled_and_saves(chat: Chat) -> None:
+    await chat.say("erin", "/imagine settings n=3 style=anime")
+    [shown] = await chat.say("erin", "/imagine settings")
+    assert [b.action for b in shown.buttons] == ["settings:yourdefaults"]  # not an admin
+    [opened] = await chat.click("erin", "settings:yourdefaults")
+    assert opened.form is not None and len(opened.form.fields) <= 5  # Discord's modal limit
+    values = {f.name: f.value for f in opened.form.fields}
+    assert values == {
+        "n": "3",
+        "ar": "default",
+        "style": "anime",
+        "engine": "default",
+        "remix": "default",
+    }
+    fields = {**values, "n": "", "ar": "16:9", "engine": "offline", "remix": "on"}
+    [saved] = await chat.click("erin", "settings:yourdefaults", fields=fields)
+    assert "Your defaults: ar=16:9 style=anime provider=offline remix=on" in saved.text
+    mine, _ = await defaults.load(chat.app.handler.ctx, chat.actor("erin"), "general")
+    assert mine == Defaults(ar="16:9", style="anime", provider="offline", remix=True)
+    [bad] = await chat.click("erin", "settings:yourdefaults", fields={**fields, "ar": "9:1"})
+    assert bad.ephemeral and "--ar must be W:H" in bad.text
+    [refused] = await chat.click("erin", "settings:channeldefts")
+    assert "Only admins" in refused.text
+    [admin] = await chat.say("root", "/imagine settings", admin=True)
+    assert "settings:channeldefts" in [b.action for b in admin.buttons]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.slack_api import SlackFake
-from tests.test_slack import TOKEN, button_ids, workspace_on
+from tests.fakes.slack_api import TEAM_ID, SlackFake
+from tests.test_slack import CHANNEL, TOKEN, button_ids, has_buttons, workspace_on
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,12 @@ async def test_avatars_for_mentioned_members_and_the_tree_upload(
         jobs = await ws.jobs()
         assert [(j["seed"], j["n"]) for j in jobs] == [(7, 1), (8, 1)]
         assert "for user UOLGA" in jobs[0]["notice"]
-        picked_from = await ws.result(1)
+        first = f"pick:{jobs[0]['id']}:1"  # the two results may come in either order
+        picked_from = next(
+            r
+            for r in await ws.fake.wait_for("chat.postMessage", 2, where=has_buttons)
+            if first in button_ids(r)
+        )
         await ws.click(bob, picked_from, f"pick:{jobs[0]['id']}:1")
         pick = await ws.result(3)
         assert f"sizes:{jobs[0]['id']}:1" in button_ids(pick)
@@ -74,4 +79,56 @@ async def test_avatars_for_mentioned_members_and_the_tree_upload(
         await ws.slash(bob, "/imagine", f"tree {jobs[0]['id']}")
         await ws.fake.wait_for("files.completeUploadExternal", 5)
         assert any(u.filename.startswith("lineage-") for u in ws.fake.uploads.values())
+        assert ws.fake.violations == []
+
+
+async def test_the_settings_button_opens_a_slack_modal_that_saves(
+    tmp_path: Path, fake: SlackFake
+) -> None:
+    async with workspace_on(tmp_path, fake) as ws:
+        dana = ws.user("dana")
+        await ws.slash(dana, "/imagine", "settings")
+        (shown,) = await ws.fake.wait_for("chat.postEphemeral")
+        assert "settings:yourdefaults" in json.dumps(shown.params["blocks"])
+        # A click on the ephemeral message, the way Slack reports one (no "message" in it).
+        trigger = ws.fake.new_trigger()
+        await ws.interactive(
+            {
+                "type": "block_actions",
+                "api_app_id": "A0IMAGINE",
+                "team": {"id": TEAM_ID, "domain": "fake"},
+                "user": {"id": dana, "username": "dana", "name": "dana", "team_id": TEAM_ID},
+                "container": {
+                    "type": "message",
+                    "message_ts": "1700000000.000100",
+                    "channel_id": CHANNEL,
+                    "is_ephemeral": True,
+                },
+                "trigger_id": trigger,
+                "channel": {"id": CHANNEL, "name": "general"},
+                "response_url": ws.fake.response_url("click"),
+                "actions": [
+                    {
+                        "type": "button",
+                        "action_id": "settings:yourdefaults",
+                        "block_id": "imagine-actions-0",
+                        "value": "settings:yourdefaults",
+                        "text": {"type": "plain_text", "text": "Edit my defaults"},
+                        "action_ts": "1700000001.000200",
+                    }
+                ],
+            }
+        )
+        (opened,) = await ws.fake.wait_for("views.open")
+        assert opened.params["trigger_id"] == trigger
+        view = opened.params["view"]
+        assert [b["block_id"] for b in view["blocks"]] == ["n", "ar", "style", "engine", "remix"]
+        status, body = await ws.submit(dana, view, {"n": "2", "ar": "2:3", "remix": "on"})
+        assert (status, body) == (200, "")
+        saved = await ws.ephemeral(2)
+        assert "Your defaults: n=2 ar=2:3 remix=on" in saved
+        await ws.slash(dana, "/imagine", "a teapot")
+        await ws.result()
+        [job] = await ws.jobs()
+        assert job["n"] == 2
         assert ws.fake.violations == []

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 LAZY_ACK_S = 2.0  # refine clicks: answer with the modal, or defer after this long
+FORM_VERBS = frozenset({"refine", "settings"})  # clicks the core may answer with a form
 FORM_TOO_LATE = "That took too long to open the form. Please click the button again."
 DEFAULT_API = "https://discord.com/api/v10"
 
@@ -374,7 +375,7 @@ class ImagineClient(discord.Client):
             )
 
         decoded = Action.decode(action)
-        if decoded is None or decoded.verb != "refine":
+        if decoded is None or decoded.verb not in FORM_VERBS:
             await interaction.response.defer()
             await self._guarded(InteractionResponder(interaction), invocation)
             return

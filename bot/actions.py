@@ -307,6 +307,16 @@ def _avatar_job(job: Job) -> bool:
     return job.request.display.avatar
 
 
+async def _icon(c: Call) -> None:
+    from bot.avatars import set_icon
+
+    await set_icon(c.ctx, c.inv, c.responder, c.job, await c.ctx.image(c.job, c.index))
+
+
+def _discord_avatar(job: Job) -> bool:
+    return job.platform == "discord" and job.request.display.avatar
+
+
 def _img2img(caps: Capabilities) -> bool:
     return caps.img2img
 
@@ -406,6 +416,17 @@ VERBS: tuple[Verb, ...] = (
         places={"pick": "secondary"},
         shows=_avatar_job,
         help="an avatar at 1024, 512, 256 and 128 px, and a round preview",
+    ),
+    Verb(
+        "icon",
+        "Server icon",
+        "owner",  # and set_icon asks for an admin: the owner alone may not
+        "Only a server admin can change the server icon.",
+        run=_icon,
+        per_image=True,
+        places={"pick": "secondary"},
+        shows=_discord_avatar,
+        help="an admin makes this avatar the server icon (the bot needs Manage Server)",
     ),
 )
 

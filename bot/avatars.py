@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw, ImageOps
 
 from bot import grammar, images, specs
-from bot.errors import UserError
+from bot.errors import NotAllowed, UserError
 from bot.lineage_image import file_for, save_png_sync
 from bot.types import ImageFile, Invocation, Reply, Responder
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 KIND = "avatar"
 SIZES = (1024, 512, 256, 128)
 ROUND_SIDE = 512
+ICON_SIDE = 1024  # Discord: "base64 1024x1024 png/jpeg/gif image for the guild icon"
 _DEFAULT_DESCRIPTION = "a friendly team member, neutral background"
 
 
@@ -204,6 +205,8 @@ async def post_sizes(
 ) -> None:
     data_dir = ctx.settings.data_dir
     path = images._content_path(data_dir, img.sha256, img.ext)
+    if not path.is_file():
+        raise UserError("That image is no longer on disk, so it cannot be resized.")
     files = await asyncio.to_thread(_sizes_sync, path, data_dir, f"{job.id}-{img.index}")
     sizes = ", ".join(str(s) for s in SIZES)
     ref = await responder.send(
@@ -216,12 +219,40 @@ async def post_sizes(
     await delivery.record_post(job, ref, "pick")  # Delete takes these down too
 
 
+def _icon_sync(path: Path) -> bytes:
+    with Image.open(path) as im:
+        square = ImageOps.fit(im.convert("RGB"), (ICON_SIDE, ICON_SIDE), Image.Resampling.LANCZOS)
+    return images.encode_png_sync(square)
+
+
+async def set_icon(
+    ctx: Context, inv: Invocation, responder: Responder, job: Job, img: StoredJobImage
+) -> None:
+    """An admin makes a picked avatar the workspace's icon, where the platform allows it."""
+    if not ctx.access.is_admin(inv.actor):
+        raise NotAllowed("Only a server admin can change the server icon.")
+    setter = getattr(responder, "set_workspace_icon", None)
+    if setter is None:
+        raise UserError("I cannot change the workspace icon on this platform.")
+    path = images._content_path(ctx.settings.data_dir, img.sha256, img.ext)
+    if not path.is_file():
+        raise UserError("That image is no longer on disk.")
+    png = await asyncio.to_thread(_icon_sync, path)
+    who = inv.actor.display_name or inv.actor.user_id
+    await setter(png, f"imagine-bot: image {img.index} of job {job.id}, chosen by {who}")
+    await ctx.store.admin_log.append(
+        inv.actor.key, "workspace-icon", json.dumps([job.id, img.index]), ctx.clock()
+    )
+    await responder.send(Reply(f"The server icon is now image {img.index}.", ephemeral=True))
+
+
 __all__ = [
     "SIZES",
     "AvatarStyle",
     "avatar_command",
     "parse_style",
     "post_sizes",
+    "set_icon",
     "set_style",
     "style_for",
 ]

@@ -9,6 +9,7 @@ Discord, Slack and web forms all work the same way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -174,14 +175,24 @@ def _shown(mine: defaults.Defaults, chan: defaults.Defaults) -> str:
 
 
 # ------------------------------------------------------------------------------ info, tree
+_JOB_SHAPE = re.compile(r"[a-km-np-z2-9]{12}")  # bot.jobs.new_job_id's alphabet
+
+
 def _one_job(rest: Sequence[str]) -> bool:
-    return len(rest) == 1
+    """``info JOB``: one word shaped like a job id (``/imagine tree house`` is a prompt)."""
+    return len(rest) == 1 and _JOB_SHAPE.fullmatch(rest[0].lower()) is not None
+
+
+async def _is_prose(ctx: Context, word: str) -> bool:
+    """A twelve-letter word without a digit that names no job is prose ("tree construction");
+    one with a digit, or a job that exists, is a job id, and a mistyped one gets an answer."""
+    return not any(c.isdigit() for c in word) and await ctx.runner.load(word.lower()) is None
 
 
 async def _info(
     ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder, rest: Sequence[str]
 ) -> None:
-    job = await load_visible(ctx, inv, rest[0], _INFO_REFUSAL)
+    job = await load_visible(ctx, inv, rest[0].lower(), _INFO_REFUSAL)
     imgs = await ctx.runner.load_images(job.id) if job.state == "done" else []
     text = render.info_text(job, imgs, ctx.provider_label(job.provider))
     note = await delivery.undelivered_note(job.id)
@@ -193,7 +204,7 @@ async def _tree(
 ) -> None:
     from bot.lineage_image import post_tree
 
-    await post_tree(ctx, delivery, inv, responder, rest[0])
+    await post_tree(ctx, delivery, inv, responder, rest[0].lower())
 
 
 async def _avatar(
@@ -244,6 +255,8 @@ async def route(ctx: Context, delivery: Delivery, inv: Invocation, responder: Re
         return False
     sub = next((s for s in SUBCOMMANDS if s.name == words[0].lower()), None)
     if sub is None or not sub.claims(words[1:]):
+        return False
+    if sub.claims is _one_job and await _is_prose(ctx, words[1]):
         return False
     if inv.init_image is not None:
         raise UserError(f"/imagine {sub.name} takes no image.")

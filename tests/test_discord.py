@@ -176,7 +176,12 @@ async def test_a_button_from_before_a_restart_still_works(
         assert not (picked.get("flags") or 0) & EPHEMERAL
         assert [f[0] for f in replies[0].files.values()] == [f"{job_id}-2.png"]
         ids = [c["custom_id"] for row in picked["components"] for c in row["components"]]
-        assert ids == [f"refine:{job_id}:2", f"vary:{job_id}:2", f"info:{job_id}"]
+        assert ids == [
+            f"refine:{job_id}:2",
+            f"vary:{job_id}:2",
+            f"info:{job_id}",
+            f"tree:{job_id}",
+        ]
 
         # A refine form opened before the restart is submitted after it: read from the raw
         # payload, not from a Modal object the old process held.

@@ -64,9 +64,15 @@ async def test_tree_posts_one_picture_of_the_family_and_delete_takes_it_down(cha
     assert len(chat.channel.deleted) >= 3  # the status, the result, the pick and the trees
 
 
-async def test_tree_of_an_unknown_job_is_a_friendly_no(chat: Chat) -> None:
-    [reply] = await chat.say("alice", "/imagine tree nosuchjob1234")
+async def test_tree_of_an_unknown_job_is_a_friendly_no_and_prose_is_a_prompt(
+    chat: Chat,
+) -> None:
+    [reply] = await chat.say("alice", "/imagine tree n2suchjab234")
     assert reply.ephemeral and "I know no job" in reply.text
+    for prompt in ("tree house", "info graphic", "tree construction"):
+        [status] = await chat.say("alice", f"/imagine {prompt} --n 1")
+        assert status.job_id and not status.ephemeral, prompt
+    await chat.settle()
 
 
 # ---------------------------------------------------------------------------- avatars
@@ -119,6 +125,7 @@ async def test_a_picked_avatar_offers_sizes_and_a_round_preview(chat: Chat) -> N
     job_id = await _job(chat, "alice", "avatar a cheerful robot")
     [pick] = await chat.click("alice", f"pick:{job_id}:1")
     assert "Sizes 1" in [b.label for b in pick.buttons]
+    assert not any(b.label.startswith("Server icon") for b in pick.buttons)  # Discord only
     [sizes] = await chat.click("alice", f"sizes:{job_id}:1")
     assert not sizes.ephemeral and "1024, 512, 256, 128 px" in sizes.text
     got = []

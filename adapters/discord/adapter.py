@@ -150,6 +150,12 @@ class InteractionResponder:
         sent = await it.followup.send(ephemeral=reply.ephemeral, wait=True, **kwargs)
         return None if reply.ephemeral else str(sent.id)
 
+    async def set_workspace_icon(self, png: bytes, reason: str) -> None:
+        """The core's server-icon capability (see :mod:`adapters.discord.icon`)."""
+        from adapters.discord.icon import set_guild_icon
+
+        await set_guild_icon(self._interaction, png, reason)
+
     async def edit(self, ref: str, reply: Reply) -> None:
         kwargs = await _message_kwargs(reply)
         files = kwargs.pop("files", [])

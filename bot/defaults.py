@@ -12,6 +12,7 @@ scope ``user`` or ``channel``).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields, replace
@@ -133,7 +134,7 @@ def merge(
         ar, sources["size"] = first("ar")
         if ar is not None:
             w, h = (int(x) for x in str(ar).split(":"))
-            width, height = grammar.size_for_aspect(w, h, limits)
+            width, height = _size_for_aspect(w, h, limits)
             req = replace(req, width=width, height=height, size_explicit=True)
     if parsed.style is not None:
         sources["style"] = FLAG
@@ -150,6 +151,11 @@ def merge(
     provider, sources["provider"] = first("provider", providers)
     remix, sources["remix"] = first("remix")
     return Merged(req, provider, bool(remix), tuple(sources.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _size_for_aspect(w: int, h: int, limits: grammar.GrammarLimits) -> tuple[int, int]:
+    return grammar.size_for_aspect(w, h, limits)  # a search over sizes: worth remembering
 
 
 # ------------------------------------------------------------------ reading what was typed

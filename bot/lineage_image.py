@@ -12,7 +12,7 @@ its children, one row per generation. :func:`layout` is pure and tested on its o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,23 +88,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _thumb(paths: Sequence[Path], side: int) -> Image.Image | None:
-    """Up to four of the job's images in one square: one whole, two side by side, or 2x2."""
-    opened: list[Image.Image] = []
-    for path in paths[:4]:
+    """The first picture that opens, fitted to a square. The job's preview grid comes first:
+    a JPEG, which Pillow decodes at a fraction of its size (``draft``), so a big family does
+    not decode every full-size PNG of every job."""
+    for path in paths:
         try:
             with Image.open(path) as im:
                 im.draft("RGB", (side, side))
-                opened.append(im.convert("RGB"))
+                im.thumbnail((side * 2, side * 2), reducing_gap=2.0)
+                return ImageOps.fit(im.convert("RGB"), (side, side))
         except (OSError, ValueError):
             continue
-    if not opened:
-        return None
-    half = side // 2
-    tile = (side, side) if len(opened) == 1 else (half, side) if len(opened) == 2 else (half, half)
-    out = Image.new("RGB", (side, side), _CARD)
-    for i, pic in enumerate(opened):
-        out.paste(ImageOps.fit(pic, tile), ((i % 2) * half, (i // 2) * half))
-    return out
+    return None
 
 
 def _label(node: JobDetails) -> tuple[str, str]:
@@ -115,8 +110,10 @@ def _label(node: JobDetails) -> tuple[str, str]:
     return f"{verb} by {who}"[:28], f"{node.job_id} · {node.outcome}"
 
 
-def draw_sync(lineage: Lineage) -> bytes:
-    """The tree as PNG bytes (blocking: run it in a thread)."""
+def draw_sync(lineage: Lineage, previews: Mapping[str, Path] | None = None) -> bytes:
+    """The tree as PNG bytes (blocking: run it in a thread). ``previews``: each job's grid
+    preview, shown instead of its first image where there is one."""
+    previews = previews or {}
     placed = layout(lineage.nodes)
     by_id = {n.job_id: n for n in lineage.nodes}
     cols = max((p.column for p in placed.values()), default=0) + 1
@@ -157,7 +154,8 @@ def draw_sync(lineage: Lineage) -> bytes:
             outline=_FOCUS if focus else _LINE,
             width=4 if focus else 1,
         )
-        thumb = _thumb([f.path for f in node.images], THUMB)
+        grid = previews.get(node.job_id)
+        thumb = _thumb([*([grid] if grid else []), *(f.path for f in node.images[:1])], THUMB)
         if thumb is not None:
             canvas.paste(thumb, (x + 12, y + 12))
         else:
@@ -182,9 +180,11 @@ def file_for(data_dir: Path, stored: tuple[str, Path, int, int], name: str) -> I
     return render.image_file(data_dir, sha, "png", w, h, "image", name)
 
 
-async def draw_tree(data_dir: Path, lineage: Lineage) -> ImageFile:
+async def draw_tree(
+    data_dir: Path, lineage: Lineage, previews: Mapping[str, Path] | None = None
+) -> ImageFile:
     def work() -> tuple[str, Path, int, int]:
-        return save_png_sync(data_dir, draw_sync(lineage))
+        return save_png_sync(data_dir, draw_sync(lineage, previews))
 
     stored = await asyncio.to_thread(work)
     return file_for(data_dir, stored, f"lineage-{lineage.focus_id}")
@@ -205,12 +205,21 @@ async def post_tree(
 ) -> None:
     """Post the family tree of ``job_id`` in the channel (Delete of the job takes it down)."""
     from bot.gallery import Gallery
+    from bot.jobs import image_path
+    from bot.storage.gallery import gallery_of
 
     job = await load_visible(ctx, inv, job_id, _REFUSAL)
     lineage = await Gallery(ctx).lineage(job.platform, job.tenant, job.id)
     if lineage is None:
         raise JobNotFound("That job's family is not available.")
-    picture = await draw_tree(ctx.settings.data_dir, lineage)
+    shown = [n.job_id for n in lineage.nodes if n.images]
+    data_dir = ctx.settings.data_dir
+    previews = {
+        j.id: image_path(data_dir, j.grid_sha, j.grid_ext)
+        for j in await gallery_of(ctx.store).jobs(shown)
+        if j.grid_sha and j.grid_ext
+    }
+    picture = await draw_tree(data_dir, lineage, previews)
     ref = await responder.send(Reply(summary(lineage), images=(picture,), parent_job_id=job.id))
     await delivery.record_post(job, ref, "pick")
 

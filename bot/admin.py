@@ -202,9 +202,9 @@ COMMANDS: tuple[Command, ...] = (
         "avatar-style",
         (
             Arg("channel|workspace", "choice", choices=("channel", "workspace")),
-            Arg("STYLE|none [seed=N] [suffix...]|off", "text", optional=True),
+            Arg("STYLE...", "text", optional=True),
         ),
-        "the avatar style of /imagine avatar",
+        "/imagine avatar's look: STYLE|none [seed=N] [suffix]; off removes it",
         _avatar_style,
     ),
 )

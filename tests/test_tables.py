@@ -127,6 +127,7 @@ def test_buttons_follow_table_order_and_capabilities() -> None:
         "cancel",
         "tree",
         "sizes",
+        "icon",
     ]
     no_img2img = Capabilities(img2img=False)
     assert "refine" not in [v.name for v in table._for("grid", no_img2img)]

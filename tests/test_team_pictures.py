@@ -152,3 +152,17 @@ async def test_avatar_without_words_says_what_to_write(chat: Chat) -> None:
     assert reply.ephemeral and "Describe the avatar" in reply.text
     [flags] = await chat.say("alice", "/imagine avatar a fox --n 9")
     assert flags.ephemeral and "no flags" in flags.text
+
+
+async def test_avatar_style_none_off_and_bad_values(chat: Chat) -> None:
+    [none] = await chat.say("root", "/admin avatar-style channel none seed=5", admin=True)
+    assert "style none, base seed 5" in none.text
+    job = await chat.app.runner.load(await _job(chat, "amy", "avatar a calm owl"))
+    assert job is not None and job.seed == 5 and job.request.display.style == ""
+    [bad] = await chat.say("root", "/admin avatar-style channel anme", admin=True)
+    assert "Did you mean anime" in bad.text
+    [seed] = await chat.say("root", "/admin avatar-style channel anime seed=x", admin=True)
+    assert "seed must be a whole number" in seed.text
+    [off] = await chat.say("root", "/admin avatar-style channel off", admin=True)
+    assert "removed" in off.text
+    assert await chat.app.store.fetchall("SELECT * FROM preferences WHERE kind = 'avatar'") == []

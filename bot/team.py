@@ -218,25 +218,23 @@ async def _avatar(
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "settings",
-        "/imagine settings [key=value ...] [--channel] | reset",
-        "your defaults (n, ar, style, provider, model, remix); alone: show them",
+        "/imagine settings [n= ar= style= provider= model= remix=]|reset",
+        "your defaults",
         _claims_settings,
         _settings,
     ),
     Subcommand(
         "info",
         "/imagine info JOB",
-        "a job's parameters and the line that repeats it",
+        "how to repeat a job",
         _one_job,
         _info,
     ),
-    Subcommand(
-        "tree", "/imagine tree JOB", "post a job's family tree as one picture", _one_job, _tree
-    ),
+    Subcommand("tree", "/imagine tree JOB", "a job's family tree", _one_job, _tree),
     Subcommand(
         "avatar",
-        "/imagine avatar DESCRIPTION | @user ...",
-        "square portraits in the channel's avatar style; one per mentioned member",
+        "/imagine avatar TEXT | @user ...",
+        "portraits in the team's style",
         lambda rest: True,
         _avatar,
     ),
@@ -244,8 +242,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 
 
 def help_text() -> str:
-    width = max(len(s.usage) for s in SUBCOMMANDS) + 2
-    return "\n".join(["More:", *(f"  {s.usage.ljust(width)}{s.help}" for s in SUBCOMMANDS)])
+    return "Also: " + "; ".join(f"{s.usage} ({s.help})" for s in SUBCOMMANDS) + "."
 
 
 async def route(ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder) -> bool:

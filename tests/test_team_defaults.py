@@ -189,3 +189,10 @@ async def test_the_settings_form_opens_prefilled_and_saves(chat: Chat) -> None:
     assert "Only admins" in refused.text
     [admin] = await chat.say("root", "/imagine settings", admin=True)
     assert "settings:channeldefts" in [b.action for b in admin.buttons]
+
+
+async def test_help_lists_the_team_words_and_fits_one_discord_message(chat: Chat) -> None:
+    [h] = await chat.say("zoe", "/imagine help")
+    for word in ("/imagine settings", "/imagine info JOB", "/imagine tree JOB", "--from JOB"):
+        assert word in h.text
+    assert "/imagine avatar" in h.text and len(h.text) <= 2000

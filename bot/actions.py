@@ -53,6 +53,10 @@ def _always(_: Capabilities) -> bool:
     return True
 
 
+def _any_job(_: Job) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Verb:
     name: str
@@ -65,6 +69,7 @@ class Verb:
     needs: Callable[[Capabilities], bool] = _always
     places: Mapping[Place, ButtonStyle] = field(default_factory=dict)
     help: str = ""
+    shows: Callable[[Job], bool] = _any_job  # e.g. only on an avatar job's picks
 
     @property
     def charges(self) -> bool:
@@ -95,8 +100,12 @@ class VerbTable:
     def names(self) -> list[str]:
         return list(self._verbs)
 
-    def _for(self, place: Place, caps: Capabilities) -> list[Verb]:
-        return [v for v in self._verbs.values() if place in v.places and v.needs(caps)]
+    def _for(self, place: Place, caps: Capabilities, job: Job | None = None) -> list[Verb]:
+        return [
+            v
+            for v in self._verbs.values()
+            if place in v.places and v.needs(caps) and (job is None or v.shows(job))
+        ]
 
     def buttons(
         self, job: Job, imgs: Sequence[StoredJobImage], caps: Capabilities
@@ -106,7 +115,7 @@ class VerbTable:
         if place is None:
             return ()
         out: list[Button] = []
-        for verb in self._for(place, caps):
+        for verb in self._for(place, caps, job):
             style = verb.places[place]
             if verb.per_image:
                 out += [
@@ -130,19 +139,25 @@ class VerbTable:
                 Action(v.name, job.id, img.index if v.per_image else None).encode(),
                 v.places["pick"],
             )
-            for v in self._for("pick", caps)
+            for v in self._for("pick", caps, job)
         )
 
     def help_text(self, caps: Capabilities) -> str:
         """The buttons, for ``/imagine help``: where each shows and what it does (the ones
         the current provider cannot do are left out)."""
-        where = {"queued": "while queued", "grid": "on a result", "pick": "on a picked image"}
-        lines = ["Buttons:"]
-        for v in self._verbs.values():
-            if v.places and v.help and v.needs(caps):
-                shown = ", ".join(where[p] for p in v.places)
-                lines.append(f"  {v.label} ({shown}): {v.help}")
-        return "\n".join(lines)
+        # Grouped by where they show, labels only (Zoom out 1.5x/2x): the whole of
+        # /imagine help must fit one Discord message (2000 characters).
+        where = {"grid": "On a result", "pick": "On a picked image", "queued": "While queued"}
+        lines = []
+        for place, title in where.items():
+            labels = [
+                v.label
+                for v in self._verbs.values()
+                if place in v.places and v.help and v.needs(caps)
+            ]
+            if labels:
+                lines.append(f"  {title}: {', '.join(_compact(labels))}.")
+        return "\n".join(["Buttons:", *lines])
 
     async def press(
         self, ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder
@@ -169,6 +184,23 @@ class VerbTable:
         spec = await verb.build(call)
         if spec is not None:
             await submit(ctx, delivery, inv, responder, [spec])
+
+
+def _compact(labels: Sequence[str]) -> list[str]:
+    """``["Pan left", "Pan right"]`` -> ``["Pan left/right"]``; ``["Vary (Subtle)", "Vary
+    (Strong)"]`` -> ``["Vary (Subtle/Strong)"]``: neighbours that differ in their last word."""
+    out: list[str] = []
+    for label in labels:
+        head, _, tail = label.rpartition(" ")
+        if out and head and out[-1].startswith(head + " "):
+            last = out[-1]
+            if tail.startswith("(") and last.endswith(")"):
+                out[-1] = f"{last[:-1]}/{tail[1:]}"
+            else:
+                out[-1] = f"{last}/{tail}"
+        else:
+            out.append(label)
+    return out
 
 
 # ---------------------------------------------------------------------------- the verbs
@@ -249,6 +281,32 @@ async def _refine(c: Call) -> JobSpec | None:
         parent=(c.job.id, img.index),
         n=refined.n if refined.n_explicit else c.job.n,
     )
+
+
+async def _tree(c: Call) -> None:
+    from bot.lineage_image import post_tree
+
+    await post_tree(c.ctx, c.delivery, c.inv, c.responder, c.job.id)
+
+
+async def _sizes(c: Call) -> None:
+    from bot.avatars import post_sizes
+
+    await post_sizes(c.ctx, c.delivery, c.responder, c.job, await c.ctx.image(c.job, c.index))
+
+
+def _avatar_job(job: Job) -> bool:
+    return job.request.display.avatar
+
+
+async def _icon(c: Call) -> None:
+    from bot.avatars import set_icon
+
+    await set_icon(c.ctx, c.inv, c.responder, c.job, await c.ctx.image(c.job, c.index))
+
+
+def _discord_avatar(job: Job) -> bool:
+    return job.platform == "discord" and job.request.display.avatar
 
 
 def _img2img(caps: Capabilities) -> bool:
@@ -414,6 +472,38 @@ VERBS: tuple[Verb, ...] = (
         run=_cancel,
         places={"queued": "danger"},
         help="cancel a queued job, refunded in full",
+    ),
+    # Team workflows (issue 11): the family tree, and an avatar's download sizes.
+    Verb(
+        "tree",
+        "Lineage",
+        "continue",
+        _CONTINUE,
+        run=_tree,
+        places={"pick": "secondary"},
+        help="post this job's family tree as one picture",
+    ),
+    Verb(
+        "sizes",
+        "Sizes",
+        "continue",
+        _CONTINUE,
+        run=_sizes,
+        per_image=True,
+        places={"pick": "secondary"},
+        shows=_avatar_job,
+        help="an avatar at 1024, 512, 256 and 128 px, and a round preview",
+    ),
+    Verb(
+        "icon",
+        "Server icon",
+        "owner",  # and set_icon asks for an admin: the owner alone may not
+        "Only a server admin can change the server icon.",
+        run=_icon,
+        per_image=True,
+        places={"pick": "secondary"},
+        shows=_discord_avatar,
+        help="an admin makes this avatar the server icon (the bot needs Manage Server)",
     ),
 )
 

@@ -170,6 +170,12 @@ async def _collab(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
     )
 
 
+async def _avatar_style(ctx: Context, inv: Invocation, a: Sequence[Value]) -> str:
+    from bot.avatars import parse_style, set_style
+
+    return await set_style(ctx, inv, str(a[0]), parse_style(str(a[1] or ""), ctx.limits))
+
+
 _USER, _DAILY = Arg("USER"), Arg("DAILY", "int")
 _MONTHLY = Arg("MONTHLY", "int", optional=True)
 COMMANDS: tuple[Command, ...] = (
@@ -191,6 +197,15 @@ COMMANDS: tuple[Command, ...] = (
         (Arg("on|off", "choice", choices=("on", "off")),),
         "may others continue results in this channel?",
         _collab,
+    ),
+    Command(
+        "avatar-style",
+        (
+            Arg("channel|workspace", "choice", choices=("channel", "workspace")),
+            Arg("STYLE...", "text", optional=True),
+        ),
+        "/imagine avatar's look: STYLE|none [seed=N] [suffix]; off removes it",
+        _avatar_style,
     ),
 )
 

@@ -136,7 +136,9 @@ async def write_jobs(
                     created_at=now + i * 1e-6,
                 ),
             )
-        await quotas.reserve(tx, actor, [(j, s.request.n * s.cost) for j, s in zip(ids, specs, strict=True)])
+        await quotas.reserve(
+            tx, actor, [(j, s.request.n * s.cost) for j, s in zip(ids, specs, strict=True)]
+        )
     return ids
 
 

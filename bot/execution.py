@@ -18,6 +18,7 @@ from pathlib import Path
 from bot import images
 from bot.config import JobSettings
 from bot.events import EventBus, JobEvent
+from bot.providers import edits
 from bot.providers.base import (
     Capabilities,
     GenerationRequest,
@@ -29,7 +30,6 @@ from bot.providers.base import (
     fit_request,
     generate_split,
 )
-from bot.providers import edits
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
 from bot.storage.protocols import Storage, Tx

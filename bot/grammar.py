@@ -65,6 +65,7 @@ __all__ = [
     "ParsedImagine",
     "clean_text",
     "flag_help",
+    "is_flag",
     "parse",
     "size_for_aspect",
     "usage",
@@ -149,6 +150,7 @@ class ImagineRequest:
     avatar: bool
     n_explicit: bool = False  # the user gave --n (a refine keeps the parent's n)
     remix: bool = False  # --remix: Vary and Reroll of the result open the prompt first
+    from_job: str | None = None  # --from JOB: make that job again (nothing else is read)
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,13 @@ _FLAGS: dict[str, _Flag] = {
             ),
         ),
         _Flag(
+            "from",
+            "text",
+            "JOB",
+            "--from a1b2c3d4e5f6",
+            lambda lim: "make that job again: the same parameters, seeds and provider",
+        ),
+        _Flag(
             "avatar",
             "bool",
             "",
@@ -380,6 +389,11 @@ def _shown(value: str) -> str:
 
 def _is_end_marker(word: str) -> bool:
     return _nfkc(word) == "--"
+
+
+def is_flag(word: str) -> bool:
+    """``word`` would be read as a flag (or ends the flags, ``--``)."""
+    return _flag_token(word) is not None or _is_end_marker(word)
 
 
 def _flag_token(word: str) -> tuple[str, int | None] | None:
@@ -729,8 +743,37 @@ def _weighted(prompt: str) -> tuple[str, tuple[WeightedPrompt, ...]]:
     return positive, tuple(parts)
 
 
+def _repeat(scan: _Values) -> ImagineRequest:
+    if scan.prompt_words or len(scan.values) > 1:
+        raise GrammarError(
+            "--from makes a job again exactly as it was, so it takes nothing else: write "
+            "just /imagine --from JOB."
+        )
+    job = _parse_name("from", scan.values["from"])
+    return ImagineRequest(
+        prompt="",
+        weighted_prompts=(),
+        negative_prompt=None,
+        n=1,
+        width=0,
+        height=0,
+        size_explicit=True,
+        seed=None,
+        steps=None,
+        cfg=None,
+        sampler=None,
+        model=None,
+        style=None,
+        strength=None,
+        avatar=False,
+        from_job=job,
+    )
+
+
 def _build(scan: _Values, limits: GrammarLimits) -> ImagineRequest:
     v = scan.values
+    if "from" in v:
+        return _repeat(scan)
     prompt_text = " ".join(scan.prompt_words)
     if not prompt_text:
         raise GrammarError(f"The prompt is empty. Tell me what to draw, e.g. {EXAMPLE}")

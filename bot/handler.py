@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from bot import admin, confirm, render
+from bot import admin, confirm, render, team
 from bot.access import Access
 from bot.actions import VerbTable, default_table
 from bot.config import Settings
@@ -116,7 +116,7 @@ class Handler:
         action = Action.decode(inv.action)
         if action is not None and action.verb in confirm.VERBS:
             await confirm.press(self.ctx, self.delivery, inv, responder, action)
-        else:
+        elif not await team.press(self.ctx, inv, responder):  # the settings form: no job
             await self.ctx.verbs.press(self.ctx, self.delivery, inv, responder)
 
     async def _quota(self, inv: Invocation, responder: Responder) -> None:

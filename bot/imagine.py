@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bot import confirm, grammar, images, specs
+from bot import confirm, defaults, grammar, images, reproduce, specs
 from bot.events import JobEvent
 from bot.jobs import JobSpec
 from bot.providers.base import NotSupported
@@ -26,15 +27,34 @@ log = logging.getLogger(__name__)
 
 
 async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: Responder) -> None:
+    from bot import team  # settings, info, tree, avatar: the words that are not a prompt
+
+    if await team.route(ctx, delivery, inv, responder):
+        return
     result = grammar.parse(inv.text, ctx.limits)
     if isinstance(result, grammar.HelpRequest):
-        text = f"{result.text}\n{ctx.verbs.help_text(ctx.capabilities)}"
+        text = f"{result.text}\n{ctx.verbs.help_text(ctx.capabilities)}\n{team.help_text()}"
         await responder.send(Reply(text, ephemeral=True))
         return
-    name, provider = ctx.provider()
+    mine, channel = await defaults.load(ctx, inv.actor, inv.channel_id)
+    merged = [
+        defaults.merge(
+            r,
+            mine,
+            channel,
+            ctx.limits,
+            providers=ctx.providers.names(),
+            keep_size=inv.init_image is not None,
+        )
+        for r in result.requests
+        if r.from_job is None
+    ]
+    # No flag names a provider, so every request of one command goes to the same one.
+    name = next((m.provider for m in merged if m.provider), None) or ctx.provider()[0]
+    provider = ctx.providers.get(name)
     init_sha = init_ext = None
     init_size = None
-    if inv.init_image is not None:
+    if inv.init_image is not None and merged:
         if not provider.capabilities.img2img:  # before anything is stored or charged
             raise NotSupported(f"{provider.label} cannot work from an input image.")
         png = await images.normalize_input(inv.init_image, ctx.image_limits)
@@ -44,7 +64,13 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
         init_sha, init_ext = stored.sha256, stored.path.suffix.lstrip(".")
         init_size = (stored.width, stored.height)
     job_specs = [
-        specs.build_spec(
+        await reproduce.from_job(ctx, inv, r.from_job)
+        for r in result.requests
+        if r.from_job is not None
+    ]
+    for m in merged:
+        r = m.request
+        spec = specs.build_spec(
             r,
             kind="imagine",
             provider_name=name,
@@ -56,21 +82,21 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
             init_size=init_size,
             strength=r.strength if r.strength is not None else ctx.settings.actions.refine_strength,
         )
-        for r in result.requests
-    ]
+        remix = spec.remix or m.remix  # --remix, or a saved default
+        display = replace(spec.display, remix=remix, sources=m.sources)
+        job_specs.append(replace(spec, remix=remix, display=display))
+    total = sum(s.request.n for s in job_specs)
     if confirm.needs_asking(ctx, inv, len(job_specs)):
         # Over the configured number of jobs, nothing runs before the owner says so.
         init = (init_sha, init_ext) if init_sha and init_ext else None
-        await confirm.ask(
-            ctx, inv, responder, jobs=len(job_specs), images=result.total_images, init=init
-        )
+        await confirm.ask(ctx, inv, responder, jobs=len(job_specs), images=total, init=init)
         return
     if len(job_specs) > 1 and not inv.confirmed:
         # The cost is told before anything runs (a Confirm told it already).
         await responder.send(
             Reply(
                 f"Your prompt expands to {plural(len(job_specs), 'job')} "
-                f"({plural(result.total_images, 'image')} from your quota; the cap is "
+                f"({plural(total, 'image')} from your quota; the cap is "
                 f"{ctx.limits.max_permutations} jobs).",
                 ephemeral=True,
             )

@@ -44,6 +44,10 @@ class Display:
     style: str = ""
     avatar: bool = False
     weighted: tuple[WeightedPrompt, ...] = ()
+    # Saved defaults (bot/defaults.py): whether Vary and Reroll open the prompt first, and
+    # where each value came from ("n" -> "your default"), for Info.
+    remix: bool = False
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class JobRequest:
             "display_style": self.display.style,
             "display_avatar": self.display.avatar,
             "display_weighted": [[w.text, w.weight] for w in self.display.weighted],
+            "display_remix": self.display.remix,
+            "display_sources": [[k, v] for k, v in self.display.sources],
             "payer_roles": list(self.payer_roles),
             "payer_admin": self.payer_admin,
             "remix": self.remix,
@@ -196,10 +202,12 @@ class JobRequest:
                 style=str(r.get("display_style") or ""),
                 avatar=bool(r.get("display_avatar")),
                 weighted=_weights(r.get("display_weighted")),
+                remix=bool(r.get("display_remix")),
+                sources=tuple((str(k), str(v)) for k, v in r.get("display_sources") or ()),
             ),
             payer_roles=tuple(str(x) for x in r.get("payer_roles") or ()),
             payer_admin=bool(r.get("payer_admin")),
-            remix=bool(r.get("remix")),
+            remix=bool(r.get("remix") or r.get("display_remix")),
             edit=Edit.from_dict(r.get("edit")),
             cost=max(1, int(r.get("cost") or 1)),
         )

@@ -12,8 +12,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bot.defaults import sources_text
 from bot.jobs import Job, StoredJobImage, image_path
 from bot.quotas import QuotaStatus
+from bot.reproduce import repro_text
 from bot.types import Button, ImageFile, Reply
 
 OFFLINE_NOTICE = "Offline preview: a procedural picture, not a diffusion model."
@@ -189,6 +191,11 @@ def info_text(job: Job, imgs: Sequence[StoredJobImage], provider_label: str) -> 
         )
     if job.notice:
         lines.append(f"Notes: {job.notice}")
+    if r.remix:
+        lines.append("Remix: on (Vary and Reroll open the prompt first)")
+    if r.display.sources:
+        lines.append("Where the values came from: " + sources_text(r.display.sources))
+    lines.append(repro_text(job))
     return "\n".join(lines)
 
 

@@ -180,6 +180,17 @@ class Responder(Protocol):
     async def edit(self, ref: str, reply: Reply) -> None: ...
 
 
+class WorkspaceIconResponder(Responder, Protocol):
+    """A :class:`Responder` of a platform that lets the bot set the workspace's icon (Discord:
+    the server icon). The core looks for ``set_workspace_icon`` on the responder it was
+    handed; a platform without it simply has no such capability."""
+
+    async def set_workspace_icon(self, png: bytes, reason: str) -> None:
+        """Set the icon to ``png`` (square); raise :class:`~bot.errors.UserError` that says
+        which permission the bot lacks, and how to give it, when the platform refuses."""
+        ...
+
+
 class PostSteps(Protocol):
     """What a resumed delivery already did, handed to :meth:`ChannelPoster.post`.
 

@@ -178,8 +178,8 @@ async def test_a_button_from_before_a_restart_still_works(
         ids = [c["custom_id"] for row in picked["components"] for c in row["components"]]
         verbs = ["upscale", "refine", "vary-subtle", "vary-strong", "zoom-out", "zoom-out-double"]
         verbs += ["pan-left", "pan-right", "pan-up", "pan-down"]
-        assert ids == [f"{v}:{job_id}:2" for v in verbs] + [f"info:{job_id}"]
-        assert [len(row["components"]) for row in picked["components"]] == [5, 5, 1]
+        assert ids == [f"{v}:{job_id}:2" for v in verbs] + [f"info:{job_id}", f"tree:{job_id}"]
+        assert [len(row["components"]) for row in picked["components"]] == [5, 5, 2]
 
         # A refine form opened before the restart is submitted after it: read from the raw
         # payload, not from a Modal object the old process held.

@@ -579,7 +579,7 @@ def test_usage_follows_limits() -> None:
         (
             "a cat --zzz",
             "Unknown flag --zzz. The flags are --n, --style, --ar, --size, --seed, --steps, "
-            "--cfg, --no, --sampler, --model, --strength, --avatar, --remix. Put -- before text "
+            "--cfg, --no, --sampler, --model, --strength, --from, --avatar, --remix. Put -- before text "
             "that should not be read as flags; /imagine help explains them.",
         ),
         # duplicates (also through an alias)

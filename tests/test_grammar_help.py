@@ -64,6 +64,7 @@ photographic, pixel-art, tile-texture
   --sampler NAME  a sampler the image service knows, e.g. euler
   --model NAME    a model the image service offers
   --strength X    0 to 1, how much a refine may change the image (0 keeps it)
+  --from JOB      make that job again: the same parameters, seeds and provider
   --avatar        a square head-and-shoulders profile picture (1024x1024)
   --remix         Vary and Reroll of the result let you edit the prompt first
 Prompt tricks:
@@ -187,7 +188,8 @@ def test_a_long_help_line_is_clipped_to_the_maximum(
 
 def test_every_example_in_the_table_parses() -> None:
     for h in flag_help():
-        result = parse(f"a lighthouse {h.example}")
+        # --from repeats a job as it was: it stands alone.
+        result = parse(h.example if h.name == "--from" else f"a lighthouse {h.example}")
         assert isinstance(result, ParsedImagine), h.example
 
 

@@ -72,8 +72,10 @@ async def test_pick_posts_full_image_with_its_own_buttons(chat: Chat) -> None:
     job = await imagine(chat, "alice", "a red fox --n 2 --seed 3")
     [pick] = await chat.click("alice", f"pick:{job}:2")
     assert not pick.ephemeral and pick.parent_job_id == job
-    assert labels(pick) == PICK_LABELS
-    assert {b.action.rsplit(":", 1)[-1] for b in pick.buttons if b.label != "Info"} == {"2"}
+    assert labels(pick) == [*PICK_LABELS, "Lineage"]
+    assert {
+        b.action.rsplit(":", 1)[-1] for b in pick.buttons if b.label not in ("Info", "Lineage")
+    } == {"2"}
     [img] = pick.images
     assert img.kind == "image" and img.path.suffix == ".png"
     with Image.open(img.path) as im:

@@ -193,5 +193,5 @@ async def test_image_verb_buttons_survive_a_restart(tmp_path: Path) -> None:
 
 async def test_help_lists_the_verbs(chat: Chat) -> None:
     [reply] = await chat.say("alice", "/imagine help")
-    for word in ("Upscale", "Vary (Subtle)", "Vary (Strong)", "Zoom out", "Pan", "--remix"):
+    for word in ("Upscale", "Vary (Subtle/Strong)", "Zoom out 1.5x/2x", "Pan left", "--remix"):
         assert word in reply.text, word

@@ -65,6 +65,8 @@ def test_the_json_keeps_the_keys_and_formatting_jobs_were_stored_with() -> None:
         "init_sha",
         "init_ext",
         "display_prompt",
+        "display_remix",
+        "display_sources",
         "display_style",
         "display_avatar",
         "display_weighted",

@@ -134,6 +134,9 @@ def test_buttons_follow_table_order_and_capabilities() -> None:
         "info",
         "delete",
         "cancel",
+        "tree",
+        "sizes",
+        "icon",
     ]
     no_img2img = Capabilities(img2img=False)
     assert "refine" not in [v.name for v in table._for("grid", no_img2img)]

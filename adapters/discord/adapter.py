@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "discord"
 # Clicks the core may answer with a form (Refine always; Vary and Reroll of a remix job): a
 # modal must be the first response, so these are not deferred at once.
-FORM_VERBS = frozenset({"refine", "vary", "vary-subtle", "vary-strong", "reroll"})
+FORM_VERBS = frozenset({"refine", "vary", "vary-subtle", "vary-strong", "reroll", "settings"})
 LAZY_ACK_S = 2.0  # refine clicks: answer with the modal, or defer after this long
 FORM_TOO_LATE = "That took too long to open the form. Please click the button again."
 DEFAULT_API = "https://discord.com/api/v10"
@@ -151,6 +151,12 @@ class InteractionResponder:
         kwargs = await _message_kwargs(reply)
         sent = await it.followup.send(ephemeral=reply.ephemeral, wait=True, **kwargs)
         return None if reply.ephemeral else str(sent.id)
+
+    async def set_workspace_icon(self, png: bytes, reason: str) -> None:
+        """The core's server-icon capability (see :mod:`adapters.discord.icon`)."""
+        from adapters.discord.icon import set_guild_icon
+
+        await set_guild_icon(self._interaction, png, reason)
 
     async def edit(self, ref: str, reply: Reply) -> None:
         kwargs = await _message_kwargs(reply)

@@ -107,6 +107,7 @@ class Automatic1111Settings:
             policy=replace(self.policy, connect_retries=0),
             servers=(),
         )
+
     upscaler: str = ""  # a name from /sdapi/v1/upscalers for Upscale; empty: none
     outpaint_strength: float = automatic1111_edits.OUTPAINT_STRENGTH
 

@@ -38,9 +38,9 @@ from bot.errors import ConfigError
 from bot.providers.base import (
     Capabilities,
     CheckFailed,
-    NotSupported,
     GenerationRequest,
     GenerationResult,
+    NotSupported,
     Progress,
     ProgressCallback,
     ProviderError,

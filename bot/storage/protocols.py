@@ -230,6 +230,34 @@ class ChannelRepository(Protocol):
     ) -> None: ...
 
 
+class PreferenceRepository(Protocol):
+    """Saved choices (``/imagine settings`` defaults, avatar styles) as small JSON objects,
+    one per (platform, tenant, kind, scope, subject); the core reads and writes the JSON."""
+
+    async def get_many(
+        self, platform: str, tenant: str, kind: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The stored JSON for each (scope, subject) in ``keys`` that has a row."""
+        ...
+
+    async def put(
+        self,
+        platform: str,
+        tenant: str,
+        kind: str,
+        scope: str,
+        subject: str,
+        value_json: str,
+        at: float,
+    ) -> None:
+        """Insert or overwrite one row."""
+        ...
+
+    async def delete(self, platform: str, tenant: str, kind: str, scope: str, subject: str) -> bool:
+        """Remove one row; False when there was none."""
+        ...
+
+
 class AdminLog(Protocol):
     async def append(self, actor_key: str, action: str, detail: str, at: float) -> None: ...
 
@@ -322,6 +350,9 @@ class Storage(Protocol):
     def admin_log(self) -> AdminLog: ...
 
     @property
+    def prefs(self) -> PreferenceRepository: ...
+
+    @property
     def alerts(self) -> AlertRepository: ...
 
     @property
@@ -356,6 +387,7 @@ __all__ = [
     "JobLeaseRepository",
     "JobRepository",
     "LedgerRepository",
+    "PreferenceRepository",
     "QuotaRepository",
     "Storage",
     "Tx",

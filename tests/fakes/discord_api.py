@@ -8,6 +8,7 @@ Point ``DISCORD_API_BASE_URL`` at ``fake.api_url`` and ``DISCORD_GATEWAY_URL`` a
     POST /webhooks/{app}/{token}                         follow-up
     PATCH|DELETE /webhooks/{app}/{token}/messages/{id|@original}
     POST /channels/{id}/messages   PATCH /channels/{id}/messages/{id}
+    PATCH /guilds/{id}              Modify Guild: the icon, with Manage Server (``guild_icon``)
     GET  /attachments/{name}        (bytes a test put in ``fake.files``)
     WS   /gateway                   HELLO, IDENTIFY -> READY, heartbeats, ``dispatch()``
 
@@ -28,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +60,7 @@ CHANNEL_ID = "1300000000000000001"
 MAX_FILE = 10 * 1024 * 1024
 EPHEMERAL = 1 << 6
 MANAGE_GUILD = 1 << 5
+ADMINISTRATOR = 1 << 3
 NONCE_WINDOW_S = 300.0  # "the past few minutes"
 
 
@@ -168,6 +172,10 @@ class DiscordFake(FakeServer):
         self._ids = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(2)
+        # What the bot may do in the guild: sent as each interaction's app_permissions and
+        # checked by Modify Guild. A test takes Manage Server away to see the bot ask for it.
+        self.bot_permissions = 2147483647
+        self.guild_icon: bytes | None = None
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -283,7 +291,7 @@ class DiscordFake(FakeServer):
                     "recipients": [user],
                 }
             ),
-            "app_permissions": "2147483647",
+            "app_permissions": str(self.bot_permissions),
             "entitlements": [],
             "authorizing_integration_owners": {"0": GUILD_ID} if guild else {"1": user_id},
             "context": 0 if guild else 1,
@@ -440,6 +448,7 @@ class DiscordFake(FakeServer):
             ("POST", f"{p}/channels/{{cid}}/messages", self._channel_post),
             ("PATCH", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_edit),
             ("DELETE", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_delete),
+            ("PATCH", f"{p}/guilds/{{guild}}", self._modify_guild),
             ("GET", "/attachments/{name}", self._attachment),
             ("GET", "/gateway", self._gateway),
         ]
@@ -603,6 +612,25 @@ class DiscordFake(FakeServer):
         del self.messages[m.id]
         self.deleted.append(m)
         return web.Response(status=204)
+
+    async def _modify_guild(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        """Modify Guild: "Requires the MANAGE_GUILD permission"; ``icon`` is image data, a
+        "base64 1024x1024 png/jpeg/gif image"; the audit-log reason is at most 512 chars."""
+        self._bot_auth(request)
+        if request.match_info["guild"] != GUILD_ID:
+            return _response({"message": "Unknown Guild", "code": 10004}, 404)
+        if not self.bot_permissions & (MANAGE_GUILD | ADMINISTRATOR):
+            return _response({"message": "Missing Permissions", "code": 50013}, 403)
+        reason = request.headers.get("X-Audit-Log-Reason", "")
+        require(len(reason) <= 512, "X-Audit-Log-Reason over 512 characters", name="50035")
+        data = rec.json if isinstance(rec.json, dict) else {}
+        icon = data.get("icon")
+        match = re.fullmatch(r"data:image/(png|jpeg|gif);base64,([A-Za-z0-9+/=]+)", str(icon))
+        require(match is not None, "icon must be a png/jpeg/gif data URI", name="50035")
+        assert match is not None
+        self.guild_icon = base64.b64decode(match.group(2))
+        icon_hash = hashlib.md5(self.guild_icon, usedforsecurity=False).hexdigest()
+        return _response({"id": GUILD_ID, "name": "Fake Guild", "icon": icon_hash, "features": []})
 
     async def _channel_edit(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)

@@ -8,6 +8,7 @@ from bot.storage.sqlite.confirmations import SqliteConfirmations
 from bot.storage.sqlite.database import Database
 from bot.storage.sqlite.leases import SqliteLeases
 from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
+from bot.storage.sqlite.prefs import SqlitePrefs
 from bot.storage.sqlite.repositories import (
     SqliteAdminLog,
     SqliteAlerts,
@@ -36,3 +37,4 @@ class Store(Database):
         self.posts = SqlitePosts(self)
         self.confirmations = SqliteConfirmations(self)
         self.leases = SqliteLeases(self)
+        self.prefs = SqlitePrefs(self)

@@ -121,6 +121,7 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, url: StoreUrl) -> None:
         self._pool = pool
         self.url = url
+        self._units = 0  # units of work open now
 
     @classmethod
     @asynccontextmanager
@@ -201,8 +202,17 @@ class Database:
         """A unit of work: all or nothing, committed when the ``async with`` ends; it holds
         the write lock (an advisory lock, shared by every process) from its start."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            yield PgTx(conn)
+            self._units += 1
+            try:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                yield PgTx(conn)
+            finally:
+                self._units -= 1
+
+    @property
+    def in_transaction(self) -> bool:
+        """A unit of work of this store is open (for tests: none is left after a cancel)."""
+        return self._units > 0
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[PgTx]:

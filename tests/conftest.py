@@ -230,3 +230,18 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     database."""
     async with open_store(request.param, tmp_path, request) as s:
         yield s
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for each store: none (SQLite in the data dir), or store.url."""
+    if request.param == "sqlite":
+        return {}
+    return {"store": {"url": request.getfixturevalue("pg_url")}}
+
+
+@pytest.fixture
+async def any_chat(tmp_path: Path, store_overrides: dict[str, Any]) -> AsyncIterator[Chat]:
+    """:func:`chat` on each store."""
+    async with open_chat(tmp_path, store_overrides) as c:
+        yield c

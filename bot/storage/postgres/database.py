@@ -77,25 +77,33 @@ def _rowcount(status: str) -> int:
 class PgTx:
     """An open unit of work (or a reading connection): the ``tx`` the repositories take.
 
-    Its methods take SQLite-style ``?`` SQL and a sequence of parameters."""
+    Its methods take SQLite-style ``?`` SQL and a sequence of parameters. The core may ask
+    several reads of one unit at once (``asyncio.gather``); an asyncpg connection runs one
+    operation at a time, so they take turns here, in the order they were asked, as on
+    aiosqlite's one thread."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("_turn", "conn")
 
     def __init__(self, conn: PoolConnectionProxy[Record]) -> None:
         self.conn = conn
+        self._turn = asyncio.Lock()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Record]:
-        return list(await self.conn.fetch(to_dollar(sql), *params))
+        async with self._turn:
+            return list(await self.conn.fetch(to_dollar(sql), *params))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Record | None:
-        return await self.conn.fetchrow(to_dollar(sql), *params)
+        async with self._turn:
+            return await self.conn.fetchrow(to_dollar(sql), *params)
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement; returns the number of rows it changed."""
-        return _rowcount(await self.conn.execute(to_dollar(sql), *params))
+        async with self._turn:
+            return _rowcount(await self.conn.execute(to_dollar(sql), *params))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self.conn.executemany(to_dollar(sql), [tuple(r) for r in rows])
+        async with self._turn:
+            await self.conn.executemany(to_dollar(sql), [tuple(r) for r in rows])
 
 
 def _why(exc: BaseException, url: StoreUrl) -> str:

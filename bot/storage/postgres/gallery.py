@@ -109,7 +109,7 @@ class PgGallery:
             params.append(owner_id)
         if contains:
             # The request is stored as JSON: look for the text as JSON writes it.
-            where.append("j.request_json LIKE ? ESCAPE '\\'")
+            where.append("j.request_json ILIKE ? ESCAPE '\\'")  # SQLite's LIKE ignores ASCII case
             params.append(_like(json.dumps(contains, ensure_ascii=False)[1:-1]))
         if after is not None:
             # Newest job first, then the job's images in order: the rows after the cursor.

@@ -323,3 +323,13 @@ def test_the_log_hides_the_password_wherever_the_url_was_set(tmp_path: Path) -> 
         root.handlers[:], root.level = kept, level
     record = logging.LogRecord("bot", logging.ERROR, __file__, 1, "dsn=%s", (secret,), None)
     assert handler.filter(record) and secret not in record.getMessage()
+
+
+async def test_url_options_the_driver_cannot_read_are_one_line() -> None:
+    pytest.importorskip("asyncpg", reason="the [postgres] extra (asyncpg) is not installed")
+    from bot.storage.postgres import Store
+
+    with pytest.raises(StoreUnavailable, match="options were not understood") as caught:
+        async with Store.open(parse("postgresql://u:hunter22@127.0.0.1:1/db?sslmode=bogus")):
+            pass
+    assert "hunter22" not in str(caught.value)

@@ -122,6 +122,8 @@ def _why(exc: BaseException, url: StoreUrl) -> str:
         return f"cannot reach {url.host}:{url.port} ({exc.strerror or type(exc).__name__})"
     if isinstance(exc, asyncpg.PostgresError):
         return f"the server refused: {exc.__class__.__name__}"
+    if isinstance(exc, ValueError | asyncpg.InterfaceError):
+        return f"the URL's options were not understood ({exc.__class__.__name__})"
     return type(exc).__name__
 
 
@@ -149,7 +151,13 @@ class Database:
                 ),
                 CONNECT_TIMEOUT_S + 5,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,  # a URL asyncpg cannot read (an unknown sslmode, say)
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
             raise StoreUnavailable(
                 f"cannot open the PostgreSQL store {url.shown}: {_why(exc, url)}"
             ) from None

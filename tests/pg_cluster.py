@@ -118,9 +118,12 @@ class Cluster:
 
 
 def start(bindir: Path) -> Cluster:
-    root = Path(tempfile.mkdtemp(prefix="imagine-pg-"))
+    as_root = os.geteuid() == 0
+    # Under root, in /tmp (sticky, open to all): TMPDIR may be a folder nobody cannot enter.
+    where = "/tmp" if as_root and os.path.isdir("/tmp") else None
+    root = Path(tempfile.mkdtemp(prefix="imagine-pg-", dir=where))
     owner: str | None = None
-    if os.geteuid() == 0:
+    if as_root:
         owner = "nobody"
         ids = pwd.getpwnam(owner)
         os.chmod(root, 0o755)

@@ -204,6 +204,27 @@ async def test_the_bot_runs_on_postgresql_and_processes_share_it(
         assert (totals.reserved, totals.committed, totals.in_flight) == (4, 4, 0)
 
 
+async def test_jobs_on_postgresql_survive_a_restart_and_settle_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    slow = {"store": {"url": pg_url}, "providers": {"offline": {"latency_ms": 5000}}}
+    async with App.open(make_settings(tmp_path, slow)) as app:
+        chat = Chat(app)
+        for line in ("/imagine one --n 1", "/imagine two --n 2"):
+            await chat.say("alice", line)
+        await asyncio.sleep(0.2)
+    # A graceful stop: the running job went back to the queue, the other stayed queued.
+    async with App.open(make_settings(tmp_path, {"store": {"url": pg_url}})) as app:
+        rows = await app.store.fetchall("SELECT state, attempts FROM jobs ORDER BY created_at")
+        assert [r["state"] for r in rows] == ["queued", "queued"]
+        await app.runner.wait_idle(30)
+        rows = await app.store.fetchall("SELECT state FROM jobs")
+        assert {r["state"] for r in rows} == {"done"}
+        assert await ledger_balances(app.store)
+        totals = await app.storage.ledger.totals()
+        assert (totals.reserved, totals.committed, totals.refunded) == (3, 3, 0)
+
+
 async def test_opening_a_bad_database_is_one_line_naming_no_password(pg_cluster: Any) -> None:
     from bot.storage.postgres import Store
 

@@ -354,3 +354,29 @@ async def test_url_options_the_driver_cannot_read_are_one_line() -> None:
         async with Store.open(parse("postgresql://u:hunter22@127.0.0.1:1/db?sslmode=bogus")):
             pass
     assert "hunter22" not in str(caught.value)
+
+
+async def test_without_the_driver_store_url_is_one_line_saying_what_to_install(
+    tmp_path: Path,
+) -> None:
+    """As on an install without the [postgres] extra: asyncpg cannot be imported."""
+    url = "postgresql://bot:hunter22-secret@127.0.0.1:5432/imagine"
+    code = (
+        "import sys; sys.modules['asyncpg'] = None; from bot.cli import main; "
+        f"sys.exit(main(['--data-dir', {str(tmp_path / 'data')!r}, *sys.argv[1:]]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "PG"))}
+    for args, expected in ((["quota"], 2), (["doctor"], 1)):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            *args,
+            env=env | {"IMAGINE_STORE__URL": url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = (b.decode() for b in await asyncio.wait_for(proc.communicate(), 60))
+        assert proc.returncode == expected, out + err
+        assert "pip install 'imagine-bot[postgres]'" in out + err
+        assert "hunter22" not in out + err and "Traceback" not in out + err

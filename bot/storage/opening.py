@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bot.errors import ConfigError
+from bot.errors import StoreUnavailable
 from bot.storage.protocols import Database
 from bot.storage.url import parse
 
@@ -30,7 +30,7 @@ async def open_store(url: str, data_dir: Path) -> AsyncIterator[Database]:
     try:
         from bot.storage.postgres import Store as PgStore
     except ImportError:
-        raise ConfigError(
+        raise StoreUnavailable(
             f"store.url names a PostgreSQL database ({checked.shown}), but its driver is not "
             "installed: pip install 'imagine-bot[postgres]'"
         ) from None

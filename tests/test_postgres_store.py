@@ -161,6 +161,26 @@ async def test_the_charge_alone_is_the_check_without_any_lock(pg_url: str) -> No
         assert row is not None and row["used"] == 9
 
 
+async def test_units_queueing_for_the_lock_never_use_up_the_pool(pg_url: str) -> None:
+    """Many units at once on a pool of two, each also reading on its own (as SQLite's
+    reader allows): the queue forms before a connection is taken, so nothing waits forever."""
+    from bot.storage.postgres import Store
+
+    async with Store.open(parse(pg_url), pool_max=2) as store:
+
+        async def unit(i: int) -> None:
+            async with store.transaction() as tx:
+                await store.quota.grant(tx, "user:x", "d:1", 1)
+                assert await store.jobs.get(f"none-{i}") is None  # a read of its own
+
+        async with asyncio.timeout(30):
+            await asyncio.gather(
+                *(unit(i) for i in range(12)), *(store.jobs.get("x") for _ in range(6))
+            )
+        row = await store.fetchone("SELECT used FROM quota_usage WHERE scope = 'user:x'")
+        assert row is not None and row["used"] == -12
+
+
 async def test_two_outbox_claims_on_two_pools_never_share_a_row(pg_url: str) -> None:
     from bot.storage.postgres import Store
     from bot.types import Target

@@ -132,6 +132,10 @@ class Database:
         self._pool = pool
         self.url = url
         self._units = 0  # units of work open now
+        # Units take turns here before they take a connection: they would take turns on the
+        # advisory lock anyway, and waiting here holds no connection, so units queueing for
+        # the lock can never use up the pool that reads (and the lock holder) need.
+        self._write_turn = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -216,8 +220,9 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTx]:
         """A unit of work: all or nothing, committed when the ``async with`` ends; it holds
-        the write lock (an advisory lock, shared by every process) from its start."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        the write lock (an advisory lock, shared by every process) from its start. Within
+        this process units queue before taking a connection (see ``_write_turn``)."""
+        async with self._write_turn, self._pool.acquire() as conn, conn.transaction():
             self._units += 1
             try:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)

@@ -25,14 +25,15 @@ from bot.jobs import JobRunner
 from bot.providers.base import Provider
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
-from bot.storage.protocols import Storage
-from bot.storage.sqlite import Store
+from bot.storage.opening import DB_NAME, open_store
+from bot.storage.protocols import Database, Storage
 from bot.styles import StyleBook
 from bot.types import Actor, ChannelPoster, FlagHelp, Invocation, Reply, Responder
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "imagine-bot.sqlite3"
+__all__ = ["DB_NAME", "LOCK_NAME", "App", "runner_lock"]
+
 LOCK_NAME = "runner.lock"
 
 
@@ -58,8 +59,8 @@ def runner_lock(data_dir: Path) -> Iterator[None]:
 @dataclass
 class App:
     settings: Settings
-    store: Store  # the SQLite database itself: raw SQL for `doctor`, benchmarks and tests
-    storage: Storage  # the repositories the core uses (today the same object as `store`)
+    store: Database  # the database itself: raw SQL for `doctor`, benchmarks and tests
+    storage: Storage  # the repositories the core uses (the same object as `store`)
     events: EventBus
     access: Access
     quotas: Quotas
@@ -80,10 +81,12 @@ class App:
     ) -> AsyncIterator[App]:
         """Open the database, build the providers, start the job runner; undo it all on exit.
 
-        Jobs still queued at exit stay queued in SQLite and resume at the next start.
-        ``shared``: other processes use the same database at once (a shared store): no
-        data-dir lock, and jobs are taken by lease (:mod:`bot.leasing`).
+        Jobs still queued at exit stay queued in the database and resume at the next start.
+        ``shared``: other processes use the same database at once (a shared store: set for
+        PostgreSQL, ``store.url``): no data-dir lock, and jobs are taken by lease
+        (:mod:`bot.leasing`).
         """
+        shared = shared or bool(settings.store.url)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as locks:
             if start and not shared:
@@ -104,7 +107,7 @@ class App:
         styles = StyleBook.from_config(settings.styles)
         data_dir = settings.data_dir
         async with (
-            Store.open(data_dir / DB_NAME) as store,
+            open_store(settings.store.url, data_dir) as store,
             ProviderHub.open(settings.providers, settings.env, extra_providers) as providers,
         ):
             storage: Storage = store

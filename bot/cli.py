@@ -18,14 +18,13 @@ import importlib.metadata
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,10 @@ from bot.app import DB_NAME, App
 from bot.cli_parser import PLATFORM_HELP, build_parser
 from bot.config import Settings, load_settings
 from bot.core import AdapterSpec
-from bot.doctor import cmd_doctor, secret_env_names  # re-exported: doctor has its own module
+from bot.doctor import cmd_doctor  # re-exported: doctor has its own module
 from bot.errors import AlreadyRunning, ConfigError
+from bot.logs import RedactSecrets as RedactSecrets  # re-exported: tests import it here
+from bot.logs import setup_logging
 from bot.types import Actor, Invocation, PostSteps, Reply, Target
 
 log = logging.getLogger("bot")
@@ -70,43 +71,6 @@ class CliError(Exception):
         self.message = message
         self.code = code
         self.kind = kind
-
-
-class RedactSecrets(logging.Filter):
-    """Replaces every configured secret value in a log record with ``***``."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        super().__init__()
-        values = sorted(
-            {env[k] for k in secret_env_names() if env.get(k) and len(env[k]) >= 6},
-            key=len,
-            reverse=True,
-        )
-        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._pattern is not None:
-            message = record.getMessage()
-            redacted = self._pattern.sub("***", message)
-            if redacted != message:
-                record.msg, record.args = redacted, None
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = self._pattern.sub(
-                    "***", logging.Formatter().formatException(record.exc_info)
-                )
-        return True
-
-
-def setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(settings.env))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.bot.log_level.upper())
-    # httpx logs full URLs at INFO; keep it quiet so nothing sensitive lands in the log.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class _Collector:

@@ -129,6 +129,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    # Empty: SQLite in the data dir. "postgresql://user:password@host:5432/imagine": the
+    # PostgreSQL store (the [postgres] extra); its password is never shown.
+    url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     bot: BotSettings = field(default_factory=BotSettings)
     grammar: GrammarSettings = field(default_factory=GrammarSettings)
@@ -139,6 +146,7 @@ class Settings:
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     styles: Mapping[str, str] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -164,6 +172,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "images": ImageSettings,
     "actions": ActionSettings,
     "web": WebSettings,
+    "store": StoreSettings,
 }
 
 
@@ -543,5 +552,12 @@ def _validate(s: Settings, sources: _Sources) -> None:
         "bot.log_level",
         "must be DEBUG, INFO, WARNING or ERROR",
     )
+    if s.store.url:
+        from bot.storage.url import BadStoreUrl, parse
+
+        try:
+            parse(s.store.url)
+        except BadStoreUrl as exc:
+            need(False, "store.url", str(exc))
     for admin in s.bot.admins:
         need(":" in admin, "bot.admins", f"entries look like 'platform:user_id' (got {admin!r})")

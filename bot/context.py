@@ -20,7 +20,7 @@ from bot.jobs import Job, JobRunner, StoredJobImage
 from bot.providers.base import Capabilities, Provider
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
-from bot.store import Store
+from bot.storage.protocols import Storage
 from bot.styles import StyleBook
 from bot.types import Actor, Reply
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @dataclass
 class Context:
     settings: Settings
-    store: Store
+    store: Storage
     quotas: Quotas
     runner: JobRunner
     providers: ProviderHub

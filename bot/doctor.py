@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from bot import setup
@@ -18,7 +19,7 @@ from bot.adapter_registry import registered_adapters
 from bot.app import App
 from bot.config import SECRET_ENV, ProviderSettings, Settings
 from bot.core import AdapterSpec
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StoreUnavailable
 from bot.providers.base import CheckFailed, ProviderError
 from bot.providers.registry import (
     ENV_SETTINGS,
@@ -27,6 +28,7 @@ from bot.providers.registry import (
     default_provider_name,
     wanted_names,
 )
+from bot.storage.url import masked
 
 log = logging.getLogger("bot")
 
@@ -73,25 +75,13 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     # The providers are built and checked one by one below, so that a missing key or a dead
     # service in one is a failed line, not the end of the report.
     app_settings = replace(settings, providers=ProviderSettings(default="offline"))
-    async with App.open(app_settings, start=False) as app:
-        row = await app.store.fetchone("PRAGMA integrity_check")
-        version = await app.store.fetchone("PRAGMA user_version")
-        line(
-            row is not None and row[0] == "ok",
-            f"database ok (schema version {version[0] if version else '?'})",
-        )
-        undelivered = await app.storage.outbox.undelivered()
-        line(
-            not undelivered,
-            "every posted result delivered"
-            if not undelivered
-            else f"{len(undelivered)} undelivered (the outbox gave up on them):",
-        )
-        for gone in undelivered[:5]:
-            print(
-                f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
-                f"{gone.target.channel_id}: {gone.last_error}"
-            )
+    if settings.store.url:  # the password never: masked() is the only form shown
+        print(f"     store.url: {masked(settings.store.url)}")
+    try:
+        async with App.open(app_settings, start=False) as app:
+            await _check_database(app, line)
+    except StoreUnavailable as exc:
+        line(False, f"database: {exc}")
     for name in (default, prov.fallback, *prov.sections):
         if name and name not in PROVIDER_NAMES:
             line(False, f"provider {name}: unknown; known: {', '.join(PROVIDER_NAMES)}")
@@ -157,3 +147,20 @@ async def check_platform(spec: AdapterSpec, settings: Settings) -> list[tuple[bo
                     )
                 )
     return lines
+
+
+async def _check_database(app: App, line: Callable[[bool, str], None]) -> None:
+    good, what = await app.store.health()
+    line(good, f"database ok: {what}" if good else f"database: {what}")
+    undelivered = await app.storage.outbox.undelivered()
+    line(
+        not undelivered,
+        "every posted result delivered"
+        if not undelivered
+        else f"{len(undelivered)} undelivered (the outbox gave up on them):",
+    )
+    for gone in undelivered[:5]:
+        print(
+            f"     {gone.kind} of job {gone.job_id} to {gone.target.platform} channel "
+            f"{gone.target.channel_id}: {gone.last_error}"
+        )

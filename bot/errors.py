@@ -10,7 +10,8 @@ Two tiers (see STYLE.md §6)::
     ├── JobNotFound            unknown or deleted job, malformed button id
     └── Unsupported            the provider cannot do what was asked
     ConfigError                bad settings, raised at start naming the key
-    └── AlreadyRunning         another imagine-bot runs jobs on this data dir (bot.app)
+    ├── AlreadyRunning         another imagine-bot runs jobs on this data dir (bot.app)
+    └── StoreUnavailable       store.url's database cannot be reached or used
     DeliveryError              a platform refused or failed a post, edit or delete (adapters
                                raise it from their ChannelPoster; bot.delivery retries it)
 
@@ -60,6 +61,11 @@ class ConfigError(Exception):
 class AlreadyRunning(ConfigError):
     """Another process holds this data dir's runner lock. A ConfigError, since a second data
     dir is one way out, but its own class so the CLI can say what to do instead."""
+
+
+class StoreUnavailable(ConfigError):
+    """The database ``store.url`` names cannot be opened (nothing listens, the password or the
+    database name is wrong): one line, the URL's password masked."""
 
 
 class DeliveryError(Exception):

@@ -37,7 +37,7 @@ from bot.jobs import Job, JobRunner
 from bot.providers.base import ProviderError
 from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas
-from bot.store import Store
+from bot.storage.protocols import Storage
 from bot.styles import StyleBook
 from bot.types import ACTION_RE, Action, Actor, ChannelPoster, Invocation, Reply, Responder
 
@@ -53,7 +53,7 @@ class Handler:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Storage,
         quotas: Quotas,
         runner: JobRunner,
         providers: ProviderHub,

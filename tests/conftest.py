@@ -7,7 +7,7 @@ assert len(reply.buttons) == ...
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,3 +161,87 @@ def _no_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.endswith(("_API_KEY", "_TOKEN", "_SECRET")) or name.startswith("IMAGINE_"):
             monkeypatch.delenv(name, raising=False)
+
+
+# ------------------------------------------------------------------- a real PostgreSQL
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster for the session (see tests/pg_cluster.py), with a
+    migrated template database; skipped only where the server binaries are not installed."""
+    from tests import pg_cluster as pg
+
+    bindir = pg.find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("asyncpg", reason="the [postgres] extra (asyncpg) is not installed")
+    cluster = pg.start(bindir)
+    try:
+        import asyncio
+        import concurrent.futures
+
+        from bot.storage.postgres import Store as PgStore
+        from bot.storage.url import parse
+
+        async def migrate_template() -> None:
+            async with PgStore.open(parse(cluster.url(pg.TEMPLATE))):
+                pass
+
+        # On a thread of its own: the first test to ask may already be running a loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, migrate_template()).result(timeout=120)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> Iterator[str]:
+    """The URL of a migrated database of its own, with no rows (emptied after each test)."""
+    name = pg_cluster.take()
+    yield str(pg_cluster.url(name))
+    pg_cluster.give_back(name)
+
+
+@asynccontextmanager
+async def open_store(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """A store of ``kind`` ("sqlite" or "postgres"), empty and migrated."""
+    if kind == "sqlite":
+        from bot.storage.sqlite import Store as SqliteStore
+
+        async with SqliteStore.open(tmp_path / "store.sqlite3") as s:
+            yield s
+        return
+    from bot.storage.postgres import Store as PgStore
+    from bot.storage.url import parse
+
+    url = request.getfixturevalue("pg_url")
+    async with PgStore.open(parse(url)) as s:
+        yield s
+
+
+STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """The same contract test on each store: SQLite in a temp dir and a fresh PostgreSQL
+    database."""
+    async with open_store(request.param, tmp_path, request) as s:
+        yield s
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for each store: none (SQLite in the data dir), or store.url."""
+    if request.param == "sqlite":
+        return {}
+    return {"store": {"url": request.getfixturevalue("pg_url")}}
+
+
+@pytest.fixture
+async def any_chat(tmp_path: Path, store_overrides: dict[str, Any]) -> AsyncIterator[Chat]:
+    """:func:`chat` on each store."""
+    async with open_chat(tmp_path, store_overrides) as c:
+        yield c

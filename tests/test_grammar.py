@@ -579,8 +579,8 @@ def test_usage_follows_limits() -> None:
         (
             "a cat --zzz",
             "Unknown flag --zzz. The flags are --n, --style, --ar, --size, --seed, --steps, "
-            "--cfg, --no, --sampler, --model, --strength, --from, --avatar, --remix. Put -- before text "
-            "that should not be read as flags; /imagine help explains them.",
+            "--cfg, --no, --sampler, --model, --strength, --from, --avatar, --remix. Put -- "
+            "before text that should not be read as flags; /imagine help explains them.",
         ),
         # duplicates (also through an alias)
         ("a cat --n 2 --n 3", "--n was given twice."),

@@ -8,10 +8,19 @@ import json
 import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from bot.config import QuotaSettings
 from bot.errors import QuotaExceeded
@@ -38,11 +47,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
 
+    def open_backend(self) -> Any:
+        return Store.open(Path(self.tmp.name) / "l.db")
+
     @initialize()
     def open_store(self) -> None:
-        self.store = self.run(
-            self.stack.enter_async_context(Store.open(Path(self.tmp.name) / "l.db"))
-        )
+        self.store = self.run(self.stack.enter_async_context(self.open_backend()))
         self.quotas = Quotas(
             self.store,
             QuotaSettings(user_daily=DAILY, user_monthly=MONTHLY),
@@ -151,7 +161,31 @@ class LedgerMachine(RuleBasedStateMachine):
             self.run(self.stack.aclose())
         self.loop.close()
         self.tmp.cleanup()
+        self.closed()
+
+    def closed(self) -> None:
+        """After the store is closed (the PostgreSQL run gives its database back)."""
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 TestLedger = LedgerMachine.TestCase
+
+
+@pytest.mark.postgres
+def test_the_ledger_machine_on_postgresql(pg_cluster: Any) -> None:
+    """The same machine on a real PostgreSQL database, one database per example."""
+    from bot.storage.postgres import Store as PgStore
+    from bot.storage.url import parse
+
+    class OnPostgres(LedgerMachine):
+        def open_backend(self) -> Any:
+            self.database = pg_cluster.take()
+            return PgStore.open(parse(pg_cluster.url(self.database)))
+
+        def closed(self) -> None:
+            if hasattr(self, "database"):
+                pg_cluster.give_back(self.database)
+
+    run_state_machine_as_test(
+        OnPostgres, settings=settings(max_examples=15, stateful_step_count=25, deadline=None)
+    )

@@ -4,9 +4,10 @@ when windows reset, and the /quota reply a user reads."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -38,9 +39,9 @@ class Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "rules.db") as s:
-        yield s
+def store(any_store: Any) -> Any:
+    """Each rule on SQLite and on PostgreSQL (tests/conftest.py's any_store)."""
+    return any_store
 
 
 def quotas_for(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -57,9 +57,9 @@ async def finish(store: Store, quotas: Quotas, job_id: str, delivered: int) -> N
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "q.db") as s:
-        yield s
+def store(any_store: Any) -> Any:
+    """Each rule on SQLite and on PostgreSQL (tests/conftest.py's any_store)."""
+    return any_store
 
 
 def quotas_for(store: Store, clock: Clock | None = None, **limits: object) -> Quotas:
@@ -186,7 +186,12 @@ async def test_blocked_user_cannot_reserve(store: Store) -> None:
             await quotas.reserve(db, ALICE, [("b1", 1)])
 
 
-async def test_database_pragmas(store: Store) -> None:
+async def test_database_pragmas(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "q.db") as store:
+        await _check_pragmas(store)
+
+
+async def _check_pragmas(store: Store) -> None:
     assert (await store.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
     assert (await store.fetchone("PRAGMA synchronous"))[0] == 2  # type: ignore[index]
     assert (await store.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -25,13 +26,18 @@ from tests.conftest import Chat, make_settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-def shared_settings(tmp_path: Path, latency_ms: int = 200, **jobs: Any) -> Any:
+def shared_settings(
+    tmp_path: Path, latency_ms: int = 200, store: dict[str, Any] | None = None, **jobs: Any
+) -> Any:
+    """Settings for one of the "processes": SQLite in ``tmp_path`` (opened with shared=True)
+    or, with ``store`` (the store_overrides fixture), a PostgreSQL database (shared always)."""
     return make_settings(
         tmp_path,
         {
             "grammar": {"base_side": 256},
             "providers": {"default": "offline", "offline": {"latency_ms": latency_ms}},
             "jobs": {"lease_s": 1.0, "claim_poll_s": 0.1, **jobs},
+            **(store or {}),
         },
     )
 
@@ -63,11 +69,13 @@ async def wait_all_final(app: App, within: float = 60) -> list[dict[str, Any]]:
 
 
 async def test_two_processes_share_the_queue_fairly_and_run_each_job_once(
-    tmp_path: Path,
+    tmp_path: Path, store_overrides: dict[str, Any]
 ) -> None:
     # Nothing is killed here: the default lease (5 s), so a busy machine cannot stall a process
     # past it (that would be a take-over, tested below).
-    settings = shared_settings(tmp_path, latency_ms=150, max_running_per_user=2, lease_s=5.0)
+    settings = shared_settings(
+        tmp_path, store=store_overrides, latency_ms=150, max_running_per_user=2, lease_s=5.0
+    )
     async with two_processes(settings) as (a, b):
         users = ["ann", "bo", "cy", "di"]
         for user in users:
@@ -106,16 +114,20 @@ async def test_two_processes_share_the_queue_fairly_and_run_each_job_once(
             await asyncio.sleep(0.05)
 
 
-async def test_a_job_slower_than_its_lease_is_renewed_not_stolen(tmp_path: Path) -> None:
-    settings = shared_settings(tmp_path, latency_ms=3000, lease_s=1.0)
+async def test_a_job_slower_than_its_lease_is_renewed_not_stolen(
+    tmp_path: Path, store_overrides: dict[str, Any]
+) -> None:
+    settings = shared_settings(tmp_path, store=store_overrides, latency_ms=3000, lease_s=1.0)
     async with two_processes(settings) as (a, _):
         await a.say("ann", "/imagine slow --n 1")
         [row] = await wait_all_final(a.app)
         assert row["state"] == "done" and row["attempts"] == 1
 
 
-async def test_a_graceful_stop_gives_running_jobs_back_at_once(tmp_path: Path) -> None:
-    settings = shared_settings(tmp_path, latency_ms=1500, lease_s=30.0)
+async def test_a_graceful_stop_gives_running_jobs_back_at_once(
+    tmp_path: Path, store_overrides: dict[str, Any]
+) -> None:
+    settings = shared_settings(tmp_path, store=store_overrides, latency_ms=1500, lease_s=30.0)
     first = contextlib.AsyncExitStack()
     a = await first.enter_async_context(App.open(settings, shared=True))
     try:
@@ -137,7 +149,7 @@ async def test_a_graceful_stop_gives_running_jobs_back_at_once(tmp_path: Path) -
 
 KILLED_PROCESS = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, json, sys
     from bot.app import App
     from bot.types import Actor, Invocation
     from tests.conftest import Responses, make_settings
@@ -145,7 +157,8 @@ KILLED_PROCESS = textwrap.dedent(
     from pathlib import Path
 
     async def main() -> None:
-        settings = shared_settings(Path(sys.argv[1]), latency_ms=600000, lease_s=1.0)
+        store = json.loads(sys.argv[2])
+        settings = shared_settings(Path(sys.argv[1]), 600000, store, lease_s=1.0)
         async with App.open(settings, shared=True) as app:
             actor = Actor("test", "team", "ann", "Ann", (), False)
             inv = Invocation(actor, "general", command="imagine", text="never finishes --n 1")
@@ -161,7 +174,7 @@ KILLED_PROCESS = textwrap.dedent(
 
 
 async def test_a_killed_process_loses_its_job_to_another_when_the_lease_runs_out(
-    tmp_path: Path,
+    tmp_path: Path, store_overrides: dict[str, Any]
 ) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
@@ -169,6 +182,7 @@ async def test_a_killed_process_loses_its_job_to_another_when_the_lease_runs_out
         "-c",
         KILLED_PROCESS,
         str(tmp_path),
+        json.dumps(store_overrides),
         cwd=REPO,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -181,7 +195,7 @@ async def test_a_killed_process_loses_its_job_to_another_when_the_lease_runs_out
     finally:
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
-    settings = shared_settings(tmp_path, latency_ms=50)
+    settings = shared_settings(tmp_path, store=store_overrides, latency_ms=50)
     started = time.monotonic()
     async with App.open(settings, shared=True) as b:
         [row] = await wait_all_final(b, within=30)
@@ -193,8 +207,10 @@ async def test_a_killed_process_loses_its_job_to_another_when_the_lease_runs_out
     assert taken_after < 5  # lease 1 s + a poll
 
 
-async def test_a_lease_that_ran_out_too_often_is_failed_and_refunded(tmp_path: Path) -> None:
-    settings = shared_settings(tmp_path, latency_ms=50, retry_interrupted=0)
+async def test_a_lease_that_ran_out_too_often_is_failed_and_refunded(
+    tmp_path: Path, store_overrides: dict[str, Any]
+) -> None:
+    settings = shared_settings(tmp_path, store=store_overrides, latency_ms=50, retry_interrupted=0)
     async with App.open(settings, start=False) as setup:
         chat = Chat(setup)
         await chat.say("ann", "/imagine orphan --n 1")

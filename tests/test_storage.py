@@ -1,10 +1,11 @@
-"""The repositories on a real SQLite file: what each promises the core, one behaviour a test."""
+"""The repositories on a real SQLite file and a real PostgreSQL database: what each promises
+the core, one behaviour a test, the same test for both stores."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,9 +15,8 @@ from bot.store import Store
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "s.db") as s:
-        yield s
+def store(any_store: Any) -> Any:
+    return any_store
 
 
 async def add(

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.gallery import decode_cursor, encode_cursor
 from bot.storage.gallery import GalleryCursor
 from tests.conftest import Chat, open_chat
+
+
+@pytest.fixture
+def chat(any_chat: Chat) -> Chat:
+    """Each conversation on SQLite and on PostgreSQL (the gallery's own SQL on both)."""
+    return any_chat
+
 
 SLOW = {
     "providers": {"offline": {"latency_ms": 150, "concurrency": 1}},

@@ -12,9 +12,9 @@ Conditional writes report whether they changed anything (``-> bool``): "claim", 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bot.storage.outbox import OutboxRepository, PostRepository
 from bot.storage.records import (
@@ -378,11 +378,27 @@ class Storage(Protocol):
         ...
 
 
+class Database(Storage, Protocol):
+    """A :class:`Storage` that is also a database a tool can ask: raw statements (SQLite-style
+    ``?`` placeholders on both stores) for ``doctor``, benchmarks and tests, and its health."""
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> Sequence[Any]: ...
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any: ...
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int: ...
+
+    async def health(self) -> tuple[bool, str]:
+        """(usable, one line for ``doctor``: what the database is, its schema version)."""
+        ...
+
+
 __all__ = [
     "AdminLog",
     "AlertRepository",
     "ChannelRepository",
     "ConfirmationRepository",
+    "Database",
     "ImageRepository",
     "JobLeaseRepository",
     "JobRepository",

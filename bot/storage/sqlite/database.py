@@ -343,6 +343,15 @@ class Database:
         await asyncio.shield(batch.done)
         return count
 
+    async def health(self) -> tuple[bool, str]:
+        """(the file passes SQLite's integrity check, what ``doctor`` says about it)."""
+        row = await self.fetchone("PRAGMA integrity_check")
+        version = await self.fetchone("PRAGMA user_version")
+        return (
+            row is not None and row[0] == "ok",
+            f"SQLite (schema version {version[0] if version else '?'})",
+        )
+
     @property
     def in_transaction(self) -> bool:
         return bool(self._db.in_transaction)

@@ -9,6 +9,8 @@ them also has the channel open on a WebSocket (as their page would). Prints:
 - accept latency: from sending the POST to its answer carrying the queued job (median, p99, max)
 - how long until every job was finished, as seen live on a socket
 - what the open pages were sent: items (whole cards and deltas), frames and bytes
+- the server's CPU time while it accepted the burst, all threads and its event loop's alone
+  (steadier than the latency on a shared machine: other processes' load does not add to it)
 - peak memory: the server process's peak RSS (ru_maxrss) and, with ``--tracemalloc``, the peak
   of its Python allocations (tracemalloc slows Python code down, so latency figures from such a run
   read high)
@@ -45,6 +47,11 @@ FINAL = {"done", "failed", "filtered"}
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mib() -> float:
@@ -119,17 +126,26 @@ async def serve_only(args: argparse.Namespace) -> None:
             rss_before = rss_mib()
             print(json.dumps({"url": server.url}), flush=True)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+            marks: list[tuple[float, float]] = []
+
+            def mark() -> None:  # in the loop's thread: time.thread_time is the loop's CPU
+                marks.append((cpu_s(), time.thread_time()))
+
+            # "mark" lines from the parent (the burst begins, it is all answered), then EOF.
+            while line := await loop.run_in_executor(None, sys.stdin.readline):
+                if line.strip() == "mark":
+                    loop.call_soon_threadsafe(mark)
             await server.close()
     peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    burst = [b - a for a, b in zip(marks[0], marks[1], strict=True)] if len(marks) > 1 else None
     print(
         json.dumps(
             {
                 "rss_mib": rss_mib(),
                 "rss_before_mib": rss_before,
                 "tracemalloc_peak_mib": peak,
-                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "cpu_s": cpu_s(),
+                "burst_cpu_s": burst,
             }
         ),
         flush=True,
@@ -191,10 +207,14 @@ async def run(args: argparse.Namespace) -> None:
 
         tasks = [asyncio.create_task(submit(n)) for n in names]
         await asyncio.sleep(0.1)  # every task is parked on the same event
+        child.stdin.write(b"mark\n")
+        await child.stdin.drain()
         started = time.perf_counter()
         go.set()
         await asyncio.gather(*tasks)
         accepted_all = time.perf_counter() - started
+        child.stdin.write(b"mark\n")
+        await child.stdin.drain()
         if rejected:
             print(f"{len(rejected)} submissions were not accepted, e.g. {rejected[0]}")
         await asyncio.wait_for(all_done.wait(), args.timeout)
@@ -234,6 +254,12 @@ async def run(args: argparse.Namespace) -> None:
         f"  live updates:      {delivered} items in {frames} frames "
         f"({sent_bytes / 2**20:.1f} MiB) delivered to the open pages"
     )
+    if server_figures["burst_cpu_s"] is not None:
+        process, loop = server_figures["burst_cpu_s"]
+        print(
+            f"  server CPU, burst: {process * 1000:.0f} ms (all threads), "
+            f"{loop * 1000:.0f} ms of it the event loop's, until all {args.users} were answered"
+        )
     print(f"  server CPU time:   {server_figures['cpu_s']:.1f} s (user + system, the whole run)")
     print(
         f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "

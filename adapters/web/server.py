@@ -128,7 +128,7 @@ class WebPlayground(Routes):
             replies = await self.history_json(channel, sub.joined_seq)
             await ws.send_json({"type": "history", "channel": channel, "replies": replies})
             while True:
-                frame = await sub.take(self.hub.flush_s())
+                frame = await sub.take()
                 if frame is None:
                     break
                 await ws.send_str(frame)
@@ -141,6 +141,7 @@ class WebPlayground(Routes):
     async def on_shutdown(self, app: web.Application) -> None:
         if self._quota_task is not None:
             self._quota_task.cancel()
+        self.hub.close()
         for ws in tuple(self._sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 

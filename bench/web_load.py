@@ -311,13 +311,19 @@ async def core_only(args: argparse.Namespace) -> None:
 
             tasks = [asyncio.create_task(submit(i)) for i in range(args.users)]
             await asyncio.sleep(0.1)
+            before = (cpu_s(), time.thread_time())
             go.set()
             await asyncio.gather(*tasks)
+            process, loop = cpu_s() - before[0], time.thread_time() - before[1]
             ms = [x * 1000 for x in latencies]
             print(f"core alone: {args.users} submissions at once, no HTTP, no sockets")
             print(
                 f"  accept latency:    median {statistics.median(ms):.1f} ms, "
                 f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+            )
+            print(
+                f"  CPU, burst:        {process * 1000:.0f} ms (all threads), "
+                f"{loop * 1000:.0f} ms of it the event loop's"
             )
             await app.runner.wait_idle(args.timeout)
 

@@ -8,6 +8,7 @@ latency so the queued and running states are visible on the page. Screenshots go
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
@@ -450,13 +451,15 @@ async def test_info_is_private_and_delete_has_an_undo_window(
 
 class Moody:
     """A provider that fails and filters on cue: "broken" is refused, "forbidden" comes back
-    removed by its content filter. Slow enough that a second job waits in line."""
+    removed by its content filter. "a kite" is held until ``release`` is set, so that a second
+    job surely waits in line (a fixed delay was outrun on a busy machine)."""
 
     name = "moody"
     label = "Moody"
 
     def __init__(self) -> None:
         self._png = png_bytes((64, 64), "purple")
+        self.release = asyncio.Event()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -465,9 +468,8 @@ class Moody:
     async def generate(
         self, req: GenerationRequest, progress: ProgressCallback | None = None
     ) -> GenerationResult:
-        import asyncio
-
-        await asyncio.sleep(1.0)
+        if req.prompt.startswith("a kite"):
+            await asyncio.wait_for(self.release.wait(), 60)
         if "forbidden" in req.prompt:
             return GenerationResult(
                 tuple(GeneratedImage(self._png, req.seed + i, filtered=True) for i in range(req.n))
@@ -489,7 +491,8 @@ async def test_states_say_what_happened(tmp_path: Path, browser: Browser) -> Non
     settings = settings_for(
         tmp_path, providers={"default": "moody"}, jobs={"max_running_per_user": 1}
     )
-    async with serving(settings, extra_providers={"moody": Moody()}) as server:
+    moody = Moody()
+    async with serving(settings, extra_providers={"moody": moody}) as server:
         alice = await open_page(browser, server, "alice")
         for line in (
             "/imagine a kite --n 1",
@@ -505,6 +508,8 @@ async def test_states_say_what_happened(tmp_path: Path, browser: Browser) -> Non
         await expect(second).to_have_attribute("data-state", "queued")
         await expect(own(second, "status")).to_contain_text("in line")
         await own(second, "buttons").locator('button[data-action^="cancel:"]').click()
+        await expect(second).to_have_attribute("data-outcome", "cancelled")
+        moody.release.set()
         expected = {
             0: ("done", "Done"),
             1: ("cancelled", "Cancelled"),

@@ -17,6 +17,12 @@ them also has the channel open on a WebSocket (as their page would). Prints:
 
     python bench/web_load.py [--users 200] [--latency-ms 500] [--concurrency 16] [--sockets N]
     python bench/web_load.py --core-only     # the same burst into the core alone: the floor
+    python bench/web_load.py --hub-only      # the live-update hub alone, in this process
+
+``--hub-only`` times the playground's hub (adapters/web/live.py) doing what the burst asks of
+it, without sockets: 200 new cards in front of 200 pages, then the line moving up 12 times
+(a delta for every queued card), every frame built and taken. It does not depend on how busy
+the machine is with other work the way the latencies do.
 """
 
 from __future__ import annotations
@@ -328,6 +334,74 @@ async def core_only(args: argparse.Namespace) -> None:
             await app.runner.wait_idle(args.timeout)
 
 
+def _hub_card(i: int, seq: int, place: int) -> dict[str, Any]:
+    """A queued card as the playground renders it (the fields the hub diffs)."""
+    ref, name = f"job{i:04d}", f"user{i:03d}"
+    return {
+        "seq": seq,
+        "ref": ref,
+        "owner": name,
+        "text": f"a lighthouse for {name} - queued #{place} in line (asked by {name})",
+        "images": [],
+        "tiles": [],
+        "buttons": [{"label": "Cancel", "action": f"cancel:{ref}", "style": "danger"}],
+        "ephemeral": False,
+        "form": None,
+        "job_id": ref,
+        "parent_job_id": None,
+        "state": "queued",
+        "outcome": "queued",
+        "position": place,
+        "progress": None,
+        "notice": "Offline preview: a procedural picture, not a diffusion model.",
+        "meta": {"owner": name, "owner_name": name, "prompt": f"a lighthouse for {name}"},
+    }
+
+
+async def hub_only(args: argparse.Namespace) -> None:
+    from adapters.web.live import Hub, Subscriber
+
+    async def take_all(hub: Hub, pages: list[Subscriber]) -> int:
+        hub.flush()
+        size = 0
+        for page in pages:
+            while page.frames:
+                size += len(await page.take() or "")
+        return size
+
+    async def once() -> tuple[float, int, int]:
+        hub = Hub()
+        pages = [Subscriber(f"user{i:03d}") for i in range(args.users)]
+        for page in pages:
+            hub.subscribe("general", page)
+        seq = size = frames = 0
+        t0 = time.perf_counter()
+        for i in range(args.users):  # the burst, a frame every 40 new cards (a tick)
+            seq += 1
+            hub.publish("general", _hub_card(i, seq, i + 1))
+            if i % 40 == 39 or i == args.users - 1:
+                size += await take_all(hub, pages)
+                frames += len(pages)
+        for moved in range(1, 13):  # the line moves up by the 16 slots, 12 times
+            for i in range(16 * moved, args.users):
+                seq += 1
+                hub.publish("general", _hub_card(i, seq, i + 1 - 16 * moved))
+            size += await take_all(hub, pages)
+            frames += len(pages)
+        return time.perf_counter() - t0, size, frames
+
+    runs = [await once() for _ in range(7)]
+    ms = [t * 1000 for t, _, _ in runs]
+    print(
+        f"live-update hub alone: {args.users} pages, {args.users} new cards, then 12 moves of "
+        "the line (7 runs)"
+    )
+    print(
+        f"  CPU:               median {statistics.median(ms):.0f} ms, min {min(ms):.0f} ms "
+        f"({runs[0][2]} frames, {runs[0][1] / 2**20:.1f} MiB built and taken per run)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200)
@@ -346,6 +420,11 @@ def main() -> None:
         action="store_true",
         help="the same burst straight into the core (the floor), then exit",
     )
+    parser.add_argument(
+        "--hub-only",
+        action="store_true",
+        help="the live-update hub alone: the pages' frames for such a burst, then exit",
+    )
     parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only:
@@ -353,6 +432,9 @@ def main() -> None:
         return
     if args.core_only:
         asyncio.run(core_only(args))
+        return
+    if args.hub_only:
+        asyncio.run(hub_only(args))
         return
     if args.sockets is None:
         args.sockets = args.users

@@ -9,12 +9,20 @@ them also has the channel open on a WebSocket (as their page would). Prints:
 - accept latency: from sending the POST to its answer carrying the queued job (median, p99, max)
 - how long until every job was finished, as seen live on a socket
 - what the open pages were sent: items (whole cards and deltas), frames and bytes
+- the server's CPU time while it accepted the burst, all threads and its event loop's alone
+  (steadier than the latency on a shared machine: other processes' load does not add to it)
 - peak memory: the server process's peak RSS (ru_maxrss) and, with ``--tracemalloc``, the peak
   of its Python allocations (tracemalloc slows Python code down, so latency figures from such a run
   read high)
 
     python bench/web_load.py [--users 200] [--latency-ms 500] [--concurrency 16] [--sockets N]
     python bench/web_load.py --core-only     # the same burst into the core alone: the floor
+    python bench/web_load.py --hub-only      # the live-update hub alone, in this process
+
+``--hub-only`` times the playground's hub (adapters/web/live.py) doing what the burst asks of
+it, without sockets: 200 new cards in front of 200 pages, then the line moving up 12 times
+(a delta for every queued card), every frame built and taken. It does not depend on how busy
+the machine is with other work the way the latencies do.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ FINAL = {"done", "failed", "filtered"}
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mib() -> float:
@@ -119,17 +132,26 @@ async def serve_only(args: argparse.Namespace) -> None:
             rss_before = rss_mib()
             print(json.dumps({"url": server.url}), flush=True)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+            marks: list[tuple[float, float]] = []
+
+            def mark() -> None:  # in the loop's thread: time.thread_time is the loop's CPU
+                marks.append((cpu_s(), time.thread_time()))
+
+            # "mark" lines from the parent (the burst begins, it is all answered), then EOF.
+            while line := await loop.run_in_executor(None, sys.stdin.readline):
+                if line.strip() == "mark":
+                    loop.call_soon_threadsafe(mark)
             await server.close()
     peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    burst = [b - a for a, b in zip(marks[0], marks[1], strict=True)] if len(marks) > 1 else None
     print(
         json.dumps(
             {
                 "rss_mib": rss_mib(),
                 "rss_before_mib": rss_before,
                 "tracemalloc_peak_mib": peak,
-                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "cpu_s": cpu_s(),
+                "burst_cpu_s": burst,
             }
         ),
         flush=True,
@@ -191,10 +213,14 @@ async def run(args: argparse.Namespace) -> None:
 
         tasks = [asyncio.create_task(submit(n)) for n in names]
         await asyncio.sleep(0.1)  # every task is parked on the same event
+        child.stdin.write(b"mark\n")
+        await child.stdin.drain()
         started = time.perf_counter()
         go.set()
         await asyncio.gather(*tasks)
         accepted_all = time.perf_counter() - started
+        child.stdin.write(b"mark\n")
+        await child.stdin.drain()
         if rejected:
             print(f"{len(rejected)} submissions were not accepted, e.g. {rejected[0]}")
         await asyncio.wait_for(all_done.wait(), args.timeout)
@@ -234,6 +260,12 @@ async def run(args: argparse.Namespace) -> None:
         f"  live updates:      {delivered} items in {frames} frames "
         f"({sent_bytes / 2**20:.1f} MiB) delivered to the open pages"
     )
+    if server_figures["burst_cpu_s"] is not None:
+        process, loop = server_figures["burst_cpu_s"]
+        print(
+            f"  server CPU, burst: {process * 1000:.0f} ms (all threads), "
+            f"{loop * 1000:.0f} ms of it the event loop's, until all {args.users} were answered"
+        )
     print(f"  server CPU time:   {server_figures['cpu_s']:.1f} s (user + system, the whole run)")
     print(
         f"  server peak RSS:   {server_figures['rss_mib']:.0f} MiB "
@@ -285,15 +317,89 @@ async def core_only(args: argparse.Namespace) -> None:
 
             tasks = [asyncio.create_task(submit(i)) for i in range(args.users)]
             await asyncio.sleep(0.1)
+            before = (cpu_s(), time.thread_time())
             go.set()
             await asyncio.gather(*tasks)
+            process, loop = cpu_s() - before[0], time.thread_time() - before[1]
             ms = [x * 1000 for x in latencies]
             print(f"core alone: {args.users} submissions at once, no HTTP, no sockets")
             print(
                 f"  accept latency:    median {statistics.median(ms):.1f} ms, "
                 f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
             )
+            print(
+                f"  CPU, burst:        {process * 1000:.0f} ms (all threads), "
+                f"{loop * 1000:.0f} ms of it the event loop's"
+            )
             await app.runner.wait_idle(args.timeout)
+
+
+def _hub_card(i: int, seq: int, place: int) -> dict[str, Any]:
+    """A queued card as the playground renders it (the fields the hub diffs)."""
+    ref, name = f"job{i:04d}", f"user{i:03d}"
+    return {
+        "seq": seq,
+        "ref": ref,
+        "owner": name,
+        "text": f"a lighthouse for {name} - queued #{place} in line (asked by {name})",
+        "images": [],
+        "tiles": [],
+        "buttons": [{"label": "Cancel", "action": f"cancel:{ref}", "style": "danger"}],
+        "ephemeral": False,
+        "form": None,
+        "job_id": ref,
+        "parent_job_id": None,
+        "state": "queued",
+        "outcome": "queued",
+        "position": place,
+        "progress": None,
+        "notice": "Offline preview: a procedural picture, not a diffusion model.",
+        "meta": {"owner": name, "owner_name": name, "prompt": f"a lighthouse for {name}"},
+    }
+
+
+async def hub_only(args: argparse.Namespace) -> None:
+    from adapters.web.live import Hub, Subscriber
+
+    async def take_all(hub: Hub, pages: list[Subscriber]) -> int:
+        hub.flush()
+        size = 0
+        for page in pages:
+            while page.frames:
+                size += len(await page.take() or "")
+        return size
+
+    async def once() -> tuple[float, int, int]:
+        hub = Hub()
+        pages = [Subscriber(f"user{i:03d}") for i in range(args.users)]
+        for page in pages:
+            hub.subscribe("general", page)
+        seq = size = frames = 0
+        t0 = time.perf_counter()
+        for i in range(args.users):  # the burst, a frame every 40 new cards (a tick)
+            seq += 1
+            hub.publish("general", _hub_card(i, seq, i + 1))
+            if i % 40 == 39 or i == args.users - 1:
+                size += await take_all(hub, pages)
+                frames += len(pages)
+        for moved in range(1, 13):  # the line moves up by the 16 slots, 12 times
+            for i in range(16 * moved, args.users):
+                seq += 1
+                hub.publish("general", _hub_card(i, seq, i + 1 - 16 * moved))
+            size += await take_all(hub, pages)
+            frames += len(pages)
+        return time.perf_counter() - t0, size, frames
+
+    runs = [await once() for _ in range(7)]
+    ms = [t * 1000 for t, _, _ in runs]
+    print(
+        f"live-update hub alone: {args.users} pages, {args.users} new cards, then 12 moves of "
+        "the line (7 runs)"
+    )
+    print(
+        f"  CPU:               median {statistics.median(ms):.0f} ms, min {min(ms):.0f} ms "
+        f"({runs[0][2]} frames, {runs[0][1] / 2**20:.1f} MiB built and taken per run)"
+    )
 
 
 def main() -> None:
@@ -314,6 +420,11 @@ def main() -> None:
         action="store_true",
         help="the same burst straight into the core (the floor), then exit",
     )
+    parser.add_argument(
+        "--hub-only",
+        action="store_true",
+        help="the live-update hub alone: the pages' frames for such a burst, then exit",
+    )
     parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only:
@@ -321,6 +432,9 @@ def main() -> None:
         return
     if args.core_only:
         asyncio.run(core_only(args))
+        return
+    if args.hub_only:
+        asyncio.run(hub_only(args))
         return
     if args.sockets is None:
         args.sockets = args.users

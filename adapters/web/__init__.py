@@ -6,7 +6,9 @@ touched. aiohttp is imported only when the playground starts. Inside the package
 
     access.py   who may use it and from where (loopback rule, token rule, guests' names)
     links.py    personal links: signed, reserved names, the secret in the data dir (pure)
-    server.py   create_web_app(core), start(core, host, port), the routes and the sockets
+    server.py   create_web_app(core), start(core, host, port), the sockets, the access guard
+    routes.py   the HTTP routes: page, commands, uploads, gallery, lineage, images
+    playground.py  the shared state: Reply -> JSON, delivery to pages, who is who, quota badge
     wire.py     Reply, gallery and lineage values -> the page's JSON; request helpers
     posting.py  the Responder of one request and the ChannelPoster the core posts through
     live.py     the open pages of each channel: deltas, coalesced frames, removals

@@ -16,14 +16,14 @@ log = logging.getLogger(__name__)
 
 
 if TYPE_CHECKING:
-    from adapters.web.server import WebPlayground
+    from adapters.web.playground import Playground
 
 
 class RequestResponder:
     """The Responder for one POST: ephemeral replies go back in its answer (or, once it has
     been answered, to that user's open pages); the rest also go to everyone in the channel."""
 
-    def __init__(self, playground: WebPlayground, channel: str, user_id: str) -> None:
+    def __init__(self, playground: Playground, channel: str, user_id: str) -> None:
         self.playground = playground
         self.channel = channel
         self.user_id = user_id
@@ -52,7 +52,7 @@ class RequestResponder:
 class ChannelPosterImpl:
     """Registered with the core for platform "web": job updates long after the request."""
 
-    def __init__(self, playground: WebPlayground) -> None:
+    def __init__(self, playground: Playground) -> None:
         self.playground = playground
 
     async def post(

@@ -10,6 +10,7 @@ A listener that raises is logged and does not stop the others, nor the runner.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,4 +60,44 @@ class EventBus:
                 log.exception("an alert listener failed for %s", provider)
 
 
-__all__ = ["AlertListener", "EventBus", "JobEvent", "JobListener"]
+class OrderedPublisher:
+    """A job's events go out in order, one after the other, without the publisher waiting for
+    the listeners (the platforms): the newest publishing task per job waits for the one
+    before. An update overtaken by a newer one of the same job before it went out (a progress
+    step, a place in line) is skipped; a job's final event never is."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._publishing: dict[str, asyncio.Task[None]] = {}
+
+    def publish(self, event: JobEvent) -> asyncio.Task[None]:
+        previous = self._publishing.get(event.job_id)
+        task = asyncio.get_running_loop().create_task(self._deliver(event, previous))
+        self._publishing[event.job_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._publishing.get(event.job_id) is done:
+                del self._publishing[event.job_id]
+
+        task.add_done_callback(forget)
+        return task
+
+    def pending(self) -> list[asyncio.Task[None]]:
+        return list(self._publishing.values())
+
+    async def _deliver(self, event: JobEvent, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own (the bus logs failures)
+        overtaken = self._publishing.get(event.job_id) is not asyncio.current_task()
+        if overtaken and (event.progress is not None or event.position is not None):
+            return
+        await self._bus.job(event)
+
+
+__all__ = [
+    "AlertListener",
+    "EventBus",
+    "JobEvent",
+    "JobListener",
+    "OrderedPublisher",
+]

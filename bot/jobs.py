@@ -21,7 +21,7 @@ from bot import images
 from bot.admission import JobSpec, write_jobs
 from bot.config import ImageSettings, JobSettings
 from bot.errors import UserError
-from bot.events import EventBus, JobEvent
+from bot.events import EventBus, JobEvent, OrderedPublisher
 from bot.execution import SETTLE_RETRY_FIRST_S, JobExecutor, LeaseLost, image_path
 from bot.leasing import LeaseDispatcher, process_owner
 from bot.providers.base import (
@@ -71,7 +71,7 @@ class JobRunner:
         self._dispatcher: asyncio.Task[None] | None = None
         # Each job's events go out in order, one after the other, without the runner waiting
         # for the platforms: the newest publishing task per job (it waits for the one before).
-        self._publishing: dict[str, asyncio.Task[None]] = {}
+        self._publisher = OrderedPublisher(events)
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = JobExecutor(
@@ -183,11 +183,10 @@ class JobRunner:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         running = list(self._tasks)
-        for task in [*self._tasks.values(), *self._publishing.values()]:
+        publishing = self._publisher.pending()
+        for task in [*self._tasks.values(), *publishing]:
             task.cancel()
-        await asyncio.gather(
-            *self._tasks.values(), *self._publishing.values(), return_exceptions=True
-        )
+        await asyncio.gather(*self._tasks.values(), *publishing, return_exceptions=True)
         if self._leases is not None:
             await self._leases.give_back(running)
             return
@@ -271,29 +270,8 @@ class JobRunner:
             if not self._tasks and not self._queue:
                 self._idle.set()
 
-    # ----------------------------------------------------------------------- events
     def _publish(self, event: JobEvent) -> asyncio.Task[None]:
-        """Tell the listeners (delivery) about ``event`` in the background, after the job's
-        earlier events. An update overtaken by a newer one of the same job before it went out
-        (a progress step, a place in line) is skipped; a job's final event never is."""
-        previous = self._publishing.get(event.job_id)
-        task = asyncio.get_running_loop().create_task(self._deliver(event, previous))
-        self._publishing[event.job_id] = task
-
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._publishing.get(event.job_id) is done:
-                del self._publishing[event.job_id]
-
-        task.add_done_callback(forget)
-        return task
-
-    async def _deliver(self, event: JobEvent, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # its outcome is its own (the bus logs failures)
-        overtaken = self._publishing.get(event.job_id) is not asyncio.current_task()
-        if overtaken and (event.progress is not None or event.position is not None):
-            return
-        await self._events.job(event)
+        return self._publisher.publish(event)
 
     # ---------------------------------------------------------------------- running
     async def load(self, job_id: str) -> Job | None:

@@ -164,7 +164,9 @@ async def test_a_pick_persists_and_the_lightbox_steps_through_the_images(
     await expect(alice.get_by_test_id("lightbox-caption")).to_contain_text("3 / 3")
     assert await image.evaluate("img => img.complete && img.naturalWidth > 0")
     actions = alice.get_by_test_id("lightbox-actions")
-    await expect(actions.locator("button[data-action]")).to_have_text(["Pick", "Refine", "Vary (Strong)"])
+    await expect(actions.locator("button[data-action]")).to_have_text(
+        ["Pick", "Refine", "Vary (Strong)"]
+    )
     await alice.screenshot(path=str(OUT / "lightbox.png"))
     async with alice.expect_download() as info:
         await alice.get_by_test_id("lightbox-download").click()

@@ -6,6 +6,8 @@ slack-bolt is imported only when the adapter starts. Inside the package::
 
     adapter.py  build_bolt_app(core, client=None) -> AsyncApp: listeners and the poster;
                 serve(core, settings, ready): Socket Mode or HTTP, until cancelled
+    poster.py   SlackPoster: the core's ChannelPoster (chat.*, files_upload_v2), errors
+    admins.py   AdminCache: users.info -> admin or not, cached, failing closed
     render.py   Reply / Form -> Block Kit JSON, and modal submissions back; pure
 
 Environment: SLACK_BOT_TOKEN (required), SLACK_SIGNING_SECRET (HTTP mode), SLACK_APP_TOKEN

@@ -267,12 +267,15 @@ async def serve_only(args: argparse.Namespace) -> None:
 # ========================================================================= the world's side
 def make_fake() -> Any:
     from tests.fakes.slack_api import SlackFake
+    from tests.fakes.slack_limits import RateLimits
 
     class TimedSlack(SlackFake):
         """The Slack fake, noting when each channel's first message and results arrive."""
 
         def __init__(self) -> None:
-            super().__init__(token=TOKEN, team_id=TEAM)
+            # No rate limits here: this bench measures the bot's own latency and CPU; Slack's
+            # limits under a burst are bench/slack_budget.py's.
+            super().__init__(token=TOKEN, team_id=TEAM, rate_limits=RateLimits({}))
             self.first_at: dict[str, float] = {}
             self.results: dict[str, list[str]] = {}  # channel -> job ids of result posts
             self.last_result_at = 0.0

@@ -111,6 +111,24 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    # Best-effort status edits (queue place, progress): per job, per channel, per workspace.
+    # Slack's chat.update is Tier 3 (50+ a minute per workspace), and the result settles each
+    # status message with one more: the defaults leave that room.
+    status_edits_per_job: int = 3
+    status_edits_per_channel_per_min: float = 20.0
+    status_edits_per_workspace_per_min: float = 30.0
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    # Discord allows about 5 message edits per 5 s in a channel (and discord.py waits out
+    # its buckets); status edits get at most half of that.
+    status_edits_per_job: int = 3
+    status_edits_per_channel_per_min: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     bot: BotSettings = field(default_factory=BotSettings)
     grammar: GrammarSettings = field(default_factory=GrammarSettings)
@@ -121,6 +139,8 @@ class Settings:
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     styles: Mapping[str, str] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -146,6 +166,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "images": ImageSettings,
     "actions": ActionSettings,
     "web": WebSettings,
+    "slack": SlackSettings,
+    "discord": DiscordSettings,
 }
 
 
@@ -506,6 +528,19 @@ def _validate(s: Settings, sources: _Sources) -> None:
     need(0 < a.refine_strength <= 1, "actions.refine_strength", "must be in (0, 1]")
     need(0 < a.vary_strength <= 1, "actions.vary_strength", "must be in (0, 1]")
     need(1 <= s.web.port <= 65535, "web.port", "must be 1..65535")
+    for name in ("slack", "discord"):
+        p = getattr(s, name)
+        need(p.status_edits_per_job >= 1, f"{name}.status_edits_per_job", "must be at least 1")
+        need(
+            p.status_edits_per_channel_per_min > 0,
+            f"{name}.status_edits_per_channel_per_min",
+            "must be positive",
+        )
+    need(
+        s.slack.status_edits_per_workspace_per_min > 0,
+        "slack.status_edits_per_workspace_per_min",
+        "must be positive",
+    )
     need(
         s.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
         "bot.log_level",

@@ -35,6 +35,7 @@ from bot import render
 from bot.errors import DeliveryError
 from bot.events import JobEvent
 from bot.jobs import Job, image_path
+from bot.pacing import Budget, StatusPacer
 from bot.providers.base import ProviderError
 from bot.storage.outbox import Kind, OutboxRow
 from bot.types import FINAL_STATES, ChannelPoster, Reply, Target
@@ -55,6 +56,25 @@ class DeliveryPolicy:
     lease_s: float = 60.0  # renewed while a row is being sent
     poll_s: float = 0.5  # how often the deliverer looks for due rows
     parallel: int = 8  # rows sent at once
+
+
+def budget_for(ctx: Context, platform: str) -> Budget | None:
+    """The status-edit budget of a chat platform (none for the web playground)."""
+    if platform == "slack":
+        sl = ctx.settings.slack
+        return Budget(
+            per_job=sl.status_edits_per_job,
+            channel_per_min=sl.status_edits_per_channel_per_min,
+            tenant_per_min=sl.status_edits_per_workspace_per_min,
+        )
+    if platform == "discord":
+        dc = ctx.settings.discord
+        return Budget(
+            per_job=dc.status_edits_per_job,
+            channel_per_min=dc.status_edits_per_channel_per_min,
+            tenant_per_min=0.0,  # Discord's edit limit is per channel
+        )
+    return None
 
 
 def target(job: Job) -> Target:
@@ -98,6 +118,7 @@ class Delivery:
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight: set[int] = set()
         self._wake = asyncio.Event()
+        self.pacer = StatusPacer()
         self._loop_task: asyncio.Task[None] | None = None
         self._started = False
         self._closing = False
@@ -140,6 +161,7 @@ class Delivery:
         start (it releases every lease)."""
         self._closing = True
         self._wake.set()
+        await self.pacer.aclose()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -272,6 +294,7 @@ class Delivery:
         if job.deleted:  # Delete came first: its take-down removes whatever was done
             return
         reply = await self._ctx.render(job)
+        await self.pacer.settle(job.id)  # no paced status edit lands on top of the settled one
         if job.status_ref and steps.get("message") is None:
             # Settle the status message first, so it does not stay at "generating" above
             # the result. A status message someone deleted is no reason to lose the result.
@@ -354,7 +377,19 @@ class Delivery:
                 reply = replace(reply, text=f"{reply.text} - {event.note}")
         if event.position is not None and job.state == "queued":
             reply = replace(reply, position=event.position)
-        await self._best_effort_update(job, reply)
+        budget = budget_for(self._ctx, job.platform)
+        if budget is None:
+            await self._best_effort_update(job, reply)
+            return
+        # Coalesced within the channel's budget: a position or progress edit is superseded by
+        # the next; a change of state (a fresh job, running) keeps the last of the job's share.
+        state_change = event.position is None and event.progress is None
+        where = (job.platform, job.tenant, job.channel_id)
+
+        async def send() -> None:
+            await self._best_effort_update(job, reply)
+
+        self.pacer.offer(job.id, budget, where, send, state_change=state_change)
 
     async def _best_effort_update(self, job: Job, reply: Reply) -> None:
         poster = self._posters.get(job.platform)
@@ -390,6 +425,7 @@ class Delivery:
     async def take_down(self, job: Job) -> None:
         """Delete: mark the job deleted; take down everything it put anywhere."""
         await self._jobs.mark_deleted(job.id)
+        await self.pacer.settle(job.id)
         await self._enqueue_and_send(job_id=job.id, kind="takedown", target=target(job))
 
     async def undelivered_note(self, job_id: str) -> str:
@@ -431,4 +467,4 @@ class Delivery:
         return True
 
 
-__all__ = ["ALERT_EVERY_S", "Delivery", "DeliveryPolicy", "target"]
+__all__ = ["ALERT_EVERY_S", "Delivery", "DeliveryPolicy", "budget_for", "target"]

@@ -30,10 +30,10 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.admins import AdminCache
+from adapters.slack.limits import HeldWebClient
 from adapters.slack.poster import SlackPoster, slack_error
 from adapters.slack.render import (
     MODAL_CALLBACK_ID,
@@ -78,19 +78,17 @@ def make_client(
 ) -> AsyncWebClient:
     """The Web API client. With ``session`` every call reuses its connections: without one,
     slack_sdk opens a new HTTP session (a new TCP and TLS handshake) for every call, which was
-    most of the bot's CPU per job under load (bench/load.py --slack-session)."""
+    most of the bot's CPU per job under load (bench/load.py --slack-session). A 429 holds
+    every call of its method until the ``Retry-After`` has passed (:mod:`.limits`)."""
     token = settings.secret("SLACK_BOT_TOKEN")
     if not token:
         raise ConfigError("SLACK_BOT_TOKEN is not set")
     base = _api_url(settings.env)
-    client = (
-        AsyncWebClient(token=token, base_url=base, session=session)
+    return (
+        HeldWebClient(token=token, base_url=base, session=session)
         if base
-        else AsyncWebClient(token=token, session=session)
+        else HeldWebClient(token=token, session=session)
     )
-    # Slack answers bursts with 429 + Retry-After; the SDK's handler waits and retries.
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-    return client
 
 
 @dataclass

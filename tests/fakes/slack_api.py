@@ -14,7 +14,9 @@ Answers have Slack's shape: HTTP 200 and ``{"ok": false, "error": "..."}`` for e
 Requests are checked against Slack's documented limits (Block Kit sizes, unique action ids,
 modal title length, one use per trigger id, an upload's declared length, a known ``ts`` for
 chat.update); a breach is answered with Slack's error *and* appended to ``fake.violations``.
-Every Web API call is kept in ``fake.calls``.
+Every Web API call is kept in ``fake.calls``. Rate limits are Slack's documented ones
+(``tests/fakes/slack_limits.py``): a call over them is answered 429 with ``Retry-After`` and
+kept in ``fake.refused``; a call inside a ``Retry-After`` its method was given is a violation.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
 from tests.fakes.slack_blocks import check_message_blocks, check_modal
+from tests.fakes.slack_limits import RateLimits
 
 TEAM_ID = "T0FAKE"
 BOT_USER = "UBOT"
@@ -79,8 +82,12 @@ class SlackFake(FakeServer):
         token: str = "xoxb-test-token",
         team_id: str = TEAM_ID,
         app_token: str = "xapp-test-token",
+        rate_limits: RateLimits | None = None,
     ) -> None:
         super().__init__()
+        # Slack's documented limits (tests/fakes/slack_limits.py); RateLimits({}) for none.
+        self.rate_limits = RateLimits() if rate_limits is None else rate_limits
+        self.refused: list[ApiCall] = []  # answered 429 (not in ``calls``)
         self.token = token
         self.app_token = app_token
         self.sockets: list[web.WebSocketResponse] = []
@@ -229,6 +236,17 @@ class SlackFake(FakeServer):
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
         params = self._params(rec)
+        channel = str(params.get("channel") or params.get("channel_id") or "")
+        unhonoured = len(self.rate_limits.unhonoured)
+        retry_after = self.rate_limits.check(method, channel)
+        if retry_after is not None:
+            self.refused.append(ApiCall(method, params, rec.headers))
+            self.violations.extend(self.rate_limits.unhonoured[unhonoured:])
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(retry_after)},
+            )
         gate = self.holds.get(method)
         if gate is not None:
             await gate.wait()

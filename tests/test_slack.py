@@ -93,14 +93,16 @@ async def test_imagine_acks_before_the_core_then_posts_buttons_and_an_uploaded_g
     assert upload.data is not None and len(upload.data) == int(url_call.params["length"])
     assert upload.data[:3] in (b"\xff\xd8\xff", b"\x89PN")
     assert done_call.params["channel_id"] == CHANNEL
-    # The result message carries the buttons and a link to the uploaded grid.
+    # The result message carries the buttons and names the uploaded grid: no link, since
+    # files.completeUploadExternal answers with id and title only.
     ids = button_ids(result)
     assert f"pick:{job_id}:1" in ids and f"refine:{job_id}:2" in ids and f"reroll:{job_id}" in ids
     for b in result.params["blocks"]:
         if b["type"] == "actions":
             assert len(b["elements"]) <= 25
             assert all(el["value"] == el["action_id"] for el in b["elements"])
-    assert upload.file_id in json.dumps(result.params["blocks"])
+    assert "grid" in json.dumps(result.params["blocks"])
+    assert "<http" not in json.dumps(result.params["blocks"])
     assert "a lighthouse at dusk" in result.params["text"]
     assert ws.fake.violations == []
 

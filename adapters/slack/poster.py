@@ -167,11 +167,8 @@ class SlackPoster:
         for f in resp.get("files") or []:
             if isinstance(f, Mapping):
                 out.append(
-                    PostedFile(
-                        str(f.get("id", "")),
-                        str(f.get("title") or ""),
-                        str(f.get("permalink") or ""),
-                    )
+                    # Slack answers with id and title only (no permalink).
+                    PostedFile(str(f.get("id", "")), str(f.get("title") or ""))
                 )
         return tuple(out)
 

@@ -37,7 +37,6 @@ from tests.fakes.slack_limits import RateLimits
 
 TEAM_ID = "T0FAKE"
 BOT_USER = "UBOT"
-PERMALINK_BASE = "https://fake-slack.test/files/"
 # Fields slack_sdk sends as JSON-encoded strings when it posts a form.
 JSON_FIELDS = ("blocks", "view", "files", "attachments", "metadata")
 
@@ -486,16 +485,8 @@ class SlackFake(FakeServer):
                 name="file_not_found",
             )
             assert up is not None
-            out.append(
-                {
-                    "id": up.file_id,
-                    "name": up.filename,
-                    "title": f.get("title") or up.filename,
-                    "permalink": f"{PERMALINK_BASE}{up.file_id}/{up.filename}",
-                    "size": up.length,
-                    "channels": [p["channel_id"]] if p.get("channel_id") else [],
-                }
-            )
+            # Slack's documented answer: each file's id and title, nothing else (no permalink).
+            out.append({"id": up.file_id, "title": f.get("title") or up.filename})
         channel = p.get("channel_id")
         if channel:
             refused = self._in_channel(str(channel))

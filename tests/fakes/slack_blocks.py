@@ -149,10 +149,24 @@ def check_modal(view: Any) -> None:
         )
         kind = el.get("type")
         if kind == "plain_text_input":
+            # docs.slack.dev plain-text input element: max_length 1..3000, min_length 0..3000;
+            # an initial_value longer than max_length makes Slack refuse the view.
             init = el.get("initial_value")
+            max_len = el.get("max_length", 3000)
+            min_len = el.get("min_length", 0)
             require(
-                init is None or (isinstance(init, str) and len(init) <= 3000),
-                f"{where}: initial_value too long",
+                isinstance(max_len, int) and 1 <= max_len <= 3000,
+                f"{where}: max_length must be 1..3000",
+                name="invalid_arguments",
+            )
+            require(
+                isinstance(min_len, int) and 0 <= min_len <= 3000,
+                f"{where}: min_length must be 0..3000",
+                name="invalid_arguments",
+            )
+            require(
+                init is None or (isinstance(init, str) and len(init) <= min(3000, max_len)),
+                f"{where}: initial_value longer than max_length",
                 name="invalid_arguments",
             )
         elif kind == "number_input":

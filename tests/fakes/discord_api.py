@@ -36,6 +36,7 @@ import discord
 from aiohttp import WSMsgType, web
 
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
+from tests.fakes.discord_limits import EditLimit
 from tests.fakes.discord_model import (
     APP_ID,
     BOT_USER,
@@ -69,6 +70,7 @@ class DiscordFake(InteractionPayloads, FakeServer):
         self._ids = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(2)
+        self.edit_limit = EditLimit()  # 5 edits per 5 s per channel (discord_limits.py)
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -350,12 +352,22 @@ class DiscordFake(InteractionPayloads, FakeServer):
 
     async def _channel_edit(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
+        unhonoured = len(self.edit_limit.unhonoured)
+        headers, retry_after = self.edit_limit.check(request.match_info["cid"])
+        self.violations.extend(self.edit_limit.unhonoured[unhonoured:])
+        if retry_after is not None:
+            body = {"message": "You are being rate limited.", "retry_after": retry_after}
+            answer = _response({**body, "global": False}, 429)
+            answer.headers.update(headers)
+            return answer
         m = self.messages.get(request.match_info["mid"])
         # Ephemeral messages exist only for their viewer: the bot token cannot see them.
         if m is None or m.ephemeral or m.channel_id != request.match_info["cid"]:
             return _response({"message": "Unknown Message", "code": 10008}, 404)
         self._write(m, payload_of(rec), rec, edit=True)
-        return _response(self.message_json(m))
+        answer = _response(self.message_json(m))
+        answer.headers.update(headers)
+        return answer
 
     # interaction responses ----------------------------------------------------------
     def _by_token(self, token: str) -> FakeInteraction:

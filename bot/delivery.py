@@ -295,21 +295,61 @@ class Delivery:
             return
         reply = await self._ctx.render(job)
         await self.pacer.settle(job.id)  # no paced status edit lands on top of the settled one
+        # A poster with threads (Slack) keeps one compact line per job in the channel: the
+        # job's status message, the root of a thread that holds its result and children.
+        threads = bool(getattr(poster, "threads", False))
         if job.status_ref and steps.get("message") is None:
             # Settle the status message first, so it does not stay at "generating" above
             # the result. A status message someone deleted is no reason to lose the result.
             # (An edit is idempotent: it is not recorded as a step of its own, so nothing
             # comes between it and the post; the web playground shows both on one card.)
+            settled = (
+                render.thread_line(job, ())
+                if threads and job.thread_id is None
+                else render.settled_status(job, reply)
+            )
             try:
-                await poster.update(target(job), job.status_ref, render.settled_status(job, reply))
+                await poster.update(target(job), job.status_ref, settled)
             except DeliveryError as exc:
                 if not exc.permanent:
                     raise
         ref = steps.get("message")
         if ref is None:
-            ref = await poster.post(target(job), reply, steps) or ""
+            where = replace(target(job), reply_to=await self._reply_to(job))
+            ref = await poster.post(where, reply, steps) or ""
             await steps.record("message", ref)
         await self._jobs.set_result_ref(job.id, ref)
+        if threads and job.thread_id:
+            await self._update_thread_root(job)
+
+    async def _reply_to(self, job: Job) -> str | None:
+        """The message a result answers, from the database: the result a child was started
+        from (its parent's), else the job's own status message."""
+        if job.parent_job_id:
+            parent = await self._jobs.get(job.parent_job_id)
+            if parent is not None and parent.result_ref and not parent.deleted:
+                return parent.result_ref
+        return job.status_ref
+
+    async def _update_thread_root(self, job: Job) -> None:
+        """A child settled in a thread: the root's line counts it (best effort, paced)."""
+        assert job.thread_id is not None
+        jobs = await self._jobs.in_thread(job.platform, job.tenant, job.channel_id, job.thread_id)
+        root = next((j for j in jobs if j.status_ref == job.thread_id), None)
+        if root is None or root.state not in FINAL_STATES:
+            return
+        line = render.thread_line(root, [j for j in jobs if j.id != root.id])
+        budget = budget_for(self._ctx, root.platform)
+
+        async def send() -> None:
+            await self._best_effort_update(root, line)
+
+        if budget is None:
+            await send()
+        else:  # coalesced in the channel's budget, but never capped: every child counts
+            where = (root.platform, root.tenant, root.channel_id)
+            unbounded = replace(budget, per_job=1 << 30)
+            self.pacer.offer(root.id, unbounded, where, send, state_change=True)
 
     async def _take_down(self, poster: ChannelPoster, job: Job, steps: _Steps) -> None:
         result = await self._outbox.of_job(job.id, "result")

@@ -132,6 +132,8 @@ class Workspace:
         thread_ts: str | None = None,
     ) -> tuple[int, str]:
         ts = message.params.get("ts") or self.ts_of(message)
+        # Slack names the thread of a message in one (container.thread_ts), as it does here.
+        thread_ts = thread_ts or message.params.get("thread_ts")
         element = next(
             el
             for b in message.params["blocks"]

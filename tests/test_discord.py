@@ -241,6 +241,30 @@ async def test_refine_opens_a_modal_and_its_submit_makes_a_child_job(
         assert fake.violations == []
 
 
+async def test_results_reply_to_the_message_they_came_from(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
+    async with running(tmp_path, fake) as (app, client):
+        job_id, result = await imagine(client, fake, "a castle --n 2")
+        job = await app.store.fetchone("SELECT status_ref FROM jobs WHERE id = ?", (job_id,))
+        assert job is not None
+
+        def reference_of(msg: Msg) -> Any:
+            """The message_reference of the channel post that made ``msg`` (a result)."""
+            posts = [r for r in fake.channel_posts() if payload_of(r).get("nonce")]
+            post = posts[[m.id for m in result_posts(fake)].index(msg.id)]
+            ref = payload_of(post).get("message_reference") or {}
+            return {**ref, "message_id": str(ref.get("message_id"))}
+
+        # A job's result replies to its status message; a reroll's to the result it came from.
+        ref = reference_of(result)
+        assert ref["message_id"] == job["status_ref"] and ref["fail_if_not_exists"] is False
+        inject(client, fake.click(f"reroll:{job_id}", result, user_id=ALICE))
+        posts = await fake.wait_for(lambda: len(result_posts(fake)) > 1 and result_posts(fake))
+        assert reference_of(posts[-1])["message_id"] == result.id
+        assert fake.violations == []
+
+
 async def test_admin_needs_manage_server(tmp_path: Path, fake: DiscordFake) -> None:
     async with running(tmp_path, fake) as (_, client):
         refused = fake.slash("imagine-admin", {"text": "collab on"}, user_id=BOB)

@@ -212,6 +212,14 @@ class DiscordPoster:
             # discord.py sends enforce_nonce with a nonce: a retry of a post whose answer was
             # lost (a kill, a timeout) returns the message already created, not a second one.
             kwargs["nonce"] = steps.key[:25]
+        if target.reply_to and target.reply_to.isdigit():
+            # A result replies to the message it came from (its status message, or the result
+            # a refine, vary or reroll was started from); never failing if that was deleted.
+            kwargs["reference"] = discord.MessageReference(
+                message_id=int(target.reply_to),
+                channel_id=int(target.thread_id or target.channel_id),
+                fail_if_not_exists=False,
+            )
         with _delivery_errors(f"post to channel {target.thread_id or target.channel_id}"):
             msg = await self._channel(target).send(**kwargs)
         return str(msg.id)

@@ -39,6 +39,10 @@ class SlackPoster:
     """The core's :class:`~bot.types.ChannelPoster` for Slack: ordinary channel messages,
     so a result lands however long the job waited (a ``response_url`` dies after 30 min)."""
 
+    # Each job's status message is the root of a thread holding its result, its buttons and
+    # every refine, vary and reroll started from it; the core keeps the root one line.
+    threads = True
+
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
 
@@ -50,7 +54,7 @@ class SlackPoster:
                 await self._client.chat_postEphemeral(
                     channel=target.channel_id,
                     user=target.user_id,
-                    thread_ts=target.thread_id,
+                    thread_ts=_thread(target),
                     text=fallback_text(reply),
                     blocks=reply_blocks(reply),
                 )
@@ -65,7 +69,7 @@ class SlackPoster:
         with _delivery_errors("chat.postMessage"):
             resp = await self._client.chat_postMessage(
                 channel=target.channel_id,
-                thread_ts=target.thread_id,
+                thread_ts=_thread(target),
                 text=fallback_text(reply),
                 blocks=reply_blocks(reply, files),
                 unfurl_links=False,
@@ -105,10 +109,10 @@ class SlackPoster:
         if since is None:
             return None
         try:
-            if target.thread_id:
+            if thread := _thread(target):
                 resp = await self._client.conversations_replies(
                     channel=target.channel_id,
-                    ts=target.thread_id,
+                    ts=thread,
                     oldest=since,
                     include_all_metadata=True,
                     limit=100,
@@ -161,7 +165,7 @@ class SlackPoster:
             resp = await self._client.files_upload_v2(
                 file_uploads=uploads,
                 channel=target.channel_id,
-                thread_ts=target.thread_id,
+                thread_ts=_thread(target),
             )
         out = []
         for f in resp.get("files") or []:
@@ -206,6 +210,15 @@ def _ref(ts: str, file_ids: str) -> str:
 
 def _ts(ref: str) -> str:
     return ref.partition("|")[0]
+
+
+def _thread(target: Target) -> str | None:
+    """The thread a post goes to: the one it was asked in, else the one under the message it
+    answers (a job's status message). Slack threads hang off a root, never a reply, and a
+    job started inside a thread carries that root as its ``thread_id``."""
+    if target.thread_id:
+        return target.thread_id
+    return _ts(target.reply_to) if target.reply_to else None
 
 
 @contextlib.contextmanager

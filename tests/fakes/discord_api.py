@@ -334,6 +334,20 @@ class DiscordFake(InteractionPayloads, FakeServer):
                         and time.time() - old.created < NONCE_WINDOW_S
                     ):
                         return _response(self.message_json(old))
+        ref = data.get("message_reference")
+        if ref is not None:  # a reply: to a message of this channel, unless told not to care
+            require(
+                isinstance(ref, dict) and str(ref.get("message_id", "")).isdigit(),
+                "message_reference.message_id is required",
+                name="50035",
+            )
+            target = self.messages.get(str(ref["message_id"]))
+            require(
+                ref.get("fail_if_not_exists") is False
+                or (target is not None and target.channel_id == request.match_info["cid"]),
+                "Unknown message",
+                name="50035",
+            )
         m = self._new_message(request.match_info["cid"], data, rec, via="channel")
         m.nonce = None if nonce is None else str(nonce)
         m.created = time.time()

@@ -241,8 +241,17 @@ class DiscordFake(InteractionPayloads, FakeServer):
     async def _sync(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
         body = rec.json if isinstance(rec.json, list) else []
+        # Discord answers with each command as stored; a USER or MESSAGE command's
+        # description is an empty string (application-commands: "Application Command Object").
         self.commands = [
-            {**c, "id": self.snowflake(), "application_id": APP_ID, "version": "1"} for c in body
+            {
+                "description": "",
+                **c,
+                "id": self.snowflake(),
+                "application_id": APP_ID,
+                "version": "1",
+            }
+            for c in body
         ]
         return _response(self.commands)
 

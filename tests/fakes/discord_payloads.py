@@ -145,6 +145,60 @@ class InteractionPayloads:
             2, data, user_id=user_id, permissions=permissions, guild=guild, message=None
         )
 
+    def message_command(
+        self,
+        name: str,
+        content: str,
+        *,
+        attachment: tuple[str, bytes, str] | None = None,
+        user_id: str = "1400000000000000001",
+    ) -> dict[str, Any]:
+        """A message context-menu command (type 3) on a message someone posted, with its
+        attachment (filename, bytes, content type) served by the fake."""
+        mid = self.snowflake()
+        attachments = []
+        if attachment is not None:
+            filename, blob, kind = attachment
+            self.files[filename] = blob
+            url = f"{self.base_url}/attachments/{filename}"
+            attachments.append(
+                {
+                    "id": self.snowflake(),
+                    "filename": filename,
+                    "size": len(blob),
+                    "content_type": kind,
+                    "url": url,
+                    "proxy_url": url,
+                }
+            )
+        author = {"id": "1400000000000000099", "username": "poster", "discriminator": "0"}
+        message = {
+            "id": mid,
+            "channel_id": CHANNEL_ID,
+            "type": 0,
+            "content": content,
+            "author": {**author, "avatar": None, "global_name": None},
+            "attachments": attachments,
+            "embeds": [],
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "mention_everyone": False,
+            "tts": False,
+            "timestamp": "2026-01-01T00:00:00+00:00",
+            "edited_timestamp": None,
+            "flags": 0,
+            "components": [],
+        }
+        data = {
+            "id": "1500000000000000003",
+            "name": name,
+            "type": 3,
+            "target_id": mid,
+            "resolved": {"messages": {mid: message}},
+        }
+        return self._interaction(2, data, user_id=user_id, permissions=0, guild=True, message=None)
+
     def click(
         self,
         custom_id: str,

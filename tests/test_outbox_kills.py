@@ -25,9 +25,9 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import DB_NAME, App
 from bot.quotas import ledger_balances
 from tests.conftest import REPO, make_settings
-from tests.fakes.slack_api import SlackFake
+from tests.fakes.slack_api import TEAM_ID, SlackFake
+from tests.slack_workspace import CHANNEL, SECRET, TOKEN
 from tests.test_outbox import slack_results
-from tests.test_slack import CHANNEL, SECRET, TEAM_ID, TOKEN
 
 JOBS = 6
 KILLS = 6

@@ -1,4 +1,5 @@
-"""The Slack adapter (slack-bolt, asyncio): slash commands, buttons and modals on the core.
+"""The Slack adapter (slack-bolt, asyncio): slash commands, buttons, modals and the
+"Refine with imagine" message shortcut (callback id ``imagine_refine``) on the core.
 
 ``ADAPTER`` is what ``imagine-bot serve`` sees: enabled when any of the Slack secrets is set
 (a half-configured app is refused with the missing key named, rather than silently skipped);
@@ -8,6 +9,8 @@ slack-bolt is imported only when the adapter starts. Inside the package::
                 serve(core, settings, ready): Socket Mode or HTTP, until cancelled
     poster.py   SlackPoster: the core's ChannelPoster (chat.*, files_upload_v2), errors
     admins.py   AdminCache: users.info -> admin or not, cached, failing closed
+    limits.py   HeldWebClient: calls paced to Slack's documented limits, held after a 429
+    files.py    a shared picture in: Slack's own file hosts only, bot token, size/time capped
     render.py   Reply / Form -> Block Kit JSON, and modal submissions back; pure
 
 Environment: SLACK_BOT_TOKEN (required), SLACK_SIGNING_SECRET (HTTP mode), SLACK_APP_TOKEN

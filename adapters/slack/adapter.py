@@ -33,6 +33,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.admins import AdminCache
+from adapters.slack.files import FileRefused, allowed_hosts, download, first_image
 from adapters.slack.limits import HeldWebClient
 from adapters.slack.poster import SlackPoster, slack_error
 from adapters.slack.render import (
@@ -55,6 +56,10 @@ DEFAULT_PORT = 3000
 # The core's one button codec, anchored: bolt matches a pattern with re.search. Anything else
 # is not ours and gets bolt's default 404 instead of reaching the core.
 ACTION_ID_RE = re.compile(rf"\A(?:{ACTION_RE.pattern})\Z")
+# The message shortcut ("Refine with imagine") as the app's manifest names it.
+SHORTCUT_CALLBACK_ID = "imagine_refine"
+NO_IMAGE = "That message has no picture to refine. Pick one with an image attached."
+DEFAULT_REFINE_PROMPT = "the same picture, refined"
 COMMANDS: Mapping[str, str] = {
     "/imagine": "imagine",
     "/imagine-quota": "quota",
@@ -158,6 +163,7 @@ class SlackAdapter:
         self.client = client
         self.poster = SlackPoster(client)
         self.admins = AdminCache(client, clock=clock)
+        self.file_hosts = allowed_hosts(_api_url(core.settings.env))
 
     async def actor(self, team_id: str, user_id: str, name: str) -> Actor:
         return Actor(
@@ -237,6 +243,49 @@ class SlackAdapter:
             inv, self.responder(team, user_id, channel, inv.thread_id, trigger, respond)
         )
 
+    async def on_shortcut(
+        self, body: Mapping[str, Any], team_id: str | None, respond: Respond | None
+    ) -> None:
+        """ "Refine with imagine" on a message: its picture starts a new image, its text the
+        prompt. The file comes from Slack's own hosts with the bot token, size and time capped
+        (:mod:`.files`); the core's image gate then judges the bytes."""
+        user = body.get("user") or {}
+        user_id = str(user.get("id") or "")
+        team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
+        channel = str((body.get("channel") or {}).get("id") or user_id)
+        message = body.get("message") or {}
+        thread = message.get("thread_ts")
+        trigger = body.get("trigger_id")
+        responder = self.responder(
+            team, user_id, channel, str(thread) if thread else None, trigger, respond
+        )
+        image = first_image(message.get("files"))
+        if image is None:
+            await responder.send(Reply(NO_IMAGE, ephemeral=True))
+            return
+        try:
+            data = await download(
+                image,
+                str(self.client.token or ""),
+                hosts=self.file_hosts,
+                max_bytes=self.core.settings.images.max_input_bytes,
+            )
+        except FileRefused as exc:
+            await responder.send(Reply(str(exc), ephemeral=True))
+            return
+        inv = Invocation(
+            actor=await self.actor(
+                team, user_id, str(user.get("name") or user.get("username") or "")
+            ),
+            channel_id=channel,
+            command="imagine",
+            text=str(message.get("text") or "").strip() or DEFAULT_REFINE_PROMPT,
+            init_image=data,
+            thread_id=str(thread) if thread else None,
+            interaction_id=_interaction_key(team, trigger),
+        )
+        await self.core.handle(inv, responder)
+
     async def on_submit(
         self, body: Mapping[str, Any], view: Mapping[str, Any], team_id: str | None
     ) -> None:
@@ -313,6 +362,16 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
         await adapter.on_submit(body, view, context.team_id)
 
     bolt.view(MODAL_CALLBACK_ID)(on_submit)
+
+    async def on_shortcut(
+        ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await adapter.on_shortcut(
+            body, context.team_id, respond if body.get("response_url") else None
+        )
+
+    bolt.shortcut(SHORTCUT_CALLBACK_ID)(on_shortcut)
     return bolt
 
 

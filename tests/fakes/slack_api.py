@@ -147,6 +147,23 @@ class SlackFake(FakeServer):
         self.triggers.add(trigger)
         return trigger
 
+    def add_file(self, name: str, data: bytes, mimetype: str = "image/png") -> dict[str, Any]:
+        """A file someone shared in the workspace, as a message's ``files`` shows it; its
+        ``url_private_download`` answers the bot token only (as files.slack.com does)."""
+        self._seq += 1
+        file_id = f"F{self._seq:08d}"
+        up = Upload(file_id, name, len(data), data=data)
+        self.uploads[file_id] = up
+        url = f"{self.base_url}/files-pri/{file_id}/{name}"
+        return {
+            "id": file_id,
+            "name": name,
+            "mimetype": mimetype,
+            "size": len(data),
+            "url_private": url,
+            "url_private_download": url,
+        }
+
     def hold(self, method: str) -> asyncio.Event:
         """Calls to ``method`` wait until the returned event is set."""
         gate = self.holds[method] = asyncio.Event()
@@ -189,6 +206,7 @@ class SlackFake(FakeServer):
             ("GET", "/api/{method}", self.api),
             ("POST", "/upload/{file_id}", self.upload),
             ("POST", "/response/{rid}", self.response),
+            ("GET", "/files-pri/{file_id}/{name}", self.file_download),
             ("GET", "/link", self.link),
         ]
 
@@ -517,6 +535,14 @@ class SlackFake(FakeServer):
                 self.socket_acks.append(json.loads(msg.data))
                 await self._notify()
         return ws
+
+    async def file_download(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        if rec.headers.get("Authorization", "") != f"Bearer {self.token}":
+            return web.Response(status=403, text="forbidden")  # a file needs the bot token
+        up = self.uploads.get(request.match_info["file_id"])
+        if up is None or up.data is None or up.deleted:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=up.data, content_type="application/octet-stream")
 
     async def response(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self.responses.append((request.match_info["rid"], rec.json))

@@ -79,9 +79,10 @@ class BurstFigures:
     by_method: Counter[str]
     refused: Counter[str]
     overhead: Counter[str]  # calls for no one job (users.info, auth.test)
-    unhonoured: list[str]
+    unhonoured: list[str]  # the fake's view (a call arriving well inside a Retry-After)
     violations: list[str]
     results: int
+    early: int = 0  # the client's own count of calls sent while it knew of a hold
 
     @property
     def median(self) -> float:
@@ -99,7 +100,8 @@ class BurstFigures:
             f"(accepted: median {statistics.median(acc):g}, max {max(acc)})",
             f"  by method:        {dict(sorted(self.by_method.items()))}",
             f"  429 answered:     {sum(self.refused.values())} {dict(self.refused)}; "
-            f"unhonoured Retry-After: {len(self.unhonoured)}",
+            f"unhonoured Retry-After: {len(self.unhonoured)} (sent inside a known hold: "
+            f"{self.early})",
             f"  other calls:      {sum(self.overhead.values())} {dict(self.overhead)}",
         ]
 
@@ -212,7 +214,8 @@ async def run_burst(
     time_scale: float = 60.0,
     within: float = 300.0,
 ) -> BurstFigures:
-    async with SlackFake(TOKEN, rate_limits=RateLimits(time_scale=time_scale)) as fake:
+    limits = RateLimits(time_scale=time_scale, in_flight_s=1.0)
+    async with SlackFake(TOKEN, rate_limits=limits) as fake:
         uids = [f"U{i:04d}" for i in range(users)]
         for uid in uids:
             fake.add_user(uid, uid.lower())
@@ -270,7 +273,9 @@ async def run_burst(
                     await asyncio.sleep(0.2)  # stragglers (a paced edit) would show up
             finally:
                 await runner.cleanup()
-        return count(fake, jobs, seconds)
+        figures = count(fake, jobs, seconds)
+        figures.early = client.holds.early
+        return figures
 
 
 __all__ = ["BurstFigures", "QuickProvider", "run_burst"]

@@ -202,7 +202,11 @@ async def test_refine_opens_a_modal_and_its_submission_creates_a_child(ws: Works
     (opened,) = await ws.fake.wait_for("views.open")
     assert opened.params["trigger_id"] == trigger
     view = opened.params["view"]
-    assert FormContext.load(view["private_metadata"]) == FormContext(f"refine:{parent}:1", CHANNEL)
+    # The result is in its job's thread, so the refinement will be too.
+    thread = result.params["thread_ts"]
+    assert FormContext.load(view["private_metadata"]) == FormContext(
+        f"refine:{parent}:1", CHANNEL, thread
+    )
     kinds = {b["block_id"]: b["element"]["type"] for b in view["blocks"]}
     assert kinds == {"prompt": "plain_text_input", "strength": "number_input"}
 

@@ -94,6 +94,7 @@ class MethodHolds:
         self._scale = time_scale  # a test's fake Slack runs its limits faster
         self._windows: dict[tuple[str, str], _Window] = {}
         self.waits = 0  # calls that waited for a hold (a figure for the bench)
+        self.early = 0  # calls sent while their method was known to be held (must stay 0)
 
     async def take_turn(self, method: str, channel: str) -> None:
         """Wait until this call fits its method's pace (and any hold set meanwhile)."""

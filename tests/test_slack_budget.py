@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from adapters.slack.admins import AdminCache
 from adapters.slack.limits import HeldWebClient, MethodHolds
 from bot.pacing import Budget, StatusPacer
 from tests.fakes.slack_api import SlackFake
@@ -82,3 +83,13 @@ async def test_the_pacer_coalesces_a_jobs_edits_and_keeps_one_for_running() -> N
     await asyncio.sleep(0.1)
     assert "late" not in sent
     await pacer.aclose()
+
+
+async def test_a_burst_from_one_person_asks_users_info_once() -> None:
+    async with SlackFake(TOKEN) as fake:
+        fake.add_user("UJO", "jo", admin=True)
+        client = HeldWebClient(token=TOKEN, base_url=fake.api_url, holds=MethodHolds())
+        admins = AdminCache(client)
+        answers = await asyncio.gather(*(admins.is_admin("T", "UJO") for _ in range(10)))
+        assert answers == [True] * 10
+        assert len(fake.calls_to("users.info")) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -31,13 +32,23 @@ class AdminCache:
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[tuple[str, str], tuple[bool, float]] = {}
+        # One users.info per user at a time: a burst of one person's commands asks once.
+        self._asking: dict[tuple[str, str], asyncio.Task[bool]] = {}
 
     async def is_admin(self, team_id: str, user_id: str) -> bool:
         key = (team_id, user_id)
-        now = self._clock()
         hit = self._entries.get(key)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > self._clock():
             return hit[0]
+        task = self._asking.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._ask(key))
+            self._asking[key] = task
+            task.add_done_callback(lambda _: self._asking.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _ask(self, key: tuple[str, str]) -> bool:
+        user_id = key[1]
         try:
             resp = await self._client.users_info(user=user_id)
         except SlackApiError as exc:
@@ -52,6 +63,7 @@ class AdminCache:
             return False
         user = resp.get("user") or {}
         flag = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+        now = self._clock()
         if len(self._entries) >= ADMIN_CACHE_MAX:
             self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
             if len(self._entries) >= ADMIN_CACHE_MAX:

@@ -63,14 +63,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.providers.base import (
-    Capabilities,
-    GeneratedImage,
-    GenerationRequest,
-    GenerationResult,
-    ProgressCallback,
-)
-from tests.fakes import make_png
+from load_provider import LoadProvider  # bench/, the script's own directory
 
 TOKEN = "xoxb-load-token"
 SECRET = "load-signing-secret"
@@ -87,50 +80,6 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 # ============================================================================ the bot's side
-class LoadProvider:
-    """The provider fake: ``latency`` seconds per call, built for ``slots`` calls at once (it
-    counts calls beyond that as violations: the bot must never send more)."""
-
-    name = "load"
-    label = "load fake"
-
-    def __init__(self, latency: float, slots: int) -> None:
-        self.latency, self.slots = latency, slots
-        self.in_flight = self.peak = self.calls = self.over = 0
-        self.busy = 0.0  # seconds of calls, summed
-        self.first = self.last = 0.0  # the first call's start, the last one's end
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(max_n_per_call=1, max_concurrency=self.slots, min_side=64)
-
-    async def generate(
-        self, req: GenerationRequest, progress: ProgressCallback | None = None
-    ) -> GenerationResult:
-        self.in_flight += 1
-        self.calls += 1
-        self.peak = max(self.peak, self.in_flight)
-        if self.in_flight > self.slots:
-            self.over += 1
-        start = time.monotonic()
-        self.first = self.first or start
-        try:
-            await asyncio.sleep(self.latency)
-            return GenerationResult(
-                (GeneratedImage(make_png(f"{req.seed}", 64, 64), req.seed),), model="load-1"
-            )
-        finally:
-            self.in_flight -= 1
-            self.last = time.monotonic()
-            self.busy += self.last - start
-
-    async def check(self) -> dict[str, str]:
-        return {"status": "ok"}
-
-    async def aclose(self) -> None:
-        return None
-
-
 class CountingCore:
     """The App as the playground sees it, with the playground's poster counted: how many times
     each finished job's result was posted (the playground has no fake in front of it)."""
@@ -267,12 +216,15 @@ async def serve_only(args: argparse.Namespace) -> None:
 # ========================================================================= the world's side
 def make_fake() -> Any:
     from tests.fakes.slack_api import SlackFake
+    from tests.fakes.slack_limits import RateLimits
 
     class TimedSlack(SlackFake):
         """The Slack fake, noting when each channel's first message and results arrive."""
 
         def __init__(self) -> None:
-            super().__init__(token=TOKEN, team_id=TEAM)
+            # No rate limits here: this bench measures the bot's own latency and CPU; Slack's
+            # limits under a burst are bench/slack_budget.py's.
+            super().__init__(token=TOKEN, team_id=TEAM, rate_limits=RateLimits({}))
             self.first_at: dict[str, float] = {}
             self.results: dict[str, list[str]] = {}  # channel -> job ids of result posts
             self.last_result_at = 0.0

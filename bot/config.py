@@ -136,6 +136,24 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    # Best-effort status edits (queue place, progress): per job, per channel, per workspace.
+    # Slack's chat.update is Tier 3 (50+ a minute per workspace), and the result settles each
+    # status message with one more: the defaults leave that room.
+    status_edits_per_job: int = 3
+    status_edits_per_channel_per_min: float = 20.0
+    status_edits_per_workspace_per_min: float = 30.0
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    # Discord allows about 5 message edits per 5 s in a channel (and discord.py waits out
+    # its buckets); status edits get at most half of that.
+    status_edits_per_job: int = 3
+    status_edits_per_channel_per_min: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     bot: BotSettings = field(default_factory=BotSettings)
     grammar: GrammarSettings = field(default_factory=GrammarSettings)
@@ -147,6 +165,8 @@ class Settings:
     styles: Mapping[str, str] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -173,6 +193,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "actions": ActionSettings,
     "web": WebSettings,
     "store": StoreSettings,
+    "slack": SlackSettings,
+    "discord": DiscordSettings,
 }
 
 
@@ -547,6 +569,19 @@ def _validate(s: Settings, sources: _Sources) -> None:
         "must map provider names to whole numbers 1..100",
     )
     need(1 <= s.web.port <= 65535, "web.port", "must be 1..65535")
+    for name in ("slack", "discord"):
+        p = getattr(s, name)
+        need(p.status_edits_per_job >= 1, f"{name}.status_edits_per_job", "must be at least 1")
+        need(
+            p.status_edits_per_channel_per_min > 0,
+            f"{name}.status_edits_per_channel_per_min",
+            "must be positive",
+        )
+    need(
+        s.slack.status_edits_per_workspace_per_min > 0,
+        "slack.status_edits_per_workspace_per_min",
+        "must be positive",
+    )
     need(
         s.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
         "bot.log_level",

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from bot import render
+from bot import render, takedown
 from bot.errors import DeliveryError
 from bot.events import JobEvent
-from bot.jobs import Job, image_path
+from bot.jobs import Job
+from bot.pacing import Budget, StatusPacer
 from bot.providers.base import ProviderError
 from bot.storage.outbox import Kind, OutboxRow
 from bot.types import FINAL_STATES, ChannelPoster, Reply, Target
@@ -55,6 +55,25 @@ class DeliveryPolicy:
     lease_s: float = 60.0  # renewed while a row is being sent
     poll_s: float = 0.5  # how often the deliverer looks for due rows
     parallel: int = 8  # rows sent at once
+
+
+def budget_for(ctx: Context, platform: str) -> Budget | None:
+    """The status-edit budget of a chat platform (none for the web playground)."""
+    if platform == "slack":
+        sl = ctx.settings.slack
+        return Budget(
+            per_job=sl.status_edits_per_job,
+            channel_per_min=sl.status_edits_per_channel_per_min,
+            tenant_per_min=sl.status_edits_per_workspace_per_min,
+        )
+    if platform == "discord":
+        dc = ctx.settings.discord
+        return Budget(
+            per_job=dc.status_edits_per_job,
+            channel_per_min=dc.status_edits_per_channel_per_min,
+            tenant_per_min=0.0,  # Discord's edit limit is per channel
+        )
+    return None
 
 
 def target(job: Job) -> Target:
@@ -82,10 +101,6 @@ class _Steps:
         await asyncio.shield(self._delivery._outbox.record_steps(self._row.id, self._steps))
 
 
-class _Later(Exception):
-    """Not an error: try this row again shortly (a take-down waiting for its result)."""
-
-
 class Delivery:
     def __init__(self, ctx: Context, policy: DeliveryPolicy | None = None) -> None:
         self._ctx = ctx
@@ -98,6 +113,7 @@ class Delivery:
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight: set[int] = set()
         self._wake = asyncio.Event()
+        self.pacer = StatusPacer()
         self._loop_task: asyncio.Task[None] | None = None
         self._started = False
         self._closing = False
@@ -142,6 +158,7 @@ class Delivery:
         start (it releases every lease)."""
         self._closing = True
         self._wake.set()
+        await self.pacer.aclose()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -193,7 +210,7 @@ class Delivery:
         renew = asyncio.get_running_loop().create_task(self._renew(row.id))
         try:
             await self._attempt(row)
-        except _Later:
+        except takedown.Later:
             await self._outbox.reschedule(row.id, self._ctx.clock() + 0.5, "waiting")
         except DeliveryError as exc:
             await self._failed(
@@ -255,7 +272,7 @@ class Delivery:
     async def _attempt(self, row: OutboxRow) -> None:
         poster = self._posters.get(row.target.platform)
         if poster is None:
-            raise _Later
+            raise takedown.Later
         steps = _Steps(self, row)
         if row.kind == "alert":
             if not steps.get("message"):
@@ -268,65 +285,39 @@ class Delivery:
         if row.kind == "result":
             await self._post_result(poster, job, steps)
         else:
-            await self._take_down(poster, job, steps)
+            await takedown.take_down(self, poster, job, steps)
 
     async def _post_result(self, poster: ChannelPoster, job: Job, steps: _Steps) -> None:
         if job.deleted:  # Delete came first: its take-down removes whatever was done
             return
         reply = await self._ctx.render(job)
+        await self.pacer.settle(job.id)  # no paced status edit lands on top of the settled one
+        # A poster with threads (Slack) keeps one compact line per job in the channel: the
+        # job's status message, the root of a thread that holds its result and children.
+        threads = bool(getattr(poster, "threads", False))
         if job.status_ref and steps.get("message") is None:
             # Settle the status message first, so it does not stay at "generating" above
             # the result. A status message someone deleted is no reason to lose the result.
             # (An edit is idempotent: it is not recorded as a step of its own, so nothing
             # comes between it and the post; the web playground shows both on one card.)
+            settled = (
+                render.thread_line(job, ())
+                if threads and job.thread_id is None
+                else render.settled_status(job, reply)
+            )
             try:
-                await poster.update(target(job), job.status_ref, render.settled_status(job, reply))
+                await poster.update(target(job), job.status_ref, settled)
             except DeliveryError as exc:
                 if not exc.permanent:
                     raise
         ref = steps.get("message")
         if ref is None:
-            ref = await poster.post(target(job), reply, steps) or ""
+            where = replace(target(job), reply_to=await takedown.reply_to(self, job))
+            ref = await poster.post(where, reply, steps) or ""
             await steps.record("message", ref)
         await self._jobs.set_result_ref(job.id, ref)
-
-    async def _take_down(self, poster: ChannelPoster, job: Job, steps: _Steps) -> None:
-        result = await self._outbox.of_job(job.id, "result")
-        refs: list[str] = [r for r in (job.status_ref, job.result_ref) if r]
-        if result is not None:
-            if result.state == "pending":
-                if result.id in self._in_flight:
-                    raise _Later  # it is being posted right now: take it down once it is up
-                await self._outbox.complete(result.id, self._ctx.clock())  # never post it now
-            refs += [r for r in (result.steps.get("message"), result.steps.get("undo")) if r]
-        refs += [p.ref for p in await self._posts.of_job(job.id) if p.platform == job.platform]
-        done = set(json.loads(steps.get("deleted") or "[]"))
-        for ref in dict.fromkeys(refs):
-            if ref in done:
-                continue
-            try:
-                await poster.delete(target(job), ref)
-            except DeliveryError as exc:
-                if not exc.permanent:
-                    raise
-                log.info("could not take down %s of job %s: %s", ref, job.id, exc.reason)
-            done.add(ref)
-            await steps.record("deleted", json.dumps(sorted(done)))
-        await self._remove_files(job)
-
-    async def _remove_files(self, job: Job) -> None:
-        """The job's images leave the disk unless a live job shows or starts from them."""
-        files = [(img.sha256, img.ext) for img in await self._ctx.runner.load_images(job.id)]
-        if job.grid_sha:
-            files.append((job.grid_sha, job.grid_ext or "jpg"))
-        if job.request.init_sha:  # an upload, or a parent's image a deleted parent left up
-            files.append((job.request.init_sha, job.request.init_ext or "png"))
-        for sha, ext in files:
-            if await self._posts.sha_in_use(sha):
-                continue
-            path = image_path(self._ctx.settings.data_dir, sha, ext)
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(path.unlink)
+        if threads and job.thread_id:
+            await takedown.update_thread_root(self, job)
 
     # --------------------------------------------------------------- what the core calls
     async def set_status_ref(self, job_id: str, ref: str) -> None:
@@ -356,7 +347,19 @@ class Delivery:
                 reply = replace(reply, text=f"{reply.text} - {event.note}")
         if event.position is not None and job.state == "queued":
             reply = replace(reply, position=event.position)
-        await self._best_effort_update(job, reply)
+        budget = budget_for(self._ctx, job.platform)
+        if budget is None:
+            await self._best_effort_update(job, reply)
+            return
+        # Coalesced within the channel's budget: a position or progress edit is superseded by
+        # the next; a change of state (a fresh job, running) keeps the last of the job's share.
+        state_change = event.position is None and event.progress is None
+        where = (job.platform, job.tenant, job.channel_id)
+
+        async def send() -> None:
+            await self._best_effort_update(job, reply)
+
+        self.pacer.offer(job.id, budget, where, send, state_change=state_change)
 
     async def _best_effort_update(self, job: Job, reply: Reply) -> None:
         poster = self._posters.get(job.platform)
@@ -392,6 +395,7 @@ class Delivery:
     async def take_down(self, job: Job) -> None:
         """Delete: mark the job deleted; take down everything it put anywhere."""
         await self._jobs.mark_deleted(job.id)
+        await self.pacer.settle(job.id)
         await self._enqueue_and_send(job_id=job.id, kind="takedown", target=target(job))
 
     async def undelivered_note(self, job_id: str) -> str:
@@ -433,4 +437,4 @@ class Delivery:
         return True
 
 
-__all__ = ["ALERT_EVERY_S", "Delivery", "DeliveryPolicy", "target"]
+__all__ = ["ALERT_EVERY_S", "Delivery", "DeliveryPolicy", "budget_for", "target"]

@@ -136,6 +136,27 @@ def settled_status(job: Job, result: Reply) -> Reply:
     )
 
 
+_CHILDREN = (("refine", "refinement"), ("vary", "variation"), ("reroll", "reroll"))
+
+
+def thread_line(root: Job, children: Sequence[Job]) -> Reply:
+    """A thread's root, once its job is settled: one compact line per job in the channel
+    ("alice: a red fox: 4 images, 2 refinements"); the thread below holds the rest."""
+    if root.state == "done":
+        parts = [f"{root.n} image" + ("" if root.n == 1 else "s")]
+    else:
+        parts = [_VERDICT.get(root.state, root.state).removesuffix(", see below")]
+    for kind, noun in _CHILDREN:
+        count = sum(1 for c in children if c.kind == kind)
+        if count:
+            parts.append(f"{count} {noun}" + ("" if count == 1 else "s"))
+    return Reply(
+        f"{root.owner_name}: {root.prompt}: " + ", ".join(parts),
+        job_id=root.id,
+        state=root.state,
+    )
+
+
 def deleted_reply(job: Job) -> Reply:
     return Reply("This result was deleted.", job_id=job.id, state="deleted")
 
@@ -241,4 +262,5 @@ __all__ = [
     "plural",
     "quota_text",
     "settled_status",
+    "thread_line",
 ]

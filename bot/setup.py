@@ -27,7 +27,7 @@ from bot.errors import ConfigError
 # ------------------------------------------------------------------------------------ Slack
 SLACK_APP_NAME = "imagine"  # display_information.name: at most 35 characters
 SLACK_EVENTS_PATH = "/slack/events"  # bolt's one endpoint: commands, buttons, modals, shortcuts
-REFINE_SHORTCUT_ID = "imagine_refine_message"  # the message shortcut's callback_id
+REFINE_SHORTCUT_ID = "imagine_refine"  # the message shortcut's callback_id
 
 
 @dataclass(frozen=True)

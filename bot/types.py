@@ -168,6 +168,10 @@ class Target:
     channel_id: str
     thread_id: str | None = None
     user_id: str = ""
+    # The message a result answers (its job's status message, or for a refine, vary or
+    # reroll the result it was started from): Slack opens the job's thread under it, Discord
+    # replies to it. Read from the job's row each time, never remembered.
+    reply_to: str | None = None
 
 
 class Responder(Protocol):

@@ -16,7 +16,17 @@ from tests.conftest import REPO
 def test_shipped_default_toml_matches_the_embedded_defaults() -> None:
     from_file = load_settings(REPO / "config" / "default.toml", env={})
     embedded = load_settings(None, env={})
-    for section in ("bot", "grammar", "quota", "jobs", "images", "actions", "web"):
+    for section in (
+        "bot",
+        "grammar",
+        "quota",
+        "jobs",
+        "images",
+        "actions",
+        "web",
+        "slack",
+        "discord",
+    ):
         assert getattr(from_file, section) == getattr(embedded, section), section
     assert from_file.providers.default == embedded.providers.default == "auto"
 

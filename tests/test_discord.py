@@ -263,6 +263,29 @@ async def test_remix_vary_opens_a_modal_and_its_submit_makes_the_variation(
         assert posts[-1].content.startswith("Variation (strong): a castle at dawn")
         row = await app.store.fetchone("SELECT kind FROM jobs WHERE kind = 'vary-strong'")
         assert row is not None
+
+
+async def test_results_reply_to_the_message_they_came_from(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
+    async with running(tmp_path, fake) as (app, client):
+        job_id, result = await imagine(client, fake, "a castle --n 2")
+        job = await app.store.fetchone("SELECT status_ref FROM jobs WHERE id = ?", (job_id,))
+        assert job is not None
+
+        def reference_of(msg: Msg) -> Any:
+            """The message_reference of the channel post that made ``msg`` (a result)."""
+            posts = [r for r in fake.channel_posts() if payload_of(r).get("nonce")]
+            post = posts[[m.id for m in result_posts(fake)].index(msg.id)]
+            ref = payload_of(post).get("message_reference") or {}
+            return {**ref, "message_id": str(ref.get("message_id"))}
+
+        # A job's result replies to its status message; a reroll's to the result it came from.
+        ref = reference_of(result)
+        assert ref["message_id"] == job["status_ref"] and ref["fail_if_not_exists"] is False
+        inject(client, fake.click(f"reroll:{job_id}", result, user_id=ALICE))
+        posts = await fake.wait_for(lambda: len(result_posts(fake)) > 1 and result_posts(fake))
+        assert reference_of(posts[-1])["message_id"] == result.id
         assert fake.violations == []
 
 
@@ -358,17 +381,47 @@ async def test_an_attached_image_is_downloaded_and_used(tmp_path: Path, fake: Di
         assert row is not None and json.loads(row["request_json"]).get("init_sha")
 
 
+async def test_refine_with_imagine_on_a_message_uses_its_picture(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
+    async with running(tmp_path, fake) as (app, client):
+        assert {"name": "Refine with imagine", "type": 3} in [
+            {"name": c["name"], "type": c.get("type")} for c in fake.commands
+        ]
+        png = make_png("theirs", 256, 256)
+        payload = fake.message_command(
+            "Refine with imagine", "a lighthouse", attachment=("theirs.png", png, "image/png")
+        )
+        inject(client, payload)
+        await fake.wait_for(lambda: result_posts(fake))
+        assert fake.requests_to("/attachments/theirs.png")
+        row = await app.store.fetchone("SELECT request_json FROM jobs")
+        assert row is not None and json.loads(row["request_json"]).get("init_sha")
+
+        # A message without a picture gets a private answer, and no job.
+        bare = fake.message_command("Refine with imagine", "just words")
+        inject(client, bare)
+        await fake.wait_for(lambda: fake.callbacks(bare["id"]))
+        [answer] = fake.callbacks(bare["id"])
+        assert answer["type"] == 4 and answer["data"]["flags"] == EPHEMERAL
+        assert "no image" in answer["data"]["content"]
+        assert len(await app.store.fetchall("SELECT id FROM jobs")) == 1
+        assert fake.violations == []
+
+
 async def test_slash_commands_are_synced_with_their_options(
     tmp_path: Path, fake: DiscordFake
 ) -> None:
     async with running(tmp_path, fake):
         commands = {c["name"]: c for c in fake.commands}
-    assert set(commands) == {"imagine", "quota", "imagine-admin"}
+    assert set(commands) == {"imagine", "quota", "imagine-admin", "Refine with imagine"}
     opts = {o["name"]: o for o in commands["imagine"]["options"]}
     assert (opts["prompt"]["type"], opts["prompt"]["required"]) == (3, True)
     assert (opts["image"]["type"], opts["image"].get("required", False)) == (11, False)
     assert str(commands["imagine-admin"]["default_member_permissions"]) == str(MANAGE_GUILD)
-    assert all(0 < len(c["description"]) <= 100 for c in commands.values())
+    slash = [c for c in commands.values() if c.get("type", 1) == 1]
+    assert all(0 < len(c["description"]) <= 100 for c in slash)
+    assert commands["Refine with imagine"]["type"] == 3  # a message context-menu command
 
 
 async def test_imagine_options_are_the_grammars_flag_table(

@@ -22,9 +22,9 @@ from bot.types import Reply, Target
 from tests.conftest import Chat, make_settings, open_chat
 from tests.fakes.discord_api import CHANNEL_ID, GUILD_ID, DiscordFake
 from tests.fakes.slack_api import SlackFake
+from tests.slack_workspace import CHANNEL, TOKEN, button_ids, workspace_on
 from tests.test_discord import imagine as discord_imagine
 from tests.test_discord import inject, result_posts, running
-from tests.test_slack import CHANNEL, TOKEN, button_ids, workspace_on
 
 FAST = DeliveryPolicy(backoff_s=0.05, backoff_cap_s=0.2, poll_s=0.05, give_up_after_s=30)
 

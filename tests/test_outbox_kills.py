@@ -25,9 +25,10 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import DB_NAME, App
 from bot.quotas import ledger_balances
 from tests.conftest import REPO, make_settings
-from tests.fakes.slack_api import SlackFake
+from tests.fakes.slack_api import TEAM_ID, SlackFake
+from tests.fakes.slack_limits import RateLimits
+from tests.slack_workspace import CHANNEL, SECRET, TOKEN
 from tests.test_outbox import slack_results
-from tests.test_slack import CHANNEL, SECRET, TEAM_ID, TOKEN
 
 JOBS = 6
 KILLS = 6
@@ -125,7 +126,12 @@ def _all_delivered(db_path: Path) -> bool:
 async def test_random_kills_during_delivery_leave_each_result_exactly_once(tmp_path: Path) -> None:
     rng = random.Random(8)
     port = _free_port()
-    async with SlackFake(TOKEN) as fake, aiohttp.ClientSession() as http:
+    # No rate limits: a killed bot's successor cannot know the Retry-After its predecessor
+    # was given (it lives in memory), and this test is about exactly-once, not pacing.
+    async with (
+        SlackFake(TOKEN, rate_limits=RateLimits({})) as fake,
+        aiohttp.ClientSession() as http,
+    ):
         fake.answer_delay.update(
             {"chat.postMessage": 0.4, "files.completeUploadExternal": 0.4, "chat.update": 0.1}
         )

@@ -51,7 +51,7 @@ def test_the_manifest_has_the_adapters_commands_and_the_refine_shortcut() -> Non
         {
             "name": "Refine with imagine",
             "type": "message",
-            "callback_id": "imagine_refine_message",
+            "callback_id": "imagine_refine",
             "description": "Start a new image from the picture in this message",
         }
     ]
@@ -257,7 +257,7 @@ def test_the_readmes_say_what_setup_prints() -> None:
     slack = (REPO / "adapters" / "slack" / "README.md").read_text()
     for scope in setup.slack_bot_scopes():
         assert f"`{scope}`" in slack, f"adapters/slack/README.md does not explain {scope}"
-    assert "imagine_refine_message" in slack and "connections:write" in slack
+    assert "imagine_refine" in slack and "connections:write" in slack
     discord_readme = (REPO / "adapters" / "discord" / "README.md").read_text().replace("`", "")
     assert f"integer {setup.discord_permission_value()}," in discord_readme
     for permission in setup.DISCORD_PERMISSIONS:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.slack_api import TEAM_ID, SlackFake
-from tests.test_slack import CHANNEL, TOKEN, button_ids, has_buttons, workspace_on
+from tests.slack_workspace import CHANNEL, TOKEN, button_ids, has_buttons, workspace_on
 
 
 @pytest.fixture(autouse=True)

@@ -221,6 +221,14 @@ class DiscordPoster:
             # discord.py sends enforce_nonce with a nonce: a retry of a post whose answer was
             # lost (a kill, a timeout) returns the message already created, not a second one.
             kwargs["nonce"] = steps.key[:25]
+        if target.reply_to and target.reply_to.isdigit():
+            # A result replies to the message it came from (its status message, or the result
+            # a refine, vary or reroll was started from); never failing if that was deleted.
+            kwargs["reference"] = discord.MessageReference(
+                message_id=int(target.reply_to),
+                channel_id=int(target.thread_id or target.channel_id),
+                fail_if_not_exists=False,
+            )
         with _delivery_errors(f"post to channel {target.thread_id or target.channel_id}"):
             msg = await self._channel(target).send(**kwargs)
         return str(msg.id)
@@ -445,6 +453,11 @@ class ImagineClient(discord.Client):
             await responder.finish()
 
 
+REFINE_MENU = "Refine with imagine"  # a message context-menu command (1..32 characters)
+NO_IMAGE = "That message has no image to refine. Pick one with a picture attached."
+DEFAULT_REFINE_PROMPT = "the same picture, refined"
+
+
 def _register_commands(client: ImagineClient) -> None:
     tree = client.tree
     flags = client.core.flag_help()
@@ -489,6 +502,23 @@ def _register_commands(client: ImagineClient) -> None:
     tree.command(name="imagine")(
         app_commands.rename(**{o.param: o.name for o in options})(described)
     )
+
+    @tree.context_menu(name=REFINE_MENU)
+    async def refine_with_imagine(
+        interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        """A message's picture as the start of a new image (img2img); its text the prompt."""
+        image = next(
+            (a for a in message.attachments if (a.content_type or "").startswith("image/")),
+            None,
+        )
+        if image is None:
+            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        responder = InteractionResponder(interaction, loading=True)
+        text = message.content.strip() or DEFAULT_REFINE_PROMPT
+        await client.run_command(interaction, "imagine", text, image, responder)
 
     @tree.command(name="quota")
     async def quota(interaction: discord.Interaction[Any]) -> None:

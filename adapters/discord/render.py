@@ -21,6 +21,7 @@ from typing import Any
 
 import discord
 
+from adapters.discord.markdown import clip_escaped, escape_markdown
 from bot.types import ACTION_RE, Button, Form, ImageFile, Reply
 
 log = logging.getLogger(__name__)
@@ -52,18 +53,14 @@ def no_mentions() -> discord.AllowedMentions:
 
 
 def escape(text: str) -> str:
-    """Plain core text -> Discord markdown that shows literally and pings nobody."""
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    """Plain core text -> Discord markdown that shows literally and pings nobody (our own
+    escaper: discord.py's leaves a second masked link live, see :mod:`.markdown`)."""
+    return discord.utils.escape_mentions(escape_markdown(text))
 
 
 def clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
     # Never end on a lone escape backslash: it would swallow the ellipsis' meaning.
-    if cut.endswith("\\") and not cut.endswith("\\\\"):
-        cut = cut[:-1]
-    return cut + "…"
+    return clip_escaped(text, limit)
 
 
 def content(reply: Reply) -> str:

@@ -1,4 +1,5 @@
-"""The Slack adapter (slack-bolt, asyncio): slash commands, buttons and modals on the core.
+"""The Slack adapter (slack-bolt, asyncio): slash commands, buttons, modals and the
+"Refine with imagine" message shortcut (callback id ``imagine_refine``) on the core.
 
 ``ADAPTER`` is what ``imagine-bot serve`` sees: enabled when any of the Slack secrets is set
 (a half-configured app is refused with the missing key named, rather than silently skipped);
@@ -6,6 +7,10 @@ slack-bolt is imported only when the adapter starts. Inside the package::
 
     adapter.py  build_bolt_app(core, client=None) -> AsyncApp: listeners and the poster;
                 serve(core, settings, ready): Socket Mode or HTTP, until cancelled
+    poster.py   SlackPoster: the core's ChannelPoster (chat.*, files_upload_v2), errors
+    admins.py   AdminCache: users.info -> admin or not, cached, failing closed
+    limits.py   HeldWebClient: calls paced to Slack's documented limits, held after a 429
+    files.py    a shared picture in: Slack's own file hosts only, bot token, size/time capped
     render.py   Reply / Form -> Block Kit JSON, and modal submissions back; pure
     tokens.py   check(settings): doctor's token checks (auth.test, apps.connections.open)
 

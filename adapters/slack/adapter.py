@@ -18,13 +18,11 @@ and its channel in ``private_metadata``. A retried delivery reuses the payload's
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +30,15 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.admins import AdminCache
+from adapters.slack.files import FileRefused, allowed_hosts, download, first_image
+from adapters.slack.limits import HeldWebClient
+from adapters.slack.poster import SlackPoster, slack_error
 from adapters.slack.render import (
     MODAL_CALLBACK_ID,
     FormContext,
-    PostedFile,
     fallback_text,
     modal_view,
     reply_blocks,
@@ -46,18 +46,20 @@ from adapters.slack.render import (
 )
 from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError, DeliveryError
-from bot.types import ACTION_RE, Actor, ImageFile, Invocation, PostSteps, Reply, Target
+from bot.types import ACTION_RE, Actor, Invocation, Reply, Target
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
 DEFAULT_PORT = 3000
-ADMIN_TTL_S = 300.0  # Slack admins change rarely; five minutes bounds a revoked admin's reach
-ADMIN_CACHE_MAX = 10_000
 # The core's one button codec, anchored: bolt matches a pattern with re.search. Anything else
 # is not ours and gets bolt's default 404 instead of reaching the core.
 ACTION_ID_RE = re.compile(rf"\A(?:{ACTION_RE.pattern})\Z")
+# The message shortcut ("Refine with imagine") as the app's manifest names it.
+SHORTCUT_CALLBACK_ID = "imagine_refine"
+NO_IMAGE = "That message has no picture to refine. Pick one with an image attached."
+DEFAULT_REFINE_PROMPT = "the same picture, refined"
 COMMANDS: Mapping[str, str] = {
     "/imagine": "imagine",
     "/imagine-quota": "quota",
@@ -81,271 +83,17 @@ def make_client(
 ) -> AsyncWebClient:
     """The Web API client. With ``session`` every call reuses its connections: without one,
     slack_sdk opens a new HTTP session (a new TCP and TLS handshake) for every call, which was
-    most of the bot's CPU per job under load (bench/load.py --slack-session)."""
+    most of the bot's CPU per job under load (bench/load.py --slack-session). A 429 holds
+    every call of its method until the ``Retry-After`` has passed (:mod:`.limits`)."""
     token = settings.secret("SLACK_BOT_TOKEN")
     if not token:
         raise ConfigError("SLACK_BOT_TOKEN is not set")
     base = _api_url(settings.env)
-    client = (
-        AsyncWebClient(token=token, base_url=base, session=session)
+    return (
+        HeldWebClient(token=token, base_url=base, session=session)
         if base
-        else AsyncWebClient(token=token, session=session)
+        else HeldWebClient(token=token, session=session)
     )
-    # Slack answers bursts with 429 + Retry-After; the SDK's handler waits and retries.
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-    return client
-
-
-def _slack_error(exc: SlackApiError) -> str:
-    """The API's error code only: never the request, which may hold user text."""
-    try:
-        return str(exc.response.get("error") or "unknown")
-    except Exception:
-        return "unknown"
-
-
-# ------------------------------------------------------------------------------ admins
-class AdminCache:
-    """``users.info`` -> is the user a workspace admin or owner? Cached, fail closed."""
-
-    def __init__(
-        self,
-        client: AsyncWebClient,
-        *,
-        ttl: float = ADMIN_TTL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._client = client
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[bool, float]] = {}
-
-    async def is_admin(self, team_id: str, user_id: str) -> bool:
-        key = (team_id, user_id)
-        now = self._clock()
-        hit = self._entries.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        try:
-            resp = await self._client.users_info(user=user_id)
-        except SlackApiError as exc:
-            log.warning(
-                "users.info failed (%s); treating the user as not an admin", _slack_error(exc)
-            )
-            return False
-        except Exception as exc:  # network, timeout, a malformed answer: all fail closed
-            log.warning(
-                "users.info failed (%s); treating the user as not an admin", type(exc).__name__
-            )
-            return False
-        user = resp.get("user") or {}
-        flag = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
-        if len(self._entries) >= ADMIN_CACHE_MAX:
-            self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
-            if len(self._entries) >= ADMIN_CACHE_MAX:
-                self._entries.clear()
-        self._entries[key] = (flag, now + self._ttl)
-        return flag
-
-
-# ------------------------------------------------------------------------------ posting
-class SlackPoster:
-    """The core's :class:`~bot.types.ChannelPoster` for Slack: ordinary channel messages,
-    so a result lands however long the job waited (a ``response_url`` dies after 30 min)."""
-
-    def __init__(self, client: AsyncWebClient) -> None:
-        self._client = client
-
-    async def post(
-        self, target: Target, reply: Reply, steps: PostSteps | None = None
-    ) -> str | None:
-        if reply.ephemeral and target.user_id:
-            with _delivery_errors("chat.postEphemeral"):
-                await self._client.chat_postEphemeral(
-                    channel=target.channel_id,
-                    user=target.user_id,
-                    thread_ts=target.thread_id,
-                    text=fallback_text(reply),
-                    blocks=reply_blocks(reply),
-                )
-            return None  # an ephemeral message cannot be updated with chat.update
-        files = await self._files(target, reply, steps)
-        ids = ",".join(f.file_id for f in files)
-        if steps is not None:
-            found = await self._already_posted(target, steps)
-            if found is not None:
-                return _ref(found, ids)
-            await steps.record("posting", f"{time.time() - 5:.6f}")
-        with _delivery_errors("chat.postMessage"):
-            resp = await self._client.chat_postMessage(
-                channel=target.channel_id,
-                thread_ts=target.thread_id,
-                text=fallback_text(reply),
-                blocks=reply_blocks(reply, files),
-                unfurl_links=False,
-                unfurl_media=False,
-                metadata=(
-                    {"event_type": METADATA_EVENT, "event_payload": {"key": steps.key}}
-                    if steps is not None
-                    else None
-                ),
-            )
-        ts = resp.get("ts")
-        return _ref(str(ts), ids) if ts else None
-
-    async def update(self, target: Target, ref: str, reply: Reply) -> None:
-        with _delivery_errors("chat.update"):
-            await self._client.chat_update(
-                channel=target.channel_id,
-                ts=_ts(ref),
-                text=fallback_text(reply),
-                blocks=reply_blocks(reply),
-            )
-
-    async def delete(self, target: Target, ref: str) -> None:
-        """The message, then the bot's own uploads shown in it (``files.delete``)."""
-        ts, _, ids = ref.partition("|")
-        if ts:
-            with _delivery_errors("chat.delete", gone=("message_not_found",)):
-                await self._client.chat_delete(channel=target.channel_id, ts=ts)
-        for file_id in filter(None, ids.split(",")):
-            with _delivery_errors("files.delete", gone=("file_not_found", "file_deleted")):
-                await self._client.files_delete(file=file_id)
-
-    async def _already_posted(self, target: Target, steps: PostSteps) -> str | None:
-        """A previous attempt sent chat.postMessage and died before hearing the answer: find
-        that message by its metadata instead of posting a second one."""
-        since = steps.get("posting")
-        if since is None:
-            return None
-        try:
-            if target.thread_id:
-                resp = await self._client.conversations_replies(
-                    channel=target.channel_id,
-                    ts=target.thread_id,
-                    oldest=since,
-                    include_all_metadata=True,
-                    limit=100,
-                )
-            else:
-                resp = await self._client.conversations_history(
-                    channel=target.channel_id, oldest=since, include_all_metadata=True, limit=100
-                )
-        except SlackApiError as exc:  # e.g. missing_scope: posting again is all we can do
-            log.warning("could not look for an earlier post (%s)", _slack_error(exc))
-            return None
-        for message in resp.get("messages") or []:
-            meta = message.get("metadata") if isinstance(message, Mapping) else None
-            if (
-                isinstance(meta, Mapping)
-                and meta.get("event_type") == METADATA_EVENT
-                and (meta.get("event_payload") or {}).get("key") == steps.key
-            ):
-                return str(message.get("ts"))
-        return None
-
-    async def _files(
-        self, target: Target, reply: Reply, steps: PostSteps | None
-    ) -> tuple[PostedFile, ...]:
-        """Upload the reply's images once: a retry reuses the files already uploaded."""
-        if steps is not None and steps.get("files"):
-            return tuple(PostedFile(*f) for f in json.loads(steps.get("files") or "[]"))
-        files = await self._upload(target, reply.images, reply)
-        if steps is not None and files:
-            await steps.record(
-                "files", json.dumps([[f.file_id, f.title, f.permalink] for f in files])
-            )
-            await steps.record("undo", _ref("", ",".join(f.file_id for f in files)))
-        return files
-
-    async def _upload(
-        self, target: Target, images: tuple[ImageFile, ...], reply: Reply
-    ) -> tuple[PostedFile, ...]:
-        if not images:
-            return ()
-        uploads: list[dict[str, Any]] = []
-        alt = (reply.meta.get("prompt") or reply.text)[:1000]
-        for img in images:
-            # The SDK would read a path synchronously on the event loop; read it in a thread.
-            data = await asyncio.to_thread(img.path.read_bytes)
-            uploads.append(
-                {"file": data, "filename": img.filename, "title": img.filename, "alt_txt": alt}
-            )
-        with _delivery_errors("files_upload_v2"):
-            resp = await self._client.files_upload_v2(
-                file_uploads=uploads,
-                channel=target.channel_id,
-                thread_ts=target.thread_id,
-            )
-        out = []
-        for f in resp.get("files") or []:
-            if isinstance(f, Mapping):
-                out.append(
-                    PostedFile(
-                        str(f.get("id", "")),
-                        str(f.get("title") or ""),
-                        str(f.get("permalink") or ""),
-                    )
-                )
-        return tuple(out)
-
-
-METADATA_EVENT = "imagine_bot_post"
-# Slack errors that retrying cannot cure.
-_PERMANENT = frozenset(
-    {
-        "channel_not_found",
-        "is_archived",
-        "not_in_channel",
-        "account_inactive",
-        "invalid_auth",
-        "token_revoked",
-        "not_authed",
-        "missing_scope",
-        "restricted_action",
-        "msg_too_long",
-        "message_not_found",
-        "cant_update_message",
-        "cant_delete_message",
-        "cant_delete_file",
-        "file_not_found",
-        "file_deleted",
-        "channel_is_archived",
-        "ekm_access_denied",
-    }
-)
-
-
-def _ref(ts: str, file_ids: str) -> str:
-    """The poster's reference: the message's ts, and after a bar the files it shows."""
-    return f"{ts}|{file_ids}" if file_ids else ts
-
-
-def _ts(ref: str) -> str:
-    return ref.partition("|")[0]
-
-
-@contextlib.contextmanager
-def _delivery_errors(method: str, *, gone: tuple[str, ...] = ()) -> Iterator[None]:
-    """slack_sdk's failures as the core's :class:`DeliveryError` (``gone``: an error that means
-    the thing is already deleted, which is success for a delete)."""
-    try:
-        yield
-    except SlackApiError as exc:
-        code = _slack_error(exc)
-        if code in gone:
-            return
-        retry_after = None
-        if code == "ratelimited":
-            header = exc.response.headers.get("Retry-After") or exc.response.headers.get(
-                "retry-after"
-            )
-            retry_after = float(header) if header else 1.0
-        raise DeliveryError(
-            f"{method}: {code}", permanent=code in _PERMANENT, retry_after=retry_after
-        ) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise DeliveryError(f"{method}: {type(exc).__name__}") from exc
 
 
 @dataclass
@@ -392,7 +140,7 @@ class SlackResponder:
                 await self.client.views_open(trigger_id=self.trigger_id, view=view)
                 return
             except SlackApiError as exc:  # expired_trigger_id: we missed Slack's 3 s window
-                log.warning("views.open failed (%s)", _slack_error(exc))
+                log.warning("views.open failed (%s)", slack_error(exc))
         await self.send(
             Reply("That dialog could not be opened in time. Please click again.", ephemeral=True)
         )
@@ -415,6 +163,7 @@ class SlackAdapter:
         self.client = client
         self.poster = SlackPoster(client)
         self.admins = AdminCache(client, clock=clock)
+        self.file_hosts = allowed_hosts(_api_url(core.settings.env))
 
     async def actor(self, team_id: str, user_id: str, name: str) -> Actor:
         return Actor(
@@ -494,6 +243,49 @@ class SlackAdapter:
             inv, self.responder(team, user_id, channel, inv.thread_id, trigger, respond)
         )
 
+    async def on_shortcut(
+        self, body: Mapping[str, Any], team_id: str | None, respond: Respond | None
+    ) -> None:
+        """ "Refine with imagine" on a message: its picture starts a new image, its text the
+        prompt. The file comes from Slack's own hosts with the bot token, size and time capped
+        (:mod:`.files`); the core's image gate then judges the bytes."""
+        user = body.get("user") or {}
+        user_id = str(user.get("id") or "")
+        team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
+        channel = str((body.get("channel") or {}).get("id") or user_id)
+        message = body.get("message") or {}
+        thread = message.get("thread_ts")
+        trigger = body.get("trigger_id")
+        responder = self.responder(
+            team, user_id, channel, str(thread) if thread else None, trigger, respond
+        )
+        image = first_image(message.get("files"))
+        if image is None:
+            await responder.send(Reply(NO_IMAGE, ephemeral=True))
+            return
+        try:
+            data = await download(
+                image,
+                str(self.client.token or ""),
+                hosts=self.file_hosts,
+                max_bytes=self.core.settings.images.max_input_bytes,
+            )
+        except FileRefused as exc:
+            await responder.send(Reply(str(exc), ephemeral=True))
+            return
+        inv = Invocation(
+            actor=await self.actor(
+                team, user_id, str(user.get("name") or user.get("username") or "")
+            ),
+            channel_id=channel,
+            command="imagine",
+            text=str(message.get("text") or "").strip() or DEFAULT_REFINE_PROMPT,
+            init_image=data,
+            thread_id=str(thread) if thread else None,
+            interaction_id=_interaction_key(team, trigger),
+        )
+        await self.core.handle(inv, responder)
+
     async def on_submit(
         self, body: Mapping[str, Any], view: Mapping[str, Any], team_id: str | None
     ) -> None:
@@ -570,6 +362,16 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
         await adapter.on_submit(body, view, context.team_id)
 
     bolt.view(MODAL_CALLBACK_ID)(on_submit)
+
+    async def on_shortcut(
+        ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await adapter.on_shortcut(
+            body, context.team_id, respond if body.get("response_url") else None
+        )
+
+    bolt.shortcut(SHORTCUT_CALLBACK_ID)(on_shortcut)
     return bolt
 
 

@@ -29,6 +29,7 @@ MAX_CONTEXT_TEXT = 2000
 MAX_FALLBACK_TEXT = 3000
 MAX_MODAL_TITLE = 24
 MAX_METADATA = 3000
+MAX_TEXT_INPUT = 3000  # plain_text_input: max_length 1..3000
 MODAL_CALLBACK_ID = "imagine_form"
 
 Block = dict[str, Any]
@@ -110,13 +111,9 @@ def reply_blocks(reply: Reply, files: Sequence[PostedFile] = ()) -> list[Block]:
         }
     ]
     if files:
-        links = []
-        for f in files:
-            label = escape(f.title.replace("|", "/"))
-            # A permalink comes from Slack's own answer, never from a user.
-            links.append(
-                f"<{f.permalink}|{label}>" if f.permalink.startswith("https://") else label
-            )
+        # Names only: files.completeUploadExternal answers with each file's id and title, no
+        # permalink, and asking files.info for one per image would cost a call per image.
+        links = [escape(f.title) for f in files]
         blocks.append(
             {
                 "type": "context",
@@ -196,10 +193,13 @@ def modal_view(form: Form, context: FormContext) -> Block:
                 "type": "plain_text_input",
                 "action_id": f.name,
                 "multiline": f.name == "prompt",
-                "max_length": 3000,
+                "max_length": MAX_TEXT_INPUT,
             }
         if f.value:
-            element["initial_value"] = f.value
+            # Slack refuses the whole view when initial_value is longer than max_length
+            # (and max_length is at most 3000): a longer prompt is shown cut to fit.
+            value = f.value if f.kind == "number" else f.value[:MAX_TEXT_INPUT]
+            element["initial_value"] = value
         inputs.append(
             {
                 "type": "input",

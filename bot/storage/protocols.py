@@ -116,6 +116,13 @@ class JobRepository(Protocol):
         """The channel's newest ``limit`` jobs that were not deleted, oldest first."""
         ...
 
+    async def in_thread(
+        self, platform: str, tenant: str, channel_id: str, thread_id: str
+    ) -> list[Job]:
+        """The jobs of a thread, oldest first: the job whose status message is its root
+        (``status_ref == thread_id``) and every job started inside it; deleted ones left out."""
+        ...
+
     async def mark_deleted(self, job_id: str) -> None: ...
 
     async def claim_result(self, job_id: str) -> bool:

@@ -34,130 +34,33 @@ import itertools
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import discord
 from aiohttp import WSMsgType, web
 
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
-
-APP_ID = "1100000000000000001"
-BOT_USER = {
-    "id": APP_ID,
-    "username": "imagine",
-    "discriminator": "0",
-    "avatar": None,
-    "bot": True,
-    "global_name": None,
-}
-# Shaped like a real bot token: the bot user's id in base64, a timestamp, an HMAC.
-TOKEN = (
-    base64.b64encode(APP_ID.encode()).decode().rstrip("=") + ".GfAkE1.fake-discord-bot-token-hmac"
+from tests.fakes.discord_limits import EditLimit
+from tests.fakes.discord_model import (
+    ADMINISTRATOR,
+    APP_ID,
+    BOT_USER,
+    CHANNEL_ID,
+    EPHEMERAL,
+    GUILD_ID,
+    MANAGE_GUILD,
+    NONCE_WINDOW_S,
+    TOKEN,
+    FakeInteraction,
+    Msg,
+    _response,
+    check_message,
+    payload_of,
 )
-GUILD_ID = "1200000000000000001"
-CHANNEL_ID = "1300000000000000001"
-MAX_FILE = 10 * 1024 * 1024
-EPHEMERAL = 1 << 6
-MANAGE_GUILD = 1 << 5
-ADMINISTRATOR = 1 << 3
-NONCE_WINDOW_S = 300.0  # "the past few minutes"
+from tests.fakes.discord_payloads import InteractionPayloads
 
 
-@dataclass
-class Msg:
-    id: str
-    channel_id: str
-    content: str
-    flags: int = 0
-    components: list[Any] = field(default_factory=list)
-    attachments: list[dict[str, Any]] = field(default_factory=list)
-    files: list[tuple[str, bytes]] = field(default_factory=list)
-    via: str = "channel"  # channel | interaction
-    edits: int = 0
-    nonce: str | None = None
-    created: float = 0.0
-
-    @property
-    def ephemeral(self) -> bool:
-        return bool(self.flags & EPHEMERAL)
-
-    def custom_ids(self) -> list[str]:
-        return [
-            c["custom_id"]
-            for row in self.components
-            for c in row.get("components", [])
-            if "custom_id" in c
-        ]
-
-
-@dataclass
-class FakeInteraction:
-    id: str
-    token: str
-    type: int
-    channel_id: str
-    callback: int | None = None  # the initial response's type
-    loading: bool = False  # a "thinking" message not yet replaced
-    ephemeral: bool = False
-    original: str | None = None
-    modal: dict[str, Any] | None = None
-
-
-def payload_of(rec: RecordedRequest) -> dict[str, Any]:
-    """The JSON body of a request, whether sent as JSON or multipart ``payload_json``."""
-    data = json.loads(rec.form["payload_json"]) if "payload_json" in rec.form else rec.json
-    return data if isinstance(data, dict) else {}
-
-
-def _response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(data).encode(), content_type="application/json"
-    )
-
-
-def check_components(rows: Any) -> None:
-    require(isinstance(rows, list) and len(rows) <= 5, "at most 5 action rows", name="50035")
-    seen: set[str] = set()
-    for row in rows:
-        require(row.get("type") == 1, "top-level components must be action rows", name="50035")
-        items = row.get("components") or []
-        require(1 <= len(items) <= 5, "an action row holds 1 to 5 buttons", name="50035")
-        for c in items:
-            if c.get("type") != 2 or c.get("style") == 5:
-                continue
-            cid = c.get("custom_id")
-            require(
-                isinstance(cid, str) and 1 <= len(cid) <= 100,
-                "custom_id must be 1 to 100 characters",
-                name="50035",
-            )
-            require(cid not in seen, f"custom_id {cid} is not unique", name="50035")
-            seen.add(cid)
-            require(len(c.get("label") or "") <= 80, "label over 80 characters", name="50035")
-
-
-def check_message(data: dict[str, Any], files: dict[str, tuple[str, bytes, str]]) -> None:
-    am = data.get("allowed_mentions")
-    require(
-        isinstance(am, dict)
-        and am.get("parse") == []
-        and not am.get("users")
-        and not am.get("roles")
-        and not am.get("replied_user"),
-        f"allowed_mentions must ping nobody, got {am!r}",
-        name="pings",
-    )
-    text = data.get("content") or ""
-    require(len(text) <= 2000, "content over 2000 characters", name="50035")
-    check_components(data.get("components") or [])
-    uploads = [f for k, f in files.items() if k.startswith("files[")]
-    require(len(uploads) <= 10, "at most 10 files", name="50035")
-    for name, blob, _ in uploads:
-        require(len(blob) <= MAX_FILE, f"{name} is over 10 MiB", 413, name="40005")
-
-
-class DiscordFake(FakeServer):
+class DiscordFake(InteractionPayloads, FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.messages: dict[str, Msg] = {}
@@ -176,6 +79,7 @@ class DiscordFake(FakeServer):
         # checked by Modify Guild. A test takes Manage Server away to see the bot ask for it.
         self.bot_permissions = 2147483647
         self.guild_icon: bytes | None = None
+        self.edit_limit = EditLimit()  # 5 edits per 5 s per channel (discord_limits.py)
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -235,163 +139,6 @@ class DiscordFake(FakeServer):
                 )
             await asyncio.sleep(0.01)
 
-    # ------------------------------------------------------------------ interactions
-    def _interaction(
-        self,
-        itype: int,
-        data: dict[str, Any],
-        *,
-        user_id: str,
-        permissions: int,
-        guild: bool,
-        message: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        iid = self.snowflake()
-        token = f"itok-{iid}"
-        self.interactions[iid] = FakeInteraction(iid, token, itype, CHANNEL_ID)
-        user = {
-            "id": user_id,
-            "username": f"user{user_id[-3:]}",
-            "discriminator": "0",
-            "avatar": None,
-            "global_name": f"User {user_id[-3:]}",
-        }
-        payload: dict[str, Any] = {
-            "id": iid,
-            "application_id": APP_ID,
-            "type": itype,
-            "token": token,
-            "version": 1,
-            "data": data,
-            "attachment_size_limit": MAX_FILE,
-            "locale": "en-US",
-            "channel_id": CHANNEL_ID,
-            "channel": (
-                {
-                    "id": CHANNEL_ID,
-                    "type": 0,
-                    "name": "general",
-                    "position": 0,
-                    "guild_id": GUILD_ID,
-                    "parent_id": None,
-                    "nsfw": False,
-                    "topic": None,
-                    "permission_overwrites": [],
-                    "rate_limit_per_user": 0,
-                    "flags": 0,
-                    "last_message_id": None,
-                    "permissions": str(permissions),
-                }
-                if guild
-                else {
-                    "id": CHANNEL_ID,
-                    "type": 1,
-                    "flags": 0,
-                    "last_message_id": None,
-                    "recipients": [user],
-                }
-            ),
-            "app_permissions": str(self.bot_permissions),
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": GUILD_ID} if guild else {"1": user_id},
-            "context": 0 if guild else 1,
-        }
-        if guild:
-            payload["guild_id"] = GUILD_ID
-            payload["guild"] = {"id": GUILD_ID, "locale": "en-US", "features": []}
-            payload["member"] = {
-                "user": user,
-                "roles": [],
-                "permissions": str(permissions),
-                "joined_at": "2024-01-01T00:00:00+00:00",
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-                "nick": None,
-            }
-        else:
-            payload["user"] = user
-        if message is not None:
-            payload["message"] = message
-        return payload
-
-    def slash(
-        self,
-        name: str,
-        options: dict[str, Any] | None = None,
-        *,
-        user_id: str = "1400000000000000001",
-        permissions: int = 0,
-        guild: bool = True,
-        attachment: tuple[str, bytes] | None = None,
-    ) -> dict[str, Any]:
-        opts = [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]
-        data: dict[str, Any] = {
-            "id": "1500000000000000001",
-            "name": name,
-            "type": 1,
-            "options": opts,
-        }
-        if attachment is not None:
-            filename, blob = attachment
-            aid = self.snowflake()
-            self.files[filename] = blob
-            opts.append({"name": "image", "type": 11, "value": aid})
-            data["resolved"] = {
-                "attachments": {
-                    aid: {
-                        "id": aid,
-                        "filename": filename,
-                        "size": len(blob),
-                        "content_type": "image/png",
-                        "url": f"{self.base_url}/attachments/{filename}",
-                        "proxy_url": f"{self.base_url}/attachments/{filename}",
-                    }
-                }
-            }
-        return self._interaction(
-            2, data, user_id=user_id, permissions=permissions, guild=guild, message=None
-        )
-
-    def click(
-        self,
-        custom_id: str,
-        message: Msg,
-        *,
-        user_id: str = "1400000000000000001",
-        permissions: int = 0,
-    ) -> dict[str, Any]:
-        """A button press on ``message`` (whose components must hold the button)."""
-        return self._interaction(
-            3,
-            {"custom_id": custom_id, "component_type": 2},
-            user_id=user_id,
-            permissions=permissions,
-            guild=True,
-            message=self.message_json(message),
-        )
-
-    def submit(
-        self, custom_id: str, values: dict[str, str], *, user_id: str = "1400000000000000001"
-    ) -> dict[str, Any]:
-        comps = [
-            {
-                "type": 18,
-                "id": i + 1,
-                "component": {"type": 4, "id": i + 10, "custom_id": k, "value": v},
-            }
-            for i, (k, v) in enumerate(values.items())
-        ]
-        return self._interaction(
-            5,
-            {"custom_id": custom_id, "components": comps},
-            user_id=user_id,
-            permissions=0,
-            guild=True,
-            message=None,
-        )
-
-    # ----------------------------------------------------------------------- gateway
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         for ws in list(self._sockets):
             await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
@@ -504,8 +251,17 @@ class DiscordFake(FakeServer):
     async def _sync(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
         body = rec.json if isinstance(rec.json, list) else []
+        # Discord answers with each command as stored; a USER or MESSAGE command's
+        # description is an empty string (application-commands: "Application Command Object").
         self.commands = [
-            {**c, "id": self.snowflake(), "application_id": APP_ID, "version": "1"} for c in body
+            {
+                "description": "",
+                **c,
+                "id": self.snowflake(),
+                "application_id": APP_ID,
+                "version": "1",
+            }
+            for c in body
         ]
         return _response(self.commands)
 
@@ -597,6 +353,20 @@ class DiscordFake(FakeServer):
                         and time.time() - old.created < NONCE_WINDOW_S
                     ):
                         return _response(self.message_json(old))
+        ref = data.get("message_reference")
+        if ref is not None:  # a reply: to a message of this channel, unless told not to care
+            require(
+                isinstance(ref, dict) and str(ref.get("message_id", "")).isdigit(),
+                "message_reference.message_id is required",
+                name="50035",
+            )
+            target = self.messages.get(str(ref["message_id"]))
+            require(
+                ref.get("fail_if_not_exists") is False
+                or (target is not None and target.channel_id == request.match_info["cid"]),
+                "Unknown message",
+                name="50035",
+            )
         m = self._new_message(request.match_info["cid"], data, rec, via="channel")
         m.nonce = None if nonce is None else str(nonce)
         m.created = time.time()
@@ -634,12 +404,22 @@ class DiscordFake(FakeServer):
 
     async def _channel_edit(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self._bot_auth(request)
+        unhonoured = len(self.edit_limit.unhonoured)
+        headers, retry_after = self.edit_limit.check(request.match_info["cid"])
+        self.violations.extend(self.edit_limit.unhonoured[unhonoured:])
+        if retry_after is not None:
+            body = {"message": "You are being rate limited.", "retry_after": retry_after}
+            answer = _response({**body, "global": False}, 429)
+            answer.headers.update(headers)
+            return answer
         m = self.messages.get(request.match_info["mid"])
         # Ephemeral messages exist only for their viewer: the bot token cannot see them.
         if m is None or m.ephemeral or m.channel_id != request.match_info["cid"]:
             return _response({"message": "Unknown Message", "code": 10008}, 404)
         self._write(m, payload_of(rec), rec, edit=True)
-        return _response(self.message_json(m))
+        answer = _response(self.message_json(m))
+        answer.headers.update(headers)
+        return answer
 
     # interaction responses ----------------------------------------------------------
     def _by_token(self, token: str) -> FakeInteraction:

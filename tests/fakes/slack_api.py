@@ -19,7 +19,9 @@ manifest's scopes cover what the adapter calls.
 Requests are checked against Slack's documented limits (Block Kit sizes, unique action ids,
 modal title length, one use per trigger id, an upload's declared length, a known ``ts`` for
 chat.update); a breach is answered with Slack's error *and* appended to ``fake.violations``.
-Every Web API call is kept in ``fake.calls``.
+Every Web API call is kept in ``fake.calls``. Rate limits are Slack's documented ones
+(``tests/fakes/slack_limits.py``): a call over them is answered 429 with ``Retry-After`` and
+kept in ``fake.refused``; a call inside a ``Retry-After`` its method was given is a violation.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from aiohttp import WSMsgType, web
 
 from bot.setup import slack_bot_scopes
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
+from tests.fakes.slack_blocks import check_message_blocks, check_modal
+from tests.fakes.slack_limits import RateLimits
 
 TEAM_ID = "T0FAKE"
 BOT_USER = "UBOT"
-PERMALINK_BASE = "https://fake-slack.test/files/"
 # Fields slack_sdk sends as JSON-encoded strings when it posts a form.
 JSON_FIELDS = ("blocks", "view", "files", "attachments", "metadata")
 # The bot scopes each method's reference page asks for (one of them); history depends on the
@@ -91,187 +94,6 @@ class Message:
 ApiHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def _text_obj(obj: Any, where: str, limit: int, kinds: tuple[str, ...] = ("plain_text",)) -> None:
-    require(isinstance(obj, Mapping), f"{where}: a text object is required", name="invalid_blocks")
-    require(
-        obj.get("type") in kinds,
-        f"{where}: text type must be one of {kinds}",
-        name="invalid_blocks",
-    )
-    text = obj.get("text")
-    require(
-        isinstance(text, str) and 0 < len(text) <= limit,
-        f"{where}: text must be 1..{limit} characters",
-        name="invalid_blocks",
-    )
-
-
-def check_message_blocks(blocks: Any) -> None:
-    """Slack's Block Kit limits for a message surface."""
-    require(
-        isinstance(blocks, list) and 0 < len(blocks) <= 50,
-        "a message holds 1..50 blocks",
-        name="invalid_blocks",
-    )
-    block_ids: set[str] = set()
-    action_ids: set[str] = set()
-    for i, block in enumerate(blocks):
-        where = f"blocks[{i}]"
-        require(isinstance(block, Mapping), f"{where}: not an object", name="invalid_blocks")
-        bid = block.get("block_id")
-        if bid is not None:
-            require(
-                isinstance(bid, str) and 0 < len(bid) <= 255 and bid not in block_ids,
-                f"{where}: block_id must be unique and at most 255 characters",
-                name="invalid_blocks",
-            )
-            block_ids.add(bid)
-        kind = block.get("type")
-        if kind == "section":
-            _text_obj(block.get("text"), where, 3000, ("plain_text", "mrkdwn"))
-        elif kind == "context":
-            elements = block.get("elements")
-            require(
-                isinstance(elements, list) and 0 < len(elements) <= 10,
-                f"{where}: a context holds 1..10 elements",
-                name="invalid_blocks",
-            )
-            for el in elements:
-                _text_obj(el, where, 3000, ("plain_text", "mrkdwn"))
-        elif kind == "actions":
-            elements = block.get("elements")
-            require(
-                isinstance(elements, list) and 0 < len(elements) <= 25,
-                f"{where}: an actions block holds 1..25 elements",
-                name="invalid_blocks",
-            )
-            for el in elements:
-                require(
-                    isinstance(el, Mapping) and el.get("type") == "button",
-                    f"{where}: only buttons are expected here",
-                    name="invalid_blocks",
-                )
-                _text_obj(el.get("text"), f"{where} button", 75)
-                aid = el.get("action_id")
-                require(
-                    isinstance(aid, str) and 0 < len(aid) <= 255,
-                    f"{where}: action_id must be 1..255 characters",
-                    name="invalid_blocks",
-                )
-                require(
-                    aid not in action_ids,
-                    f"{where}: duplicate action_id {aid!r}",
-                    name="invalid_blocks",
-                )
-                action_ids.add(aid)
-                value = el.get("value")
-                require(
-                    value is None or (isinstance(value, str) and len(value) <= 2000),
-                    f"{where}: value must be at most 2000 characters",
-                    name="invalid_blocks",
-                )
-                require(
-                    el.get("style") in (None, "primary", "danger"),
-                    f"{where}: style must be primary or danger",
-                    name="invalid_blocks",
-                )
-        elif kind == "image":
-            require(
-                isinstance(block.get("alt_text"), str),
-                f"{where}: alt_text is required",
-                name="invalid_blocks",
-            )
-        else:
-            require(
-                kind in ("divider", "header"),
-                f"{where}: unexpected block type {kind!r}",
-                name="invalid_blocks",
-            )
-
-
-def check_modal(view: Any) -> None:
-    require(
-        isinstance(view, Mapping) and view.get("type") == "modal",
-        "view.type must be modal",
-        name="invalid_arguments",
-    )
-    _text_obj(view.get("title"), "view.title", 24)
-    for key in ("submit", "close"):
-        if view.get(key) is not None:
-            _text_obj(view.get(key), f"view.{key}", 24)
-    meta = view.get("private_metadata", "")
-    require(
-        isinstance(meta, str) and len(meta) <= 3000,
-        "private_metadata must be at most 3000 characters",
-        name="invalid_arguments",
-    )
-    cid = view.get("callback_id", "")
-    require(
-        isinstance(cid, str) and len(cid) <= 255, "callback_id too long", name="invalid_arguments"
-    )
-    blocks = view.get("blocks")
-    require(
-        isinstance(blocks, list) and 0 < len(blocks) <= 100,
-        "a modal holds 1..100 blocks",
-        name="invalid_arguments",
-    )
-    has_input = False
-    for i, block in enumerate(blocks):
-        where = f"view.blocks[{i}]"
-        if not isinstance(block, Mapping) or block.get("type") != "input":
-            continue
-        has_input = True
-        _text_obj(block.get("label"), f"{where}.label", 2000)
-        el = block.get("element")
-        require(isinstance(el, Mapping), f"{where}: element is required", name="invalid_arguments")
-        aid = el.get("action_id")
-        require(
-            isinstance(aid, str) and 0 < len(aid) <= 255,
-            f"{where}: action_id 1..255",
-            name="invalid_arguments",
-        )
-        kind = el.get("type")
-        if kind == "plain_text_input":
-            init = el.get("initial_value")
-            require(
-                init is None or (isinstance(init, str) and len(init) <= 3000),
-                f"{where}: initial_value too long",
-                name="invalid_arguments",
-            )
-        elif kind == "number_input":
-            require(
-                isinstance(el.get("is_decimal_allowed"), bool),
-                f"{where}: number_input needs is_decimal_allowed",
-                name="invalid_arguments",
-            )
-            for key in ("initial_value", "min_value", "max_value"):
-                val = el.get(key)
-                require(
-                    val is None or isinstance(val, str),
-                    f"{where}: {key} must be a string",
-                    name="invalid_arguments",
-                )
-            if el.get("initial_value") is not None:
-                init_f = float(el["initial_value"])
-                lo = float(el.get("min_value", "-inf"))
-                hi = float(el.get("max_value", "inf"))
-                require(
-                    lo <= init_f <= hi,
-                    f"{where}: initial_value outside min..max",
-                    name="invalid_arguments",
-                )
-        else:
-            raise ContractViolation(
-                f"{where}: unexpected element {kind!r}", name="invalid_arguments"
-            )
-    # A view_submission only fires for a modal with inputs and a submit button.
-    require(
-        has_input and view.get("submit") is not None,
-        "a form modal needs inputs and submit",
-        name="invalid_arguments",
-    )
-
-
 class SlackFake(FakeServer):
     """State the tests script: ``users`` (id -> user object), ``triggers`` (valid trigger ids),
     ``member_channels`` (None: the bot is in every channel)."""
@@ -281,8 +103,12 @@ class SlackFake(FakeServer):
         token: str = "xoxb-test-token",
         team_id: str = TEAM_ID,
         app_token: str = "xapp-test-token",
+        rate_limits: RateLimits | None = None,
     ) -> None:
         super().__init__()
+        # Slack's documented limits (tests/fakes/slack_limits.py); RateLimits({}) for none.
+        self.rate_limits = RateLimits() if rate_limits is None else rate_limits
+        self.refused: list[ApiCall] = []  # answered 429 (not in ``calls``)
         self.token = token
         self.app_token = app_token
         self.sockets: list[web.WebSocketResponse] = []
@@ -344,6 +170,23 @@ class SlackFake(FakeServer):
         self.triggers.add(trigger)
         return trigger
 
+    def add_file(self, name: str, data: bytes, mimetype: str = "image/png") -> dict[str, Any]:
+        """A file someone shared in the workspace, as a message's ``files`` shows it; its
+        ``url_private_download`` answers the bot token only (as files.slack.com does)."""
+        self._seq += 1
+        file_id = f"F{self._seq:08d}"
+        up = Upload(file_id, name, len(data), data=data)
+        self.uploads[file_id] = up
+        url = f"{self.base_url}/files-pri/{file_id}/{name}"
+        return {
+            "id": file_id,
+            "name": name,
+            "mimetype": mimetype,
+            "size": len(data),
+            "url_private": url,
+            "url_private_download": url,
+        }
+
     def hold(self, method: str) -> asyncio.Event:
         """Calls to ``method`` wait until the returned event is set."""
         gate = self.holds[method] = asyncio.Event()
@@ -386,6 +229,7 @@ class SlackFake(FakeServer):
             ("GET", "/api/{method}", self.api),
             ("POST", "/upload/{file_id}", self.upload),
             ("POST", "/response/{rid}", self.response),
+            ("GET", "/files-pri/{file_id}/{name}", self.file_download),
             ("GET", "/link", self.link),
         ]
 
@@ -442,6 +286,17 @@ class SlackFake(FakeServer):
                 }
             )
         params = self._params(rec)
+        channel = str(params.get("channel") or params.get("channel_id") or "")
+        unhonoured = len(self.rate_limits.unhonoured)
+        retry_after = self.rate_limits.check(method, channel)
+        if retry_after is not None:
+            self.refused.append(ApiCall(method, params, rec.headers))
+            self.violations.extend(self.rate_limits.unhonoured[unhonoured:])
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(retry_after)},
+            )
         gate = self.holds.get(method)
         if gate is not None:
             await gate.wait()
@@ -681,16 +536,8 @@ class SlackFake(FakeServer):
                 name="file_not_found",
             )
             assert up is not None
-            out.append(
-                {
-                    "id": up.file_id,
-                    "name": up.filename,
-                    "title": f.get("title") or up.filename,
-                    "permalink": f"{PERMALINK_BASE}{up.file_id}/{up.filename}",
-                    "size": up.length,
-                    "channels": [p["channel_id"]] if p.get("channel_id") else [],
-                }
-            )
+            # Slack's documented answer: each file's id and title, nothing else (no permalink).
+            out.append({"id": up.file_id, "title": f.get("title") or up.filename})
         channel = p.get("channel_id")
         if channel:
             refused = self._in_channel(str(channel))
@@ -721,6 +568,14 @@ class SlackFake(FakeServer):
                 self.socket_acks.append(json.loads(msg.data))
                 await self._notify()
         return ws
+
+    async def file_download(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        if rec.headers.get("Authorization", "") != f"Bearer {self.token}":
+            return web.Response(status=403, text="forbidden")  # a file needs the bot token
+        up = self.uploads.get(request.match_info["file_id"])
+        if up is None or up.data is None or up.deleted:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=up.data, content_type="application/octet-stream")
 
     async def response(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         self.responses.append((request.match_info["rid"], rec.json))

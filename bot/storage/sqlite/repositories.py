@@ -261,6 +261,16 @@ class SqliteJobs:
         )
         return [_job(r) for r in rows]
 
+    async def in_thread(
+        self, platform: str, tenant: str, channel_id: str, thread_id: str
+    ) -> list[Job]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE platform = ? AND tenant = ? AND channel_id = ? "
+            "AND deleted = 0 AND (thread_id = ? OR status_ref = ?) ORDER BY created_at",
+            (platform, tenant, channel_id, thread_id, thread_id),
+        )
+        return [_job(r) for r in rows]
+
     async def mark_deleted(self, job_id: str) -> None:
         await self._db.execute("UPDATE jobs SET deleted = 1 WHERE id = ?", (job_id,))
 

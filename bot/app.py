@@ -145,6 +145,8 @@ class App:
             )
             if start:
                 await runner.start()
+                if shared:
+                    await storage.notices.listen(runner.on_notice)
             try:
                 yield app
             finally:

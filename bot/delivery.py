@@ -332,6 +332,13 @@ class Delivery:
         job = await self._jobs.get(event.job_id)
         if job is None or job.deleted:
             return
+        if event.remote:
+            # Another process ran it: refresh what only this process shows (its web pages);
+            # the chat platforms' messages and the result are that process's (the outbox's).
+            poster = self._posters.get(job.platform)
+            if poster is not None and getattr(poster, "mirrors", False):
+                await self._best_effort_update(job, await self._ctx.render(job))
+            return
         if job.state in FINAL_STATES:
             sent = await self._enqueue_and_send(job_id=job.id, kind="result", target=target(job))
             if not sent and job.status_ref and job.result_ref and job.status_ref != job.result_ref:

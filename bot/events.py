@@ -28,6 +28,9 @@ class JobEvent:
     position: int | None = None
     progress: float | None = None
     note: str | None = None  # the provider's own word on the wait ("#12 in the Horde's queue")
+    # Another process (on the same shared database) changed the job: only what this process
+    # shows by itself (its web pages) needs refreshing; the outbox delivers the result.
+    remote: bool = False
 
 
 JobListener = Callable[[JobEvent], Awaitable[None]]

@@ -11,6 +11,7 @@ silently dropped and nothing is charged twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 import time
@@ -72,6 +73,8 @@ class JobRunner:
         # Each job's events go out in order, one after the other, without the runner waiting
         # for the platforms: the newest publishing task per job (it waits for the one before).
         self._publisher = OrderedPublisher(events)
+        self._told: collections.deque[str] = collections.deque(maxlen=1000)  # own notices
+        self._notices: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = JobExecutor(
@@ -271,7 +274,25 @@ class JobRunner:
                 self._idle.set()
 
     def _publish(self, event: JobEvent) -> asyncio.Task[None]:
-        return self._publisher.publish(event)
+        task = self._publisher.publish(event)
+        if self._leases is not None and event.progress is None and event.position is None:
+            # Shared mode: the other processes hear of the change (their pages show it).
+            self._told.append(event.job_id)
+            task.add_done_callback(lambda _: self._spawn_notice(event.job_id))
+        return task
+
+    def _spawn_notice(self, job_id: str) -> None:
+        notice = asyncio.get_running_loop().create_task(self._storage.notices.notify(job_id))
+        self._notices.add(notice)
+        notice.add_done_callback(self._notices.discard)
+
+    def on_notice(self, job_id: str) -> None:
+        """A job changed, says the shared database: shown here as a remote event, unless
+        this process changed it (its own notice coming back)."""
+        if job_id in self._told:
+            self._told.remove(job_id)
+            return
+        self._publisher.publish(JobEvent(job_id, remote=True))
 
     # ---------------------------------------------------------------------- running
     async def load(self, job_id: str) -> Job | None:

@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
+
 from bot.app import App
 from bot.quotas import ledger_balances
 from tests.conftest import Chat, make_settings
@@ -224,3 +227,42 @@ async def test_a_lease_that_ran_out_too_often_is_failed_and_refunded(
         assert row["state"] == "failed" and row["attempts"] == 1
         assert await ledger_balances(b.storage)
         assert "50 of 50" in (await Chat(b).say("ann", "/quota"))[0].text
+
+
+@pytest.mark.postgres
+async def test_a_page_on_one_process_shows_the_jobs_another_process_ran(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two processes, each with its web playground, on one PostgreSQL store: jobs asked on B's
+    page and run (and delivered) by B appear finished on a page open on A (LISTEN/NOTIFY)."""
+    from adapters.web.server import start as start_web
+    from tests.test_web import command, open_socket
+
+    settings = shared_settings(
+        tmp_path, store={"store": {"url": pg_url}}, latency_ms=100, lease_s=5.0
+    )
+    async with App.open(settings) as a, App.open(settings) as b:
+        web_a = await start_web(a, "127.0.0.1", 0)
+        web_b = await start_web(b, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as http:
+                page_a, _ = await open_socket(http, web_a, "ann")
+                asked = []
+                for i in range(4):
+                    body = await command(http, web_b, "bo", f"a fox number {i} --n 1")
+                    asked += [r["job_id"] for r in body["replies"] if r["job_id"]]
+                assert len(asked) == 4
+                await page_a.until(
+                    lambda p: all(
+                        p.cards.get(j, {}).get("state") == "done" and p.cards[j].get("tiles")
+                        for j in asked
+                    ),
+                    within_s=60,
+                )
+                ran_by = {
+                    r["lease_owner"] for r in await a.store.fetchall("SELECT lease_owner FROM jobs")
+                }
+                assert ran_by  # whoever ran them, a's page shows every one finished
+        finally:
+            await web_a.close()
+            await web_b.close()

@@ -52,6 +52,10 @@ class RequestResponder:
 class ChannelPosterImpl:
     """Registered with the core for platform "web": job updates long after the request."""
 
+    # Each process shows its own pages: a job another process (on a shared store) ran is
+    # shown here too (the core sends it as an update; see Delivery.on_job_event).
+    mirrors = True
+
     def __init__(self, playground: Playground) -> None:
         self.playground = playground
 

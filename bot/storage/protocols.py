@@ -12,7 +12,7 @@ Conditional writes report whether they changed anything (``-> bool``): "claim", 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
@@ -314,6 +314,20 @@ class JobLeaseRepository(Protocol):
         ...
 
 
+class JobNotices(Protocol):
+    """Several processes on one database: a job changed (its id), told to all of them."""
+
+    async def notify(self, job_id: str) -> None:
+        """Best effort: a notice that cannot be sent is logged, never raised."""
+        ...
+
+    async def listen(self, on_job: Callable[[str], None]) -> None:
+        """From now on, ``on_job(job_id)`` for every notice, until the store closes."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class ConfirmationRepository(Protocol):
     """Commands waiting for their owner's Confirm button (:mod:`bot.confirm`)."""
 
@@ -374,6 +388,9 @@ class Storage(Protocol):
     @property
     def leases(self) -> JobLeaseRepository: ...
 
+    @property
+    def notices(self) -> JobNotices: ...
+
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A write transaction that holds the write lock from its start (so a read inside it
         cannot be overtaken by another writer); commits on exit, rolls back on any error,
@@ -408,6 +425,7 @@ __all__ = [
     "Database",
     "ImageRepository",
     "JobLeaseRepository",
+    "JobNotices",
     "JobRepository",
     "LedgerRepository",
     "PreferenceRepository",

@@ -173,7 +173,12 @@ class Database:
                 raise StoreUnavailable(
                     f"cannot prepare the PostgreSQL store {url.shown}: {_why(exc, url)}"
                 ) from None
-            yield database
+            try:
+                yield database
+            finally:
+                notices = getattr(database, "notices", None)  # the Store's (LISTEN)
+                if notices is not None:
+                    await notices.close()
         finally:
             await pool.close()
 

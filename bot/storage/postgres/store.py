@@ -8,6 +8,7 @@ from bot.storage.postgres.confirmations import PgConfirmations
 from bot.storage.postgres.database import Database
 from bot.storage.postgres.gallery import PgGallery
 from bot.storage.postgres.leases import PgLeases
+from bot.storage.postgres.notices import PgJobNotices
 from bot.storage.postgres.outbox import PgOutbox, PgPosts
 from bot.storage.postgres.prefs import PgPrefs
 from bot.storage.postgres.repositories import (
@@ -41,4 +42,5 @@ class Store(Database):
         self.gallery = PgGallery(self)
         self.confirmations = PgConfirmations(self)
         self.leases = PgLeases(self)
+        self.notices = PgJobNotices(pool)
         self.prefs = PgPrefs(self)

@@ -7,6 +7,7 @@ import aiosqlite
 from bot.storage.sqlite.confirmations import SqliteConfirmations
 from bot.storage.sqlite.database import Database
 from bot.storage.sqlite.leases import SqliteLeases
+from bot.storage.sqlite.notices import SqliteJobNotices
 from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
 from bot.storage.sqlite.prefs import SqlitePrefs
 from bot.storage.sqlite.repositories import (
@@ -37,4 +38,5 @@ class Store(Database):
         self.posts = SqlitePosts(self)
         self.confirmations = SqliteConfirmations(self)
         self.leases = SqliteLeases(self)
+        self.notices = SqliteJobNotices()
         self.prefs = SqlitePrefs(self)

@@ -11,7 +11,6 @@ silently dropped and nothing is charged twice.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import secrets
 import time
@@ -73,8 +72,6 @@ class JobRunner:
         # Each job's events go out in order, one after the other, without the runner waiting
         # for the platforms: the newest publishing task per job (it waits for the one before).
         self._publisher = OrderedPublisher(events)
-        self._told: collections.deque[str] = collections.deque(maxlen=1000)  # own notices
-        self._notices: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = JobExecutor(
@@ -275,24 +272,15 @@ class JobRunner:
 
     def _publish(self, event: JobEvent) -> asyncio.Task[None]:
         task = self._publisher.publish(event)
-        if self._leases is not None and event.progress is None and event.position is None:
-            # Shared mode: the other processes hear of the change (their pages show it).
-            self._told.append(event.job_id)
-            task.add_done_callback(lambda _: self._spawn_notice(event.job_id))
+        local_change = event.progress is None and event.position is None and not event.remote
+        if self._leases is not None and local_change:
+            self._leases.tell_others(task, event.job_id)  # their pages show the change
         return task
 
-    def _spawn_notice(self, job_id: str) -> None:
-        notice = asyncio.get_running_loop().create_task(self._storage.notices.notify(job_id))
-        self._notices.add(notice)
-        notice.add_done_callback(self._notices.discard)
-
     def on_notice(self, job_id: str) -> None:
-        """A job changed, says the shared database: shown here as a remote event, unless
-        this process changed it (its own notice coming back)."""
-        if job_id in self._told:
-            self._told.remove(job_id)
-            return
-        self._publisher.publish(JobEvent(job_id, remote=True))
+        """A job changed, says the shared database (see :meth:`LeaseDispatcher.heard`)."""
+        if self._leases is not None:
+            self._leases.heard(job_id)
 
     # ---------------------------------------------------------------------- running
     async def load(self, job_id: str) -> Job | None:

@@ -15,6 +15,7 @@ the transaction that records it), so no job is recorded twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -71,10 +72,29 @@ class LeaseDispatcher:
         self._running: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._told: collections.deque[str] = collections.deque(maxlen=1000)  # own notices
+        self._notices: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._idle.clear()
         self._wake.set()
+
+    def tell_others(self, published: asyncio.Task[None], job_id: str) -> None:
+        """Once ``job_id``'s change went out here, tell the other processes (a notice)."""
+        self._told.append(job_id)
+        published.add_done_callback(lambda _: self._notify(job_id))
+
+    def _notify(self, job_id: str) -> None:
+        notice = asyncio.get_running_loop().create_task(self._storage.notices.notify(job_id))
+        self._notices.add(notice)
+        notice.add_done_callback(self._notices.discard)
+
+    def heard(self, job_id: str) -> None:
+        """A notice: shown here as a remote event, unless it is this process's own."""
+        if job_id in self._told:
+            self._told.remove(job_id)
+            return
+        self._publish(JobEvent(job_id, remote=True))
 
     def release(self, provider: str) -> None:
         """A job of ``provider`` ended here: its slot is free."""

@@ -593,3 +593,39 @@ def test_only_flags_discord_can_name_become_options() -> None:
     options = flag_options(flags)
     assert len(options) == 23  # 25 less prompt and image
     assert options[0].name == "f0" and options[0].param == "flag_0"
+
+
+async def test_upscale_from_a_picked_image_through_discord(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
+    """The picked image's Upscale (a Pillow resize on the offline renderer, labelled so) runs as
+    a charged child job and its result is posted in the channel."""
+    async with running(tmp_path, fake) as (app, client):
+        job_id, result = await imagine(client, fake, "a lighthouse --n 2")
+        pick = fake.click(f"pick:{job_id}:2", result, user_id=ALICE)
+        inject(client, pick)
+        picked = await fake.wait_for(
+            lambda: next(
+                (
+                    m
+                    for m in fake.messages.values()
+                    if f"upscale:{job_id}:2" in m.custom_ids() and m.files
+                ),
+                None,
+            )
+        )
+        before = len(result_posts(fake))
+        inject(client, fake.click(f"upscale:{job_id}:2", picked, user_id=BOB))
+        posts = await fake.wait_for(lambda: len(result_posts(fake)) > before and result_posts(fake))
+        child = await app.store.fetchone(
+            "SELECT id, state, owner_id, parent_job_id, parent_index FROM jobs "
+            "WHERE kind = 'upscale'"
+        )
+        assert child is not None
+        assert (child["parent_job_id"], child["parent_index"]) == (job_id, 2)
+        assert child["owner_id"] == BOB  # the clicker pays
+        await app.runner.wait_idle(30)
+        done = await app.store.fetchone("SELECT state FROM jobs WHERE id = ?", (child["id"],))
+        assert done is not None and done["state"] == "done"
+        assert "resized, not generated" in posts[-1].content.lower()
+        assert fake.violations == []

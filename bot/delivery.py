@@ -55,6 +55,7 @@ class DeliveryPolicy:
     lease_s: float = 60.0  # renewed while a row is being sent
     poll_s: float = 0.5  # how often the deliverer looks for due rows
     parallel: int = 8  # rows sent at once
+    missing_every_s: float = 10.0  # shared store: how often to look for results with no row
 
 
 def budget_for(ctx: Context, platform: str) -> Budget | None:
@@ -144,12 +145,7 @@ class Delivery:
         # Finished jobs without a row died between their final state and it.
         if not self._ctx.runner.shared:
             await self._outbox.release_leases()
-        for job_id in await self._outbox.missing_results():
-            job = await self._jobs.get(job_id)
-            if job is not None:
-                await self._outbox.enqueue(
-                    job_id=job.id, kind="result", target=target(job), at=self._ctx.clock()
-                )
+        await self._enqueue_missing()
         self._wake.set()
         self._loop_task = asyncio.get_running_loop().create_task(self._run_loop())
 
@@ -170,10 +166,29 @@ class Delivery:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # ------------------------------------------------------------------- the deliverer
+    async def _enqueue_missing(self) -> None:
+        """Results of finished jobs that have no outbox row (their process died between the
+        job's final state and the row) get one; enqueue is once per job, so a process racing
+        the one that finished it costs nothing."""
+        for job_id in await self._outbox.missing_results():
+            job = await self._jobs.get(job_id)
+            if job is not None:
+                await self._outbox.enqueue(
+                    job_id=job.id, kind="result", target=target(job), at=self._ctx.clock()
+                )
+
     async def _run_loop(self) -> None:
+        looked = self._ctx.clock()
         while not self._closing:
             try:
                 await self._pass(None)
+                # A shared store: another process may have died that way at any time, not
+                # only before this one started.
+                if self._ctx.runner.shared and self._ctx.clock() - looked >= (
+                    self.policy.missing_every_s
+                ):
+                    looked = self._ctx.clock()
+                    await self._enqueue_missing()
             except Exception:
                 log.exception("the deliverer's pass failed; trying again")
             self._wake.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -266,3 +267,35 @@ async def test_a_page_on_one_process_shows_the_jobs_another_process_ran(
         finally:
             await web_a.close()
             await web_b.close()
+
+
+async def test_a_result_left_without_its_row_by_a_dead_process_is_delivered_by_another(
+    tmp_path: Path, store_overrides: dict[str, Any]
+) -> None:
+    """A process that died between a job's final state and its outbox row: a live process
+    finds the result (not only at its own start) and delivers it, once."""
+    settings = shared_settings(tmp_path, store=store_overrides, latency_ms=50, lease_s=5.0)
+    async with two_processes(settings) as (a, b):
+        for chat in (a, b):
+            delivery = chat.app.handler.delivery
+            delivery.policy = dataclasses.replace(delivery.policy, missing_every_s=0.2)
+        await a.say("ann", "/imagine orphaned result --n 1")
+        [row] = await wait_all_final(a.app)
+        deadline = time.monotonic() + 20
+        while not [r for r in [*a.channel.posted, *b.channel.posted] if r.job_id == row["id"]]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        # As a process that died at that moment leaves it: done, no row, never delivered.
+        await a.app.store.execute("DELETE FROM outbox WHERE job_id = ?", (row["id"],))
+        await a.app.store.execute("UPDATE jobs SET result_ref = NULL WHERE id = ?", (row["id"],))
+        a.channel.posted.clear()
+        b.channel.posted.clear()
+        deadline = time.monotonic() + 20
+        while not (
+            posted := [r for r in [*a.channel.posted, *b.channel.posted] if r.job_id == row["id"]]
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # and only once, whichever process found it
+        posted = [r for r in [*a.channel.posted, *b.channel.posted] if r.job_id == row["id"]]
+        assert len([r for r in posted if r.state == "done"]) == 1

@@ -28,13 +28,12 @@ class ShardPlan:
     ids: tuple[int, ...] | None  # None: every shard, in this process
 
     def describe(self) -> str:
-        """For ``doctor`` and the logs: ``auto (Discord's recommended count)``, ``2 of 4``."""
+        """In words, for ``doctor`` and the ready line: ``shards 0, 1 of 4``."""
         if self.count is None:
-            return "auto (Discord's recommended count, all in this process)"
+            return "shards: Discord's recommended count"
         if self.ids is None:
-            return f"{self.count} (all in this process)"
-        shown = ", ".join(str(i) for i in self.ids)
-        return f"shards {shown} of {self.count} in this process"
+            return f"shards: all {self.count}"
+        return f"shards {', '.join(str(i) for i in self.ids)} of {self.count}"
 
 
 def shard_plan(shards: int | str | None, shard_ids: tuple[int, ...]) -> ShardPlan | None:

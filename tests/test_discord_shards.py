@@ -23,6 +23,7 @@ from adapters.discord import ADAPTER
 from adapters.discord.shards import ShardedClient
 from bot.app import App
 from bot.config import load_settings
+from bot.doctor import check_platform
 from bot.errors import ConfigError
 from tests.conftest import make_settings
 from tests.fakes.discord_api import GUILD_ID, TOKEN, DiscordFake
@@ -234,3 +235,21 @@ def test_shard_settings_from_the_environment() -> None:
     assert load_settings(None, env={}).discord.shard_plan() is None
     with pytest.raises(ConfigError, match="IMAGINE_DISCORD__SHARD_IDS"):
         load_settings(None, env={"IMAGINE_DISCORD__SHARD_IDS": "[0]"})
+
+
+async def test_doctor_shows_the_shard_setting_beside_discords_recommendation(
+    tmp_path: Path, fake: DiscordFake
+) -> None:
+    fake.recommended_shards = 3
+    settings = sharded(tmp_path, fake, shards=4, shard_ids=[0, 1])
+    lines = await check_platform(ADAPTER, settings)
+    assert lines[-1] == (
+        True,
+        "discord shards: shards 0, 1 of 4; Discord recommends 3, 16 may start per 5 s, "
+        "1000 session starts left today",
+    )
+    unsharded = await check_platform(ADAPTER, make_settings(tmp_path, FAST, env_for(fake)))
+    assert (
+        unsharded[-1][0]
+        and 'required from 2,500 servers: discord.shards = "auto"' in (unsharded[-1][1])
+    )

@@ -13,7 +13,6 @@ import difflib
 import importlib
 import os
 import tomllib
-import types
 import typing
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.config_values import BadValue, coerce, is_text
 from bot.errors import ConfigError
+from bot.sharding import BadShards, ShardPlan, shard_plan
 
 ENV_PREFIX = "IMAGINE_"
 SECRET_ENV = (
@@ -151,6 +152,14 @@ class DiscordSettings:
     # its buckets); status edits get at most half of that.
     status_edits_per_job: int = 3
     status_edits_per_channel_per_min: float = 30.0
+    # Gateway shards (bot/sharding.py): unset for one connection, "auto" for Discord's
+    # recommended count, or the total over all processes with this process's shard_ids.
+    shards: int | str | None = None
+    shard_ids: tuple[int, ...] = ()
+
+    def shard_plan(self) -> ShardPlan | None:
+        """None where sharding is off (the settings were checked when loaded)."""
+        return shard_plan(self.shards, self.shard_ids)
 
 
 @dataclass(frozen=True)
@@ -196,49 +205,6 @@ _SECTIONS: dict[str, type[Any]] = {
     "slack": SlackSettings,
     "discord": DiscordSettings,
 }
-
-
-class _BadValue(Exception):
-    """A value of the wrong type; the caller names the key and where it was set."""
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _BadValue("must be true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _BadValue("must be a whole number")
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise _BadValue("must be a number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _BadValue("must be text")
-    if origin in (types.UnionType, typing.Union):  # str | None
-        if value is None or value == "":
-            return None
-        return _coerce(value, str)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise _BadValue("must be a list of text values")
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise _BadValue("must be a table")
-
-
-def _is_text(hint: Any) -> bool:
-    return hint is str or (
-        typing.get_origin(hint) in (types.UnionType, typing.Union) and str in typing.get_args(hint)
-    )
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str | None:
@@ -363,11 +329,11 @@ def _build(section: str, cls: type[Any], raw: Mapping[str, Any], sources: _Sourc
             raise _unknown("setting", path, fields, sources, f"Known keys in [{section}]")
         hint = hints[key]
         text = sources.env_text(path)
-        if text is not None and _is_text(hint) and not isinstance(value, str):
+        if text is not None and is_text(hint) and not isinstance(value, str):
             value = text  # IMAGINE_WEB__ACCESS_TOKEN=123456 is text, not a number
         try:
-            kwargs[key] = _coerce(value, hint)
-        except _BadValue as exc:
+            kwargs[key] = coerce(value, hint)
+        except BadValue as exc:
             # A field kept out of repr (a token) is never echoed back.
             got = f"got {value!r}" if fields[key].repr else ""
             raise ConfigError(f"Setting {section}.{key} {exc}{sources.where(path, got)}.") from None
@@ -582,6 +548,10 @@ def _validate(s: Settings, sources: _Sources) -> None:
         "slack.status_edits_per_workspace_per_min",
         "must be positive",
     )
+    try:
+        s.discord.shard_plan()
+    except BadShards as exc:
+        need(False, exc.key, exc.what)
     need(
         s.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
         "bot.log_level",

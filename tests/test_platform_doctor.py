@@ -166,7 +166,12 @@ async def test_a_working_discord_token(tmp_path: Path, dfake: DiscordFake) -> No
         (True, f"discord DISCORD_TOKEN: works: bot user imagine ({APP_ID}), application {APP_ID}")
     ]
     paths = [r.path for r in dfake.requests]
-    assert paths == ["/api/v10/users/@me", "/api/v10/oauth2/applications/@me"]
+    # /gateway/bot: the shard count Discord recommends (one here, so no shard line)
+    assert paths == [
+        "/api/v10/users/@me",
+        "/api/v10/oauth2/applications/@me",
+        "/api/v10/gateway/bot",
+    ]
     assert discord.http.Route.BASE == "https://discord.com/api/v10"  # restored
 
 

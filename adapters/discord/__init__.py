@@ -6,6 +6,7 @@ the package::
 
     adapter.py  ImagineClient(core, ready=None): commands, DynamicItem buttons, the poster;
                 serve(core, settings, ready): the gateway client, until cancelled
+    shards.py   ShardedClient: the same on AutoShardedClient, when [discord] shards is set
     options.py  the grammar's flag table -> /imagine's typed options, and back to text; pure
     render.py   Reply -> message parts (text, files, buttons, modals); pure
     tokens.py   check(settings): doctor's token check (login: /users/@me, the application)

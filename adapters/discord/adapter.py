@@ -280,10 +280,13 @@ class ImagineClient(discord.Client):
     set for the process while this client lives and restored by :meth:`close`.
     """
 
-    def __init__(self, core: Core, *, ready: Ready | None = None) -> None:
+    def __init__(self, core: Core, *, ready: Ready | None = None, **options: Any) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # guild, channel and role cache (role names for quotas)
-        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        # ``options``: the shard settings of :class:`~adapters.discord.shards.ShardedClient`.
+        super().__init__(
+            intents=intents, allowed_mentions=discord.AllowedMentions.none(), **options
+        )
         self.core = core
         self._announce = ready  # not _ready: discord.Client has its own
         env = core.settings.env
@@ -542,7 +545,14 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
     token = settings.secret("DISCORD_TOKEN")
     if not token:
         raise ConfigError("DISCORD_TOKEN is not set")
-    client = ImagineClient(core, ready=ready)
+    plan = settings.discord.shard_plan()
+    client: ImagineClient
+    if plan is None:
+        client = ImagineClient(core, ready=ready)
+    else:
+        from adapters.discord.shards import ShardedClient
+
+        client = ShardedClient(core, plan.count, plan.ids, label=plan.describe(), ready=ready)
     async with client:
         try:
             await client.start(token)
@@ -551,3 +561,15 @@ async def serve(core: Core, settings: Settings, ready: Ready) -> None:
                 "Discord refused DISCORD_TOKEN: check that it is the bot token "
                 "from the Developer Portal (Bot, Reset Token)."
             ) from None
+        except discord.ConnectionClosed as exc:
+            if exc.code == 4011:  # Sharding required: 2,500 servers or more on one connection
+                raise ConfigError(
+                    'Discord requires sharding for this bot: set discord.shards = "auto" '
+                    '(adapters/discord/README.md, "Sharding").'
+                ) from None
+            if exc.code == 4010:  # Invalid shard
+                raise ConfigError(
+                    "Discord refused the shard settings: check discord.shards and "
+                    "discord.shard_ids (ids 0..shards-1, the same shards in every process)."
+                ) from None
+            raise

@@ -4,7 +4,9 @@
 which discord.py raises as ``LoginFailure``) and then the application's own record, which
 tells the application id (compared with ``DISCORD_APPLICATION_ID`` when that is set) and
 whether an Interactions Endpoint URL is set (then Discord sends commands there, never to the
-gateway). No gateway connection is made. The token itself is never part of a result.
+gateway). With ``discord.shards`` set (or more than one shard recommended), the setting is
+shown beside Discord's ``GET /gateway/bot``. No gateway connection is made. The token itself
+is never part of a result.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ async def check(settings: Settings) -> list[TokenCheck]:
         if base is not None:
             discord.http.Route.BASE = base
         await client.login(token)
+        shards = await _shards(client, settings)
     except discord.LoginFailure:
         return [
             TokenCheck(
@@ -84,6 +87,8 @@ async def check(settings: Settings) -> list[TokenCheck]:
                 "from imagine-bot setup discord would add another app; fix or unset it",
             )
         )
+    if shards is not None:
+        results.append(shards)
     if app.interactions_endpoint_url:
         results.append(
             TokenCheck(
@@ -94,3 +99,26 @@ async def check(settings: Settings) -> list[TokenCheck]:
             )
         )
     return results
+
+
+async def _shards(client: discord.Client, settings: Settings) -> TokenCheck | None:
+    """The shard setting beside what Discord recommends (``GET /gateway/bot``); None when
+    neither sharding is set nor recommended."""
+    plan = settings.discord.shard_plan()
+    try:
+        recommended, _, limits = await client.http.get_bot_gateway()
+    except discord.DiscordException:
+        recommended, limits = None, None
+    if plan is None and (recommended is None or recommended <= 1):
+        return None
+    setting = plan.describe() if plan is not None else "off (one connection)"
+    if recommended is None:
+        return TokenCheck("shards", True, f"{setting}; GET /gateway/bot did not answer")
+    assert limits is not None
+    detail = (
+        f"{setting}; Discord recommends {recommended}, {limits['max_concurrency']} "
+        f"may start per 5 s, {limits['remaining']} session starts left today"
+    )
+    if plan is None:
+        detail += ' (sharding is required from 2,500 servers: discord.shards = "auto")'
+    return TokenCheck("shards", True, detail)

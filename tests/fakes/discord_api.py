@@ -10,7 +10,9 @@ Point ``DISCORD_API_BASE_URL`` at ``fake.api_url`` and ``DISCORD_GATEWAY_URL`` a
     POST /channels/{id}/messages   PATCH /channels/{id}/messages/{id}
     PATCH /guilds/{id}              Modify Guild: the icon, with Manage Server (``guild_icon``)
     GET  /attachments/{name}        (bytes a test put in ``fake.files``)
-    WS   /gateway                   HELLO, IDENTIFY -> READY, heartbeats, ``dispatch()``
+    GET  /gateway/bot               the recommended shard count and session start limit
+    WS   /gateway                   HELLO, IDENTIFY -> READY, heartbeats, ``dispatch()``,
+                                    shards and their routing (``discord_gateway.py``)
 
 It behaves like Discord where the adapter's design depends on it: one initial response per
 interaction (a second is 40060), no modal in reply to a modal submit, follow-ups need an
@@ -31,15 +33,15 @@ import base64
 import datetime as dt
 import hashlib
 import itertools
-import json
 import re
 import time
 from typing import Any
 
 import discord
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from tests.fakes import ContractViolation, FakeServer, Handler, RecordedRequest, require
+from tests.fakes.discord_gateway import GatewayFake
 from tests.fakes.discord_limits import EditLimit
 from tests.fakes.discord_model import (
     ADMINISTRATOR,
@@ -60,7 +62,7 @@ from tests.fakes.discord_model import (
 from tests.fakes.discord_payloads import InteractionPayloads
 
 
-class DiscordFake(InteractionPayloads, FakeServer):
+class DiscordFake(GatewayFake, InteractionPayloads, FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.messages: dict[str, Msg] = {}
@@ -69,12 +71,9 @@ class DiscordFake(InteractionPayloads, FakeServer):
         self.deprecated: list[str] = []
         self.files: dict[str, bytes] = {}
         self.commands: list[dict[str, Any]] = []
-        self.identified = asyncio.Event()
-        self.identify_tokens: list[str] = []
         self._at: dict[int, float] = {}
         self._ids = itertools.count(1)
-        self._sockets: list[web.WebSocketResponse] = []
-        self._seq = itertools.count(2)
+        self._init_gateway()  # discord_gateway.py: IDENTIFY, READY, shards, dispatch()
         # What the bot may do in the guild: sent as each interaction's app_permissions and
         # checked by Modify Guild. A test takes Manage Server away to see the bot ask for it.
         self.bot_permissions = 2147483647
@@ -139,47 +138,6 @@ class DiscordFake(InteractionPayloads, FakeServer):
                 )
             await asyncio.sleep(0.01)
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        for ws in list(self._sockets):
-            await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
-
-    async def _gateway(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}}))
-        self._sockets.append(ws)
-        try:
-            async for msg in ws:
-                if msg.type is not WSMsgType.TEXT:
-                    continue
-                frame = json.loads(msg.data)
-                if frame.get("op") == 1:
-                    await ws.send_str(json.dumps({"op": 11}))
-                elif frame.get("op") == 2:
-                    self.identify_tokens.append(str(frame["d"].get("token")))
-                    await ws.send_str(
-                        json.dumps(
-                            {
-                                "op": 0,
-                                "t": "READY",
-                                "s": 1,
-                                "d": {
-                                    "v": 10,
-                                    "user": BOT_USER,
-                                    "guilds": [],
-                                    "session_id": "fake-session",
-                                    "resume_gateway_url": self.gateway_url,
-                                    "private_channels": [],
-                                    "application": {"id": APP_ID, "flags": 0},
-                                },
-                            }
-                        )
-                    )
-                    self.identified.set()
-        finally:
-            self._sockets.remove(ws)
-        return ws
-
     # ------------------------------------------------------------------------ routes
     def routes(self) -> list[tuple[str, str, Handler]]:
         p = "/api/v10"
@@ -197,6 +155,7 @@ class DiscordFake(InteractionPayloads, FakeServer):
             ("DELETE", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_delete),
             ("PATCH", f"{p}/guilds/{{guild}}", self._modify_guild),
             ("GET", "/attachments/{name}", self._attachment),
+            ("GET", f"{p}/gateway/bot", self._gateway_bot),
             ("GET", "/gateway", self._gateway),
         ]
 
@@ -205,8 +164,7 @@ class DiscordFake(InteractionPayloads, FakeServer):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
+        await self.close_gateway()
         await super().__aexit__(*exc)
 
     async def _record(self, request: web.Request) -> RecordedRequest:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import discord
 import pytest
 
-from adapters.slack.adapter import COMMANDS
+from adapters.slack.adapter import COMMANDS, NEW_SHORTCUT_CALLBACK_ID, SHORTCUT_CALLBACK_ID
 from bot import setup
 from bot.errors import ConfigError
 from tests.conftest import REPO
@@ -53,8 +53,21 @@ def test_the_manifest_has_the_adapters_commands_and_the_refine_shortcut() -> Non
             "type": "message",
             "callback_id": "imagine_refine",
             "description": "Start a new image from the picture in this message",
-        }
+        },
+        {
+            "name": "New image",
+            "type": "global",
+            "callback_id": "imagine_new",
+            "description": (
+                "Draw a picture from a prompt, optionally starting from a picture you upload"
+            ),
+        },
     ]
+    # One id each across the manifest and the adapter's listeners.
+    assert {s["callback_id"] for s in manifest["features"]["shortcuts"]} == {
+        SHORTCUT_CALLBACK_ID,
+        NEW_SHORTCUT_CALLBACK_ID,
+    }
 
 
 def test_the_manifest_asks_for_exactly_the_scopes_the_bot_uses() -> None:

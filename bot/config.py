@@ -151,6 +151,9 @@ class DiscordSettings:
     # its buckets); status edits get at most half of that.
     status_edits_per_job: int = 3
     status_edits_per_channel_per_min: float = 30.0
+    # One thread per job: its result, buttons and children go in a thread on its status
+    # message, which stays one line in the channel. Needs Create Public Threads.
+    threads: bool = False
 
 
 @dataclass(frozen=True)

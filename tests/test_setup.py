@@ -258,6 +258,17 @@ def test_setup_discord_prints_the_invite_and_never_the_token(tmp_path: Path) -> 
     assert secret_part not in proc.stdout + proc.stderr
 
 
+def test_setup_discord_asks_for_threads_when_the_setting_opens_them(tmp_path: Path) -> None:
+    plain = run(tmp_path, "setup", "discord", env={"DISCORD_TOKEN": DISCORD_TOKEN})
+    assert setup.discord_invite_url(APP_ID, threads=False) in plain.stdout
+    assert "Create Public Threads" not in plain.stdout
+    env = {"DISCORD_TOKEN": DISCORD_TOKEN, "IMAGINE_DISCORD__THREADS": "true"}
+    proc = run(tmp_path, "setup", "discord", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert setup.discord_invite_url(APP_ID, threads=True) in proc.stdout
+    assert "Create Public Threads" in proc.stdout
+
+
 def test_setup_discord_without_an_id_says_where_to_find_one(tmp_path: Path) -> None:
     proc = run(tmp_path, "setup", "discord")
     assert proc.returncode == 2

@@ -42,6 +42,7 @@ from adapters.discord.render import (
     no_mentions,
     view_for,
 )
+from adapters.discord.threads import is_ref, make_ref, open_thread, split_ref, thread_name, where
 from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError, DeliveryError
 from bot.types import Action, Actor, Invocation, PostSteps, Reply, Target
@@ -87,10 +88,6 @@ def actor_for(interaction: discord.Interaction[Any]) -> Actor:
     )
 
 
-def _channel_id(interaction: discord.Interaction[Any]) -> str:
-    return str(interaction.channel_id) if interaction.channel_id is not None else ""
-
-
 # ------------------------------------------------------------------------------ responder
 class InteractionResponder:
     """The core's :class:`~bot.types.Responder` for one interaction.
@@ -133,7 +130,7 @@ class InteractionResponder:
             msg = cb.resource
             if reply.ephemeral or not isinstance(msg, discord.InteractionMessage):
                 return None
-            return str(msg.id)
+            return self._ref(msg.id)
         if reply.form is not None:
             reply = Reply(FORM_TOO_LATE, ephemeral=True)
         if self._loading:
@@ -147,10 +144,16 @@ class InteractionResponder:
                 if files:
                     kwargs["attachments"] = files
                 msg = await it.edit_original_response(**kwargs)
-                return None if reply.ephemeral or self._loading_ephemeral else str(msg.id)
+                return None if reply.ephemeral or self._loading_ephemeral else self._ref(msg.id)
         kwargs = await _message_kwargs(reply)
         sent = await it.followup.send(ephemeral=reply.ephemeral, wait=True, **kwargs)
-        return None if reply.ephemeral else str(sent.id)
+        return None if reply.ephemeral else self._ref(sent.id)
+
+    def _ref(self, message_id: int) -> str:
+        """A message of this interaction, named with its thread when in one (a pick in a
+        job's thread is taken down with the job, whose channel is the thread's parent)."""
+        thread = where(self._interaction)[1]
+        return make_ref(int(thread), message_id, 0) if thread else str(message_id)
 
     async def set_workspace_icon(self, png: bytes, reason: str) -> None:
         """The core's server-icon capability (see :mod:`adapters.discord.icon`)."""
@@ -163,7 +166,7 @@ class InteractionResponder:
         files = kwargs.pop("files", [])
         async with self._lock:
             await self._interaction.followup.edit_message(
-                int(ref), attachments=files, view=kwargs.pop("view", None), **kwargs
+                split_ref(ref, 0)[1], attachments=files, view=kwargs.pop("view", None), **kwargs
             )
 
     async def acknowledge(self) -> None:
@@ -203,12 +206,11 @@ class DiscordPoster:
     """The core's :class:`~bot.types.ChannelPoster` for Discord: ordinary channel messages
     with the bot token, so job results land whatever happened to the interaction."""
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, *, threads: bool = False) -> None:
         self._client = client
-
-    def _channel(self, target: Target) -> discord.PartialMessageable:
-        # A thread is a channel of its own on Discord.
-        return self._client.get_partial_messageable(int(target.thread_id or target.channel_id))
+        # discord.threads: each job's result opens a thread on its status message (see
+        # :mod:`.threads`); the core then keeps the status message one line, as on Slack.
+        self.threads = threads
 
     async def post(
         self, target: Target, reply: Reply, steps: PostSteps | None = None
@@ -221,27 +223,49 @@ class DiscordPoster:
             # discord.py sends enforce_nonce with a nonce: a retry of a post whose answer was
             # lost (a kill, a timeout) returns the message already created, not a second one.
             kwargs["nonce"] = steps.key[:25]
-        if target.reply_to and target.reply_to.isdigit():
+        home = int(target.thread_id or target.channel_id)
+        channel = home
+        reply_to = target.reply_to or ""
+        answers = split_ref(reply_to, home) if is_ref(reply_to) else None
+        if self.threads and target.thread_id is None and answers is not None:
+            with _delivery_errors(f"start a thread in channel {answers[0]}"):
+                channel, answers = await self._thread_for(home, answers, reply)
+        if answers is not None and answers[0] == channel:
             # A result replies to the message it came from (its status message, or the result
             # a refine, vary or reroll was started from); never failing if that was deleted.
             kwargs["reference"] = discord.MessageReference(
-                message_id=int(target.reply_to),
-                channel_id=int(target.thread_id or target.channel_id),
-                fail_if_not_exists=False,
+                message_id=answers[1], channel_id=channel, fail_if_not_exists=False
             )
-        with _delivery_errors(f"post to channel {target.thread_id or target.channel_id}"):
-            msg = await self._channel(target).send(**kwargs)
-        return str(msg.id)
+        with _delivery_errors(f"post to channel {channel}"):
+            msg = await self._client.get_partial_messageable(channel).send(**kwargs)
+        return make_ref(channel, msg.id, home)
+
+    async def _thread_for(
+        self, home: int, answers: tuple[int, int], reply: Reply
+    ) -> tuple[int, tuple[int, int] | None]:
+        """``discord.threads``: where a job's result goes, and what it replies to there. The
+        message it answers is in the channel (the job's status message): the thread on it,
+        opened now or found, replying to nothing (the thread starts from that message). In a
+        thread already (the result a child came from): that thread, replying to it."""
+        channel, message = answers
+        if channel != home:
+            return channel, answers
+        opened = await open_thread(self._client.http, channel, message, thread_name(reply))
+        return (opened, None) if opened is not None else (channel, answers)
 
     async def update(self, target: Target, ref: str, reply: Reply) -> None:
         kwargs = await _message_kwargs(reply)
         files = kwargs.pop("files", [])
-        message = self._channel(target).get_partial_message(int(ref))
+        message = self._message(target, ref)
         with _delivery_errors(f"edit message {ref}"):
             await message.edit(attachments=files, view=kwargs.pop("view", None), **kwargs)
 
+    def _message(self, target: Target, ref: str) -> discord.PartialMessage:
+        channel, message = split_ref(ref, int(target.thread_id or target.channel_id))
+        return self._client.get_partial_messageable(channel).get_partial_message(message)
+
     async def delete(self, target: Target, ref: str) -> None:
-        message = self._channel(target).get_partial_message(int(ref))
+        message = self._message(target, ref)
         try:
             with _delivery_errors(f"delete message {ref}"):
                 await message.delete()
@@ -303,7 +327,7 @@ class ImagineClient(discord.Client):
                 logger.setLevel(logging.INFO)
         self.tree: app_commands.CommandTree[ImagineClient] = app_commands.CommandTree(self)
         _register_commands(self)
-        core.register_poster(PLATFORM, DiscordPoster(self))
+        core.register_poster(PLATFORM, DiscordPoster(self, threads=core.settings.discord.threads))
 
     def _override(self, owner: Any, name: str, value: Any) -> None:
         self._saved.append((owner, name, getattr(owner, name)))
@@ -369,7 +393,8 @@ class ImagineClient(discord.Client):
                 init = await image.read()
             return Invocation(
                 actor_for(interaction),
-                _channel_id(interaction),
+                where(interaction)[0],
+                thread_id=where(interaction)[1],
                 command=command,
                 text=text,
                 init_image=init,
@@ -384,7 +409,8 @@ class ImagineClient(discord.Client):
         async def invocation() -> Invocation:
             return Invocation(
                 actor_for(interaction),
-                _channel_id(interaction),
+                where(interaction)[0],
+                thread_id=where(interaction)[1],
                 command="action",
                 action=action,
                 interaction_id=str(interaction.id),
@@ -425,7 +451,8 @@ class ImagineClient(discord.Client):
         async def invocation() -> Invocation:
             return Invocation(
                 actor_for(interaction),
-                _channel_id(interaction),
+                where(interaction)[0],
+                thread_id=where(interaction)[1],
                 command="action",
                 action=custom_id,
                 fields=fields,

@@ -8,6 +8,7 @@ Point ``DISCORD_API_BASE_URL`` at ``fake.api_url`` and ``DISCORD_GATEWAY_URL`` a
     POST /webhooks/{app}/{token}                         follow-up
     PATCH|DELETE /webhooks/{app}/{token}/messages/{id|@original}
     POST /channels/{id}/messages   PATCH /channels/{id}/messages/{id}
+    POST /channels/{id}/messages/{id}/threads            Start Thread from Message
     PATCH /guilds/{id}              Modify Guild: the icon, with Manage Server (``guild_icon``)
     GET  /attachments/{name}        (bytes a test put in ``fake.files``)
     WS   /gateway                   HELLO, IDENTIFY -> READY, heartbeats, ``dispatch()``
@@ -58,9 +59,10 @@ from tests.fakes.discord_model import (
     payload_of,
 )
 from tests.fakes.discord_payloads import InteractionPayloads
+from tests.fakes.discord_threads import ThreadRoutes
 
 
-class DiscordFake(InteractionPayloads, FakeServer):
+class DiscordFake(ThreadRoutes, InteractionPayloads, FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.messages: dict[str, Msg] = {}
@@ -80,6 +82,7 @@ class DiscordFake(InteractionPayloads, FakeServer):
         self.bot_permissions = 2147483647
         self.guild_icon: bytes | None = None
         self.edit_limit = EditLimit()  # 5 edits per 5 s per channel (discord_limits.py)
+        self.threads: dict[str, dict[str, Any]] = {}  # by id: the message it started from
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -195,6 +198,7 @@ class DiscordFake(InteractionPayloads, FakeServer):
             ("POST", f"{p}/channels/{{cid}}/messages", self._channel_post),
             ("PATCH", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_edit),
             ("DELETE", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_delete),
+            ("POST", f"{p}/channels/{{cid}}/messages/{{mid}}/threads", self._start_thread),
             ("PATCH", f"{p}/guilds/{{guild}}", self._modify_guild),
             ("GET", "/attachments/{name}", self._attachment),
             ("GET", "/gateway", self._gateway),

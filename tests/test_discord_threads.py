@@ -7,6 +7,7 @@ one thread (160004), no thread without Create Public Threads (50013).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -83,9 +84,15 @@ def posts_to(fake: DiscordFake, channel: str) -> list[Any]:
 
 
 async def job_row(app: App, kind: str = "imagine") -> Any:
-    return await app.store.fetchone(
-        "SELECT * FROM jobs WHERE kind = ? ORDER BY created_at DESC", (kind,)
-    )
+    """The newest job of ``kind``, once its result is posted and recorded."""
+    for _ in range(500):
+        row = await app.store.fetchone(
+            "SELECT * FROM jobs WHERE kind = ? ORDER BY created_at DESC", (kind,)
+        )
+        if row is not None and row["result_ref"]:
+            return row
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} job with a posted result")
 
 
 async def test_a_jobs_result_and_children_go_in_a_thread_on_its_status_message(
@@ -105,8 +112,6 @@ async def test_a_jobs_result_and_children_go_in_a_thread_on_its_status_message(
         [start] = [r for r in fake.requests if r.path.endswith("/threads")]
         assert payload_of(start)["auto_archive_duration"] in (60, 1440, 4320, 10080)
         # Restart-proof: the thread is the status message, and the result's ref names it.
-        await fake.wait_for(lambda: "2 images" in fake.messages[status].content)
-        job = await job_row(app)
         assert job["thread_id"] is None and job["result_ref"] == f"{status}/{result.id}"
         await fake.wait_for(lambda: "2 images" in fake.messages[status].content)
         assert "@everyone" not in fake.messages[status].content.replace("@\u200beveryone", "")

@@ -365,6 +365,15 @@ class DiscordFake(ThreadRoutes, InteractionPayloads, FakeServer):
                 name="50035",
             )
             target = self.messages.get(str(ref["message_id"]))
+            # "the channel id of the referenced message must match the channel that you're
+            # sending the message in" (a reply; fail_if_not_exists does not lift it).
+            named = ref.get("channel_id")
+            require(
+                (named is None or str(named) == request.match_info["cid"])
+                and (target is None or target.channel_id == request.match_info["cid"]),
+                "message_reference: Cannot reply to a message in a different channel",
+                name="50035",
+            )
             require(
                 ref.get("fail_if_not_exists") is False
                 or (target is not None and target.channel_id == request.match_info["cid"]),

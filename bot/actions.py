@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from bot import grammar, image_verbs, render, specs
 from bot.access import Rule
 from bot.errors import JobNotFound, UserError
-from bot.imagine import submit
+from bot.imagine import store_input, submit
 from bot.jobs import Job, JobSpec, StoredJobImage
 from bot.providers.base import Capabilities
 from bot.types import Action, Button, ButtonStyle, Form, FormField, Invocation, Reply, Responder
@@ -260,6 +260,7 @@ async def _refine(c: Call) -> JobSpec | None:
                             min_value=0.0,
                             max_value=1.0,
                         ),
+                        FormField("image", "Start from another picture (optional)", kind="image"),
                     ),
                 ),
             )
@@ -270,13 +271,18 @@ async def _refine(c: Call) -> JobSpec | None:
         await c.responder.send(Reply(parsed.text, ephemeral=True))
         return None
     refined = parsed.requests[0]
+    # A picture uploaded in the dialog is the starting point instead of the picked image; the
+    # rule and the cost are the Refine's, and the lineage still names the image refined.
+    init_sha, init_ext, init_size = img.sha256, img.ext, (img.width, img.height)
+    if c.inv.init_image is not None:
+        init_sha, init_ext, init_size = await store_input(c.ctx, c.inv.init_image)
     return image_verbs.child(
         c,
         refined,
         "refine",
-        init_sha=img.sha256,
-        init_ext=img.ext,
-        init_size=(img.width, img.height),
+        init_sha=init_sha,
+        init_ext=init_ext,
+        init_size=init_size,
         strength=specs.strength(c.inv.fields.get("strength"), refined.strength, default),
         parent=(c.job.id, img.index),
         n=refined.n if refined.n_explicit else c.job.n,

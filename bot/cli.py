@@ -426,7 +426,9 @@ async def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
         print(manifest, flush=True)
         print(steps, file=sys.stderr)
     else:
-        print(setup.discord_text(settings.env, threads=args.threads))
+        # --threads, or the setting itself: a bot that opens threads must be invited able to.
+        threads = args.threads or settings.discord.threads
+        print(setup.discord_text(settings.env, threads=threads))
     return Exit.OK
 
 

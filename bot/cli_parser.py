@@ -108,5 +108,5 @@ def _add_setup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     discord.add_argument(
         "--threads",
         action="store_true",
-        help="also ask for Create Public Threads (when the bot opens a thread per job)",
+        help="also ask for Create Public Threads (implied by the discord.threads setting)",
     )

@@ -161,6 +161,10 @@ class DiscordSettings:
         """None where sharding is off (the settings were checked when loaded)."""
         return shard_plan(self.shards, self.shard_ids)
 
+    # One thread per job: its result, buttons and children go in a thread on its status
+    # message, which stays one line in the channel. Needs Create Public Threads.
+    threads: bool = False
+
 
 @dataclass(frozen=True)
 class Settings:

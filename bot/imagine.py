@@ -57,12 +57,7 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
     if inv.init_image is not None and merged:
         if not provider.capabilities.img2img:  # before anything is stored or charged
             raise NotSupported(f"{provider.label} cannot work from an input image.")
-        png = await images.normalize_input(inv.init_image, ctx.image_limits)
-        stored = await images.store_generated(
-            ctx.settings.data_dir, png, {"source": "upload"}, ctx.image_limits
-        )
-        init_sha, init_ext = stored.sha256, stored.path.suffix.lstrip(".")
-        init_size = (stored.width, stored.height)
+        init_sha, init_ext, init_size = await store_input(ctx, inv.init_image)
     job_specs = [
         await reproduce.from_job(ctx, inv, r.from_job)
         for r in result.requests
@@ -102,6 +97,17 @@ async def imagine(ctx: Context, delivery: Delivery, inv: Invocation, responder: 
             )
         )
     await submit(ctx, delivery, inv, responder, job_specs)
+
+
+async def store_input(ctx: Context, data: bytes) -> tuple[str, str, tuple[int, int]]:
+    """An uploaded starting picture through the one image gate, stored content-addressed:
+    its sha256, extension and size, as a spec's ``init_*`` names them. Raises
+    :class:`bot.images.ImageRejected` (a friendly message) when the bytes are no usable image."""
+    png = await images.normalize_input(data, ctx.image_limits)
+    stored = await images.store_generated(
+        ctx.settings.data_dir, png, {"source": "upload"}, ctx.image_limits
+    )
+    return stored.sha256, stored.path.suffix.lstrip("."), (stored.width, stored.height)
 
 
 async def submit(

@@ -28,6 +28,7 @@ from bot.errors import ConfigError
 SLACK_APP_NAME = "imagine"  # display_information.name: at most 35 characters
 SLACK_EVENTS_PATH = "/slack/events"  # bolt's one endpoint: commands, buttons, modals, shortcuts
 REFINE_SHORTCUT_ID = "imagine_refine"  # the message shortcut's callback_id
+NEW_SHORTCUT_ID = "imagine_new"  # the global shortcut's: a prompt and an optional picture
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ SLACK_SHORTCUTS: tuple[SlackShortcut, ...] = (
         REFINE_SHORTCUT_ID,
         "Start a new image from the picture in this message",
     ),
+    SlackShortcut(
+        "global",
+        "New image",
+        NEW_SHORTCUT_ID,
+        "Draw a picture from a prompt, optionally starting from a picture you upload",
+    ),
 )
 
 
@@ -70,7 +77,7 @@ class Scope:
 
 
 SLACK_SCOPES: tuple[Scope, ...] = (
-    Scope("commands", "the slash commands and the message shortcut"),
+    Scope("commands", "the slash commands and the shortcuts"),
     Scope(
         "chat:write",
         "status, results and replies",

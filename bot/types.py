@@ -108,7 +108,10 @@ class FormField:
     name: str
     label: str
     value: str = ""
-    kind: Literal["text", "number"] = "text"
+    # "image": an optional picture the user uploads (Slack's file input); a platform whose
+    # dialogs take no files leaves the field out, and the form works without it. What was
+    # uploaded comes back as the invocation's ``init_image``, never as a field's text.
+    kind: Literal["text", "number", "image"] = "text"
     min_value: float | None = None
     max_value: float | None = None
 

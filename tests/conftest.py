@@ -108,6 +108,7 @@ class Chat:
         fields: Mapping[str, str] | None = None,
         admin: bool = False,
         tenant: str | None = None,
+        init_image: bytes | None = None,
     ) -> list[Reply]:
         inv = Invocation(
             self.actor(user, admin=admin, tenant=tenant),
@@ -115,6 +116,7 @@ class Chat:
             command="action",
             action=action,
             fields=dict(fields or {}),
+            init_image=init_image,
         )
         out = Responses()
         await self.app.handler.handle(inv, out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,18 +187,46 @@ class Workspace:
         )
 
     async def submit(
-        self, uid: str, view: Mapping[str, Any], values: Mapping[str, str]
+        self,
+        uid: str,
+        view: Mapping[str, Any],
+        values: Mapping[str, str],
+        *,
+        files: Sequence[Mapping[str, Any]] = (),
+        conversation: str | None = CHANNEL,
     ) -> tuple[int, str]:
-        """Fill the modal the bot opened, the way Slack reports its state."""
+        """Fill the modal the bot opened, the way Slack reports its state: a text or number
+        input as ``value``, a file input as ``files`` (the file objects, as files.info would
+        show them), a conversations menu as ``selected_conversation`` (with a
+        ``response_urls`` entry when the menu asked for one)."""
         state: dict[str, Any] = {}
+        response_urls: list[dict[str, str]] = []
         for block in view["blocks"]:
             if block["type"] != "input":
                 continue
             el = block["element"]
-            value = values.get(el["action_id"], el.get("initial_value"))
-            state[block["block_id"]] = {el["action_id"]: {"type": el["type"], "value": value}}
+            aid = el["action_id"]
+            entry: dict[str, Any] = {"type": el["type"]}
+            if el["type"] == "file_input":
+                entry["files"] = [dict(f) for f in files][: el.get("max_files", 10)]
+            elif el["type"] == "conversations_select":
+                entry["selected_conversation"] = conversation
+                if el.get("response_url_enabled") and conversation:
+                    response_urls.append(
+                        {
+                            "block_id": block["block_id"],
+                            "action_id": aid,
+                            "channel_id": conversation,
+                            "response_url": self.fake.response_url("modal"),
+                        }
+                    )
+            else:
+                entry["value"] = values.get(aid, el.get("initial_value"))
+            state[block["block_id"]] = {aid: entry}
+        extra: dict[str, Any] = {"response_urls": response_urls} if response_urls else {}
         return await self.interactive(
             {
+                **extra,
                 "type": "view_submission",
                 "api_app_id": "A0IMAGINE",
                 "token": "legacy-unused",

@@ -11,6 +11,7 @@ from PIL import Image
 
 from bot.quotas import ledger_balances
 from tests.conftest import Chat, open_chat
+from tests.fakes import make_png
 
 
 def labels(reply) -> list[str]:  # type: ignore[no-untyped-def]
@@ -87,7 +88,8 @@ async def test_refine_asks_for_a_prompt_then_runs_img2img_with_lineage(chat: Cha
     job = await imagine(chat, "alice", "a castle on a hill --n 2")
     [form_reply] = await chat.click("bob", f"refine:{job}:2")
     assert form_reply.ephemeral and form_reply.form is not None
-    assert [f.name for f in form_reply.form.fields] == ["prompt", "strength"]
+    assert [f.name for f in form_reply.form.fields] == ["prompt", "strength", "image"]
+    assert form_reply.form.fields[2].kind == "image"  # optional: another picture to start from
     assert form_reply.form.fields[0].value == "a castle on a hill"
     sent = await chat.click(
         "bob",
@@ -114,6 +116,43 @@ async def test_refine_asks_for_a_prompt_then_runs_img2img_with_lineage(chat: Cha
     assert '"strength": 0.4' in row["request_json"]
     # The clicker paid, not the owner.
     assert "48 of 50" in (await chat.say("alice", "/quota"))[0].text
+    assert "48 of 50" in (await chat.say("bob", "/quota"))[0].text
+
+
+async def test_a_refine_with_an_uploaded_picture_starts_from_it(chat: Chat) -> None:
+    job = await imagine(chat, "alice", "a castle on a hill --n 2")
+    picked = await chat.app.store.fetchone(
+        "SELECT sha256 FROM images WHERE job_id = ? AND idx = 2", (job,)
+    )
+    assert picked is not None
+    upload = make_png("bobs sketch", 320, 192)
+    sent = await chat.click(
+        "bob", f"refine:{job}:2", fields={"prompt": "a castle, sketched"}, init_image=upload
+    )
+    child = sent[-1].job_id
+    await chat.settle()
+    assert chat.result(child).state == "done"
+    row = await chat.app.store.fetchone(
+        "SELECT kind, parent_job_id, parent_index, owner_id, request_json FROM jobs WHERE id = ?",
+        (child,),
+    )
+    assert row is not None
+    # Same rule and cost as any refine (the clicker pays the parent's count); the lineage
+    # still names the image refined; the start is the upload, gated and stored.
+    assert (row["kind"], row["parent_job_id"], row["parent_index"], row["owner_id"]) == (
+        "refine",
+        job,
+        2,
+        "bob",
+    )
+    init = json.loads(row["request_json"])["init_sha"]
+    assert init and init != picked["sha256"]
+    assert "48 of 50" in (await chat.say("bob", "/quota"))[0].text
+    # Bytes that are no picture: a friendly refusal, nothing charged, no job.
+    [refused] = await chat.click(
+        "bob", f"refine:{job}:2", fields={"prompt": "x"}, init_image=b"\x89PNG garbage"
+    )
+    assert refused.ephemeral and "Traceback" not in refused.text
     assert "48 of 50" in (await chat.say("bob", "/quota"))[0].text
 
 

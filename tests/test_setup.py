@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import discord
 import pytest
 
-from adapters.slack.adapter import COMMANDS
+from adapters.slack.adapter import COMMANDS, NEW_SHORTCUT_CALLBACK_ID, SHORTCUT_CALLBACK_ID
 from bot import setup
 from bot.errors import ConfigError
 from tests.conftest import REPO
@@ -53,8 +53,21 @@ def test_the_manifest_has_the_adapters_commands_and_the_refine_shortcut() -> Non
             "type": "message",
             "callback_id": "imagine_refine",
             "description": "Start a new image from the picture in this message",
-        }
+        },
+        {
+            "name": "New image",
+            "type": "global",
+            "callback_id": "imagine_new",
+            "description": (
+                "Draw a picture from a prompt, optionally starting from a picture you upload"
+            ),
+        },
     ]
+    # One id each across the manifest and the adapter's listeners.
+    assert {s["callback_id"] for s in manifest["features"]["shortcuts"]} == {
+        SHORTCUT_CALLBACK_ID,
+        NEW_SHORTCUT_CALLBACK_ID,
+    }
 
 
 def test_the_manifest_asks_for_exactly_the_scopes_the_bot_uses() -> None:
@@ -243,6 +256,17 @@ def test_setup_discord_prints_the_invite_and_never_the_token(tmp_path: Path) -> 
     assert "Administrator" in proc.stdout  # "no Administrator"
     secret_part = DISCORD_TOKEN.split(".", 1)[1]
     assert secret_part not in proc.stdout + proc.stderr
+
+
+def test_setup_discord_asks_for_threads_when_the_setting_opens_them(tmp_path: Path) -> None:
+    plain = run(tmp_path, "setup", "discord", env={"DISCORD_TOKEN": DISCORD_TOKEN})
+    assert setup.discord_invite_url(APP_ID, threads=False) in plain.stdout
+    assert "Create Public Threads" not in plain.stdout
+    env = {"DISCORD_TOKEN": DISCORD_TOKEN, "IMAGINE_DISCORD__THREADS": "true"}
+    proc = run(tmp_path, "setup", "discord", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert setup.discord_invite_url(APP_ID, threads=True) in proc.stdout
+    assert "Create Public Threads" in proc.stdout
 
 
 def test_setup_discord_without_an_id_says_where_to_find_one(tmp_path: Path) -> None:

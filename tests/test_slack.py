@@ -208,7 +208,11 @@ async def test_refine_opens_a_modal_and_its_submission_creates_a_child(ws: Works
         f"refine:{parent}:1", CHANNEL, thread
     )
     kinds = {b["block_id"]: b["element"]["type"] for b in view["blocks"]}
-    assert kinds == {"prompt": "plain_text_input", "strength": "number_input"}
+    assert kinds == {
+        "prompt": "plain_text_input",
+        "strength": "number_input",
+        "image": "file_input",  # optional: another picture to start from
+    }
 
     status, body = await ws.submit(
         gina, view, {"prompt": "a quiet harbor at night", "strength": "0.4"}

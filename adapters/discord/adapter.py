@@ -23,28 +23,25 @@ import inspect
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
-import aiohttp
 import discord
 import yarl
 from discord import app_commands
 
 from adapters.discord.options import command_text, flag_options, prompt_description
+from adapters.discord.poster import DiscordPoster, _message_kwargs
 from adapters.discord.render import (
     ACTION_TEMPLATE,
     ActionButton,
     FormModal,
-    content,
-    files_for,
     modal_fields,
-    no_mentions,
-    view_for,
 )
+from adapters.discord.threads import make_ref, split_ref, where
 from bot.core import Core, Ready, Settings
-from bot.errors import ConfigError, DeliveryError
-from bot.types import Action, Actor, Invocation, PostSteps, Reply, Target
+from bot.errors import ConfigError
+from bot.types import Action, Actor, Invocation, Reply
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +82,6 @@ def actor_for(interaction: discord.Interaction[Any]) -> Actor:
         roles=roles,
         is_admin=is_admin,
     )
-
-
-def _channel_id(interaction: discord.Interaction[Any]) -> str:
-    return str(interaction.channel_id) if interaction.channel_id is not None else ""
 
 
 # ------------------------------------------------------------------------------ responder
@@ -133,7 +126,7 @@ class InteractionResponder:
             msg = cb.resource
             if reply.ephemeral or not isinstance(msg, discord.InteractionMessage):
                 return None
-            return str(msg.id)
+            return self._ref(msg.id)
         if reply.form is not None:
             reply = Reply(FORM_TOO_LATE, ephemeral=True)
         if self._loading:
@@ -147,10 +140,16 @@ class InteractionResponder:
                 if files:
                     kwargs["attachments"] = files
                 msg = await it.edit_original_response(**kwargs)
-                return None if reply.ephemeral or self._loading_ephemeral else str(msg.id)
+                return None if reply.ephemeral or self._loading_ephemeral else self._ref(msg.id)
         kwargs = await _message_kwargs(reply)
         sent = await it.followup.send(ephemeral=reply.ephemeral, wait=True, **kwargs)
-        return None if reply.ephemeral else str(sent.id)
+        return None if reply.ephemeral else self._ref(sent.id)
+
+    def _ref(self, message_id: int) -> str:
+        """A message of this interaction, named with its thread when in one (a pick in a
+        job's thread is taken down with the job, whose channel is the thread's parent)."""
+        thread = where(self._interaction)[1]
+        return make_ref(int(thread), message_id, 0) if thread else str(message_id)
 
     async def set_workspace_icon(self, png: bytes, reason: str) -> None:
         """The core's server-icon capability (see :mod:`adapters.discord.icon`)."""
@@ -163,7 +162,7 @@ class InteractionResponder:
         files = kwargs.pop("files", [])
         async with self._lock:
             await self._interaction.followup.edit_message(
-                int(ref), attachments=files, view=kwargs.pop("view", None), **kwargs
+                split_ref(ref, 0)[1], attachments=files, view=kwargs.pop("view", None), **kwargs
             )
 
     async def acknowledge(self) -> None:
@@ -187,91 +186,6 @@ class InteractionResponder:
             self.responded.set()
 
 
-async def _message_kwargs(reply: Reply) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"content": content(reply), "allowed_mentions": no_mentions()}
-    files = await files_for(reply.images)
-    if files:
-        kwargs["files"] = files
-    view = view_for(reply.buttons)
-    if view is not None:
-        kwargs["view"] = view
-    return kwargs
-
-
-# --------------------------------------------------------------------------------- poster
-class DiscordPoster:
-    """The core's :class:`~bot.types.ChannelPoster` for Discord: ordinary channel messages
-    with the bot token, so job results land whatever happened to the interaction."""
-
-    def __init__(self, client: discord.Client) -> None:
-        self._client = client
-
-    def _channel(self, target: Target) -> discord.PartialMessageable:
-        # A thread is a channel of its own on Discord.
-        return self._client.get_partial_messageable(int(target.thread_id or target.channel_id))
-
-    async def post(
-        self, target: Target, reply: Reply, steps: PostSteps | None = None
-    ) -> str | None:
-        if reply.ephemeral:
-            log.debug("not posting an ephemeral reply to a channel")
-            return None
-        kwargs = await _message_kwargs(reply)
-        if steps is not None:
-            # discord.py sends enforce_nonce with a nonce: a retry of a post whose answer was
-            # lost (a kill, a timeout) returns the message already created, not a second one.
-            kwargs["nonce"] = steps.key[:25]
-        if target.reply_to and target.reply_to.isdigit():
-            # A result replies to the message it came from (its status message, or the result
-            # a refine, vary or reroll was started from); never failing if that was deleted.
-            kwargs["reference"] = discord.MessageReference(
-                message_id=int(target.reply_to),
-                channel_id=int(target.thread_id or target.channel_id),
-                fail_if_not_exists=False,
-            )
-        with _delivery_errors(f"post to channel {target.thread_id or target.channel_id}"):
-            msg = await self._channel(target).send(**kwargs)
-        return str(msg.id)
-
-    async def update(self, target: Target, ref: str, reply: Reply) -> None:
-        kwargs = await _message_kwargs(reply)
-        files = kwargs.pop("files", [])
-        message = self._channel(target).get_partial_message(int(ref))
-        with _delivery_errors(f"edit message {ref}"):
-            await message.edit(attachments=files, view=kwargs.pop("view", None), **kwargs)
-
-    async def delete(self, target: Target, ref: str) -> None:
-        message = self._channel(target).get_partial_message(int(ref))
-        try:
-            with _delivery_errors(f"delete message {ref}"):
-                await message.delete()
-        except DeliveryError as exc:
-            if exc.reason.endswith("HTTP 404"):  # already gone: that is what we wanted
-                return
-            raise
-
-
-@contextlib.contextmanager
-def _delivery_errors(what: str) -> Iterator[None]:
-    """discord.py's failures as the core's :class:`DeliveryError`: 403 and 404 cannot get
-    better by retrying (no access, no such channel or message); 5xx, 429 and the network can."""
-    try:
-        yield
-    except discord.HTTPException as exc:
-        retry_after = getattr(exc, "retry_after", None)
-        if exc.status == 429 and retry_after is None:
-            header = exc.response.headers.get("Retry-After") if exc.response else None
-            retry_after = float(header) if header else None
-        raise DeliveryError(
-            f"{what}: HTTP {exc.status}",
-            permanent=exc.status in (403, 404),
-            retry_after=retry_after,
-        ) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise DeliveryError(f"{what}: {type(exc).__name__}") from exc
-
-
-# --------------------------------------------------------------------------------- client
 class ImagineClient(discord.Client):
     """A gateway client with the three slash commands, restart-proof buttons and the poster.
 
@@ -306,7 +220,7 @@ class ImagineClient(discord.Client):
                 logger.setLevel(logging.INFO)
         self.tree: app_commands.CommandTree[ImagineClient] = app_commands.CommandTree(self)
         _register_commands(self)
-        core.register_poster(PLATFORM, DiscordPoster(self))
+        core.register_poster(PLATFORM, DiscordPoster(self, threads=core.settings.discord.threads))
 
     def _override(self, owner: Any, name: str, value: Any) -> None:
         self._saved.append((owner, name, getattr(owner, name)))
@@ -372,7 +286,8 @@ class ImagineClient(discord.Client):
                 init = await image.read()
             return Invocation(
                 actor_for(interaction),
-                _channel_id(interaction),
+                where(interaction)[0],
+                thread_id=where(interaction)[1],
                 command=command,
                 text=text,
                 init_image=init,
@@ -387,7 +302,8 @@ class ImagineClient(discord.Client):
         async def invocation() -> Invocation:
             return Invocation(
                 actor_for(interaction),
-                _channel_id(interaction),
+                where(interaction)[0],
+                thread_id=where(interaction)[1],
                 command="action",
                 action=action,
                 interaction_id=str(interaction.id),
@@ -428,7 +344,8 @@ class ImagineClient(discord.Client):
         async def invocation() -> Invocation:
             return Invocation(
                 actor_for(interaction),
-                _channel_id(interaction),
+                where(interaction)[0],
+                thread_id=where(interaction)[1],
                 command="action",
                 action=custom_id,
                 fields=fields,

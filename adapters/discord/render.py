@@ -177,7 +177,8 @@ class FormModal(discord.ui.Modal):
         super().__init__(
             title=clip(form.title, MODAL_TITLE), custom_id=form.action, timeout=15 * 60
         )
-        for f in form.fields[:5]:
+        # A Discord modal here takes text only: an optional picture field is left out.
+        for f in [f for f in form.fields if f.kind != "image"][:5]:
             number = f.kind == "number"
             placeholder = None
             if number and f.min_value is not None and f.max_value is not None:

@@ -1,5 +1,6 @@
 """The Slack adapter (slack-bolt, asyncio): slash commands, buttons, modals and the
-"Refine with imagine" message shortcut (callback id ``imagine_refine``) on the core.
+"Refine with imagine" message shortcut (callback id ``imagine_refine``) and the "New image"
+global shortcut (``imagine_new``: a modal with a prompt and an optional picture) on the core.
 
 ``ADAPTER`` is what ``imagine-bot serve`` sees: enabled when any of the Slack secrets is set
 (a half-configured app is refused with the missing key named, rather than silently skipped);

@@ -38,11 +38,15 @@ from adapters.slack.limits import HeldWebClient
 from adapters.slack.poster import SlackPoster, slack_error
 from adapters.slack.render import (
     MODAL_CALLBACK_ID,
+    NEW_IMAGE_CALLBACK_ID,
     FormContext,
     fallback_text,
     modal_view,
+    new_image_view,
     reply_blocks,
+    view_channel,
     view_fields,
+    view_files,
 )
 from bot.core import Core, Ready, Settings
 from bot.errors import ConfigError, DeliveryError
@@ -58,7 +62,11 @@ DEFAULT_PORT = 3000
 ACTION_ID_RE = re.compile(rf"\A(?:{ACTION_RE.pattern})\Z")
 # The message shortcut ("Refine with imagine") as the app's manifest names it.
 SHORTCUT_CALLBACK_ID = "imagine_refine"
+# The global shortcut ("New image"): a modal with a prompt and an optional picture.
+NEW_SHORTCUT_CALLBACK_ID = "imagine_new"
 NO_IMAGE = "That message has no picture to refine. Pick one with an image attached."
+NOT_AN_IMAGE = "That file is not a picture. Attach a PNG, JPEG, WebP or GIF."
+NO_CHANNEL = "Pick a channel to post the picture in."
 DEFAULT_REFINE_PROMPT = "the same picture, refined"
 COMMANDS: Mapping[str, str] = {
     "/imagine": "imagine",
@@ -198,6 +206,11 @@ class SlackAdapter:
         user = str(command.get("user_id") or "")
         channel = str(command.get("channel_id") or user)
         trigger = command.get("trigger_id")
+        bare = name == "imagine" and not str(command.get("text") or "").strip()
+        # Slack's slash commands take one line of text and no file: a bare /imagine opens the
+        # modal that takes a prompt and a picture (the help, should Slack refuse the modal).
+        if bare and trigger and await self.open_new_image(str(trigger), FormContext("", channel)):
+            return
         inv = Invocation(
             actor=await self.actor(team, user, str(command.get("user_name") or "")),
             channel_id=channel,
@@ -259,19 +272,12 @@ class SlackAdapter:
         responder = self.responder(
             team, user_id, channel, str(thread) if thread else None, trigger, respond
         )
-        image = first_image(message.get("files"))
-        if image is None:
+        files = message.get("files")
+        if first_image(files) is None:
             await responder.send(Reply(NO_IMAGE, ephemeral=True))
             return
-        try:
-            data = await download(
-                image,
-                str(self.client.token or ""),
-                hosts=self.file_hosts,
-                max_bytes=self.core.settings.images.max_input_bytes,
-            )
-        except FileRefused as exc:
-            await responder.send(Reply(str(exc), ephemeral=True))
+        data = await self.fetch_image(files, responder)
+        if data is None:
             return
         inv = Invocation(
             actor=await self.actor(
@@ -286,36 +292,96 @@ class SlackAdapter:
         )
         await self.core.handle(inv, responder)
 
-    async def on_submit(
-        self, body: Mapping[str, Any], view: Mapping[str, Any], team_id: str | None
+    async def fetch_image(self, files: Any, responder: SlackResponder) -> bytes | None:
+        """The first picture among ``files`` from Slack's own hosts with the bot token, size
+        and time capped (:mod:`.files`); None when refused, after telling the user why. The
+        core's image gate judges the bytes next."""
+        image = first_image(files)
+        try:
+            if image is None:
+                raise FileRefused(NOT_AN_IMAGE)
+            return await download(
+                image,
+                str(self.client.token or ""),
+                hosts=self.file_hosts,
+                max_bytes=self.core.settings.images.max_input_bytes,
+            )
+        except FileRefused as exc:
+            await responder.send(Reply(str(exc), ephemeral=True))
+            return None
+
+    async def open_new_image(
+        self, trigger: str, context: FormContext, *, pick_channel: bool = False
+    ) -> bool:
+        """Open the new-image modal; False when Slack would not (a missed 3 s window)."""
+        view = new_image_view(context, pick_channel=pick_channel)
+        try:
+            await self.client.views_open(trigger_id=trigger, view=view)
+        except SlackApiError as exc:
+            log.warning("views.open failed (%s)", slack_error(exc))
+            return False
+        return True
+
+    async def on_new_shortcut(
+        self, body: Mapping[str, Any], team_id: str | None, respond: Respond | None
     ) -> None:
+        """The global "New image" shortcut: no channel comes with it, so the modal asks."""
+        trigger = str(body.get("trigger_id") or "")
+        if trigger and await self.open_new_image(trigger, FormContext("", ""), pick_channel=True):
+            return
+        if respond is not None:
+            await respond(text="That dialog could not be opened in time. Please try again.")
+
+    async def on_submit(
+        self,
+        body: Mapping[str, Any],
+        view: Mapping[str, Any],
+        team_id: str | None,
+        respond: Respond | None = None,
+    ) -> None:
+        """A modal's submit: a form of the core's (a button's action with its fields), or the
+        new-image modal (``/imagine`` with its prompt). An uploaded picture becomes the
+        invocation's starting image; the core decides what it may be used for."""
         context = FormContext.load(str(view.get("private_metadata") or ""))
         if context is None:
             log.warning("a modal submission without our metadata was ignored")
             return
+        new_image = view.get("callback_id") == NEW_IMAGE_CALLBACK_ID
         user = body.get("user") or {}
         user_id = str(user.get("id") or "")
         team = str(team_id or (body.get("team") or {}).get("id") or user.get("team_id") or "")
+        channel = context.channel_id or view_channel(view) or ""
         trigger = body.get("trigger_id")
+        responder = self.responder(
+            team, user_id, channel or user_id, context.thread_id, trigger, respond
+        )
+        if not channel:
+            await responder.send(Reply(NO_CHANNEL, ephemeral=True))
+            return
+        files = view_files(view)
+        data = await self.fetch_image(files, responder) if files else None
+        if files and data is None:
+            return
         key = (
             _interaction_key(team, trigger)
             if trigger
             else _interaction_key(team, view.get("id"), view.get("hash"))
         )
+        fields = view_fields(view)
         inv = Invocation(
             actor=await self.actor(
                 team, user_id, str(user.get("name") or user.get("username") or "")
             ),
-            channel_id=context.channel_id,
-            command="action",
-            action=context.action,
-            fields=view_fields(view),
+            channel_id=channel,
+            command="imagine" if new_image else "action",
+            text=fields.get("prompt", "") if new_image else "",
+            action="" if new_image else context.action,
+            fields={} if new_image else fields,
             thread_id=context.thread_id,
+            init_image=data,
             interaction_id=key,
         )
-        await self.core.handle(
-            inv, self.responder(team, user_id, context.channel_id, context.thread_id, trigger, None)
-        )
+        await self.core.handle(inv, responder)
 
 
 def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> AsyncApp:
@@ -356,12 +422,21 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
     bolt.action(ACTION_ID_RE)(on_action)
 
     async def on_submit(
-        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+        ack: AsyncAck,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        context: AsyncBoltContext,
+        respond: AsyncRespond,
     ) -> None:
         await ack()  # closes the modal; the core answers in the channel
-        await adapter.on_submit(body, view, context.team_id)
+        # The new-image modal's "Post in" menu asks Slack for a response_url (bolt's respond):
+        # the answer reaches the user even where the bot was never invited.
+        await adapter.on_submit(
+            body, view, context.team_id, respond if body.get("response_urls") else None
+        )
 
     bolt.view(MODAL_CALLBACK_ID)(on_submit)
+    bolt.view(NEW_IMAGE_CALLBACK_ID)(on_submit)
 
     async def on_shortcut(
         ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
@@ -372,6 +447,16 @@ def build_bolt_app(core: Core, *, client: AsyncWebClient | None = None) -> Async
         )
 
     bolt.shortcut(SHORTCUT_CALLBACK_ID)(on_shortcut)
+
+    async def on_new_shortcut(
+        ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await adapter.on_new_shortcut(
+            body, context.team_id, respond if body.get("response_url") else None
+        )
+
+    bolt.shortcut(NEW_SHORTCUT_CALLBACK_ID)(on_new_shortcut)
     return bolt
 
 

@@ -31,6 +31,11 @@ MAX_MODAL_TITLE = 24
 MAX_METADATA = 3000
 MAX_TEXT_INPUT = 3000  # plain_text_input: max_length 1..3000
 MODAL_CALLBACK_ID = "imagine_form"
+NEW_IMAGE_CALLBACK_ID = "imagine_new_form"  # the new-image modal: its submit runs /imagine
+# file_input (docs.slack.dev file input element): 1..10 files, a 10 MB cap per file, the
+# extensions a convenience only (the core's image gate is the judge). One picture is used.
+IMAGE_FILETYPES = ("png", "jpg", "jpeg", "webp", "gif")
+CHANNEL_BLOCK = "imagine-channel"  # the new-image modal's "Post in" when Slack names no channel
 
 Block = dict[str, Any]
 
@@ -176,10 +181,29 @@ def _number(value: float | None) -> str | None:
     return None if value is None else f"{value:g}"
 
 
+def image_input(name: str, label: str) -> Block:
+    """An optional one-picture ``file_input``; its files come back in ``view.state``."""
+    return {
+        "type": "input",
+        "block_id": name,
+        "optional": True,
+        "label": {"type": "plain_text", "text": _clip(label, 2000)},
+        "element": {
+            "type": "file_input",
+            "action_id": name,
+            "filetypes": list(IMAGE_FILETYPES),
+            "max_files": 1,
+        },
+    }
+
+
 def modal_view(form: Form, context: FormContext) -> Block:
     inputs: list[Block] = []
     for f in form.fields:
         element: Block
+        if f.kind == "image":
+            inputs.append(image_input(f.name, f.label))
+            continue
         if f.kind == "number":
             element = {"type": "number_input", "action_id": f.name, "is_decimal_allowed": True}
             for key, val in (
@@ -220,16 +244,90 @@ def modal_view(form: Form, context: FormContext) -> Block:
     }
 
 
-def view_fields(view: Mapping[str, Any]) -> dict[str, str]:
-    """``view.state.values`` -> {field name: text}; empty inputs come back as ``""``."""
-    out: dict[str, str] = {}
+def new_image_view(context: FormContext, *, pick_channel: bool) -> Block:
+    """The new-image modal (``/imagine`` with no prompt, or the "New image" shortcut): a prompt
+    and an optional picture. A global shortcut names no channel, so ``pick_channel`` adds a
+    "Post in" menu preset to the conversation the user is viewing; its ``response_url`` lets
+    the bot answer there even before it is invited."""
+    blocks: list[Block] = [
+        {
+            "type": "input",
+            "block_id": "prompt",
+            "label": {"type": "plain_text", "text": "Prompt (flags allowed)"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "prompt",
+                "multiline": True,
+                "max_length": MAX_TEXT_INPUT,
+                "placeholder": {"type": "plain_text", "text": "a red fox in the snow --n 4"},
+            },
+        },
+        image_input("image", "Start from a picture (optional)"),
+    ]
+    if pick_channel:
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": CHANNEL_BLOCK,
+                "label": {"type": "plain_text", "text": "Post in"},
+                "element": {
+                    "type": "conversations_select",
+                    "action_id": CHANNEL_BLOCK,
+                    "default_to_current_conversation": True,
+                    "response_url_enabled": True,
+                    "filter": {"include": ["public", "private"]},
+                },
+            }
+        )
+    return {
+        "type": "modal",
+        "callback_id": NEW_IMAGE_CALLBACK_ID,
+        "title": {"type": "plain_text", "text": "New image"},
+        "submit": {"type": "plain_text", "text": "Imagine"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": context.dump(),
+        "blocks": blocks,
+    }
+
+
+def _states(view: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
     values = (view.get("state") or {}).get("values") or {}
     for block_id, actions in values.items():
         if not isinstance(actions, Mapping):
             continue
         for action_id, state in actions.items():
-            if not isinstance(state, Mapping):
-                continue
-            value = state.get("value")
-            out[str(action_id or block_id)] = "" if value is None else str(value)
+            if isinstance(state, Mapping):
+                yield str(action_id or block_id), state
+
+
+def view_fields(view: Mapping[str, Any]) -> dict[str, str]:
+    """``view.state.values`` -> {field name: text}; empty inputs come back as ``""``. A file
+    input or a conversation menu is no text field: see :func:`view_files`,
+    :func:`view_channel`."""
+    out: dict[str, str] = {}
+    for name, state in _states(view):
+        if state.get("type") in ("file_input", "conversations_select"):
+            continue
+        value = state.get("value")
+        out[name] = "" if value is None else str(value)
     return out
+
+
+def view_files(view: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The file objects a modal's file inputs carry (``state.values.<b>.<a>.files``: each
+    with ``id``, ``mimetype``, ``size`` and ``url_private``, so no ``files.info`` is needed)."""
+    out: list[Mapping[str, Any]] = []
+    for _, state in _states(view):
+        files = state.get("files") if state.get("type") == "file_input" else None
+        if isinstance(files, list):
+            out += [f for f in files if isinstance(f, Mapping)]
+    return out
+
+
+def view_channel(view: Mapping[str, Any]) -> str | None:
+    """The conversation picked in the new-image modal's "Post in" menu, if it has one."""
+    for _, state in _states(view):
+        if state.get("type") == "conversations_select":
+            picked = state.get("selected_conversation")
+            return str(picked) if picked else None
+    return None

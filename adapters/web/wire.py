@@ -121,6 +121,7 @@ def _form_json(form: Form) -> Message:
                 "max": f.max_value,
             }
             for f in form.fields
+            if f.kind != "image"  # the web dialog takes no uploads: the field is optional
         ],
     }
 

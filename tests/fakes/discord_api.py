@@ -8,6 +8,7 @@ Point ``DISCORD_API_BASE_URL`` at ``fake.api_url`` and ``DISCORD_GATEWAY_URL`` a
     POST /webhooks/{app}/{token}                         follow-up
     PATCH|DELETE /webhooks/{app}/{token}/messages/{id|@original}
     POST /channels/{id}/messages   PATCH /channels/{id}/messages/{id}
+    POST /channels/{id}/messages/{id}/threads            Start Thread from Message
     PATCH /guilds/{id}              Modify Guild: the icon, with Manage Server (``guild_icon``)
     GET  /attachments/{name}        (bytes a test put in ``fake.files``)
     GET  /gateway/bot               the recommended shard count and session start limit
@@ -60,9 +61,10 @@ from tests.fakes.discord_model import (
     payload_of,
 )
 from tests.fakes.discord_payloads import InteractionPayloads
+from tests.fakes.discord_threads import ThreadRoutes
 
 
-class DiscordFake(GatewayFake, InteractionPayloads, FakeServer):
+class DiscordFake(GatewayFake, ThreadRoutes, InteractionPayloads, FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.messages: dict[str, Msg] = {}
@@ -79,6 +81,7 @@ class DiscordFake(GatewayFake, InteractionPayloads, FakeServer):
         self.bot_permissions = 2147483647
         self.guild_icon: bytes | None = None
         self.edit_limit = EditLimit()  # 5 edits per 5 s per channel (discord_limits.py)
+        self.threads: dict[str, dict[str, Any]] = {}  # by id: the message it started from
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -153,6 +156,7 @@ class DiscordFake(GatewayFake, InteractionPayloads, FakeServer):
             ("POST", f"{p}/channels/{{cid}}/messages", self._channel_post),
             ("PATCH", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_edit),
             ("DELETE", f"{p}/channels/{{cid}}/messages/{{mid}}", self._channel_delete),
+            ("POST", f"{p}/channels/{{cid}}/messages/{{mid}}/threads", self._start_thread),
             ("PATCH", f"{p}/guilds/{{guild}}", self._modify_guild),
             ("GET", "/attachments/{name}", self._attachment),
             ("GET", f"{p}/gateway/bot", self._gateway_bot),
@@ -319,6 +323,15 @@ class DiscordFake(GatewayFake, InteractionPayloads, FakeServer):
                 name="50035",
             )
             target = self.messages.get(str(ref["message_id"]))
+            # "the channel id of the referenced message must match the channel that you're
+            # sending the message in" (a reply; fail_if_not_exists does not lift it).
+            named = ref.get("channel_id")
+            require(
+                (named is None or str(named) == request.match_info["cid"])
+                and (target is None or target.channel_id == request.match_info["cid"]),
+                "message_reference: Cannot reply to a message in a different channel",
+                name="50035",
+            )
             require(
                 ref.get("fail_if_not_exists") is False
                 or (target is not None and target.channel_id == request.match_info["cid"]),

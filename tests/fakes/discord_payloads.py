@@ -20,6 +20,7 @@ class InteractionPayloads:
 
     interactions: dict[str, FakeInteraction]
     files: dict[str, bytes]
+    threads: dict[str, dict[str, Any]]
     base_url: str
 
     def snowflake(self) -> str:
@@ -37,10 +38,11 @@ class InteractionPayloads:
         permissions: int,
         guild: bool,
         message: dict[str, Any] | None,
+        channel_id: str = CHANNEL_ID,
     ) -> dict[str, Any]:
         iid = self.snowflake()
         token = f"itok-{iid}"
-        self.interactions[iid] = FakeInteraction(iid, token, itype, CHANNEL_ID)
+        self.interactions[iid] = FakeInteraction(iid, token, itype, channel_id)
         user = {
             "id": user_id,
             "username": f"user{user_id[-3:]}",
@@ -57,9 +59,11 @@ class InteractionPayloads:
             "data": data,
             "attachment_size_limit": MAX_FILE,
             "locale": "en-US",
-            "channel_id": CHANNEL_ID,
+            "channel_id": channel_id,
             "channel": (
-                {
+                {**self.threads[channel_id], "permissions": str(permissions)}
+                if channel_id in self.threads  # in a thread: the thread is the channel
+                else {
                     "id": CHANNEL_ID,
                     "type": 0,
                     "name": "general",
@@ -207,7 +211,8 @@ class InteractionPayloads:
         user_id: str = "1400000000000000001",
         permissions: int = 0,
     ) -> dict[str, Any]:
-        """A button press on ``message`` (whose components must hold the button)."""
+        """A button press on ``message`` (whose components must hold the button), from the
+        channel or thread the message is in."""
         return self._interaction(
             3,
             {"custom_id": custom_id, "component_type": 2},
@@ -215,10 +220,16 @@ class InteractionPayloads:
             permissions=permissions,
             guild=True,
             message=self.message_json(message),
+            channel_id=message.channel_id,
         )
 
     def submit(
-        self, custom_id: str, values: dict[str, str], *, user_id: str = "1400000000000000001"
+        self,
+        custom_id: str,
+        values: dict[str, str],
+        *,
+        user_id: str = "1400000000000000001",
+        channel_id: str = CHANNEL_ID,
     ) -> dict[str, Any]:
         comps = [
             {
@@ -235,6 +246,7 @@ class InteractionPayloads:
             permissions=0,
             guild=True,
             message=None,
+            channel_id=channel_id,
         )
 
     # ----------------------------------------------------------------------- gateway

@@ -191,10 +191,47 @@ def check_modal(view: Any) -> None:
                     f"{where}: initial_value outside min..max",
                     name="invalid_arguments",
                 )
+        elif kind == "file_input":
+            # docs.slack.dev file input element: filetypes a list of extensions, max_files
+            # 1..10 (default 10); only in an input block (this loop only sees those).
+            types = el.get("filetypes")
+            require(
+                types is None
+                or (isinstance(types, list) and all(isinstance(t, str) for t in types)),
+                f"{where}: filetypes must be a list of extensions",
+                name="invalid_arguments",
+            )
+            max_files = el.get("max_files", 10)
+            require(
+                isinstance(max_files, int) and 1 <= max_files <= 10,
+                f"{where}: max_files must be 1..10",
+                name="invalid_arguments",
+            )
+        elif kind == "conversations_select":
+            # docs.slack.dev conversations select: response_url_enabled only in a modal's
+            # input block; filter.include of im, mpim, private, public.
+            for key in ("default_to_current_conversation", "response_url_enabled"):
+                require(
+                    isinstance(el.get(key, False), bool),
+                    f"{where}: {key} must be a boolean",
+                    name="invalid_arguments",
+                )
+            include = (el.get("filter") or {}).get("include", [])
+            require(
+                isinstance(include, list) and set(include) <= {"im", "mpim", "private", "public"},
+                f"{where}: filter.include takes im, mpim, private, public",
+                name="invalid_arguments",
+            )
         else:
             raise ContractViolation(
                 f"{where}: unexpected element {kind!r}", name="invalid_arguments"
             )
+    block_ids = [b.get("block_id") for b in blocks if isinstance(b, Mapping) and b.get("block_id")]
+    require(
+        len(block_ids) == len(set(block_ids)),
+        "block_id must be unique in a view",
+        name="invalid_arguments",
+    )
     # A view_submission only fires for a modal with inputs and a submit button.
     require(
         has_input and view.get("submit") is not None,

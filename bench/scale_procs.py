@@ -78,6 +78,7 @@ class Result:
     takeover: float | None = None
     orphans: int = 0
     final_after_kill: float | None = None
+    delivered: bool = True
     delivered_after_kill: float | None = None
 
 
@@ -151,6 +152,7 @@ async def check(app: App, job_ids: list[str], n: int, workers: list[Worker]) -> 
         }
         == dict(made),
         "outbox_done_once": all(done_rows[j] == 1 for j in job_ids) and len(outbox) == len(job_ids),
+        "no_row": sorted(j for j in job_ids if j not in {r["job_id"] for r in outbox}),
         "posted_once": sum(1 for j in job_ids if lines[j] == 1),
         "posted_twice": sum(1 for j in job_ids if lines[j] > 1),
         "by_process": collections.Counter(
@@ -167,16 +169,19 @@ async def all_final(app: App, within: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def all_delivered(app: App, count: int, within: float) -> None:
+async def all_delivered(app: App, count: int, within: float) -> bool:
+    """Whether every result row is done within ``within`` s (longer than the outbox's own
+    60 s lease, so a row a dead process held is retried in time); False leaves the rest to
+    :func:`check` to name (a job without a row is never delivered by a running process)."""
     deadline = time.monotonic() + within
     while True:
         row = await app.store.fetchone(
             "SELECT COUNT(*) AS c FROM outbox WHERE kind = 'result' AND state = 'done'"
         )
         if row is not None and int(row["c"]) >= count:
-            return
+            return True
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {row and row['c']} of {count} results delivered")
+            return False
         await asyncio.sleep(0.05)
 
 
@@ -218,7 +223,8 @@ async def one_run(
                 )
                 await all_final(submitter, within=600)
                 result.final_after_kill = time.perf_counter() - killed
-            await all_delivered(submitter, len(job_ids), within=600)
+            await all_final(submitter, within=600)
+            result.delivered = await all_delivered(submitter, len(job_ids), args.deliver_wait_s)
             result.took = time.perf_counter() - started
             if kill:
                 result.delivered_after_kill = time.perf_counter() - killed
@@ -238,6 +244,8 @@ async def kill_mid_run(
         held = [r for r in rows if r["state"] == "running" and mark in str(r["lease_owner"])]
         if done >= args.jobs // 3 and held:
             break
+        if not any(r["state"] in ("queued", "running") for r in rows):
+            raise RuntimeError("every job finished before the kill: try more --jobs")
         await asyncio.sleep(0.02)
     victim.proc.send_signal(signal.SIGKILL)
     killed = time.perf_counter()
@@ -287,12 +295,22 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     for r in results:
         owners = ", ".join(f"pid {k}: {v}" for k, v in sorted(r.checks["by_process"].items()))
         print(f"  {r.label}: accepted in {r.accepted:.2f} s; last lease per job: {owners}")
+        if not r.delivered:
+            print(
+                f"  {r.label}: NOT every result delivered within {args.deliver_wait_s:g} s of "
+                f"the last job finishing; jobs done with no result row in the outbox: "
+                f"{r.checks['no_row'] or 'none'}"
+            )
         if r.takeover is not None:
             print(
                 f"  {r.label}: {r.orphans} running jobs of the killed process taken over "
                 f"{r.takeover:.1f} s after the SIGKILL (lease {args.lease_s:g} s); every job "
-                f"final {r.final_after_kill:.1f} s after it, every result delivered "
-                f"{r.delivered_after_kill:.1f} s after it"
+                f"final {r.final_after_kill:.1f} s after it, "
+                + (
+                    f"every result delivered {r.delivered_after_kill:.1f} s after it"
+                    if r.delivered
+                    else "NOT every result delivered"
+                )
             )
 
 
@@ -321,3 +339,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=4, help="provider slots per process")
     g.add_argument("--lease-s", type=float, default=5.0, help="jobs.lease_s")
     g.add_argument("--kill", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument(
+        "--deliver-wait-s",
+        type=float,
+        default=90.0,
+        help="how long after the last job to wait for its result (the outbox lease is 60 s)",
+    )

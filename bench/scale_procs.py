@@ -120,7 +120,9 @@ async def stop_worker(w: Worker) -> None:
 
 
 async def job_rows(app: App) -> list[dict[str, Any]]:
-    rows = await app.store.fetchall("SELECT id, owner_id, state, attempts, lease_owner FROM jobs")
+    rows = await app.store.fetchall(
+        "SELECT id, owner_id, state, attempts, lease_owner, started_at FROM jobs"
+    )
     return [dict(r) for r in rows]
 
 
@@ -242,7 +244,17 @@ async def kill_mid_run(
         rows = await job_rows(app)
         done = sum(1 for r in rows if r["state"] == "done")
         held = [r for r in rows if r["state"] == "running" and mark in str(r["lease_owner"])]
-        if done >= args.jobs // 3 and held:
+        # --kill-at generating: while every job it holds is inside its provider call (started
+        # a quarter of the latency ago or more), not while it is finishing one: the typical
+        # crash. --kill-at any: at the first look (it may land while a result is being sent).
+        clock = time.time()  # the App's clock, which started_at is on
+        quiet = all(
+            args.latency_ms / 4000
+            <= clock - float(r["started_at"] or clock)
+            <= args.latency_ms * 3 / 4000
+            for r in held
+        )
+        if done >= args.jobs // 3 and held and (quiet or args.kill_at == "any"):
             break
         if not any(r["state"] in ("queued", "running") for r in rows):
             raise RuntimeError("every job finished before the kill: try more --jobs")
@@ -339,6 +351,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=4, help="provider slots per process")
     g.add_argument("--lease-s", type=float, default=5.0, help="jobs.lease_s")
     g.add_argument("--kill", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--kill-at", choices=("generating", "any"), default="generating")
     g.add_argument(
         "--deliver-wait-s",
         type=float,

@@ -2,7 +2,7 @@
 
 It opens ``App.open(settings)`` with ``IMAGINE_STORE__URL`` from its environment (so the
 password never shows in ``ps``), the offline provider with a latency, and a poster for the
-bench's platform that appends one line per posted result to ``--posts`` (``job_id state``),
+bench's platform that appends one line per posted result to ``--posts`` (``job_id images``),
 flushed at once, so a SIGKILL loses nothing written. It prints ``{"ready": <pid>}`` when its
 runner is up and runs until SIGTERM (a graceful stop) or SIGKILL.
 

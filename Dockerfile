@@ -4,9 +4,10 @@
 #   docker build -t imagine-bot .
 #   docker run -p 8080:8080 -e WEB_ACCESS_TOKEN=... -v imagine:/data imagine-bot
 #
-# Stages: requirements (the dependency list, read from pyproject.toml) -> deps (a venv with
-# only those, cached until the list changes) and wheel (the one stage that sees the source)
-# -> the image: the deps venv plus the installed wheel, no source tree, a non-root user.
+# Stages: requirements (the dependency list, read from pyproject.toml, EXTRAS included) ->
+# deps (a venv with only those, cached until the list changes) and wheel (the one stage that
+# sees the source) -> the image: the deps venv plus the installed wheel, no source tree, a
+# non-root user.
 #
 # The base is pinned by digest, so a rebuild gets the same Python and Debian. This digest is
 # the multi-platform index of python:3.11-slim as recorded by docker-library's repo-info
@@ -18,9 +19,12 @@
 ARG BASE=python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
 
 FROM ${BASE} AS requirements
+# Optional extras to install as well, comma-separated: "postgres" (asyncpg, for store.url) by
+# default, so one image serves SQLite and PostgreSQL; --build-arg EXTRAS= for none.
+ARG EXTRAS=postgres
 WORKDIR /build
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(*deps, sep='\n')" > requirements.txt
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + [d for e in os.environ.get('EXTRAS', '').split(',') if e.strip() for d in p['optional-dependencies'][e.strip()]]; print(*deps, sep='\n')" > requirements.txt
 
 FROM ${BASE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

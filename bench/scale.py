@@ -14,6 +14,13 @@ ledger check. ``--down 1`` starts with that many servers off (refused connection
 move to the others and the floor grows accordingly.
 
     python bench/scale.py [--servers 4] [--users 8] [--work-s 2.0] [--runs 3] [--down 0]
+
+The two-process half (``--part procs``, ``bench/scale_procs.py``): a throwaway PostgreSQL
+cluster, real bot processes on one database, ``--jobs`` (200) jobs; one process alone, two,
+and two with one SIGKILLed mid-run (``--no-kill`` to skip it).
+
+    python bench/scale.py --part procs [--jobs 200] [--latency-ms 500] [--concurrency 4]
+    python bench/scale.py --part all     # both halves (the default: --part pool)
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import scale_procs
 from bot.quotas import ledger_balances
 from tests.conftest import open_chat
 from tests.fakes.automatic1111 import Automatic1111Fake
@@ -114,7 +122,16 @@ async def main() -> None:
     ap.add_argument("--work-s", type=float, default=2.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--down", type=int, default=0, help="servers that refuse connections")
+    ap.add_argument("--part", choices=("pool", "procs", "all"), default="pool")
+    scale_procs.add_arguments(ap)
     args = ap.parse_args()
+    if args.part in ("pool", "all"):
+        await run_pool(args)
+    if args.part in ("procs", "all"):
+        await scale_procs.run_procs(args)
+
+
+async def run_pool(args: argparse.Namespace) -> None:
     live = args.servers - args.down
     floor = math.ceil(args.users / live) * args.work_s
     print(

@@ -110,6 +110,12 @@ class Delivery:
         self._posts = ctx.store.posts
         self._alerts = ctx.store.alerts
         self.policy = policy or DeliveryPolicy()
+        if ctx.runner.shared:
+            # Other deliverers wait out a dead one's lease on a row: as short as a job's
+            # (renewed every third of it while a row is being sent).
+            self.policy = replace(
+                self.policy, lease_s=min(self.policy.lease_s, ctx.settings.jobs.lease_s)
+            )
         self._posters: dict[str, ChannelPoster] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight: set[int] = set()

@@ -151,7 +151,7 @@ class Delivery:
         # Finished jobs without a row died between their final state and it.
         if not self._ctx.runner.shared:
             await self._outbox.release_leases()
-        await self._enqueue_missing()
+        await takedown.enqueue_missing(self)
         self._wake.set()
         self._loop_task = asyncio.get_running_loop().create_task(self._run_loop())
 
@@ -172,17 +172,6 @@ class Delivery:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # ------------------------------------------------------------------- the deliverer
-    async def _enqueue_missing(self) -> None:
-        """Results of finished jobs that have no outbox row (their process died between the
-        job's final state and the row) get one; enqueue is once per job, so a process racing
-        the one that finished it costs nothing."""
-        for job_id in await self._outbox.missing_results():
-            job = await self._jobs.get(job_id)
-            if job is not None:
-                await self._outbox.enqueue(
-                    job_id=job.id, kind="result", target=target(job), at=self._ctx.clock()
-                )
-
     async def _run_loop(self) -> None:
         looked = self._ctx.clock()
         while not self._closing:
@@ -194,7 +183,7 @@ class Delivery:
                     self.policy.missing_every_s
                 ):
                     looked = self._ctx.clock()
-                    await self._enqueue_missing()
+                    await takedown.enqueue_missing(self)
             except Exception:
                 log.exception("the deliverer's pass failed; trying again")
             self._wake.clear()

@@ -1,5 +1,6 @@
-"""What delivery does besides posting: where a result replies, a thread's root line, and
-Delete's take-down (every message of a job, then its files unless a live job still uses them).
+"""What delivery does besides posting: where a result replies, a thread's root line, Delete's
+take-down (every message of a job, then its files unless a live job still uses them), and the
+results a dead process left without an outbox row.
 
 Functions of :class:`bot.delivery.Delivery`'s state, split out to keep that class readable.
 """
@@ -102,3 +103,17 @@ async def remove_files(d: Delivery, job: Job) -> None:
         path = image_path(d._ctx.settings.data_dir, sha, ext)
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(path.unlink)
+
+
+async def enqueue_missing(d: Delivery) -> None:
+    """Results of finished jobs that have no outbox row (their process died between the
+    job's final state and the row) get one; enqueue is once per job, so a process racing
+    the one that finished it costs nothing."""
+    from bot.delivery import target  # bot.delivery imports this module
+
+    for job_id in await d._outbox.missing_results():
+        job = await d._jobs.get(job_id)
+        if job is not None:
+            await d._outbox.enqueue(
+                job_id=job.id, kind="result", target=target(job), at=d._ctx.clock()
+            )

@@ -305,3 +305,45 @@ async def test_a_result_left_without_its_row_by_a_dead_process_is_delivered_by_a
         await asyncio.sleep(1.0)  # and only once, whichever process found it
         posted = [r for r in [*a.channel.posted, *b.channel.posted] if r.job_id == row["id"]]
         assert len([r for r in posted if r.state == "done"]) == 1
+
+
+@pytest.mark.postgres
+async def test_generate_beside_a_running_bot_on_one_store_waits_for_its_own_jobs(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """`generate` next to a running bot on one PostgreSQL store: no data-dir lock refusal, and
+    it waits for its jobs whichever process runs them (the bot here has the free slots)."""
+    settings = shared_settings(tmp_path, store={"store": {"url": pg_url}}, latency_ms=300)
+    async with App.open(settings) as bot:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("IMAGINE_")},
+            "PYTHONPATH": str(REPO),
+            "IMAGINE_STORE__URL": pg_url,
+            "IMAGINE_PROVIDERS__DEFAULT": "offline",
+            "IMAGINE_PROVIDERS__OFFLINE__LATENCY_MS": "300",
+            "IMAGINE_GRAMMAR__BASE_SIDE": "256",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "generate",
+            "two foxes {red, blue} --n 1",
+            "--json",
+            "--out",
+            str(tmp_path / "out"),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        jobs = json.loads(out)["jobs"]
+        assert [j["state"] for j in jobs] == ["done", "done"]
+        written = [await asyncio.to_thread(Path(j["images"][0]["path"]).is_file) for j in jobs]
+        assert written == [True, True]
+        rows = await bot.store.fetchall("SELECT attempts FROM jobs")
+        assert [r["attempts"] for r in rows] == [1, 1]

@@ -283,3 +283,28 @@ async def test_concurrent_alert_claims_have_one_winner(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "a.db") as a, Store.open(tmp_path / "a.db") as b:
         won = await asyncio.gather(*(s.alerts.claim("k", 1.0, 60.0) for s in (a, b, a, b)))
         assert sorted(won) == [False, False, False, True]
+
+
+async def test_confirmations_and_preferences_on_each_store(any_store: Any) -> None:
+    from bot.storage.records import PendingCommand
+
+    pending = PendingCommand(
+        "abcdefghijkm", "web", "local", "general", "ann", "a {b, c, d}", None, None, 10.0
+    )
+    await any_store.confirmations.put(pending)
+    assert await any_store.confirmations.get("abcdefghijkm") == pending
+    assert await any_store.confirmations.use("abcdefghijkm", 11.0)
+    assert not await any_store.confirmations.use("abcdefghijkm", 12.0)  # once
+    await any_store.confirmations.unuse("abcdefghijkm")
+    assert await any_store.confirmations.use("abcdefghijkm", 13.0)
+    assert await any_store.confirmations.forget_before(100.0) == 1
+    prefs = any_store.prefs
+    await prefs.put("web", "local", "defaults", "user", "ann", '{"n": 2}', 1.0)
+    await prefs.put("web", "local", "defaults", "user", "ann", '{"n": 3}', 2.0)
+    await prefs.put("web", "local", "defaults", "channel", "general", '{"ar": "3:2"}', 2.0)
+    got = await prefs.get_many(
+        "web", "local", "defaults", [("user", "ann"), ("channel", "general"), ("user", "bo")]
+    )
+    assert got == {("user", "ann"): '{"n": 3}', ("channel", "general"): '{"ar": "3:2"}'}
+    assert await prefs.delete("web", "local", "defaults", "user", "ann")
+    assert not await prefs.delete("web", "local", "defaults", "user", "ann")

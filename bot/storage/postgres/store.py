@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from bot.storage.postgres.confirmations import PgConfirmations
+from bot.storage.portable import Confirmations, Preferences
 from bot.storage.postgres.database import Database
 from bot.storage.postgres.gallery import PgGallery
 from bot.storage.postgres.leases import PgLeases
 from bot.storage.postgres.notices import PgJobNotices
 from bot.storage.postgres.outbox import PgOutbox, PgPosts
-from bot.storage.postgres.prefs import PgPrefs
 from bot.storage.postgres.repositories import (
     PgAdminLog,
     PgAlerts,
@@ -40,7 +39,7 @@ class Store(Database):
         self.outbox = PgOutbox(self)
         self.posts = PgPosts(self)
         self.gallery = PgGallery(self)
-        self.confirmations = PgConfirmations(self)
+        self.confirmations = Confirmations(self)
         self.leases = PgLeases(self)
         self.notices = PgJobNotices(pool)
-        self.prefs = PgPrefs(self)
+        self.prefs = Preferences(self)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import aiosqlite
 
-from bot.storage.sqlite.confirmations import SqliteConfirmations
+from bot.storage.portable import Confirmations, Preferences
 from bot.storage.sqlite.database import Database
 from bot.storage.sqlite.leases import SqliteLeases
 from bot.storage.sqlite.notices import SqliteJobNotices
 from bot.storage.sqlite.outbox import SqliteOutbox, SqlitePosts
-from bot.storage.sqlite.prefs import SqlitePrefs
 from bot.storage.sqlite.repositories import (
     SqliteAdminLog,
     SqliteAlerts,
@@ -36,7 +35,7 @@ class Store(Database):
         self.alerts = SqliteAlerts(self)
         self.outbox = SqliteOutbox(self)
         self.posts = SqlitePosts(self)
-        self.confirmations = SqliteConfirmations(self)
+        self.confirmations = Confirmations(self)
         self.leases = SqliteLeases(self)
         self.notices = SqliteJobNotices()
-        self.prefs = SqlitePrefs(self)
+        self.prefs = Preferences(self)

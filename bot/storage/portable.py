@@ -1,0 +1,121 @@
+"""Repositories whose SQL is the same on every store: one class each, on any database that runs
+statements with ``?`` placeholders (SQLite's own, PostgreSQL's through ``to_dollar``).
+
+Each statement here is portable SQL, so the SQLite and the PostgreSQL store hand out the same
+class instead of two copies that could drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from bot.storage.records import PendingCommand
+
+
+class Statements(Protocol):
+    """What a store's database offers for statements of their own (each committed)."""
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> Sequence[Any]: ...
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any: ...
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int: ...
+
+
+_COLUMNS = (
+    "id, platform, tenant, channel_id, owner_id, text, init_sha, init_ext, created_at, used_at"
+)
+
+
+class Confirmations:
+    def __init__(self, db: Statements) -> None:
+        self._db = db
+
+    async def put(self, pending: PendingCommand) -> None:
+        await self._db.execute(
+            f"INSERT INTO confirmations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                pending.id,
+                pending.platform,
+                pending.tenant,
+                pending.channel_id,
+                pending.owner_id,
+                pending.text,
+                pending.init_sha,
+                pending.init_ext,
+                pending.created_at,
+                pending.used_at,
+            ),
+        )
+
+    async def get(self, pending_id: str) -> PendingCommand | None:
+        row = await self._db.fetchone(
+            f"SELECT {_COLUMNS} FROM confirmations WHERE id = ?", (pending_id,)
+        )
+        return None if row is None else PendingCommand(**dict(row))
+
+    async def use(self, pending_id: str, at: float) -> bool:
+        return bool(
+            await self._db.execute(
+                "UPDATE confirmations SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                (at, pending_id),
+            )
+        )
+
+    async def unuse(self, pending_id: str) -> None:
+        await self._db.execute(
+            "UPDATE confirmations SET used_at = NULL WHERE id = ?", (pending_id,)
+        )
+
+    async def forget_before(self, at: float) -> int:
+        return await self._db.execute("DELETE FROM confirmations WHERE created_at < ?", (at,))
+
+
+_KEY = "platform = ? AND tenant = ? AND kind = ? AND scope = ? AND subject = ?"
+
+
+class Preferences:
+    def __init__(self, db: Statements) -> None:
+        self._db = db
+
+    async def get_many(
+        self, platform: str, tenant: str, kind: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        if not keys:
+            return {}
+        # Portable: one (scope = ? AND subject = ?) per key instead of a row-value IN.
+        pairs = " OR ".join("(scope = ? AND subject = ?)" for _ in keys)
+        rows = await self._db.fetchall(
+            "SELECT scope, subject, value_json FROM preferences "
+            f"WHERE platform = ? AND tenant = ? AND kind = ? AND ({pairs})",
+            (platform, tenant, kind, *(x for key in keys for x in key)),
+        )
+        return {(str(r["scope"]), str(r["subject"])): str(r["value_json"]) for r in rows}
+
+    async def put(
+        self,
+        platform: str,
+        tenant: str,
+        kind: str,
+        scope: str,
+        subject: str,
+        value_json: str,
+        at: float,
+    ) -> None:
+        await self._db.execute(
+            "INSERT INTO preferences (platform, tenant, kind, scope, subject, value_json, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (platform, tenant, kind, scope, subject) DO UPDATE SET "
+            "value_json = excluded.value_json, updated_at = excluded.updated_at",
+            (platform, tenant, kind, scope, subject, value_json, at),
+        )
+
+    async def delete(self, platform: str, tenant: str, kind: str, scope: str, subject: str) -> bool:
+        changed = await self._db.execute(
+            f"DELETE FROM preferences WHERE {_KEY}", (platform, tenant, kind, scope, subject)
+        )
+        return changed > 0
+
+
+__all__ = ["Confirmations", "Preferences", "Statements"]

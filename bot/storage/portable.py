@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from bot.storage.records import PendingCommand
+from bot.storage.records import ActiveJob, PendingCommand
 
 
 class Statements(Protocol):
@@ -118,4 +118,65 @@ class Preferences:
         return changed > 0
 
 
-__all__ = ["Confirmations", "Preferences", "Statements"]
+class LeaseStatements:
+    """The job-lease statements both stores share; each store adds the ones that run inside
+    its own transactions (the claim, the failure of an expired lease, the holder check)."""
+
+    def __init__(self, db: Statements) -> None:
+        self._db = db
+
+    async def queued_providers(self) -> set[str]:
+        rows = await self._db.fetchall("SELECT DISTINCT provider FROM jobs WHERE state = 'queued'")
+        return {str(r["provider"]) for r in rows}
+
+    async def renew(self, owner: str, job_ids: Sequence[str], until: float) -> set[str]:
+        if not job_ids:
+            return set()
+        marks = ", ".join("?" * len(job_ids))
+        rows = await self._db.fetchall(
+            f"UPDATE jobs SET lease_until = ? WHERE state = 'running' AND lease_owner = ? "
+            f"AND id IN ({marks}) RETURNING id",
+            (until, owner, *job_ids),
+        )
+        return {str(r["id"]) for r in rows}
+
+    async def expired(self, now: float) -> list[ActiveJob]:
+        rows = await self._db.fetchall(
+            "SELECT id, platform, tenant, owner_id, provider, attempts FROM jobs "
+            "WHERE state = 'running' AND (lease_until IS NULL OR lease_until < ?) "
+            "ORDER BY created_at",
+            (now,),
+        )
+        return [
+            ActiveJob(
+                str(r["id"]),
+                str(r["platform"]),
+                str(r["tenant"]),
+                str(r["owner_id"]),
+                str(r["provider"]),
+                int(r["attempts"]),
+            )
+            for r in rows
+        ]
+
+    async def requeue_expired(self, job_id: str, now: float) -> bool:
+        return bool(
+            await self._db.execute(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND state = 'running' AND (lease_until IS NULL OR lease_until < ?)",
+                (job_id, now),
+            )
+        )
+
+    async def release(self, owner: str, job_id: str) -> bool:
+        return bool(
+            await self._db.execute(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
+                "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+                "WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                (job_id, owner),
+            )
+        )
+
+
+__all__ = ["Confirmations", "LeaseStatements", "Preferences", "Statements"]

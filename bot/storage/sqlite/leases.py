@@ -6,12 +6,10 @@ the fairest queued job of the provider whose payer is under the per-user cap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import aiosqlite
 
+from bot.storage.portable import LeaseStatements
 from bot.storage.protocols import Tx
-from bot.storage.records import ActiveJob
 from bot.storage.sqlite.database import Database
 
 _SAME_PAYER = "s.platform = j.platform AND s.tenant = j.tenant AND s.owner_id = j.owner_id"
@@ -37,13 +35,8 @@ def _conn(tx: Tx) -> aiosqlite.Connection:
     return tx
 
 
-class SqliteLeases:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def queued_providers(self) -> set[str]:
-        rows = await self._db.fetchall("SELECT DISTINCT provider FROM jobs WHERE state = 'queued'")
-        return {str(r["provider"]) for r in rows}
+class SqliteLeases(LeaseStatements):
+    _db: Database
 
     async def claim_next(
         self, *, provider: str, owner: str, now: float, until: float, max_running_per_user: int
@@ -52,45 +45,6 @@ class SqliteLeases:
             CLAIM_SQL, (now, owner, until, provider, max_running_per_user)
         )
         return str(rows[0]["id"]) if rows else None
-
-    async def renew(self, owner: str, job_ids: Sequence[str], until: float) -> set[str]:
-        if not job_ids:
-            return set()
-        marks = ", ".join("?" * len(job_ids))
-        rows = await self._db.fetchall(
-            f"UPDATE jobs SET lease_until = ? WHERE state = 'running' AND lease_owner = ? "
-            f"AND id IN ({marks}) RETURNING id",
-            (until, owner, *job_ids),
-        )
-        return {str(r["id"]) for r in rows}
-
-    async def expired(self, now: float) -> list[ActiveJob]:
-        rows = await self._db.fetchall(
-            "SELECT id, platform, tenant, owner_id, provider, attempts FROM jobs "
-            "WHERE state = 'running' AND (lease_until IS NULL OR lease_until < ?) "
-            "ORDER BY created_at",
-            (now,),
-        )
-        return [
-            ActiveJob(
-                str(r["id"]),
-                str(r["platform"]),
-                str(r["tenant"]),
-                str(r["owner_id"]),
-                str(r["provider"]),
-                int(r["attempts"]),
-            )
-            for r in rows
-        ]
-
-    async def requeue_expired(self, job_id: str, now: float) -> bool:
-        return bool(
-            await self._db.execute(
-                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL "
-                "WHERE id = ? AND state = 'running' AND (lease_until IS NULL OR lease_until < ?)",
-                (job_id, now),
-            )
-        )
 
     async def fail_expired(self, tx: Tx, job_id: str, error: str, now: float) -> bool:
         cur = await _conn(tx).execute(
@@ -107,13 +61,3 @@ class SqliteLeases:
             (job_id, owner),
         )
         return bool(list(rows))
-
-    async def release(self, owner: str, job_id: str) -> bool:
-        return bool(
-            await self._db.execute(
-                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
-                "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
-                "WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                (job_id, owner),
-            )
-        )

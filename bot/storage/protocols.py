@@ -8,13 +8,15 @@ of its own, committed when it returns; it must not be called while the caller ho
 
 Conditional writes report whether they changed anything (``-> bool``): "claim", "start",
 "charge" are each one statement whose condition is the check, never a read followed by a write.
+(Admission reads first and decides, for a whole batch at once, inside a unit that holds the
+write lock; its quota writes are still conditional: see :mod:`bot.storage.admission`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.storage.outbox import OutboxRepository, PostRepository
 from bot.storage.records import (
@@ -28,6 +30,9 @@ from bot.storage.records import (
     StoredJobImage,
     Window,
 )
+
+if TYPE_CHECKING:
+    from bot.storage.admission import AdmissionStatements
 
 
 class Tx(Protocol):
@@ -111,6 +116,10 @@ class JobRepository(Protocol):
         ...
 
     async def set_status_ref(self, job_id: str, ref: str) -> None: ...
+
+    async def set_status_refs(self, refs: Sequence[tuple[str, str]]) -> None:
+        """(job_id, ref) pairs, in one unit of work."""
+        ...
 
     async def history(self, platform: str, tenant: str, channel_id: str, limit: int) -> list[Job]:
         """The channel's newest ``limit`` jobs that were not deleted, oldest first."""
@@ -384,6 +393,11 @@ class Storage(Protocol):
 
     @property
     def confirmations(self) -> ConfirmationRepository: ...
+
+    @property
+    def admission(self) -> AdmissionStatements:
+        """Admission's batch statements (:mod:`bot.storage.admission`)."""
+        ...
 
     @property
     def leases(self) -> JobLeaseRepository: ...

@@ -81,6 +81,39 @@ class NewJob:
     created_at: float
 
 
+def queued_job(job: NewJob) -> Job:
+    """``job`` as it reads back right after it was written."""
+    r = job.request
+    return Job(
+        id=job.id,
+        platform=job.platform,
+        tenant=job.tenant,
+        channel_id=job.channel_id,
+        thread_id=job.thread_id,
+        owner_id=job.owner_id,
+        owner_name=job.owner_name,
+        kind=job.kind,
+        parent_job_id=job.parent_job_id,
+        parent_index=job.parent_index,
+        state="queued",
+        request=r,
+        provider=job.provider,
+        model=r.model,
+        seed=r.seed,
+        n=r.n,
+        attempts=0,
+        error=None,
+        notice=job.notice,
+        status_ref=None,
+        result_ref=None,
+        grid_sha=None,
+        grid_ext=None,
+        deleted=False,
+        created_at=job.created_at,
+        finished_at=None,
+    )
+
+
 @dataclass(frozen=True)
 class ActiveJob:
     """What the scheduler needs of a queued or running job at start (not its request: a job
@@ -144,6 +177,7 @@ __all__ = [
     "ScopeLimits",
     "StoredJobImage",
     "Window",
+    "queued_job",
     "user_scope",
     "workspace_scope",
 ]

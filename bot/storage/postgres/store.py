@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from bot.storage.admission import AdmissionStatements
 from bot.storage.portable import Confirmations, Preferences
+from bot.storage.postgres.admission import PgTxStatements
 from bot.storage.postgres.database import Database
 from bot.storage.postgres.gallery import PgGallery
 from bot.storage.postgres.leases import PgLeases
@@ -40,6 +42,7 @@ class Store(Database):
         self.posts = PgPosts(self)
         self.gallery = PgGallery(self)
         self.confirmations = Confirmations(self)
+        self.admission = AdmissionStatements(PgTxStatements())
         self.leases = PgLeases(self)
         self.notices = PgJobNotices(pool)
         self.prefs = Preferences(self)

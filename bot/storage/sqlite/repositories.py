@@ -14,6 +14,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from bot.job_request import JobRequest
+from bot.storage.admission import INSERT_JOB, job_row
 from bot.storage.protocols import Tx
 from bot.storage.records import (
     ActiveJob,
@@ -130,34 +131,7 @@ class SqliteJobs:
         return int(row["mine"]), int(row["total"])
 
     async def insert(self, tx: Tx, job: NewJob) -> None:
-        r = job.request
-        await _write(
-            tx,
-            "INSERT INTO jobs (id, platform, tenant, channel_id, thread_id, owner_id, "
-            "owner_name, kind, parent_job_id, parent_index, state, request_json, "
-            "provider, model, seed, n, notice, interaction_id, created_at) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.id,
-                job.platform,
-                job.tenant,
-                job.channel_id,
-                job.thread_id,
-                job.owner_id,
-                job.owner_name,
-                job.kind,
-                job.parent_job_id,
-                job.parent_index,
-                r.to_json(),
-                job.provider,
-                r.model,
-                r.seed,
-                r.n,
-                job.notice,
-                job.interaction_id,
-                job.created_at,
-            ),
-        )
+        await _write(tx, INSERT_JOB, job_row(job))
 
     async def cancel_queued(self, tx: Tx, job_id: str, error: str, at: float) -> bool:
         return bool(
@@ -251,6 +225,12 @@ class SqliteJobs:
 
     async def set_status_ref(self, job_id: str, ref: str) -> None:
         await self._db.execute("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
+
+    async def set_status_refs(self, refs: Sequence[tuple[str, str]]) -> None:
+        async with self._db.transaction() as tx:
+            await _conn(tx).executemany(
+                "UPDATE jobs SET status_ref = ? WHERE id = ?", [(ref, j) for j, ref in refs]
+            )
 
     async def history(self, platform: str, tenant: str, channel_id: str, limit: int) -> list[Job]:
         rows = await self._db.fetchall(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import aiosqlite
 
+from bot.storage.admission import AdmissionStatements
 from bot.storage.portable import Confirmations, Preferences
+from bot.storage.sqlite.admission import SqliteTxStatements
 from bot.storage.sqlite.database import Database
 from bot.storage.sqlite.leases import SqliteLeases
 from bot.storage.sqlite.notices import SqliteJobNotices
@@ -36,6 +38,7 @@ class Store(Database):
         self.outbox = SqliteOutbox(self)
         self.posts = SqlitePosts(self)
         self.confirmations = Confirmations(self)
+        self.admission = AdmissionStatements(SqliteTxStatements())
         self.leases = SqliteLeases(self)
         self.notices = SqliteJobNotices()
         self.prefs = Preferences(self)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot import images
-from bot.admission import JobSpec, write_jobs
+from bot.admission import Admissions, JobSpec
 from bot.config import ImageSettings, JobSettings
 from bot.errors import UserError
 from bot.events import EventBus, JobEvent, OrderedPublisher
@@ -31,7 +31,7 @@ from bot.providers.hub import ProviderHub
 from bot.quotas import Quotas, user_scope
 from bot.scheduler import FairQueue, PlaceInLine
 from bot.storage.protocols import Storage
-from bot.storage.records import Job, StoredJobImage
+from bot.storage.records import Job, StoredJobImage, queued_job
 from bot.types import Actor
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class JobRunner:
         self._publisher = OrderedPublisher(events)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._admissions = Admissions(storage, quotas, job_settings, self._admitted)
         self._executor = JobExecutor(
             storage,
             quotas,
@@ -120,27 +121,25 @@ class JobRunner:
         specs: Sequence[JobSpec],
         *,
         interaction_id: str | None = None,
-    ) -> list[str]:
-        """Write the jobs and reserve their quota in one ``BEGIN IMMEDIATE`` transaction, then
-        queue them. All or nothing: a quota or queue refusal writes nothing."""
-        ids = await write_jobs(
-            self._storage,
-            self._quotas,
-            self._settings,
-            self._clock(),
-            actor,
-            channel_id,
-            thread_id,
-            specs,
-            interaction_id,
+    ) -> list[Job]:
+        """Write the jobs and reserve their quota in one ``BEGIN IMMEDIATE`` transaction (with
+        whatever else is being submitted at the same moment: :class:`Admissions`), then queue
+        them. All or nothing: a quota or queue refusal writes nothing."""
+        written = await self._admissions.admit(
+            self._clock(), actor, channel_id, thread_id, specs, interaction_id
         )
+        for job in written:  # what the status message about to be sent shows
+            if (place := self.position(job.id)) is not None:
+                self._places.shown(job.id, place)
+        # As written (queued): the caller shows them at once, and catches up on any that
+        # started meanwhile.
+        return [queued_job(job) for job in written]
+
+    def _admitted(self, actor: Actor, ids: Sequence[str], specs: Sequence[JobSpec]) -> None:
+        """Committed: into the queue (called by admission before the submitter hears)."""
         scope = user_scope(actor.platform, actor.tenant, actor.user_id)
         for job_id, spec in zip(ids, specs, strict=True):
             self._enqueue(job_id, scope, spec.provider)
-        for job_id in ids:  # what the status message about to be sent shows
-            if (place := self.position(job_id)) is not None:
-                self._places.shown(job_id, place)
-        return ids
 
     def _enqueue(self, job_id: str, user: str, provider: str) -> None:
         if self._leases is not None:
@@ -176,6 +175,7 @@ class JobRunner:
     async def stop(self) -> None:
         """Graceful stop: running jobs go back to the queue (not counted as an attempt) so the
         next start runs them; nothing is refunded or charged twice."""
+        await self._admissions.drain()  # what is being admitted is queued, or refused
         await self._places.stop()
         if self._leases is not None:
             await self._leases.stop()

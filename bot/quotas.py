@@ -14,16 +14,18 @@ The rules (windows, role merging, exemptions, overrides) live here; the SQL in
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.config import QuotaSettings
 from bot.errors import QuotaExceeded, UserError
+from bot.storage.admission import Charge, ReserveEntry
 from bot.storage.protocols import Storage, Tx
-from bot.storage.records import Window, user_scope, workspace_scope
+from bot.storage.records import ScopeLimits, Window, user_scope, workspace_scope
 from bot.types import Actor
 
 Clock = Callable[[], float]
@@ -69,6 +71,28 @@ class QuotaStatus:
         return "unlimited"
 
 
+@dataclass
+class QuotaBook:
+    """The windows, limits and blocks one admission decides on (read once, under the write
+    lock), with what the requests it accepted so far charge on top."""
+
+    blocks: dict[str, str]
+    limits: dict[str, ScopeLimits]
+    used: dict[Window, int]
+    charged: dict[Window, tuple[int, int]] = field(default_factory=dict)  # (units, limit)
+
+    def add(self, scope: str, win: str, units: int, limit: int) -> None:
+        self.used[(scope, win)] = self.used.get((scope, win), 0) + units
+        before, seen_limit = self.charged.get((scope, win), (0, limit))
+        # The write's own check must pass whenever each request's did (roles can differ
+        # between two requests of one person): the most generous limit, 0 being none.
+        widest = 0 if 0 in (limit, seen_limit) else max(limit, seen_limit)
+        self.charged[(scope, win)] = (before + units, widest)
+
+    def charges(self) -> list[Charge]:
+        return [Charge(s, w, units, limit) for (s, w), (units, limit) in self.charged.items()]
+
+
 class Quotas:
     def __init__(
         self,
@@ -85,6 +109,9 @@ class Quotas:
         self._tz = ZoneInfo(settings.timezone)
 
     # ------------------------------------------------------------------ windows and limits
+    def now(self) -> float:
+        return self._clock()
+
     def windows(self, now: float | None = None) -> tuple[str, str]:
         local = datetime.fromtimestamp(self._clock() if now is None else now, self._tz)
         return f"d:{local:%Y-%m-%d}", f"m:{local:%Y-%m}"
@@ -99,6 +126,19 @@ class Quotas:
 
     async def _limits(self, tx: Tx, actor: Actor) -> tuple[Limits, Limits]:
         """(the user's limits, the workspace's limits): config, roles, then admin overrides."""
+        user, ws = self.scopes(actor)
+        return self._merged_limits(actor, await self._storage.quota.limits(tx, (user, ws)))
+
+    def scopes(self, actor: Actor) -> tuple[str, str]:
+        """(the user's scope, the workspace's)."""
+        return (
+            user_scope(actor.platform, actor.tenant, actor.user_id),
+            workspace_scope(actor.platform, actor.tenant),
+        )
+
+    def _merged_limits(
+        self, actor: Actor, found: Mapping[str, ScopeLimits]
+    ) -> tuple[Limits, Limits]:
         s = self._settings
         daily, monthly = s.user_daily, s.user_monthly
         for role in actor.roles:
@@ -107,9 +147,7 @@ class Quotas:
                 d, m = role_limits.get("daily", daily), role_limits.get("monthly", monthly)
                 daily = 0 if 0 in (d, daily) else max(d, daily)
                 monthly = 0 if 0 in (m, monthly) else max(m, monthly)
-        user = user_scope(actor.platform, actor.tenant, actor.user_id)
-        ws = workspace_scope(actor.platform, actor.tenant)
-        found = await self._storage.quota.limits(tx, (user, ws))
+        user, ws = self.scopes(actor)
 
         def apply(scope: str, base: Limits) -> Limits:
             override = found.get(scope)
@@ -137,30 +175,44 @@ class Quotas:
     # ------------------------------------------------------------------------ the ledger
     async def reserve(self, tx: Tx, actor: Actor, jobs: Sequence[tuple[str, int]]) -> None:
         """Reserve units for ``jobs`` ((job_id, units), already inserted) in the caller's
-        transaction. Raises :class:`QuotaExceeded` (the caller's transaction then rolls back)."""
+        transaction. Raises :class:`QuotaExceeded` (the caller's transaction then rolls back).
+        Admission does the same for a whole batch at once (:class:`bot.admission.Admissions`)."""
+        now = self._clock()
+        admission = self._storage.admission
+        facts = await admission.facts(
+            tx, interaction_ids=(), scopes=self.scopes(actor), wins=self.windows(now)
+        )
+        book = QuotaBook(facts.blocks, facts.limits, dict(facts.used))
+        entries = self.plan(book, actor, jobs, now)
+        if not await admission.write(tx, (), book.charges(), entries):
+            raise RuntimeError("a quota window changed under the write lock")
+
+    def plan(
+        self, book: QuotaBook, actor: Actor, jobs: Sequence[tuple[str, int]], now: float
+    ) -> list[ReserveEntry]:
+        """Decide one request's reservation from ``book`` (read under the write lock) and add
+        its charges to it; the ledger entries to write. Raises :class:`UserError` (blocked) or
+        :class:`QuotaExceeded`, and then leaves ``book`` as it was."""
         total = sum(units for _, units in jobs)
-        reason = await self.blocked_reason(tx, actor)
+        payer, wscope = self.scopes(actor)
+        reason = next((book.blocks[s] for s in sorted((payer, wscope)) if s in book.blocks), None)
         if reason is not None:
             raise UserError(
                 "You are blocked from generating images here" + (f": {reason}" if reason else ".")
             )
-        payer = user_scope(actor.platform, actor.tenant, actor.user_id)
-        now = self._clock()
         exempt = self.exempt(actor)
-        charged: list[Window] = []
+        windows: list[tuple[str, str, int]] = []
         if not exempt:
             day, month = self.windows(now)
-            user, ws = await self._limits(tx, actor)
-            wscope = workspace_scope(actor.platform, actor.tenant)
+            user, ws = self._merged_limits(actor, book.limits)
             for scope, win, limit, who in (
                 (payer, day, user.daily, "your daily"),
                 (payer, month, user.monthly, "your monthly"),
                 (wscope, day, ws.daily, "this workspace's daily"),
                 (wscope, month, ws.monthly, "this workspace's monthly"),
             ):
-                # The check is the write: a window only grows while it has room.
-                if not await self._storage.quota.charge(tx, scope, win, total, limit):
-                    left = max(0, limit - await self._storage.quota.used(tx, scope, win))
+                used = book.used.get((scope, win), 0)
+                if limit and used + total > limit:
                     when = (
                         f"It resets at {self.next_reset():%H:%M %Z}."
                         if win.startswith("d:")
@@ -168,12 +220,15 @@ class Quotas:
                     )
                     raise QuotaExceeded(
                         f"That needs {total} image{'s' if total != 1 else ''}, but "
-                        f"{who} quota has {left} of {limit} left. {when}"
+                        f"{who} quota has {max(0, limit - used)} of {limit} left. {when}"
                     )
-                charged.append((scope, win))
-        await self._storage.ledger.reserve(
-            tx, jobs, payer=payer, windows=charged, exempt=exempt, at=now
-        )
+                windows.append((scope, win, limit))
+        for scope, win, limit in windows:
+            book.add(scope, win, total, limit)
+        windows_json = json.dumps([[scope, win] for scope, win, _ in windows])
+        return [
+            ReserveEntry(job_id, payer, units, windows_json, exempt, now) for job_id, units in jobs
+        ]
 
     async def settle(self, tx: Tx, job_id: str, delivered: int) -> None:
         """Commit ``delivered`` units and refund the rest of the job's reservation. Idempotent:
@@ -250,6 +305,7 @@ async def ledger_balances(storage: Storage) -> bool:
 
 __all__ = [
     "Limits",
+    "QuotaBook",
     "QuotaStatus",
     "Quotas",
     "ledger_balances",

@@ -36,6 +36,7 @@ from bot.events import JobEvent
 from bot.jobs import Job
 from bot.pacing import Budget, StatusPacer
 from bot.providers.base import ProviderError
+from bot.status_refs import StatusRefs
 from bot.storage.outbox import Kind, OutboxRow
 from bot.types import FINAL_STATES, ChannelPoster, Reply, Target
 
@@ -118,6 +119,7 @@ class Delivery:
             )
         self._posters: dict[str, ChannelPoster] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._refs = StatusRefs(self._jobs)
         self._in_flight: set[int] = set()
         self._wake = asyncio.Event()
         self.pacer = StatusPacer()
@@ -165,6 +167,7 @@ class Delivery:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self._refs.aclose()
         if self._background:
             _, pending = await asyncio.wait(set(self._background), timeout=10)
             for task in pending:
@@ -289,7 +292,7 @@ class Delivery:
                 ref = await poster.post(row.target, Reply(row.payload), steps)
                 await steps.record("message", ref or "")
             return
-        job = await self._jobs.get(row.job_id or "")
+        job = await self.job(row.job_id or "")
         if job is None:
             return
         if row.kind == "result":
@@ -331,7 +334,14 @@ class Delivery:
 
     # --------------------------------------------------------------- what the core calls
     async def set_status_ref(self, job_id: str, ref: str) -> None:
-        await self._jobs.set_status_ref(job_id, ref)
+        """Keep the reference of the job's status message, so later updates edit it: written
+        soon, not awaited (:mod:`bot.status_refs`)."""
+        self._refs.keep(job_id, ref)
+
+    async def job(self, job_id: str) -> Job | None:
+        """The job as stored, once its status reference (if one is being written) is in."""
+        await self._refs.written(job_id)
+        return await self._jobs.get(job_id)
 
     async def record_post(self, job: Job, ref: str | None, kind: str) -> None:
         """Another message posted for ``job`` (a Pick): Delete takes it down too."""
@@ -339,7 +349,7 @@ class Delivery:
             await self._posts.add(job.id, job.platform, ref, kind)
 
     async def on_job_event(self, event: JobEvent) -> None:
-        job = await self._jobs.get(event.job_id)
+        job = await self.job(event.job_id)
         if job is None or job.deleted:
             return
         if event.remote:

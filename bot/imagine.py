@@ -117,13 +117,11 @@ async def submit(
     responder: Responder,
     job_specs: Sequence[JobSpec],
 ) -> None:
-    ids = await ctx.runner.submit(
+    jobs = await ctx.runner.submit(
         inv.actor, inv.channel_id, inv.thread_id, job_specs, interaction_id=inv.interaction_id
     )
-    for job_id in ids:
-        job = await ctx.runner.load(job_id)
-        if job is None:
-            continue
+    for job in jobs:
+        job_id = job.id
         try:
             ref = await responder.send(await ctx.render(job))
         except Exception:

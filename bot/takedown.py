@@ -33,7 +33,7 @@ async def reply_to(d: Delivery, job: Job) -> str | None:
     """The message a result answers, from the database: the result a child was started
     from (its parent's), else the job's own status message."""
     if job.parent_job_id:
-        parent = await d._jobs.get(job.parent_job_id)
+        parent = await d.job(job.parent_job_id)
         if parent is not None and parent.result_ref and not parent.deleted:
             return parent.result_ref
     return job.status_ref
@@ -112,7 +112,7 @@ async def enqueue_missing(d: Delivery) -> None:
     from bot.delivery import target  # bot.delivery imports this module
 
     for job_id in await d._outbox.missing_results():
-        job = await d._jobs.get(job_id)
+        job = await d.job(job_id)
         if job is not None:
             await d._outbox.enqueue(
                 job_id=job.id, kind="result", target=target(job), at=d._ctx.clock()

@@ -308,3 +308,43 @@ async def test_confirmations_and_preferences_on_each_store(any_store: Any) -> No
     assert got == {("user", "ann"): '{"n": 3}', ("channel", "general"): '{"ar": "3:2"}'}
     assert await prefs.delete("web", "local", "defaults", "user", "ann")
     assert not await prefs.delete("web", "local", "defaults", "user", "ann")
+
+
+async def test_preference_reads_asked_together_are_one_query_each_answered_its_own(
+    any_store: Any,
+) -> None:
+    prefs = any_store.prefs
+    for i in range(0, 450, 3):  # every third person has saved something
+        await prefs.put("web", "local", "defaults", "user", f"u{i}", f'{{"n": {i % 4 + 1}}}', 1.0)
+    await prefs.put("web", "other", "defaults", "user", "u0", '{"n": 9}', 1.0)
+    asked = [
+        prefs.get_many(
+            "web", "local" if i % 50 else "other", "defaults", [("user", f"u{i}"), ("channel", "c")]
+        )
+        for i in range(450)  # more keys than one query takes: read in parts
+    ]
+    reader = getattr(any_store, "_reader", None)  # SQLite's read connection: trace it
+    statements: list[str] = []
+    if reader is not None:
+        await reader.set_trace_callback(statements.append)
+    got = await asyncio.gather(*asked)
+    if reader is not None:
+        await reader.set_trace_callback(None)
+        queries = [s for s in statements if s.startswith("SELECT scope, subject, value_json")]
+        assert 2 <= len(queries) <= 6  # 443 keys of one tenant in parts of 200, one other
+    for i, answer in enumerate(got):
+        if i % 50 == 0:
+            assert answer == ({("user", "u0"): '{"n": 9}'} if i == 0 else {})
+        elif i % 3 == 0:
+            assert answer == {("user", f"u{i}"): f'{{"n": {i % 4 + 1}}}'}
+        else:
+            assert answer == {}
+    # A read asked after a write returned sees it, whatever is being read meanwhile.
+    slow = asyncio.gather(
+        *(prefs.get_many("web", "local", "defaults", [("user", "u1")]) for _ in range(20))
+    )
+    await prefs.put("web", "local", "defaults", "user", "u1", '{"n": 2}', 2.0)
+    assert await prefs.get_many("web", "local", "defaults", [("user", "u1")]) == {
+        ("user", "u1"): '{"n": 2}'
+    }
+    await slow

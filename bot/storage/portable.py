@@ -7,6 +7,7 @@ class instead of two copies that could drift apart.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -75,21 +76,75 @@ class Confirmations:
 _KEY = "platform = ? AND tenant = ? AND kind = ? AND scope = ? AND subject = ?"
 
 
+# Keys one preferences query asks for at most (two parameters each).
+MAX_KEYS = 200
+_Where = tuple[str, str, str]  # (platform, tenant, kind)
+_Asked = tuple[_Where, tuple[tuple[str, str], ...], "asyncio.Future[dict[tuple[str, str], str]]"]
+
+
 class Preferences:
+    """Saved preferences. Reads asked at the same moment (a burst of submissions, each wanting
+    its defaults) are answered by one query: under load each query was a round trip that
+    waited on a busy event loop. A read asked after a write returned sees that write."""
+
     def __init__(self, db: Statements) -> None:
         self._db = db
+        self._asked: list[_Asked] = []
+        self._reader: asyncio.Task[None] | None = None
 
     async def get_many(
         self, platform: str, tenant: str, kind: str, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], str]:
         if not keys:
             return {}
+        answer: asyncio.Future[dict[tuple[str, str], str]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._asked.append(((platform, tenant, kind), tuple(keys), answer))
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_asked(), name="preferences")
+        return await answer
+
+    async def _read_asked(self) -> None:
+        asked: list[_Asked] = []
+        try:
+            while self._asked:
+                asked, self._asked = self._asked, []
+                wanted: dict[_Where, set[tuple[str, str]]] = {}
+                for where, keys, _ in asked:
+                    wanted.setdefault(where, set()).update(keys)
+                found: dict[tuple[_Where, tuple[str, str]], str] = {}
+                try:
+                    for where, keys_wanted in wanted.items():
+                        ordered = sorted(keys_wanted)
+                        for i in range(0, len(ordered), MAX_KEYS):
+                            rows = await self._fetch(where, ordered[i : i + MAX_KEYS])
+                            found.update({(where, k): v for k, v in rows.items()})
+                except Exception as exc:
+                    for *_, answer in asked:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                for where, keys, answer in asked:
+                    if not answer.done():
+                        answer.set_result({k: found[where, k] for k in keys if (where, k) in found})
+        except BaseException:
+            for *_, answer in [*asked, *self._asked]:
+                answer.cancel()
+            self._asked.clear()
+            raise
+        finally:
+            self._reader = None
+
+    async def _fetch(
+        self, where: _Where, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
         # Portable: one (scope = ? AND subject = ?) per key instead of a row-value IN.
         pairs = " OR ".join("(scope = ? AND subject = ?)" for _ in keys)
         rows = await self._db.fetchall(
             "SELECT scope, subject, value_json FROM preferences "
             f"WHERE platform = ? AND tenant = ? AND kind = ? AND ({pairs})",
-            (platform, tenant, kind, *(x for key in keys for x in key)),
+            (*where, *(x for key in keys for x in key)),
         )
         return {(str(r["scope"]), str(r["subject"])): str(r["value_json"]) for r in rows}
 

@@ -366,6 +366,8 @@ def _keep_char(c: str) -> bool:
 
 def clean_text(text: str) -> str:
     """Straighten curly quotes and drop invisible/control characters (see module doc)."""
+    if text.isascii() and text.isprintable():
+        return text  # the usual line: no quote to straighten, every character kept
     return "".join(c for c in text.translate(_QUOTE_MAP) if _keep_char(c))
 
 

@@ -111,6 +111,7 @@ class Admissions:
         self._on_admitted = on_admitted
         self._pending: list[_Request] = []
         self._worker: asyncio.Task[None] | None = None
+        self._committing: set[asyncio.Task[None]] = set()
 
     async def admit(
         self,
@@ -133,8 +134,8 @@ class Admissions:
 
     async def drain(self) -> None:
         """Wait until every submission handed in so far is decided (for a graceful stop)."""
-        while self._worker is not None:
-            await asyncio.wait([self._worker])
+        while self._worker is not None or self._committing:
+            await asyncio.wait([t for t in (self._worker, *self._committing) if t is not None])
 
     async def _drain(self) -> None:
         try:
@@ -143,16 +144,24 @@ class Admissions:
                 batch = [r for r in self._pending[:MAX_BATCH] if not r.answer.done()]
                 del self._pending[:MAX_BATCH]
                 if batch:
-                    await self._admit(batch)
+                    decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    task = asyncio.create_task(self._admit(batch, decided))
+                    self._committing.add(task)
+                    task.add_done_callback(self._committing.discard)
+                    # The next batch may begin once this one's unit has run: on one
+                    # connection it reads what this one wrote, while this one commits.
+                    await asyncio.wait([task, decided], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._worker = None
             for request in self._pending:  # only when this task itself was cancelled
                 request.answer.cancel()
             self._pending.clear()
 
-    async def _admit(self, batch: list[_Request]) -> None:
+    async def _admit(
+        self, batch: list[_Request], decided: asyncio.Future[None] | None = None
+    ) -> None:
         try:
-            outcomes = await self._write(batch)
+            outcomes = await self._write(batch, decided)
         except Exception as exc:
             if len(batch) > 1:
                 for request in batch:
@@ -174,7 +183,9 @@ class Admissions:
             if not request.answer.done():
                 request.answer.set_result(outcome)
 
-    async def _write(self, batch: Sequence[_Request]) -> list[list[NewJob] | UserError]:
+    async def _write(
+        self, batch: Sequence[_Request], decided: asyncio.Future[None] | None
+    ) -> list[list[NewJob] | UserError]:
         """One unit for the batch: read, decide each in order, write the accepted."""
         storage, quotas = self._storage, self._quotas
         now = quotas.now()
@@ -236,6 +247,8 @@ class Admissions:
                 tx, jobs, book.charges(), reserves
             ):
                 raise RuntimeError("a quota window changed under the write lock")
+            if decided is not None and not decided.done():
+                decided.set_result(None)
         return outcomes
 
     async def _duplicate(self, tx: Tx, request: _Request) -> bool:

@@ -226,3 +226,20 @@ async def test_quota_exceeded_is_the_same_refusal_one_at_a_time(tmp_path: Path) 
         with pytest.raises(sqlite3.IntegrityError):  # the ledger names a job that must exist
             async with store.transaction() as tx:
                 await quotas.reserve(tx, chat.actor("max"), [("nojob", 1)])
+
+
+async def test_batches_in_a_row_each_see_what_the_ones_before_took(
+    tmp_path: Path, store_overrides: dict[str, Any]
+) -> None:
+    """More submissions than one batch holds: the next batch begins while the one before it
+    commits, and decides from what that one wrote."""
+    overrides = {**store_overrides, **_quota(user_daily=5, workspace_daily=37)}
+    async with open_chat(tmp_path, overrides) as chat:
+        users = [f"u{i % 10}" for i in range(120)]
+        answers = await _burst(chat, users, "/imagine a fox --n 1")
+        accepted = [u for u, a in zip(users, answers, strict=True) if _accepted(a)]
+        assert len(accepted) == 37
+        assert max(accepted.count(u) for u in set(accepted)) <= 5
+        assert await _jobs(chat) == 37
+        await chat.settle()
+        assert await ledger_balances(chat.app.store)

@@ -91,9 +91,9 @@ class Admissions:
     Each submission is still all or nothing and is answered on its own: ids, ``[]`` for a
     replayed delivery, or its refusal (queue, duplicate, block, quota), decided in arrival
     order, each seeing what the ones before it took. A batch forms while the one before it is
-    being written; under no load it is a batch of one. A batch that fails as a whole (a
-    constraint, the disk) is tried again one submission at a time, so one request's
-    failure is never another's.
+    being written; under no load it is a batch of one. A batch the database refuses before
+    its commit (a constraint) is tried again one submission at a time, so one request's
+    failure is never another's; a failed commit is reported to each, never retried.
 
     ``on_admitted`` runs in the batch's task when the jobs are committed, before anyone hears
     of them: a caller cancelled meanwhile leaves no job that nothing runs."""
@@ -163,11 +163,16 @@ class Admissions:
         try:
             outcomes = await self._write(batch, decided)
         except Exception as exc:
-            if len(batch) > 1:
+            if len(batch) > 1 and not (decided is not None and decided.done()):
+                # The database refused one of them (a constraint): alone, it fails alone.
                 for request in batch:
                     await self._admit([request])
-            elif not batch[0].answer.done():
-                batch[0].answer.set_exception(exc)
+                return
+            # Or the commit itself failed: never tried again here, since a commit reported
+            # lost may have happened (then a second try would charge twice).
+            for request in batch:
+                if not request.answer.done():
+                    request.answer.set_exception(exc)
             return
         except BaseException:
             for request in batch:

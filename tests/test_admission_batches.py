@@ -243,3 +243,28 @@ async def test_batches_in_a_row_each_see_what_the_ones_before_took(
         assert await _jobs(chat) == 37
         await chat.settle()
         assert await ledger_balances(chat.app.store)
+
+
+async def test_a_full_database_refuses_the_whole_burst_and_charges_nobody(tmp_path: Path) -> None:
+    """SQLITE_FULL (a page limit: a real full database to SQLite) under a burst: everyone is
+    told something went wrong and that nothing was charged, and it is true; once there is room
+    again the next submission goes through."""
+    async with open_chat(tmp_path, _quota(user_daily=10)) as chat:
+        store = chat.app.store
+        await chat.say("nora", "/imagine a fox --n 1")  # the tables have pages
+        await chat.settle()
+        pages = (await store.fetchone("PRAGMA page_count"))[0]
+        await store.execute(f"PRAGMA max_page_count = {int(pages)}")
+        answers = await _burst(
+            chat, ["nora", "omar", "pia", "nora"], "/imagine a fox --n 1 " + "x" * 900
+        )
+        await store.execute("PRAGMA max_page_count = 1073741823")
+        assert not any(_accepted(a) for a in answers)
+        assert all("Nothing was charged" in a[-1].text for a in answers), [
+            a[-1].text for a in answers
+        ]
+        assert await _jobs(chat) == 1
+        assert (await chat.app.quotas.status(chat.actor("nora"))).daily_used == 1
+        assert _accepted(await chat.say("omar", "/imagine a fox"))
+        await chat.settle()
+        assert await ledger_balances(store)

@@ -184,19 +184,26 @@ class AdmissionStatements:
         charges: Sequence[Charge],
         reserves: Sequence[ReserveEntry],
     ) -> bool:
-        """The batch's jobs, quota windows and ledger entries, sent together (the ledger's
-        rows queue behind the jobs they name). False when a window had no room after all:
-        the caller must roll back."""
+        """The batch's jobs, quota windows and ledger entries. False when a window had no room
+        after all: the caller must roll back.
+
+        One after the other, not sent together: after an error SQLite may roll the whole
+        transaction back by itself (SQLITE_FULL, SQLITE_IOERR), and a statement already sent
+        behind the failed one would then run, and commit, on its own."""
         db = self._db
-        # Asked in this order, run in this order (one connection, first come first served).
-        _, charged, _ = await asyncio.gather(
-            db.insert_many(tx, INSERT_JOB, [job_row(j) for j in jobs]) if jobs else _zero(),
-            db.count_many(
+        if jobs:
+            await db.insert_many(tx, INSERT_JOB, [job_row(j) for j in jobs])
+        charged = (
+            await db.count_many(
                 tx, _CHARGE, [(c.scope, c.win, c.units, c.limit, c.limit) for c in charges]
             )
             if charges
-            else _zero(),
-            db.insert_many(
+            else 0
+        )
+        if charged != len(charges):
+            return False
+        if reserves:
+            await db.insert_many(
                 tx,
                 INSERT_RESERVE,
                 [
@@ -204,14 +211,7 @@ class AdmissionStatements:
                     for e in reserves
                 ],
             )
-            if reserves
-            else _zero(),
-        )
-        return charged == len(charges)
-
-
-async def _zero() -> int:
-    return 0
+        return True
 
 
 __all__ = [

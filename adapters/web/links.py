@@ -211,6 +211,7 @@ class ReservedNames:
         self._extra = frozenset(user_id_of(e, strict=False) for e in extra) - {""}
         self._seen: tuple[int, int] | None = None
         self._names: frozenset[str] = frozenset()
+        self._all: frozenset[str] = self._extra
 
     def current(self) -> frozenset[str]:
         try:
@@ -223,7 +224,8 @@ class ReservedNames:
             # A damaged file keeps the names last read: nobody's name is freed by it.
             with contextlib.suppress(OSError):
                 self._names = frozenset(_read_names(self._path)) if stamp else frozenset()
-        return self._names | self._extra
+            self._all = self._names | self._extra
+        return self._all
 
     def __contains__(self, user_id: object) -> bool:
         return user_id in self.current()

@@ -8,6 +8,7 @@ together share that transaction (:class:`Admissions`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ DOUBLE_CLICK_S = 5.0
 DOUBLE_CLICK_KINDS = frozenset(
     {"vary", "vary-subtle", "vary-strong", "reroll", "upscale", "zoom", "pan"}
 )
+log = logging.getLogger(__name__)
+
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 # Submissions one unit of work decides at most: a burst's first answers do not wait on its last.
 MAX_BATCH = 32
@@ -148,8 +151,9 @@ class Admissions:
                     task = asyncio.create_task(self._admit(batch, decided))
                     self._committing.add(task)
                     task.add_done_callback(self._committing.discard)
-                    # The next batch may begin once this one's unit has run: on one
-                    # connection it reads what this one wrote, while this one commits.
+                    # The next batch is formed and asked for once this one's unit has run,
+                    # while this one commits (the store's write lock still puts the next
+                    # one's reads after this one's commit).
                     await asyncio.wait([task, decided], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._worker = None
@@ -165,8 +169,14 @@ class Admissions:
         except Exception as exc:
             if len(batch) > 1 and not (decided is not None and decided.done()):
                 # The database refused one of them (a constraint): alone, it fails alone.
+                log.warning(
+                    "admitting %d submissions together failed (%s); one at a time now",
+                    len(batch),
+                    type(exc).__name__,
+                )
                 for request in batch:
-                    await self._admit([request])
+                    if not request.answer.done():  # a caller gone meanwhile: nothing for it
+                        await self._admit([request])
                 return
             # Or the commit itself failed: never tried again here, since a commit reported
             # lost may have happened (then a second try would charge twice).

@@ -44,6 +44,7 @@ async def update_thread_root(d: Delivery, job: Job) -> None:
     from bot.delivery import budget_for  # bot.delivery imports this module
 
     assert job.thread_id is not None
+    await d._refs.all_written()  # the root is found by its status message's reference
     jobs = await d._jobs.in_thread(job.platform, job.tenant, job.channel_id, job.thread_id)
     root = next((j for j in jobs if j.status_ref == job.thread_id), None)
     if root is None or root.state not in FINAL_STATES:

@@ -145,15 +145,17 @@ async def test_concurrent_reservations_from_two_processes_never_overspend(pg_url
 
 
 async def test_the_charge_alone_is_the_check_without_any_lock(pg_url: str) -> None:
-    """Outside a unit of work (no advisory lock), on separate connections, the conditional
-    upsert still lets exactly as many charges through as fit."""
+    """Outside a unit of work (no advisory lock), on separate connections, admission's
+    conditional upsert still lets exactly as many charges through as fit."""
+    from bot.storage.admission import Charge
     from bot.storage.postgres import Store
 
     async with Store.open(parse(pg_url), pool_max=20) as store:
 
         async def charge() -> bool:
             async with store.reading() as conn:  # autocommit: one statement of its own
-                return await store.quota.charge(conn, "user:x", "d:1", 3, 10)
+                ok = await store.admission.write(conn, (), [Charge("user:x", "d:1", 3, 10)], ())
+                return bool(ok)
 
         results = await asyncio.gather(*(charge() for _ in range(20)))
         assert results.count(True) == 3

@@ -205,22 +205,11 @@ async def test_images_are_overwritten_by_a_retry(store: Store) -> None:
 
 
 # ----------------------------------------------------------------------- quota usage
-async def test_charge_is_refused_without_a_write_when_the_window_is_full(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert not await store.quota.charge(tx, "user:x", "d:1", 11, 10)  # never fits
-        assert await store.quota.used_in(tx, "user:x", ("d:1",)) == {}
-        assert await store.quota.charge(tx, "user:x", "d:1", 6, 10)
-        assert not await store.quota.charge(tx, "user:x", "d:1", 5, 10)
-        assert await store.quota.charge(tx, "user:x", "d:1", 4, 10)
-        assert await store.quota.charge(tx, "user:x", "d:1", 1000, 0)  # 0: no limit
-        assert await store.quota.used(tx, "user:x", "d:1") == 1010
-
-
 async def test_a_grant_starts_a_window_below_zero(store: Store) -> None:
     async with store.transaction() as tx:
         await store.quota.grant(tx, "user:x", "d:1", 3)
         await store.quota.grant(tx, "user:x", "d:1", 2)
-        assert await store.quota.used(tx, "user:x", "d:1") == -5
+        assert await store.quota.used_in(tx, "user:x", ("d:1",)) == {"d:1": -5}
         await store.quota.set_used(tx, "user:x", "d:1", 1)
         await store.quota.set_used(tx, "user:x", "d:2", 1)  # no row: a reset adds none
         assert await store.quota.used_in(tx, "user:x", ("d:1", "d:2")) == {"d:1": 1}
@@ -348,3 +337,40 @@ async def test_preference_reads_asked_together_are_one_query_each_answered_its_o
         ("user", "u1"): '{"n": 2}'
     }
     await slow
+
+
+async def test_admissions_charge_holds_its_own_limit_with_or_without_a_row(any_store: Any) -> None:
+    """The batch write's quota check, apart from the plan that decided it: a window grows only
+    while within its limit, a missing window starts only if the units fit, 0 is no limit, and
+    an admin's grant (below zero) makes room even for more than the limit."""
+    from bot.storage.admission import Charge
+
+    async def charge(*charges: Charge) -> bool:
+        try:
+            async with any_store.transaction() as tx:
+                if not await any_store.admission.write(tx, (), charges, ()):
+                    raise LookupError  # what admission does: roll the unit back
+        except LookupError:
+            return False
+        return True
+
+    async def used(scope: str, win: str) -> int | None:
+        row = await any_store.fetchone(
+            "SELECT used FROM quota_usage WHERE scope = ? AND win = ?", (scope, win)
+        )
+        return None if row is None else int(row["used"])
+
+    assert not await charge(Charge("user:x", "d:1", 11, 10))  # never fits a fresh window
+    assert await used("user:x", "d:1") is None
+    assert await charge(Charge("user:x", "d:1", 6, 10))
+    assert not await charge(Charge("user:x", "d:1", 5, 10))
+    assert await charge(Charge("user:x", "d:1", 4, 10))
+    assert await used("user:x", "d:1") == 10
+    assert await charge(Charge("user:x", "d:1", 1000, 0))  # 0: no limit
+    # All or nothing across windows: one refused, none is kept.
+    assert not await charge(Charge("user:y", "d:1", 2, 10), Charge("user:x", "d:2", 11, 10))
+    assert await used("user:y", "d:1") is None
+    async with any_store.transaction() as tx:
+        await any_store.quota.grant(tx, "user:z", "d:1", 5)  # used -5
+    assert await charge(Charge("user:z", "d:1", 12, 10))  # -5 + 12 = 7
+    assert await used("user:z", "d:1") == 7

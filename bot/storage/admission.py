@@ -10,7 +10,8 @@ The reads must stay true until the transaction ends, since admission decides fro
 unit of work holds the store's write lock from its start on both stores (SQLite's ``BEGIN
 IMMEDIATE``, PostgreSQL's transaction-level advisory lock every process takes), so no other
 writer comes between. The quota writes still check themselves (grow only while within the
-limit): a read that went stale anyway is caught, never overspent.
+limit, a window without a row included): a read that went stale anyway is caught, never
+overspent.
 """
 
 from __future__ import annotations
@@ -33,13 +34,23 @@ INSERT_RESERVE = (
     "INSERT INTO ledger (job_id, kind, payer, units, windows, exempt, created_at) "
     "VALUES (?, 'reserve', ?, ?, ?, ?, ?)"
 )
-# One window grows by a batch's units only while it stays within the limit (0: none). A
-# window without a row starts at the units; admission has checked they fit.
+# One window grows by a batch's units only while it stays within the limit (0: none): a
+# window without a row starts at the units only if they fit, one with a row (an admin's grant
+# may have put it below zero) only if its total does. Admission has checked both; this is the
+# check that holds even so. (CASTs: PostgreSQL must know the parameters' types in a SELECT.)
 _CHARGE = (
-    "INSERT INTO quota_usage (scope, win, used) VALUES (?, ?, ?) "
+    "INSERT INTO quota_usage (scope, win, used) "
+    "SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER) "
+    "WHERE CAST(? AS INTEGER) = 0 OR CAST(? AS INTEGER) <= CAST(? AS INTEGER) "
+    "OR EXISTS (SELECT 1 FROM quota_usage WHERE scope = ? AND win = ?) "
     "ON CONFLICT (scope, win) DO UPDATE SET used = quota_usage.used + excluded.used "
-    "WHERE ? = 0 OR quota_usage.used + excluded.used <= ?"
+    "WHERE CAST(? AS INTEGER) = 0 OR quota_usage.used + excluded.used <= CAST(? AS INTEGER)"
 )
+
+
+def _charge_row(c: Charge) -> tuple[Any, ...]:
+    """The parameters of :data:`_CHARGE`, in the order they appear."""
+    return (c.scope, c.win, c.units, c.limit, c.units, c.limit, c.scope, c.win, c.limit, c.limit)
 
 
 def job_row(job: NewJob) -> tuple[Any, ...]:
@@ -195,7 +206,9 @@ class AdmissionStatements:
             await db.insert_many(tx, INSERT_JOB, [job_row(j) for j in jobs])
         charged = (
             await db.count_many(
-                tx, _CHARGE, [(c.scope, c.win, c.units, c.limit, c.limit) for c in charges]
+                tx,
+                _CHARGE,
+                [_charge_row(c) for c in charges],
             )
             if charges
             else 0

@@ -7,7 +7,7 @@ of its own, committed when it returns; it must not be called while the caller ho
 (the SQLite implementation serializes everything on one connection and would wait forever).
 
 Conditional writes report whether they changed anything (``-> bool``): "claim", "start",
-"charge" are each one statement whose condition is the check, never a read followed by a write.
+"use" are each one statement whose condition is the check, never a read followed by a write.
 (Admission reads first and decides, for a whole batch at once, inside a unit that holds the
 write lock; its quota writes are still conditional: see :mod:`bot.storage.admission`.)
 """
@@ -163,13 +163,6 @@ class ImageRepository(Protocol):
 
 class QuotaRepository(Protocol):
     """Usage per (scope, window), admin limits per scope, and blocks."""
-
-    async def charge(self, tx: Tx, scope: str, win: str, units: int, limit: int) -> bool:
-        """Add ``units`` to the window's usage if the total stays within ``limit`` (0: no
-        limit). The check is the write: one conditional statement, nothing written on False."""
-        ...
-
-    async def used(self, tx: Tx, scope: str, win: str) -> int: ...
 
     async def used_in(self, tx: Tx, scope: str, wins: Sequence[str]) -> dict[str, int]:
         """Usage of ``scope`` per window, for the windows that have a row."""

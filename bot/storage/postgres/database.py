@@ -8,9 +8,9 @@ stores read alike and tools and tests can send the same raw statements to either
 unit holds the write lock from its start. Here that lock is one transaction-scoped advisory
 lock, taken by every unit of every process on the database, so a unit's reads and the writes
 that follow them are never overtaken (the per-user queue caps, the duplicate check). The
-quota charge needs no lock of its own: it stays one conditional statement (``INSERT ... ON
-CONFLICT DO UPDATE ... WHERE``, row-locked by PostgreSQL), so the check is the write even
-outside a unit.
+quota charge (admission's, :mod:`bot.storage.admission`) needs no lock of its own: it stays
+one conditional statement (``INSERT ... ON CONFLICT DO UPDATE ... WHERE``, row-locked by
+PostgreSQL), so the check is the write even outside a unit.
 """
 
 from __future__ import annotations

@@ -226,10 +226,13 @@ class PgJobs:
         await self._db.execute("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
 
     async def set_status_refs(self, refs: Sequence[tuple[str, str]]) -> None:
-        async with self._db.transaction() as tx:
-            await _conn(tx).executemany(
-                "UPDATE jobs SET status_ref = ? WHERE id = ?", [(ref, j) for j, ref in refs]
-            )
+        # One statement of its own (arrays instead of a row each), outside the write lock
+        # that units of work take, as the single reference's UPDATE was.
+        await self._db.execute(
+            "UPDATE jobs SET status_ref = r.ref FROM unnest(?::text[], ?::text[]) AS r(id, ref) "
+            "WHERE jobs.id = r.id",
+            ([j for j, _ in refs], [ref for _, ref in refs]),
+        )
 
     async def history(self, platform: str, tenant: str, channel_id: str, limit: int) -> list[Job]:
         rows = await self._db.fetchall(
@@ -307,37 +310,6 @@ class PgImages:
 class PgQuota:
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def charge(self, tx: Tx, scope: str, win: str, units: int, limit: int) -> bool:
-        if limit and units > limit:
-            # More than a fresh window holds: only room an admin granted into an existing
-            # window (a negative usage) can take it. Still one conditional write.
-            return bool(
-                await _write(
-                    tx,
-                    "UPDATE quota_usage SET used = used + ? WHERE scope = ? AND win = ? "
-                    "AND used + ? <= ?",
-                    (units, scope, win, units, limit),
-                )
-            )
-        # A new window starts at `units` (fits, checked above); an existing one grows only
-        # while it stays within the limit. One statement: the check is the write.
-        within = " WHERE quota_usage.used + excluded.used <= ?" if limit else ""
-        return bool(
-            await _write(
-                tx,
-                "INSERT INTO quota_usage (scope, win, used) VALUES (?, ?, ?) "
-                "ON CONFLICT (scope, win) DO UPDATE SET used = quota_usage.used + excluded.used"
-                + within,
-                (scope, win, units, *((limit,) if limit else ())),
-            )
-        )
-
-    async def used(self, tx: Tx, scope: str, win: str) -> int:
-        rows = await _rows(
-            tx, "SELECT used FROM quota_usage WHERE scope = ? AND win = ?", (scope, win)
-        )
-        return int(rows[0]["used"]) if rows else 0
 
     async def used_in(self, tx: Tx, scope: str, wins: Sequence[str]) -> dict[str, int]:
         rows = await _rows(

@@ -309,37 +309,6 @@ class SqliteQuota:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def charge(self, tx: Tx, scope: str, win: str, units: int, limit: int) -> bool:
-        if limit and units > limit:
-            # More than a fresh window holds: only room an admin granted into an existing
-            # window (a negative usage) can take it. Still one conditional write.
-            return bool(
-                await _write(
-                    tx,
-                    "UPDATE quota_usage SET used = used + ? WHERE scope = ? AND win = ? "
-                    "AND used + ? <= ?",
-                    (units, scope, win, units, limit),
-                )
-            )
-        # A new window starts at `units` (fits, checked above); an existing one grows only
-        # while it stays within the limit. One statement: the check is the write.
-        within = " WHERE quota_usage.used + excluded.used <= ?" if limit else ""
-        return bool(
-            await _write(
-                tx,
-                "INSERT INTO quota_usage (scope, win, used) VALUES (?, ?, ?) "
-                "ON CONFLICT (scope, win) DO UPDATE SET used = quota_usage.used + excluded.used"
-                + within,
-                (scope, win, units, *((limit,) if limit else ())),
-            )
-        )
-
-    async def used(self, tx: Tx, scope: str, win: str) -> int:
-        rows = await _rows(
-            tx, "SELECT used FROM quota_usage WHERE scope = ? AND win = ?", (scope, win)
-        )
-        return int(rows[0]["used"]) if rows else 0
-
     async def used_in(self, tx: Tx, scope: str, wins: Sequence[str]) -> dict[str, int]:
         rows = await _rows(
             tx,

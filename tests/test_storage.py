@@ -145,10 +145,14 @@ async def test_queued_counts_and_replayed_interactions(store: Store) -> None:
     await add(store, "b1", at=3.0, owner="bob")
     await add(store, "a3", at=4.0, state="running")
     async with store.transaction() as tx:
-        assert await store.jobs.queued_counts(tx, "web", "local", "alice") == (2, 3)
-        assert await store.jobs.queued_counts(tx, "web", "local", "carol") == (0, 3)
-        assert await store.jobs.interaction_seen(tx, "int-1")
-        assert not await store.jobs.interaction_seen(tx, "int-2")
+        facts = await store.admission.facts(
+            tx, interaction_ids=["int-1", "int-2"], scopes=["user:x"], wins=["d:1"]
+        )
+        assert facts.queued.get(("web", "local", "alice"), 0) == 2
+        assert facts.queued.get(("web", "local", "carol"), 0) == 0
+        assert facts.queued_total == 3
+        assert "int-1" in facts.seen
+        assert "int-2" not in facts.seen
 
 
 async def test_running_and_requeueing_count_attempts(store: Store) -> None:

@@ -42,10 +42,6 @@ class Tx(Protocol):
 
 class JobRepository(Protocol):
     # ------------------------------------------------------------- inside a transaction
-    async def interaction_seen(self, tx: Tx, interaction_id: str) -> bool:
-        """A job was already accepted for this platform interaction (a replayed delivery)."""
-        ...
-
     async def duplicate_in_flight(
         self,
         tx: Tx,
@@ -60,12 +56,6 @@ class JobRepository(Protocol):
     ) -> bool:
         """The same owner asked for the same continuation (``parent_index`` None matching
         None) after ``since``, and it is still queued or running."""
-        ...
-
-    async def queued_counts(
-        self, tx: Tx, platform: str, tenant: str, owner_id: str
-    ) -> tuple[int, int]:
-        """(this owner's queued jobs, everyone's queued jobs)."""
         ...
 
     async def insert(self, tx: Tx, job: NewJob) -> None:

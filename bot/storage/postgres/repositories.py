@@ -85,11 +85,6 @@ class PgJobs:
         self._db = db
 
     # ------------------------------------------------------------- inside a transaction
-    async def interaction_seen(self, tx: Tx, interaction_id: str) -> bool:
-        return bool(
-            await _rows(tx, "SELECT 1 FROM jobs WHERE interaction_id = ?", (interaction_id,))
-        )
-
     async def duplicate_in_flight(
         self,
         tx: Tx,
@@ -117,17 +112,6 @@ class PgJobs:
                 (parent_job_id, kind, *index_params, platform, tenant, owner_id, since),
             )
         )
-
-    async def queued_counts(
-        self, tx: Tx, platform: str, tenant: str, owner_id: str
-    ) -> tuple[int, int]:
-        [row] = await _rows(
-            tx,
-            "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN platform = ? AND tenant = ? "
-            "AND owner_id = ? THEN 1 ELSE 0 END), 0) AS mine FROM jobs WHERE state = 'queued'",
-            (platform, tenant, owner_id),
-        )
-        return int(row["mine"]), int(row["total"])
 
     async def insert(self, tx: Tx, job: NewJob) -> None:
         await _write(tx, INSERT_JOB, job_row(job))

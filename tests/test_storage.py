@@ -378,3 +378,30 @@ async def test_admissions_charge_holds_its_own_limit_with_or_without_a_row(any_s
         await any_store.quota.grant(tx, "user:z", "d:1", 5)  # used -5
     assert await charge(Charge("user:z", "d:1", 12, 10))  # -5 + 12 = 7
     assert await used("user:z", "d:1") == 7
+
+
+async def test_a_job_as_written_is_the_job_as_read_back(any_store: Any) -> None:
+    """What the submit path shows without reading back (records.queued_job) must not drift
+    from what the store returns for the same row."""
+    from bot.storage.records import queued_job
+
+    new = NewJob(
+        id="w1",
+        platform="web",
+        tenant="local",
+        channel_id="general",
+        thread_id="t1",
+        owner_id="alice",
+        owner_name="Alice",
+        kind="vary",
+        parent_job_id=None,
+        parent_index=None,
+        request=JobRequest(prompt="a fox", n=3, seed=11, model="m1"),
+        provider="offline",
+        notice="a notice",
+        interaction_id="int-w1",
+        created_at=5.0,
+    )
+    async with any_store.transaction() as tx:
+        await any_store.jobs.insert(tx, new)
+    assert await any_store.jobs.get("w1") == queued_job(new)
